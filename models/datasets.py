@@ -1,0 +1,29 @@
+"""Dataset shapes the models are built for (image size, channels, classes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.errors import UnknownModelError
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    name: str
+    height: int
+    width: int
+    channels: int
+    classes: int
+
+
+DATASETS: dict[str, DatasetShape] = {
+    "tiny-imagenet": DatasetShape("tiny-imagenet", 64, 64, 3, 200),
+    "dogs-vs-cats": DatasetShape("dogs-vs-cats", 224, 224, 3, 2),
+    "imagenet": DatasetShape("imagenet", 224, 224, 3, 1000),
+}
+
+
+def dataset_shape(name: str) -> DatasetShape:
+    if name not in DATASETS:
+        raise UnknownModelError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]

@@ -1,0 +1,18 @@
+"""The root of SOAP's user-facing errors.
+
+Every error a user can cause (a bad flag, a bad file, a strategy that does not fit) derives from
+`SoapError`; its message is ONE line that says the rule, the bad value and how to fix it. The command
+line prints that line and exits 2, never a traceback. `assert` is kept for internal invariants.
+"""
+
+
+class SoapError(ValueError):
+    """A user-facing error whose message is one line: rule, bad value, fix."""
+
+
+class UnknownModelError(SoapError):
+    """A model or dataset name that SOAP does not know."""
+
+
+class ShapeError(SoapError):
+    """An operator whose shapes do not fit together (shape inference failed)."""

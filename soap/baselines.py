@@ -1,0 +1,114 @@
+"""The named baseline strategies and a random valid strategy.
+
+- `single`: every op whole on device 0.
+- `data_parallel`: every op split on the batch over all N devices.
+- `model_parallel` (the seed's sense): every op whose output channels divide by a degree of N is channel
+  (Parameter) split over the largest such degree; an op that cannot be channel split (softmax, flatten,
+  a channel count sharing no factor with N) runs whole on one device, chosen layer-wise: the ops are laid
+  along the devices in program order by their share of the forward FLOPs.
+- `owt` (Krizhevsky's "one weird trick"): batch split in conv, pool and flatten; channel split in the
+  dense layers (hybrid with the batch where the channels do not divide by N); batch split in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from models.graph import OpGraph
+from models.op import Dim, Op, OpKind
+from soap.config import ParallelConfig
+from soap.errors import InvalidConfigError
+from soap.space import enumerate_configs
+from soap.strategy import Strategy
+
+
+def _degrees(op: Op, **by_dim: int) -> tuple[int, ...]:
+    return tuple(by_dim.get(dim.value, 1) for dim in op.output_dims)
+
+
+def _largest_common_degree(size: int, num_devices: int) -> int:
+    """The largest divisor of num_devices that also divides size (1 if none other)."""
+    return math.gcd(size, num_devices)
+
+
+def _require_batch_divides(graph: OpGraph, num_devices: int, baseline: str) -> None:
+    if graph.batch_size % num_devices:
+        raise InvalidConfigError(
+            f"{baseline} splits the batch over all devices: batch size {graph.batch_size} is not divisible by "
+            f"{num_devices} devices; use a batch size that is a multiple of {num_devices}"
+        )
+
+
+def single(graph: OpGraph, num_devices: int) -> Strategy:
+    configs = {op.name: ParallelConfig(_degrees(op), (0,)) for op in graph.ops}
+    return Strategy.for_graph(graph, num_devices, configs)
+
+
+def data_parallel(graph: OpGraph, num_devices: int) -> Strategy:
+    _require_batch_divides(graph, num_devices, "data_parallel")
+    devices = tuple(range(num_devices))
+    configs = {op.name: ParallelConfig(_degrees(op, sample=num_devices), devices) for op in graph.ops}
+    return Strategy.for_graph(graph, num_devices, configs)
+
+
+def _layerwise_devices(graph: OpGraph, num_devices: int) -> dict[str, int]:
+    """Lay the ops along the devices in program order, each device taking an equal share of FLOPs."""
+    total = max(graph.forward_flops, 1)
+    placement, done = {}, 0
+    for op in graph.ops:
+        midpoint = done + op.forward_flops / 2
+        placement[op.name] = min(num_devices - 1, int(num_devices * midpoint / total))
+        done += op.forward_flops
+    return placement
+
+
+def model_parallel(graph: OpGraph, num_devices: int) -> Strategy:
+    layerwise = _layerwise_devices(graph, num_devices)
+    configs = {}
+    for op in graph.ops:
+        channels = _channel_degree(op, num_devices)
+        if channels > 1:
+            configs[op.name] = ParallelConfig(_degrees(op, channel=channels), tuple(range(channels)))
+        else:
+            configs[op.name] = ParallelConfig(_degrees(op), (layerwise[op.name],))
+    return Strategy.for_graph(graph, num_devices, configs)
+
+
+def _channel_degree(op: Op, num_devices: int) -> int:
+    if Dim.CHANNEL not in op.parallel_dims:
+        return 1
+    return _largest_common_degree(op.output_shape[op.output_dims.index(Dim.CHANNEL)], num_devices)
+
+
+def owt(graph: OpGraph, num_devices: int) -> Strategy:
+    _require_batch_divides(graph, num_devices, "owt")
+    devices = tuple(range(num_devices))
+    configs = {}
+    for op in graph.ops:
+        if op.kind is OpKind.DENSE:
+            channels = _channel_degree(op, num_devices)
+            degrees = _degrees(op, sample=num_devices // channels, channel=channels)
+        else:
+            degrees = _degrees(op, sample=num_devices)
+        configs[op.name] = ParallelConfig(degrees, devices)
+    return Strategy.for_graph(graph, num_devices, configs)
+
+
+BASELINES: dict[str, Callable[[OpGraph, int], Strategy]] = {
+    "single": single,
+    "data_parallel": data_parallel,
+    "model_parallel": model_parallel,
+    "owt": owt,
+}
+
+
+def random_strategy(graph: OpGraph, num_devices: int, rng: np.random.Generator) -> Strategy:
+    """A strategy giving each op a config drawn uniformly from its enumerated space."""
+    configs = {}
+    for op in graph.ops:
+        space = enumerate_configs(op, num_devices)
+        configs[op.name] = space[rng.integers(len(space))]
+    return Strategy.for_graph(graph, num_devices, configs)

@@ -1,0 +1,71 @@
+"""The SOAP space of an op: validating a config and enumerating every valid one.
+
+A config is valid for an op on N devices when it has one degree per output dim, splits only the op's
+parallelizable dims, every degree divides its dim exactly (equal partitions), and its device ids are
+distinct and in 0..N-1. Enumeration yields, for every valid degree tuple with t = product <= N tasks,
+each contiguous block of t devices that starts at a multiple of t (FlexFlow's contiguous blocks; the
+alignment keeps blocks inside nodes of 2^k devices).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+from models.op import Op
+from soap.config import ParallelConfig
+from soap.errors import InvalidConfigError
+
+
+def divisors(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
+
+
+def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
+    """Raise InvalidConfigError (one line: rule, value, fix) unless `config` fits `op` on `num_devices`."""
+    dims = tuple(d.value for d in op.output_dims)
+    where = f"{op.kind.value} {op.name!r}"
+    if len(config.degrees) != len(dims):
+        raise InvalidConfigError(
+            f"{where}: needs one degree per output dim {dims}, got {len(config.degrees)}: {config.degrees}"
+        )
+    for dim, size, degree in zip(op.output_dims, op.output_shape, config.degrees):
+        if degree > 1 and dim not in op.parallel_dims:
+            allowed = ", ".join(d.value for d in op.output_dims if d in op.parallel_dims)
+            raise InvalidConfigError(f"{where}: dim {dim.value} cannot be split (degree {degree}); "
+                                     f"splittable dims: {allowed}")
+        if size % degree:
+            valid = ", ".join(str(d) for d in divisors(size) if d <= num_devices)
+            raise InvalidConfigError(
+                f"{where}: output dim {dim.value}={size} is not divisible by degree {degree}; "
+                f"valid degrees on {num_devices} devices: {valid}"
+            )
+    if config.num_tasks > num_devices:
+        raise InvalidConfigError(
+            f"{where}: {config.num_tasks} tasks (degrees {config.degrees}) need more than the {num_devices} devices"
+        )
+    if max(config.devices) >= num_devices:
+        raise InvalidConfigError(
+            f"{where}: device id {max(config.devices)} is out of range; ids run 0..{num_devices - 1}"
+        )
+
+
+def valid_degrees(op: Op, num_devices: int) -> tuple[tuple[int, ...], ...]:
+    """Every degree tuple that splits `op` into at most `num_devices` equal tasks."""
+    per_dim = [
+        tuple(d for d in divisors(size) if d <= num_devices) if dim in op.parallel_dims else (1,)
+        for dim, size in zip(op.output_dims, op.output_shape)
+    ]
+    return tuple(combo for combo in itertools.product(*per_dim) if math.prod(combo) <= num_devices)
+
+
+@functools.lru_cache(maxsize=4096)
+def enumerate_configs(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
+    """Every config of the space for `op`: valid degrees x aligned contiguous device blocks."""
+    configs = []
+    for degrees in valid_degrees(op, num_devices):
+        tasks = math.prod(degrees)
+        for start in range(0, num_devices - tasks + 1, tasks):
+            configs.append(ParallelConfig(degrees, tuple(range(start, start + tasks))))
+    return tuple(configs)
