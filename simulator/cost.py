@@ -1,0 +1,133 @@
+"""Cost models: the time of one task's computation on a device kind, behind one narrow protocol.
+
+A task's computation is its local op (models.op.local_op: the shard's shapes, name-less), so a cost
+is keyed by value, (local_op.cost_key, device kind), never by device id or object identity.
+
+- RooflineCostModel: time = max(FLOPs / (eff * peak FLOP/s), bytes / (eff * memory bandwidth)),
+  regime: compute-bound convs and dense layers, memory-bound pools and updates; eff defaults to 0.6
+  (achievable rates sit at 50-70% of peak, shared/REFERENCE.md). Worked number: AlexNet conv1 at
+  64x64, batch 128, on a P100-PCIe (9.3 TFLOP/s): 1.52 GFLOP / (0.6 * 9.3e12) = 0.273 ms forward.
+  Backward FLOPs and bytes are twice forward's for conv and dense (input and weight gradients).
+- TableCostModel: a measured profile (written by calibration), versioned JSON:
+    {"format": "soap-profile", "version": 1, "device_kind": "cpu-core", "jax_version": "0.10.2",
+     "entries": {"<local op cost_key>": {"forward_ms": 1.2, "backward_ms": 2.5}, ...},
+     "update_ms_per_mib": 0.05}
+- ConstantCostModel and the table fake in tests: for simulator and search tests.
+The optimizer update of a parameter slice (SGD with momentum: read weight, gradient and momentum, write
+weight and momentum: 5 x bytes) is priced by `update_ms(num_param_bytes, device_kind)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
+from models.op import Op
+from simulator.errors import ProfileError
+from simulator.machine import DeviceSpec
+
+PROFILE_FORMAT = "soap-profile"
+PROFILE_VERSION = 1
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class OpCost:
+    forward_ms: float
+    backward_ms: float
+
+
+class CostModel(Protocol):
+    def op_cost(self, op: Op, device_kind: str) -> OpCost:
+        """Forward and backward time of the local op `op` (a task's computation) on `device_kind`."""
+
+    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
+        """Time of the optimizer update of `num_param_bytes` bytes of parameters."""
+
+
+@dataclass(frozen=True)
+class ConstantCostModel:
+    """Every op costs the same (tests): forward_ms, backward_ms; updates cost update_ms."""
+
+    forward_ms: float = 1.0
+    backward_ms: float = 2.0
+    update_ms_each: float = 0.0
+
+    def op_cost(self, op: Op, device_kind: str) -> OpCost:
+        return OpCost(self.forward_ms, self.backward_ms)
+
+    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
+        return self.update_ms_each if num_param_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class RooflineCostModel:
+    device: DeviceSpec
+    efficiency: float = 0.6
+
+    def _ms(self, flops: float, num_bytes: float) -> float:
+        compute_s = flops / (self.efficiency * self.device.peak_flops_per_s)
+        memory_s = num_bytes / (self.efficiency * self.device.memory_bandwidth_bytes_per_s)
+        return max(compute_s, memory_s) * 1e3
+
+    def op_cost(self, op: Op, device_kind: str) -> OpCost:
+        forward_bytes = op.input_bytes + op.output_bytes + op.param_bytes
+        return OpCost(self._ms(op.forward_flops, forward_bytes), self._ms(op.backward_flops, 2 * forward_bytes))
+
+    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
+        return self._ms(0, 5 * num_param_bytes)
+
+
+@dataclass(frozen=True)
+class TableCostModel:
+    """Measured costs: entries keyed by local op cost_key, for one device kind and JAX version."""
+
+    device_kind: str
+    jax_version: str
+    entries: dict
+    update_ms_per_mib: float
+    source: str = "profile"
+
+    def op_cost(self, op: Op, device_kind: str) -> OpCost:
+        if device_kind != self.device_kind:
+            raise ProfileError(f"{self.source} was measured on {self.device_kind!r} but the machine's devices are "
+                               f"{device_kind!r}; calibrate on this device kind")
+        cost = self.entries.get(op.cost_key)
+        if cost is None:
+            raise ProfileError(f"{self.source} has no entry for [{op.cost_key}]; calibrate the shard shapes of "
+                               f"this model and device count (python -m simulator.calibrate)")
+        return cost
+
+    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
+        return self.update_ms_per_mib * num_param_bytes / MiB
+
+    def to_json(self) -> str:
+        entries = {key: {"forward_ms": c.forward_ms, "backward_ms": c.backward_ms}
+                   for key, c in sorted(self.entries.items())}
+        return json.dumps({"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "device_kind": self.device_kind,
+                           "jax_version": self.jax_version, "update_ms_per_mib": self.update_ms_per_mib,
+                           "entries": entries}, indent=1)
+
+
+def profile_from_json(text: str, device_kind: str, jax_version: str, source: str = "profile") -> TableCostModel:
+    """Read a measured profile; ProfileError if malformed or for another device kind or JAX version."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ProfileError(f"{source} is not valid JSON ({error}); delete it and calibrate again")
+    if not isinstance(document, dict) or document.get("format") != PROFILE_FORMAT:
+        raise ProfileError(f"{source} is not a SOAP profile (needs \"format\": \"{PROFILE_FORMAT}\")")
+    if document.get("version") != PROFILE_VERSION:
+        raise ProfileError(f"{source} has version {document.get('version')!r}; this SOAP reads {PROFILE_VERSION}")
+    for field, want in (("device_kind", device_kind), ("jax_version", jax_version)):
+        if document.get(field) != want:
+            raise ProfileError(f"{source} is for {field} {document.get(field)!r}, not {want!r}; "
+                               f"calibrate on this machine")
+    try:
+        entries = {key: OpCost(float(v["forward_ms"]), float(v["backward_ms"]))
+                   for key, v in document["entries"].items()}
+        update = float(document["update_ms_per_mib"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ProfileError(f"{source} has a malformed entry ({error!r}); delete it and calibrate again")
+    return TableCostModel(device_kind, jax_version, entries, update, source)

@@ -1,0 +1,184 @@
+"""Machines: devices grouped in nodes, and the links between them.
+
+    python -m search.optimize --model alexnet --gpus 8 --machine p100-4x4
+    python -m search.optimize --model alexnet --gpus 2 --machine my_machine.json
+
+A transfer of b bytes over a link takes latency_s + b / bandwidth_bytes_per_s (per direction).
+Devices i and j share a node when i // devices_per_node == j // devices_per_node; intra-node pairs use
+the `intra_node` link, others the `inter_node` link. `comm_overlaps_compute` says whether a transfer or
+collective runs beside the device's compute (GPUs with NCCL and XLA's async collectives) or blocks it
+(XLA:CPU with gloo, measured: a 48.6 ms matmul and a 53.4 ms all-reduce in one program took 99.7 ms).
+
+Machine JSON schema (version 1; every field required; numbers positive):
+    {"format": "soap-machine", "version": 1, "name": "my-cluster",
+     "device": {"kind": "P100-SXM2", "peak_flops_per_s": 10.6e12,
+                "memory_bandwidth_bytes_per_s": 732e9, "memory_bytes": 17179869184},
+     "num_devices": 8, "devices_per_node": 4,
+     "intra_node": {"bandwidth_bytes_per_s": 20e9, "latency_s": 5e-6},
+     "inter_node": {"bandwidth_bytes_per_s": 12.5e9, "latency_s": 1e-5},
+     "comm_overlaps_compute": true}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+
+from simulator.errors import MachineError
+
+FORMAT = "soap-machine"
+VERSION = 1
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One accelerator kind: datasheet (or measured) rates. `kind` keys cost tables."""
+
+    kind: str
+    peak_flops_per_s: float
+    memory_bandwidth_bytes_per_s: float
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class Link:
+    bandwidth_bytes_per_s: float
+    latency_s: float
+
+    def transfer_ms(self, num_bytes: float) -> float:
+        return (self.latency_s + num_bytes / self.bandwidth_bytes_per_s) * 1e3
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    device: DeviceSpec
+    num_devices: int
+    devices_per_node: int
+    intra_node: Link
+    inter_node: Link
+    comm_overlaps_compute: bool
+
+    def __post_init__(self) -> None:
+        _check_machine(self)
+
+    def node_of(self, device: int) -> int:
+        return device // self.devices_per_node
+
+    def link(self, src: int, dst: int) -> Link:
+        return self.intra_node if self.node_of(src) == self.node_of(dst) else self.inter_node
+
+    def with_devices(self, num_devices: int) -> Machine:
+        """The same machine with `num_devices` devices (nodes added or removed)."""
+        return replace(self, num_devices=num_devices)
+
+
+def _check_machine(machine: Machine) -> None:
+    where = f"machine {machine.name!r}"
+    if not isinstance(machine.num_devices, int) or machine.num_devices < 1:
+        raise MachineError(f"{where}: num_devices must be >= 1, got {machine.num_devices}")
+    if not isinstance(machine.devices_per_node, int) or machine.devices_per_node < 1:
+        raise MachineError(f"{where}: devices_per_node must be >= 1, got {machine.devices_per_node}")
+    numbers = {
+        "device.peak_flops_per_s": machine.device.peak_flops_per_s,
+        "device.memory_bandwidth_bytes_per_s": machine.device.memory_bandwidth_bytes_per_s,
+        "device.memory_bytes": machine.device.memory_bytes,
+        "intra_node.bandwidth_bytes_per_s": machine.intra_node.bandwidth_bytes_per_s,
+        "inter_node.bandwidth_bytes_per_s": machine.inter_node.bandwidth_bytes_per_s,
+    }
+    for field, value in numbers.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise MachineError(f"{where}: {field} must be a positive number, got {value!r}")
+    for field, value in (("intra_node.latency_s", machine.intra_node.latency_s),
+                         ("inter_node.latency_s", machine.inter_node.latency_s)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise MachineError(f"{where}: {field} must be a number >= 0, got {value!r}")
+
+
+# Datasheet figures (shared/REFERENCE.md). Latencies are typical one-way software latencies.
+P100_PCIE = DeviceSpec("P100-PCIE", 9.3e12, 732e9, 16 * GiB)
+P100_SXM2 = DeviceSpec("P100-SXM2", 10.6e12, 732e9, 16 * GiB)
+K80 = DeviceSpec("K80-GK210", 2.8e12, 240e9, 12 * GiB)
+K20 = DeviceSpec("K20", 3.52e12, 208e9, 5 * GiB)
+H100_SXM = DeviceSpec("H100-SXM", 67e12, 3.35e12, 80 * GiB)
+
+PCIE3 = Link(12e9, 10e-6)        # PCIe 3.0 x16: 15.75 GB/s nominal per direction, ~12 measured
+PCIE2 = Link(6e9, 10e-6)         # PCIe 2.0 x16: 8 GB/s nominal per direction, ~6 achievable
+NVLINK1 = Link(20e9, 5e-6)       # one NVLink 1 link per GPU pair: 20 GB/s per direction
+NVLINK4 = Link(450e9, 3e-6)      # NVLink 4 through NVSwitch: 900 GB/s total, 450 per direction
+EDR_IB = Link(12.5e9, 5e-6)      # 100 Gb/s EDR InfiniBand
+FDR_IB = Link(7e9, 5e-6)         # 56 Gb/s FDR InfiniBand
+
+PRESETS: dict[str, Machine] = {
+    machine.name: machine
+    for machine in (
+        Machine("p100x2-pcie", P100_PCIE, 2, 2, PCIE3, PCIE3, comm_overlaps_compute=True),
+        Machine("p100-4x4", P100_SXM2, 16, 4, NVLINK1, EDR_IB, comm_overlaps_compute=True),
+        Machine("k80-16x4", K80, 64, 4, PCIE3, FDR_IB, comm_overlaps_compute=True),
+        Machine("k20-pcie", K20, 8, 8, PCIE2, PCIE2, comm_overlaps_compute=True),
+        Machine("h100x8", H100_SXM, 8, 8, NVLINK4, NVLINK4, comm_overlaps_compute=True),
+    )
+}
+
+
+def machine_preset(name: str, num_devices: int | None = None) -> Machine:
+    """A named machine; `num_devices` resizes it (clusters grow by whole nodes of the same kind)."""
+    if name not in PRESETS:
+        raise MachineError(f"unknown machine {name!r}; presets: {', '.join(PRESETS)}, or a path to a machine JSON")
+    machine = PRESETS[name]
+    return machine if num_devices is None else machine.with_devices(num_devices)
+
+
+def machine_to_json(machine: Machine) -> str:
+    document = {"format": FORMAT, "version": VERSION, **asdict(machine)}
+    return json.dumps(document, indent=1)
+
+
+def machine_from_json(text: str, source: str = "machine file") -> Machine:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MachineError(f"{source} is not valid JSON ({error}); see the schema in simulator/machine.py")
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise MachineError(f"{source} is not a SOAP machine (needs \"format\": \"{FORMAT}\")")
+    if document.get("version") != VERSION:
+        raise MachineError(f"{source} has version {document.get('version')!r}; this SOAP reads version {VERSION}")
+    device = _section(document, "device", ("kind", "peak_flops_per_s", "memory_bandwidth_bytes_per_s",
+                                           "memory_bytes"), source)
+    links = {name: _section(document, name, ("bandwidth_bytes_per_s", "latency_s"), source)
+             for name in ("intra_node", "inter_node")}
+    missing = [k for k in ("name", "num_devices", "devices_per_node", "comm_overlaps_compute") if k not in document]
+    if missing:
+        raise MachineError(f"{source} is missing fields {missing}; see the schema in simulator/machine.py")
+    return Machine(
+        name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
+        devices_per_node=document["devices_per_node"], intra_node=Link(**links["intra_node"]),
+        inter_node=Link(**links["inter_node"]), comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
+    )
+
+
+def _section(document: dict, name: str, fields: tuple[str, ...], source: str) -> dict:
+    section = document.get(name)
+    if not isinstance(section, dict):
+        raise MachineError(f"{source} is missing the {name!r} object; see the schema in simulator/machine.py")
+    missing = [f for f in fields if f not in section]
+    if missing:
+        raise MachineError(f"{source}: {name!r} is missing fields {missing}")
+    return {f: section[f] for f in fields}
+
+
+def load_machine(name_or_path: str, num_devices: int | None = None) -> Machine:
+    """A preset by name, or a machine JSON file by path."""
+    if name_or_path in PRESETS:
+        return machine_preset(name_or_path, num_devices)
+    if not name_or_path.endswith(".json"):
+        raise MachineError(f"unknown machine {name_or_path!r}; presets: {', '.join(PRESETS)}, "
+                           f"or a path to a machine JSON")
+    try:
+        with open(name_or_path) as file:
+            machine = machine_from_json(file.read(), source=name_or_path)
+    except OSError as error:
+        raise MachineError(f"cannot read machine file {name_or_path!r}: {error.strerror}")
+    return machine if num_devices is None else machine.with_devices(num_devices)

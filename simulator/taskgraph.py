@@ -1,0 +1,289 @@
+"""The task graph of one training step: what every device and link runs, in program order.
+
+Following shared/ARCHITECTURE.md ("One execution semantics"):
+- Task k of op i computes output shard k on devices[k] (forward) and, later, its backward there.
+- It reads the slices of its producers' outputs that it needs (models.op.input_boxes: the halo of a
+  spatial split, all input features of a dense layer). A slice on another device is a TRANSFER task on
+  the link (src, dst); backward sends the gradient back along the same intersection.
+- Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
+  all-reduce their gradients over a ring of their devices: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency.
+  Then every task updates its slice. The step ends when the last update ends.
+- Program order: forward in op order, then backward in reverse op order; within an op, incoming
+  transfers, then compute, then the gradient all-reduce, then the update. A task's integer key encodes
+  that order: (segment << 24) | (part << 20) | index, where op i's forward segment is i and its backward
+  segment is 2n-1-i (compute task k of op i's forward is key i << 24 | 1 << 20 | k). Every task's
+  dependencies have smaller keys.
+- Resources: device d is resource d; the directed link src->dst is resource N + src*N + dst. A transfer or
+  all-reduce also occupies its devices when the machine does not overlap communication with compute.
+Memory per device (models the peak at the forward/backward boundary, where all is live): for each task,
+its weights, gradients and momentum (3 x the parameter slice), its output shard (kept for backward) and
+the input bytes it received from other devices.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+from models.graph import OpGraph
+from models.op import Dim, Op, input_boxes, local_op, shard_box
+from simulator.cost import CostModel
+from simulator.machine import Machine
+from soap.config import ParallelConfig
+
+FORWARD, TRANSFER, BACKWARD, ALLREDUCE, UPDATE = "forward", "transfer", "backward", "allreduce", "update"
+# The part of a segment a task belongs to, already shifted into place in the key.
+_TRANSFER, _COMPUTE, _ALLREDUCE, _UPDATE = 0 << 20, 1 << 20, 2 << 20, 3 << 20
+
+
+class Task(NamedTuple):
+    """One task. `label` names it for traces: (op, task) for compute, all-reduce (op, slice) and
+    update; (source op, source task, op, task) for a transfer. See `task_name`."""
+
+    key: int
+    kind: str
+    label: tuple[int, ...]
+    resources: tuple[int, ...]
+    duration_ms: float
+    deps: tuple[int, ...]
+
+
+def task_name(task: Task, graph: OpGraph) -> str:
+    names = [op.name for op in graph.ops]
+    if task.kind == TRANSFER:
+        source, m, op, k = task.label
+        prefix = "grad " if task.key >> 24 >= len(names) else ""
+        return f"{prefix}{names[source]}[{m}] -> {names[op]}[{k}]"
+    op, index = task.label
+    prefix = {FORWARD: "", BACKWARD: "grad ", ALLREDUCE: "allreduce ", UPDATE: "update "}[task.kind]
+    suffix = f" slice {index}" if task.kind == ALLREDUCE else f"[{index}]"
+    return f"{prefix}{names[op]}{suffix}"
+
+
+class Segment(NamedTuple):
+    """The tasks of one op's forward (or backward) in program order, and its memory per device."""
+
+    tasks: tuple[Task, ...]
+    memory_bytes: dict[int, int]
+
+
+def ring_allreduce_ms(num_bytes: int, ring_size: int, bandwidth_bytes_per_s: float, latency_s: float) -> float:
+    """Ring all-reduce: 2(r-1) steps, each moving bytes/r over the slowest link of the ring."""
+    steps = 2 * (ring_size - 1)
+    return (steps * latency_s + steps / ring_size * num_bytes / bandwidth_bytes_per_s) * 1e3
+
+
+class TaskGraphBuilder:
+    """Builds the forward and backward segments of ops under a strategy, caching values by value."""
+
+    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
+        self.graph = graph
+        self.machine = machine
+        self.cost = cost
+        self.num_ops = len(graph.ops)
+        self._producers = [tuple(graph.index(p) for p in graph.producers(op.name)) for op in graph.ops]
+        self._consumers = [tuple((graph.index(c), graph.producers(c).index(op.name)) for c in graph.consumers(op.name))
+                           for op in graph.ops]
+        self._volumes: dict = {}
+        self._op_costs: dict = {}
+        self._param_slices: dict = {}
+        self._links = self._link_table()
+
+    def _link_table(self) -> list[list[tuple[float, float, tuple[int, ...]]]]:
+        """(latency ms, ms per byte, resources) of every directed device pair, computed once."""
+        n, overlap = self.machine.num_devices, self.machine.comm_overlaps_compute
+        table = []
+        for src in range(n):
+            row = []
+            for dst in range(n):
+                link = self.machine.link(src, dst)
+                resources = (n + src * n + dst,) if overlap else (n + src * n + dst, src, dst)
+                row.append((link.latency_s * 1e3, 1e3 / link.bandwidth_bytes_per_s, resources))
+            table.append(row)
+        return table
+
+    @functools.cached_property
+    def segment_reach(self) -> list[int]:
+        """For each segment, the largest segment that a data edge from its tasks can reach: op i's
+        forward feeds its consumers' forwards and its own backward; its backward feeds its producers'."""
+        reach = []
+        for segment in range(2 * self.num_ops):
+            if segment < self.num_ops:
+                reach.append(self.backward_segment_id(segment))
+            else:
+                i = 2 * self.num_ops - 1 - segment
+                reach.append(max([segment] + [self.backward_segment_id(p) for p in self._producers[i]]))
+        return reach
+
+    def forward_segment_id(self, op_index: int) -> int:
+        return op_index
+
+    def backward_segment_id(self, op_index: int) -> int:
+        return 2 * self.num_ops - 1 - op_index
+
+    def affected_segments(self, op_index: int) -> tuple[int, ...]:
+        """The segments whose tasks change when op `op_index` gets another config."""
+        segments = {self.forward_segment_id(op_index), self.backward_segment_id(op_index)}
+        segments.update(self.forward_segment_id(c) for c, _ in self._consumers[op_index])
+        segments.update(self.backward_segment_id(p) for p in self._producers[op_index])
+        return tuple(sorted(segments))
+
+    def segment(self, segment: int, configs: tuple[ParallelConfig, ...]) -> Segment:
+        if segment < self.num_ops:
+            return self._forward(segment, configs)
+        return self._backward(2 * self.num_ops - 1 - segment, configs)
+
+    # --- cached values -------------------------------------------------------------------------------
+
+    def volumes(self, producer: int, consumer: int, input_index: int,
+                producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> tuple:
+        """(producer task, consumer task, bytes) for every non-empty intersection of what the consumer
+        task reads with what the producer task wrote. Independent of device ids, so cached by degrees."""
+        key = (producer, consumer, input_index, producer_degrees, consumer_degrees)
+        cached = self._volumes.get(key)
+        if cached is None:
+            cached = _intersections(self.graph.ops[producer], producer_degrees, self.graph.ops[consumer],
+                                    consumer_degrees, input_index)
+            self._volumes[key] = cached
+        return cached
+
+    def op_cost(self, op_index: int, degrees: tuple[int, ...]):
+        key = (op_index, degrees)
+        cached = self._op_costs.get(key)
+        if cached is None:
+            cached = self.cost.op_cost(local_op(self.graph.ops[op_index], degrees), self.machine.device.kind)
+            self._op_costs[key] = cached
+        return cached
+
+    def param_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
+        key = (op_index, degrees)
+        cached = self._param_slices.get(key)
+        if cached is None:
+            cached = local_op(self.graph.ops[op_index], degrees).param_bytes
+            self._param_slices[key] = cached
+        return cached
+
+    # --- segments ------------------------------------------------------------------------------------
+
+    def _forward(self, i: int, configs: tuple[ParallelConfig, ...]) -> Segment:
+        op, config = self.graph.ops[i], configs[i]
+        seg = i
+        deps: list[list[int]] = [[] for _ in range(config.num_tasks)]
+        tasks: list[Task] = []
+        memory: dict[int, int] = {}
+        for input_index, p in enumerate(self._producers[i]):
+            source = configs[p]
+            flows = ((m, source.devices[m], k, num_bytes)
+                     for m, k, num_bytes in self.volumes(p, i, input_index, source.degrees, config.degrees))
+            self._incoming(seg, p, p << 24 | _COMPUTE, i, config, flows, deps, tasks, memory)
+        forward_ms = self.op_cost(i, config.degrees).forward_ms
+        kept_bytes = 3 * self.param_slice_bytes(i, config.degrees) + op.output_bytes // config.num_tasks
+        base = seg << 24 | _COMPUTE
+        for k, device in enumerate(config.devices):
+            tasks.append(Task(base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k])))
+            memory[device] = memory.get(device, 0) + kept_bytes
+        return Segment(tuple(tasks), memory)
+
+    def _backward(self, i: int, configs: tuple[ParallelConfig, ...]) -> Segment:
+        config = configs[i]
+        seg = self.backward_segment_id(i)
+        forward_base = i << 24 | _COMPUTE
+        deps = [[forward_base | k] for k in range(config.num_tasks)]
+        tasks: list[Task] = []
+        for c, input_index in self._consumers[i]:
+            source = configs[c]
+            flows = ((n, source.devices[n], k, num_bytes)
+                     for k, n, num_bytes in self.volumes(i, c, input_index, config.degrees, source.degrees))
+            self._incoming(seg, c, self.backward_segment_id(c) << 24 | _COMPUTE, i, config, flows, deps, tasks, None)
+        backward_ms = self.op_cost(i, config.degrees).backward_ms
+        base = seg << 24 | _COMPUTE
+        for k, device in enumerate(config.devices):
+            tasks.append(Task(base | k, BACKWARD, (i, k), (device,), backward_ms, tuple(deps[k])))
+        slice_bytes = self.param_slice_bytes(i, config.degrees)
+        if slice_bytes:
+            tasks.extend(self._sync_and_update(i, config, seg, slice_bytes))
+        return Segment(tuple(tasks), {})
+
+    def _incoming(self, seg: int, source_op: int, source_base: int, i: int, config: ParallelConfig, flows,
+                  deps: list[list[int]], tasks: list[Task], memory: dict[int, int] | None) -> None:
+        """Wire the slices op i's tasks read from `source_op`'s tasks (activations forward, gradients
+        backward): a dependency when on the same device, else a TRANSFER task on the link."""
+        transfer_base = seg << 24 | _TRANSFER
+        for m, src, k, num_bytes in flows:
+            dst = config.devices[k]
+            source_key = source_base | m
+            if src == dst:
+                deps[k].append(source_key)
+                continue
+            key = transfer_base | len(tasks)
+            latency_ms, ms_per_byte, resources = self._links[src][dst]
+            tasks.append(Task(key, TRANSFER, (source_op, m, i, k), resources, latency_ms + num_bytes * ms_per_byte,
+                              (source_key,)))
+            deps[k].append(key)
+            if memory is not None:
+                memory[dst] = memory.get(dst, 0) + num_bytes
+
+    def _sync_and_update(self, i: int, config: ParallelConfig, seg: int, slice_bytes: int) -> list[Task]:
+        tasks = []
+        update_ms = self.cost.update_ms(slice_bytes, self.machine.device.kind)
+        compute_base, update_base = seg << 24 | _COMPUTE, seg << 24 | _UPDATE
+        for group_index, group in enumerate(replica_groups(self.graph.ops[i], config)):
+            ready = tuple(compute_base | k for k in group)
+            if len(group) > 1:
+                devices = [config.devices[k] for k in group]
+                ring = list(zip(devices, devices[1:] + devices[:1]))
+                slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
+                duration = ring_allreduce_ms(slice_bytes, len(group), slowest.bandwidth_bytes_per_s, slowest.latency_s)
+                resources = tuple(self._links[a][b][2][0] for a, b in ring)
+                if not self.machine.comm_overlaps_compute:
+                    resources += tuple(devices)
+                key = seg << 24 | _ALLREDUCE | group_index
+                tasks.append(Task(key, ALLREDUCE, (i, group_index), resources, duration, ready))
+                ready = (key,)
+            for k in group:
+                tasks.append(Task(update_base | k, UPDATE, (i, k), (config.devices[k],), update_ms, ready))
+        return tasks
+
+
+def replica_groups(op: Op, config: ParallelConfig) -> list[list[int]]:
+    """Tasks grouped by the parameter slice they hold: same channel shard index, in task order."""
+    channel_axis = op.output_dims.index(Dim.CHANNEL) if Dim.CHANNEL in op.output_dims else None
+    groups: dict[int, list[int]] = {}
+    for k in range(config.num_tasks):
+        shard = config.task_index(k)[channel_axis] if channel_axis is not None else 0
+        groups.setdefault(shard, []).append(k)
+    return list(groups.values())
+
+
+def _intersections(producer: Op, producer_degrees: tuple[int, ...], consumer: Op,
+                   consumer_degrees: tuple[int, ...], input_index: int) -> tuple[tuple[int, int, int], ...]:
+    producer_boxes = [shard_box(producer.output_shape, producer_degrees, index)
+                      for index in _grid(producer_degrees)]
+    result = []
+    for k, index in enumerate(_grid(consumer_degrees)):
+        needed = input_boxes(consumer, shard_box(consumer.output_shape, consumer_degrees, index))[input_index]
+        for m, box in enumerate(producer_boxes):
+            volume = 1
+            for (a0, a1), (b0, b1) in zip(box, needed):
+                volume *= max(0, min(a1, b1) - max(a0, b0))
+                if not volume:
+                    break
+            if volume:
+                result.append((m, k, volume * producer.dtype_bytes))
+    return tuple(result)
+
+
+def _grid(degrees: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Shard indices in task order (row-major over the degree grid)."""
+    indices = [()]
+    for d in degrees:
+        indices = [index + (i,) for index in indices for i in range(d)]
+    return indices
+
+
+def resource_name(resource: int, num_devices: int) -> str:
+    if resource < num_devices:
+        return f"device {resource}"
+    src, dst = divmod(resource - num_devices, num_devices)
+    return f"link {src}->{dst}"
+

@@ -1,0 +1,127 @@
+"""Machines (presets, JSON files) and cost models (roofline, measured profiles): values and bad input."""
+
+import json
+
+import pytest
+
+from models.op import local_op
+from models.zoo import build_graph
+from simulator.cost import OpCost, RooflineCostModel, TableCostModel, profile_from_json
+from simulator.errors import MachineError, ProfileError
+from simulator.machine import PRESETS, load_machine, machine_from_json, machine_preset, machine_to_json
+
+GRAPH = build_graph("alexnet", "tiny-imagenet", 128)
+
+
+def test_presets_and_links():
+    cluster = machine_preset("p100-4x4", num_devices=64)
+    assert cluster.num_devices == 64 and cluster.node_of(63) == 15
+    assert cluster.link(0, 3).bandwidth_bytes_per_s == 20e9  # NVLink inside a node
+    assert cluster.link(3, 4).bandwidth_bytes_per_s == 12.5e9  # EDR between nodes
+    assert machine_preset("p100x2-pcie").num_devices == 2
+    assert set(PRESETS) >= {"p100x2-pcie", "p100-4x4", "k80-16x4", "h100x8"}
+    assert cluster.link(0, 1).transfer_ms(20e6) == pytest.approx(1.005)  # 5 us + 20 MB / 20 GB/s
+
+
+def test_machine_json_round_trip(tmp_path):
+    machine = machine_preset("k80-16x4", 8)
+    assert machine_from_json(machine_to_json(machine)) == machine
+    path = tmp_path / "m.json"
+    path.write_text(machine_to_json(machine))
+    assert load_machine(str(path)) == machine
+    assert load_machine(str(path), 4).num_devices == 4
+
+
+def _machine_doc(**changes):
+    document = json.loads(machine_to_json(machine_preset("p100x2-pcie")))
+    for dotted, value in changes.items():
+        target = document
+        *path, last = dotted.split("__")
+        for part in path:
+            target = target[part]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("{", r"machine file is not valid JSON", id="malformed"),
+        pytest.param(_machine_doc(format="x"), r'is not a SOAP machine \(needs "format": "soap-machine"\)', id="format"),
+        pytest.param(_machine_doc(intra_node=None), r"is missing the 'intra_node' object", id="missing-link"),
+        pytest.param(_machine_doc(device__memory_bytes=None), r"'device' is missing fields \['memory_bytes'\]",
+                     id="missing-device-field"),
+        pytest.param(_machine_doc(num_devices=None), r"is missing fields \['num_devices'\]", id="missing-count"),
+        pytest.param(_machine_doc(num_devices=0), r"num_devices must be >= 1, got 0", id="zero-devices"),
+        pytest.param(_machine_doc(intra_node__bandwidth_bytes_per_s=-5), r"intra_node.bandwidth_bytes_per_s must be "
+                     r"a positive number, got -5", id="negative-bandwidth"),
+        pytest.param(_machine_doc(inter_node__latency_s=-1), r"inter_node.latency_s must be a number >= 0, got -1",
+                     id="negative-latency"),
+    ],
+)
+def test_machine_file_errors(text, message):
+    with pytest.raises(MachineError, match=message):
+        machine_from_json(text)
+
+
+def test_unknown_machine_and_unreadable_file():
+    with pytest.raises(MachineError, match=r"unknown machine 'tpu'; presets: p100x2-pcie"):
+        load_machine("tpu")
+    with pytest.raises(MachineError, match=r"cannot read machine file '/nonexistent.json'"):
+        load_machine("/nonexistent.json")
+
+
+def test_roofline_worked_number():
+    # conv1 at 64x64, batch 128, on a P100-PCIe: 1.52 GFLOP / (0.6 * 9.3e12 FLOP/s) = 0.273 ms.
+    cost = RooflineCostModel(machine_preset("p100x2-pcie").device)
+    conv1 = local_op(GRAPH.op("conv1"), (1, 1, 1, 1))
+    assert cost.op_cost(conv1, "P100-PCIE").forward_ms == pytest.approx(1_522_532_352 / (0.6 * 9.3e12) * 1e3)
+    assert cost.op_cost(conv1, "P100-PCIE").forward_ms == pytest.approx(0.2729, abs=1e-4)
+    # A pool is memory-bound: bytes / (0.6 * 732 GB/s).
+    pool1 = local_op(GRAPH.op("pool1"), (1, 1, 1, 1))
+    num_bytes = pool1.input_bytes + pool1.output_bytes
+    assert cost.op_cost(pool1, "P100-PCIE").forward_ms == pytest.approx(num_bytes / (0.6 * 732e9) * 1e3)
+
+
+def _profile(**changes):
+    fc7 = local_op(GRAPH.op("fc7"), (2, 1))
+    table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: OpCost(3.0, 6.0)}, 0.5)
+    document = json.loads(table.to_json())
+    document.update(changes)
+    return json.dumps(document)
+
+
+def test_profile_round_trip_and_lookup():
+    table = profile_from_json(_profile(), "cpu-core", "0.10.2")
+    fc7 = local_op(GRAPH.op("fc7"), (2, 1))
+    assert table.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0)
+    assert table.update_ms(2**21, "cpu-core") == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        pytest.param("nope", r"profile is not valid JSON", id="malformed"),
+        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads 1", id="version"),
+        pytest.param(_profile(jax_version="0.4.30"), r"profile is for jax_version '0.4.30', not '0.10.2'; "
+                     r"calibrate on this machine", id="other-jax"),
+        pytest.param(_profile(device_kind="gpu"), r"profile is for device_kind 'gpu', not 'cpu-core'", id="other-kind"),
+        pytest.param(_profile(entries={"k": {"forward_ms": 1}}), r"profile has a malformed entry", id="bad-entry"),
+    ],
+)
+def test_profile_errors(text, message):
+    with pytest.raises(ProfileError, match=message):
+        profile_from_json(text, "cpu-core", "0.10.2")
+
+
+def test_profile_missing_entry_names_the_op_and_shard_shape():
+    table = profile_from_json(_profile(), "cpu-core", "0.10.2")
+    fc6 = local_op(GRAPH.op("fc6"), (1, 2))
+    with pytest.raises(ProfileError, match=r"profile has no entry for \[dense relu in=128x256 out=128x2048 "
+                                           r"params=256x2048,2048 float32\]; calibrate"):
+        table.op_cost(fc6, "cpu-core")
+    with pytest.raises(ProfileError, match=r"was measured on 'cpu-core' but the machine's devices are 'gpu'"):
+        table.op_cost(fc6, "gpu")

@@ -1,0 +1,193 @@
+"""The simulator on hand-built graphs: whole traces, closed forms, delta == full, memory by hand."""
+
+import dataclasses
+import json
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from models.errors import ShapeError
+from models.graph import GraphBuilder, OpGraph
+from models.zoo import build_graph
+from soap.baselines import data_parallel, random_strategy, single
+from soap.config import ParallelConfig
+from soap.space import enumerate_configs
+from soap.strategy import Strategy
+from simulator.simulate import Simulator, simulate
+from simulator.taskgraph import ring_allreduce_ms
+from tests.simulator.fakes import FlopCost, KindTableCost, fake_machine
+
+# Costs 1/10/100/1000 as the style guide asks: dense forward 10, backward 100; loss 1 and 1000.
+COSTS = KindTableCost((("dense", 10.0, 100.0), ("softmax_xent", 1.0, 1000.0)), update_ms_each=1.0)
+
+
+def two_layer_graph(batch: int = 4) -> OpGraph:
+    builder = GraphBuilder("toy", "toy", (batch, 8))
+    builder.dense("fc", 8)
+    builder.softmax_xent("loss")
+    return builder.build(batch)
+
+
+def events(trace):
+    return [(e.name, e.resource, round(e.start_ms, 9), round(e.end_ms, 9)) for e in trace.events]
+
+
+def test_whole_trace_on_one_device():
+    graph = two_layer_graph()
+    result, trace = simulate(graph, single(graph, 1), fake_machine(1), COSTS)
+    assert events(trace) == [
+        ("fc[0]", "device 0", 0.0, 10.0),
+        ("loss[0]", "device 0", 10.0, 11.0),
+        ("grad loss[0]", "device 0", 11.0, 1011.0),
+        ("grad fc[0]", "device 0", 1011.0, 1111.0),
+        ("update fc[0]", "device 0", 1111.0, 1112.0),
+    ]
+    assert result.step_ms == trace.makespan_ms == 1112.0
+
+
+def test_whole_trace_with_transfers_and_allreduce():
+    # fc batch-split on 2 devices, the loss whole on device 1: device 0's half of fc's output (2 samples x
+    # 8 features x 4 bytes = 64 bytes) moves to device 1 at 1 byte per us (1e6 B/s): 0.064 ms; the gradient
+    # returns the same way. fc's weights (8*8+8 floats = 288 bytes) all-reduce over a ring of 2:
+    # 2(r-1)/r * 288 B / 1e6 B/s = 0.288 ms.
+    graph = two_layer_graph()
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    _, trace = simulate(graph, strategy, fake_machine(2, bandwidth_bytes_per_s=1e6), COSTS)
+    assert events(trace) == [
+        ("fc[0]", "device 0", 0.0, 10.0),
+        ("fc[1]", "device 1", 0.0, 10.0),
+        ("fc[0] -> loss[0]", "link 0->1", 10.0, 10.064),
+        ("loss[0]", "device 1", 10.064, 11.064),
+        ("grad loss[0]", "device 1", 11.064, 1011.064),
+        ("grad loss[0] -> fc[0]", "link 1->0", 1011.064, 1011.128),
+        ("grad fc[0]", "device 0", 1011.128, 1111.128),
+        ("grad fc[1]", "device 1", 1011.064, 1111.064),
+        ("allreduce fc slice 0", "link 0->1", 1111.128, 1111.416),
+        ("allreduce fc slice 0", "link 1->0", 1111.128, 1111.416),
+        ("update fc[0]", "device 0", 1111.416, 1112.416),
+        ("update fc[1]", "device 1", 1111.416, 1112.416),
+    ]
+
+
+def test_transfers_block_compute_where_the_machine_does_not_overlap():
+    graph = two_layer_graph()
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    machine = fake_machine(2, bandwidth_bytes_per_s=1e6, overlap=False)
+    _, trace = simulate(graph, strategy, machine, COSTS)
+    rows = {(e.name, e.resource) for e in trace.events}
+    assert ("fc[0] -> loss[0]", "device 0") in rows and ("fc[0] -> loss[0]", "device 1") in rows
+    assert ("allreduce fc slice 0", "device 1") in rows
+
+
+def test_data_parallel_with_free_links_is_single_over_n():
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    free = fake_machine(8, bandwidth_bytes_per_s=1e30)
+    cost = FlopCost()
+    one = Simulator(graph, free.with_devices(1), cost).full(single(graph, 1)).step_ms
+    for n in (2, 4, 8):
+        dp = Simulator(graph, free.with_devices(n), cost).full(data_parallel(graph, n)).step_ms
+        assert dp == pytest.approx(one / n, rel=1e-12)
+
+
+def test_data_parallel_is_compute_over_n_plus_ring_allreduce_of_weights():
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    bandwidth, latency = 10e9, 1e-5
+    machine = fake_machine(4, bandwidth_bytes_per_s=bandwidth, latency_s=latency, overlap=False)
+    cost = FlopCost()
+    compute_ms = sum(op.forward_flops + op.backward_flops for op in graph.ops) / 1e9
+    allreduce_ms = sum(ring_allreduce_ms(op.param_bytes, 4, bandwidth, latency) for op in graph.ops if op.param_bytes)
+    dp = Simulator(graph, machine, cost).full(data_parallel(graph, 4)).step_ms
+    assert dp == pytest.approx(compute_ms / 4 + allreduce_ms, rel=1e-9)
+    # The ring formula by hand: fc7's 67,125,248 bytes over 4 devices at 10 GB/s and 10 us per step:
+    # 6 steps * 10 us + 6/4 * 67,125,248 / 1e10 s = 0.06 ms + 10.0688 ms.
+    assert ring_allreduce_ms(67_125_248, 4, bandwidth, latency) == pytest.approx(0.06 + 10.0687872)
+
+
+def test_a_weight_heavy_dense_layer_prefers_a_channel_split():
+    builder = GraphBuilder("wide", "toy", (8, 4096))
+    builder.dense("fc", 4096)
+    builder.softmax_xent("loss")
+    graph = builder.build(8)
+    machine = fake_machine(2, bandwidth_bytes_per_s=10e9)
+    simulator = Simulator(graph, machine, FlopCost())
+    times = {}
+    for name, degrees in (("sample", (2, 1)), ("channel", (1, 2))):
+        configs = {"fc": ParallelConfig(degrees, (0, 1)), "loss": ParallelConfig((2,), (0, 1))}
+        times[name] = simulator.full(Strategy.for_graph(graph, 2, configs)).step_ms
+    assert times["channel"] < times["sample"] / 2
+
+
+def test_peak_memory_by_hand():
+    # fc (4 x 8 -> 4 x 8) batch-split on devices 0,1; loss whole on device 1.
+    # Device 0: weights+grads+momentum 3 * 288 B, fc output shard 2*8*4 = 64 B          -> 928 B.
+    # Device 1: the same 928 B, plus the 64 B received from device 0 for the loss,
+    #           plus the loss output (4 floats = 16 B)                                   -> 1008 B.
+    graph = two_layer_graph()
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    result, _ = simulate(graph, strategy, fake_machine(2), COSTS)
+    assert result.peak_memory_bytes == (928, 1008)
+    assert result.fits_memory and result.over_memory() is None
+    small = fake_machine(2, memory_bytes=1000)
+    result, _ = simulate(graph, strategy, small, COSTS)
+    assert not result.fits_memory
+    assert result.over_memory() == "device 1 needs 0.00 GiB of its 0.00 GiB (1008 bytes)"
+
+
+def test_height_split_conv_moves_only_its_halo():
+    builder = GraphBuilder("halo", "toy", (2, 8, 8, 4))
+    builder.conv2d("a", 4, kernel=3)
+    builder.conv2d("b", 4, kernel=3)
+    builder.flatten("flat")
+    builder.softmax_xent("loss")
+    graph = builder.build(2)
+    split_h = ParallelConfig((1, 2, 1, 1), (0, 1))
+    configs = {"a": split_h, "b": split_h, "flat": ParallelConfig((1, 1), (0,)), "loss": ParallelConfig((1,), (0,))}
+    simulator = Simulator(graph, fake_machine(2, bandwidth_bytes_per_s=1e6), FlopCost())
+    simulator.full(Strategy.for_graph(graph, 2, configs))
+    halo = [e for e in simulator.trace().events if e.name in ("a[0] -> b[1]", "a[1] -> b[0]")]
+    # One row of 2 x 8 x 4 floats = 256 bytes each way: 0.256 ms at 1e6 B/s.
+    assert [round(e.end_ms - e.start_ms, 9) for e in halo] == [0.256, 0.256]
+
+
+def test_chrome_trace_has_a_row_per_device_and_link():
+    graph = two_layer_graph()
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    _, trace = simulate(graph, strategy, fake_machine(2), COSTS)
+    document = json.loads(trace.to_chrome_json())
+    rows = [r["args"]["name"] for r in document["traceEvents"] if r["ph"] == "M"]
+    assert rows == ["device 0", "device 1", "link 0->1", "link 1->0"]
+    spans = [r for r in document["traceEvents"] if r["ph"] == "X"]
+    assert len(spans) == len(trace.events) and spans[0]["ts"] == 0.0 and spans[0]["dur"] == 10_000.0
+
+
+def test_graph_with_a_cycle_is_rejected():
+    cyclic = nx.DiGraph([("a", "b"), ("b", "a")])
+    with pytest.raises(ShapeError, match="operator graph of 'toy' has a cycle"):
+        OpGraph("toy", "toy", 1, cyclic)
+
+
+ALEXNET = build_graph("alexnet", "tiny-imagenet", 64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 3, 4, 8]), overlap=st.booleans(),
+       moves=st.integers(1, 30))
+def test_delta_equals_full_on_random_move_sequences(seed, num_devices, overlap, moves):
+    rng = np.random.default_rng(seed)
+    machine = fake_machine(num_devices, bandwidth_bytes_per_s=5e9, latency_s=2e-6, overlap=overlap,
+                           devices_per_node=2)
+    machine = dataclasses.replace(machine, inter_node=dataclasses.replace(machine.inter_node,
+                                                                          bandwidth_bytes_per_s=1e9))
+    delta, full = Simulator(ALEXNET, machine, FlopCost()), Simulator(ALEXNET, machine, FlopCost())
+    strategy = random_strategy(ALEXNET, num_devices, rng)
+    delta.full(strategy)
+    for _ in range(moves):
+        op = ALEXNET.ops[rng.integers(len(ALEXNET.ops))]
+        space = enumerate_configs(op, num_devices)
+        strategy = strategy.with_config(op.name, space[rng.integers(len(space))])
+        by_delta, by_full = delta.delta(strategy), full.full(strategy)
+        assert by_delta.step_ms == by_full.step_ms
+        assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
+    assert delta.trace() == full.trace()
