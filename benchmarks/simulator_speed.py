@@ -1,0 +1,86 @@
+"""Simulations per second, full and delta, for AlexNet on p100-4x4-shaped machines of 2-64 GPUs.
+
+    python -m benchmarks.simulator_speed [--json PATH] [--moves 400] [--dataset tiny-imagenet]
+
+Each size replays one random walk of single-op moves from data parallelism (what MCMC proposes),
+first once to fill the value caches both modes share (local-op costs, slice intersections), then
+timed: every strategy of the walk by full simulation, then the walk by delta simulation. Both modes
+are checked to agree on every step time. Targets (issue 3): delta >= 3x full at 16 GPUs and above
+(FlexFlow: 2.9-3.0x); a full simulation of AlexNet on 4 GPUs under 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from models.zoo import build_graph
+from simulator.cost import RooflineCostModel
+from simulator.machine import machine_preset
+from simulator.simulate import Simulator
+from soap.baselines import data_parallel
+from soap.space import enumerate_configs
+
+SIZES = (2, 4, 8, 16, 32, 64)
+
+
+def random_walk(graph, num_devices: int, moves: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    strategy = data_parallel(graph, num_devices)
+    walk = [strategy]
+    for _ in range(moves):
+        op = graph.ops[rng.integers(len(graph.ops))]
+        space = enumerate_configs(op, num_devices)
+        strategy = strategy.with_config(op.name, space[rng.integers(len(space))])
+        walk.append(strategy)
+    return walk
+
+
+def measure(graph, num_devices: int, moves: int, seed: int) -> dict:
+    machine = machine_preset("p100-4x4", num_devices)
+    simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
+    walk = random_walk(graph, num_devices, moves, seed)
+    simulator.full(walk[0])
+    for strategy in walk[1:]:
+        simulator.delta(strategy)
+    started = time.perf_counter()
+    by_full = [simulator.full(strategy).step_ms for strategy in walk]
+    full_s = time.perf_counter() - started
+    simulator.full(walk[0])
+    started = time.perf_counter()
+    by_delta = [simulator.delta(strategy).step_ms for strategy in walk[1:]]
+    delta_s = time.perf_counter() - started
+    assert by_delta == by_full[1:], "delta and full simulation disagree"
+    full_per_s, delta_per_s = len(walk) / full_s, (len(walk) - 1) / delta_s
+    return {"gpus": num_devices, "full_per_s": full_per_s, "delta_per_s": delta_per_s,
+            "full_ms": 1e3 / full_per_s, "delta_ms": 1e3 / delta_per_s, "ratio": delta_per_s / full_per_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.simulator_speed", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--moves", type=int, default=400)
+    parser.add_argument("--dataset", default="tiny-imagenet")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    graph = build_graph("alexnet", args.dataset, 128)
+    print(f"AlexNet {args.dataset}, batch 128, p100-4x4 machines, {args.moves} random single-op moves from DP")
+    print(f"{'GPUs':>5} {'full/s':>9} {'delta/s':>9} {'full ms':>8} {'delta ms':>9} {'delta/full':>11}")
+    rows = []
+    for num_devices in SIZES:
+        row = measure(graph, num_devices, args.moves, args.seed)
+        rows.append(row)
+        print(f"{num_devices:>5} {row['full_per_s']:>9.0f} {row['delta_per_s']:>9.0f} {row['full_ms']:>8.3f} "
+              f"{row['delta_ms']:>9.3f} {row['ratio']:>10.2f}x")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"benchmark": "simulator_speed", "dataset": args.dataset, "moves": args.moves, "rows": rows},
+                      file, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
