@@ -5,10 +5,12 @@
 Each device and link runs its tasks one at a time in program order (the task keys of
 simulator.taskgraph), so a task starts at max(end of its dependencies, end of the previous task on each
 of its resources) and the timeline is the longest path through a DAG: a full simulation is one pass in
-key order. A delta simulation, after ONE op's config changes, rebuilds only the segments that op
-reaches (its forward and backward, its consumers' forwards, its producers' backwards), splices them into
-the per-resource sequences, and re-times only what the change reaches, in key order, stopping wherever
-an end time does not move: exact by construction, and checked against the full simulation in tests.
+key order. A delta simulation, after one op's config changes (or a few), rebuilds only the segments
+the changed ops reach (an op's forward and backward, its consumers' forwards, its producers'
+backwards) and re-times from the first rebuilt segment on, with each resource's free time taken from
+the previous timeline, stopping at the first segment boundary past the rebuilt ones where nothing
+moved can reach further: no resource's last end moved, and no moved task feeds a later segment. Its
+result is exactly the full simulation's (tests check it on random move sequences).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Simulator:
     """Simulates strategies of one graph on one machine; keeps the last timeline for delta simulation.
 
     `full(strategy)` rebuilds everything; `delta(strategy)` moves from the last simulated strategy to
-    `strategy`, which must differ from it in at most one op's config, and returns the same result.
+    `strategy` (typically one op's config changed) and returns exactly what `full(strategy)` would.
     """
 
     def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
@@ -130,15 +132,18 @@ class Simulator:
     # --- delta ---------------------------------------------------------------------------------------
 
     def delta(self, strategy: Strategy) -> SimResult:
-        """Re-time the last simulation after the configs that differ from it (at most one op)."""
+        """Move the last simulation to `strategy`: rebuild the segments its changed ops reach and re-time.
+
+        Any number of ops may differ (MCMC reverts a rejected move and proposes the next in one call);
+        the re-timing pass starts at the first rebuilt segment and runs at least past the last.
+        """
         configs = self._check(strategy)
         if self._configs is None:
             return self.full(strategy)
         changed = [i for i, (old, new) in enumerate(zip(self._configs, configs)) if old != new]
-        assert len(changed) <= 1, f"delta simulation takes one changed op, got {len(changed)}"
         if not changed:
             return self._result()
-        affected = self.builder.affected_segments(changed[0])
+        affected = sorted({s for i in changed for s in self.builder.affected_segments(i)})
         replaced_resources: set[int] = set()
         for segment_id in affected:
             old = self._segments[segment_id]

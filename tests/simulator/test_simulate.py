@@ -173,8 +173,8 @@ ALEXNET = build_graph("alexnet", "tiny-imagenet", 64)
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 3, 4, 8]), overlap=st.booleans(),
-       moves=st.integers(1, 30))
-def test_delta_equals_full_on_random_move_sequences(seed, num_devices, overlap, moves):
+       moves=st.integers(1, 30), ops_per_move=st.sampled_from([1, 1, 2]))
+def test_delta_equals_full_on_random_move_sequences(seed, num_devices, overlap, moves, ops_per_move):
     rng = np.random.default_rng(seed)
     machine = fake_machine(num_devices, bandwidth_bytes_per_s=5e9, latency_s=2e-6, overlap=overlap,
                            devices_per_node=2)
@@ -184,9 +184,10 @@ def test_delta_equals_full_on_random_move_sequences(seed, num_devices, overlap, 
     strategy = random_strategy(ALEXNET, num_devices, rng)
     delta.full(strategy)
     for _ in range(moves):
-        op = ALEXNET.ops[rng.integers(len(ALEXNET.ops))]
-        space = enumerate_configs(op, num_devices)
-        strategy = strategy.with_config(op.name, space[rng.integers(len(space))])
+        for _ in range(ops_per_move):  # two ops at once: MCMC's revert of a rejected move plus the next move
+            op = ALEXNET.ops[rng.integers(len(ALEXNET.ops))]
+            space = enumerate_configs(op, num_devices)
+            strategy = strategy.with_config(op.name, space[rng.integers(len(space))])
         by_delta, by_full = delta.delta(strategy), full.full(strategy)
         assert by_delta.step_ms == by_full.step_ms
         assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
