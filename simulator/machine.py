@@ -123,12 +123,23 @@ PRESETS: dict[str, Machine] = {
 }
 
 
+# Clusters that grow by whole nodes of the same kind, up to FlexFlow's largest runs; the others are fixed boxes.
+GROWS_TO = {"p100-4x4": 64, "k80-16x4": 64}
+
+
 def machine_preset(name: str, num_devices: int | None = None) -> Machine:
-    """A named machine; `num_devices` resizes it (clusters grow by whole nodes of the same kind)."""
+    """A named machine; `num_devices` uses that many of its devices (clusters grow by whole nodes)."""
     if name not in PRESETS:
         raise MachineError(f"unknown machine {name!r}; presets: {', '.join(PRESETS)}, or a path to a machine JSON")
     machine = PRESETS[name]
-    return machine if num_devices is None else machine.with_devices(num_devices)
+    return machine if num_devices is None else _resized(machine, num_devices, GROWS_TO.get(name, machine.num_devices))
+
+
+def _resized(machine: Machine, num_devices: int, max_devices: int) -> Machine:
+    if num_devices > max_devices:
+        raise MachineError(f"machine {machine.name!r} has at most {max_devices} devices, {num_devices} were asked "
+                           f"for; use fewer devices or a larger machine")
+    return machine.with_devices(num_devices)
 
 
 def machine_to_json(machine: Machine) -> str:
@@ -181,4 +192,4 @@ def load_machine(name_or_path: str, num_devices: int | None = None) -> Machine:
             machine = machine_from_json(file.read(), source=name_or_path)
     except OSError as error:
         raise MachineError(f"cannot read machine file {name_or_path!r}: {error.strerror}")
-    return machine if num_devices is None else machine.with_devices(num_devices)
+    return machine if num_devices is None else _resized(machine, num_devices, machine.num_devices)

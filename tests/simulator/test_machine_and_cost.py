@@ -70,6 +70,10 @@ def test_machine_file_errors(text, message):
 def test_unknown_machine_and_unreadable_file():
     with pytest.raises(MachineError, match=r"unknown machine 'tpu'; presets: p100x2-pcie"):
         load_machine("tpu")
+    with pytest.raises(MachineError, match=r"machine 'p100x2-pcie' has at most 2 devices, 4 were asked for"):
+        load_machine("p100x2-pcie", 4)
+    with pytest.raises(MachineError, match=r"machine 'p100-4x4' has at most 64 devices, 128 were asked for"):
+        load_machine("p100-4x4", 128)
     with pytest.raises(MachineError, match=r"cannot read machine file '/nonexistent.json'"):
         load_machine("/nonexistent.json")
 

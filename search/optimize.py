@@ -1,0 +1,222 @@
+"""Search the best parallelization strategy for a model on N devices, and compare it with the baselines.
+
+    python -m search.optimize --model alexnet --gpus 2
+    python -m search.optimize --model alexnet --gpus 16 --machine p100-4x4 --budget 60 --out runs/p100
+    python -m search.optimize --model alexnet --gpus 2 --init runs/previous/strategy.json
+
+Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
+for single, data_parallel, model_parallel, owt and the searched strategy, then the searched strategy op
+by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to --out. Ctrl-C stops
+the search, keeps the best so far, writes every file and exits 130. Bad input: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+from models.datasets import DATASETS
+from models.errors import SoapError
+from models.graph import OpGraph
+from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
+from search.mcmc import Budget
+from search.report import StrategyRow, format_table, plot_search, report_document, write_report
+from search.strategy_search import SearchResult, search_strategy
+from simulator.cost import RooflineCostModel
+from simulator.machine import PRESETS, Machine, load_machine
+from simulator.simulate import Simulator
+from soap.baselines import BASELINES, random_strategy
+from soap.strategy import Strategy, strategy_from_json, strategy_to_json
+
+import numpy as np
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+
+
+class UsageError(SoapError):
+    """A command-line flag with a bad value."""
+
+
+@dataclass(frozen=True)
+class Options:
+    model: str
+    dataset: str
+    gpus: int
+    batch_size: int
+    machine: str | None
+    budget_s: float
+    iterations: int | None
+    seed: int
+    out: str | None
+    init: str | None
+    no_run: bool
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        raise UsageError(f"{message}; see python -m search.optimize --help")
+
+
+def _positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(flag: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds > 0, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds > 0, got {value}")
+        return value
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = _Parser(prog="python -m search.optimize", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--gpus", required=True, type=_positive_int("--gpus"), help="number of devices")
+    parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
+    parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--machine", help=f"a preset ({', '.join(PRESETS)}) or a machine JSON path; default "
+                                          "p100x2-pcie for up to 2 devices, p100-4x4 beyond")
+    parser.add_argument("--budget", type=_positive_float("--budget"), default=30.0, metavar="SECONDS",
+                        help="search time budget (default 30); chains also stop when converged")
+    parser.add_argument("--iterations", type=_positive_int("--iterations"), help="search iteration budget")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
+    parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
+    parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
+    args = parser.parse_args(argv)
+    return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
+                   args.seed, args.out, args.init, args.no_run)
+
+
+def resolve_machine(options: Options) -> Machine:
+    name = options.machine or ("p100x2-pcie" if options.gpus <= 2 else "p100-4x4")
+    return load_machine(name, options.gpus)
+
+
+def prepare_out_dir(options: Options) -> str:
+    out = options.out or os.path.join(
+        "runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{options.model}-{options.dataset}-{options.gpus}gpu")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise UsageError(f"--out {out!r} cannot be written ({error.strerror}); pass a writable folder") from None
+    return out
+
+
+def load_init(path: str, graph: OpGraph, num_devices: int) -> Strategy:
+    try:
+        with open(path) as file:
+            text = file.read()
+    except OSError as error:
+        raise UsageError(f"--init {path!r} cannot be read ({error.strerror}); pass a strategy.json") from None
+    return strategy_from_json(text, graph, num_devices, source=f"--init {path}")
+
+
+def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Strategy], list[str]]:
+    """The baselines that exist for this graph and device count, and a note for each that does not."""
+    strategies, notes = {}, []
+    for name, build in BASELINES.items():
+        try:
+            strategies[name] = build(graph, num_devices)
+        except SoapError as error:
+            notes.append(f"{name} left out: {error}")
+    return strategies, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse_args(argv)
+        graph = build_graph(options.model, options.dataset, options.batch_size)
+        machine = resolve_machine(options)
+        init = load_init(options.init, graph, options.gpus) if options.init else None
+        out = prepare_out_dir(options)
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    cost_model = RooflineCostModel(machine.device)
+    print(f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {options.gpus} devices of machine "
+          f"{machine.name} ({machine.device.kind}); costs: roofline from the datasheet")
+    baselines, notes = baseline_strategies(graph, options.gpus)
+    for note in notes:
+        print(f"note: {note}")
+    starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
+                                                   ("data_parallel", "owt", "model_parallel") if name in baselines]
+    starts.append(("random", random_strategy(graph, options.gpus, np.random.default_rng(options.seed))))
+    result = _search(graph, machine, cost_model, starts, options)
+    rows = _rows(graph, machine, cost_model, {**baselines, "searched": result.best})
+    strategy_file = os.path.join(out, "strategy.json")
+    _write_files(out, strategy_file, graph, machine, cost_model, result, rows, options)
+    print(format_table(rows))
+    print("measured: not run (simulation only in this version)" if not options.no_run else "measured: --no-run")
+    print(f"\nsearched strategy ({result.iterations} iterations in {result.seconds:.1f} s, "
+          f"best found at {result.best_found_at_s:.1f} s):")
+    print(result.best.describe(graph))
+    print(f"\nwrote {strategy_file}, report.json, trace.json, search.png in {out}")
+    if result.interrupted:
+        print("search interrupted: kept the best strategy found so far", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _search(graph, machine, cost_model, starts, options: Options) -> SearchResult:
+    from tqdm import tqdm
+
+    print(f"searching from {', '.join(name for name, _ in starts)} (budget {options.budget_s:g} s; "
+          f"Ctrl-C stops and keeps the best)", file=sys.stderr, flush=True)
+    budget = Budget(seconds=options.budget_s, iterations=options.iterations)
+    with tqdm(desc="search", unit=" sims", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        def progress(start: str, iteration: int, best_ms: float) -> None:
+            if iteration % 64 == 0:
+                bar.update(64)
+                bar.set_postfix_str(f"from {start}, best {best_ms:.3f} ms", refresh=False)
+        return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress)
+
+
+def _rows(graph, machine, cost_model, strategies: dict[str, Strategy]) -> list[StrategyRow]:
+    rows = []
+    simulator = Simulator(graph, machine, cost_model)
+    for name, strategy in strategies.items():
+        result = simulator.full(strategy)
+        note = "" if result.fits_memory else f"over memory: {result.over_memory()}"
+        rows.append(StrategyRow(name, result.step_ms, None, max(result.peak_memory_bytes), note))
+    return rows
+
+
+def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, rows, options) -> None:
+    with open(strategy_file, "w") as file:
+        file.write(strategy_to_json(result.best, graph))
+    simulator = Simulator(graph, machine, cost_model)
+    simulator.full(result.best)
+    with open(os.path.join(out, "trace.json"), "w") as file:
+        file.write(simulator.trace().to_chrome_json())
+    document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
+                               batch_size=graph.batch_size, machine=machine.name, search=result, seed=options.seed,
+                               rows=rows, strategy_file=strategy_file)
+    write_report(os.path.join(out, "report.json"), document)
+    plot_search(os.path.join(out, "search.png"), result,
+                f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

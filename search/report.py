@@ -1,0 +1,83 @@
+"""What search.optimize shows and writes: the strategy table, report.json, and the search plot.
+
+report.json schema (other tools read it; keep it exactly):
+    {"model": str, "dataset": str, "gpus": int, "batch_size": int, "machine": str,
+     "search": {"seconds": float, "iterations": int, "simulations_per_second": float,
+                "best_found_at_seconds": float, "seed": int},
+     "strategies": [{"name": "single"|"data_parallel"|"model_parallel"|"owt"|"searched",
+                     "simulated_step_ms": float, "measured_step_ms": float|null, "peak_memory_bytes": int}],
+     "strategy_file": str}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from search.strategy_search import SearchResult
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class StrategyRow:
+    name: str
+    simulated_step_ms: float
+    measured_step_ms: float | None
+    peak_memory_bytes: int  # the largest over devices
+    note: str = ""  # why a strategy was not measured, or did not fit
+
+
+def format_table(rows: list[StrategyRow]) -> str:
+    single = next(row for row in rows if row.name == "single")
+    header = (f"{'strategy':<15} {'simulated ms':>12} {'speedup':>8} {'measured ms':>12} {'speedup':>8} "
+              f"{'peak GiB/device':>16}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        measured = f"{row.measured_step_ms:>12.2f}" if row.measured_step_ms is not None else f"{'-':>12}"
+        measured_speedup = (f"{single.measured_step_ms / row.measured_step_ms:>7.2f}x"
+                            if row.measured_step_ms is not None and single.measured_step_ms is not None else f"{'-':>8}")
+        lines.append(f"{row.name:<15} {row.simulated_step_ms:>12.3f} "
+                     f"{single.simulated_step_ms / row.simulated_step_ms:>7.2f}x {measured} {measured_speedup} "
+                     f"{row.peak_memory_bytes / GiB:>16.3f}" + (f"  {row.note}" if row.note else ""))
+    return "\n".join(lines)
+
+
+def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, machine: str, search: SearchResult,
+                    seed: int, rows: list[StrategyRow], strategy_file: str) -> dict:
+    return {
+        "model": model, "dataset": dataset, "gpus": gpus, "batch_size": batch_size, "machine": machine,
+        "search": {"seconds": search.seconds, "iterations": search.iterations,
+                   "simulations_per_second": search.simulations_per_second,
+                   "best_found_at_seconds": search.best_found_at_s, "seed": seed},
+        "strategies": [{"name": row.name, "simulated_step_ms": row.simulated_step_ms,
+                        "measured_step_ms": row.measured_step_ms, "peak_memory_bytes": row.peak_memory_bytes}
+                       for row in rows],
+        "strategy_file": strategy_file,
+    }
+
+
+def write_report(path: str, document: dict) -> None:
+    with open(path, "w") as file:
+        json.dump(document, file, indent=1)
+
+
+def plot_search(path: str, search: SearchResult, title: str) -> None:
+    """Best simulated step time against search time, one line per start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for chain in search.chains:
+        times = [chain.began_at_s + t for t, _ in chain.mcmc.history] + [chain.began_at_s + chain.mcmc.seconds]
+        costs = [c for _, c in chain.mcmc.history] + [chain.mcmc.best_cost]
+        axes.step(times, costs, where="post", label=f"from {chain.start_name}")
+    axes.set_xlabel("search time (s)")
+    axes.set_ylabel("best simulated step time (ms)")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,95 @@
+"""The SOAP search: MCMC chains from several starts, each candidate priced by delta simulation.
+
+    python -m search.optimize --model alexnet --gpus 2 --budget 20
+
+Each start (the user's --init strategy if any, data parallel, OWT, model parallel, a random strategy)
+runs one chain with an equal share of the budget and its own random stream (seed, chain index), so the
+same seed gives the same strategy whenever chains stop by convergence or by iterations. A strategy over a
+device's memory costs inf (never accepted). The result is the best over all chains, never worse than
+the best start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.graph import OpGraph
+from search.mcmc import Budget, MCMCResult, run_mcmc
+from search.proposals import random_op_random_config
+from simulator.cost import CostModel
+from simulator.machine import Machine
+from simulator.simulate import Simulator
+from soap.strategy import Strategy
+
+BETA_RELATIVE = 100.0  # a move 1% worse than the start's step time is accepted with p = exp(-1)
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    start_name: str
+    start_ms: float
+    mcmc: MCMCResult[Strategy]
+    began_at_s: float  # when the chain started, in seconds since the search began
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Strategy
+    best_ms: float
+    chains: tuple[ChainResult, ...]
+    seconds: float
+    best_found_at_s: float
+    interrupted: bool
+
+    @property
+    def iterations(self) -> int:
+        return sum(chain.mcmc.iterations for chain in self.chains)
+
+    @property
+    def simulations_per_second(self) -> float:
+        return self.iterations / self.seconds if self.seconds > 0 else 0.0
+
+
+def search_strategy(
+    graph: OpGraph,
+    machine: Machine,
+    cost_model: CostModel,
+    starts: list[tuple[str, Strategy]],
+    budget: Budget,
+    seed: int,
+    beta_relative: float = BETA_RELATIVE,
+    on_iteration: Callable[[str, int, float], None] | None = None,
+) -> SearchResult:
+    share = Budget(
+        seconds=None if budget.seconds is None else budget.seconds / len(starts),
+        iterations=None if budget.iterations is None else max(1, budget.iterations // len(starts)),
+        min_iterations=budget.min_iterations,
+    )
+    propose = random_op_random_config(graph, machine.num_devices)
+    began = time.perf_counter()
+    chains: list[ChainResult] = []
+    for index, (name, start) in enumerate(starts):
+        simulator = Simulator(graph, machine, cost_model)
+        start_ms = _priced(simulator.full(start))
+        beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
+        report = (lambda i, best, name=name: on_iteration(name, i, best)) if on_iteration else None
+        mcmc = run_mcmc(start, propose, lambda s: _priced(simulator.delta(s)), np.random.default_rng([seed, index]),
+                        beta, share, on_iteration=report)
+        chains.append(ChainResult(name, start_ms, mcmc, time.perf_counter() - began - mcmc.seconds))
+        if mcmc.stop_reason == "interrupted":
+            break
+    winner = min(chains, key=lambda chain: chain.mcmc.best_cost)
+    return SearchResult(
+        best=winner.mcmc.best, best_ms=winner.mcmc.best_cost, chains=tuple(chains),
+        seconds=time.perf_counter() - began, best_found_at_s=winner.began_at_s + winner.mcmc.best_found_at_s,
+        interrupted=chains[-1].mcmc.stop_reason == "interrupted",
+    )
+
+
+def _priced(result) -> float:
+    return result.step_ms if result.fits_memory else math.inf

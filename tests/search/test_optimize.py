@@ -1,0 +1,113 @@
+"""The optimize command end to end: the table, the files, bad input, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from models.zoo import build_graph
+from search.optimize import main
+from soap.baselines import owt
+from soap.strategy import strategy_from_json, strategy_to_json
+
+REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file"}
+SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed"}
+
+
+def check_outputs(out, gpus=2):
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == REPORT_KEYS and set(report["search"]) == SEARCH_KEYS
+    assert [s["name"] for s in report["strategies"]] == ["single", "data_parallel", "model_parallel", "owt", "searched"]
+    for row in report["strategies"]:
+        assert set(row) == {"name", "simulated_step_ms", "measured_step_ms", "peak_memory_bytes"}
+        assert isinstance(row["simulated_step_ms"], float) and isinstance(row["peak_memory_bytes"], int)
+    graph = build_graph(report["model"], report["dataset"], report["batch_size"])
+    strategy = strategy_from_json((out / "strategy.json").read_text(), graph, gpus)
+    trace = json.loads((out / "trace.json").read_text())
+    assert any(event["ph"] == "X" for event in trace["traceEvents"])
+    assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    return report, strategy
+
+
+def test_optimize_writes_the_table_and_files(tmp_path, capsys):
+    code = main(["--model", "alexnet", "--gpus", "2", "--iterations", "400", "--out", str(tmp_path), "--no-run"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for name in ("single", "data_parallel", "model_parallel", "owt", "searched"):
+        assert name in out
+    assert "conv1 " in out
+    report, _ = check_outputs(tmp_path)
+    simulated = {row["name"]: row["simulated_step_ms"] for row in report["strategies"]}
+    assert simulated["searched"] <= min(simulated["data_parallel"], simulated["model_parallel"], simulated["owt"])
+    assert report["search"]["iterations"] == 400
+
+
+def test_same_seed_same_strategy(tmp_path):
+    for name in ("a", "b"):
+        assert main(["--model", "alexnet", "--gpus", "2", "--iterations", "300", "--seed", "5",
+                     "--out", str(tmp_path / name), "--no-run"]) == 0
+    assert (tmp_path / "a" / "strategy.json").read_text() == (tmp_path / "b" / "strategy.json").read_text()
+
+
+def test_init_strategy_is_a_start(tmp_path, capsys):
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    init = tmp_path / "init.json"
+    init.write_text(strategy_to_json(owt(graph, 2), graph))
+    assert main(["--model", "alexnet", "--gpus", "2", "--iterations", "100", "--init", str(init),
+                 "--out", str(tmp_path / "o"), "--no-run"]) == 0
+    assert "searching from init, data_parallel" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        pytest.param(["--gpus", "0"], "error: argument --gpus: --gpus must be a positive integer, got 0", id="gpus-0"),
+        pytest.param(["--gpus", "-2"], "--gpus must be a positive integer, got -2", id="gpus-negative"),
+        pytest.param(["--gpus", "two"], "--gpus must be a positive integer, got 'two'", id="gpus-nan"),
+        pytest.param(["--gpus", "4", "--machine", "p100x2-pcie"],
+                     "machine 'p100x2-pcie' has at most 2 devices, 4 were asked for", id="gpus-too-many"),
+        pytest.param(["--gpus", "2", "--model", "vgg"], "unknown model 'vgg'; known models: alexnet", id="model"),
+        pytest.param(["--gpus", "2", "--dataset", "mnist"], "unknown dataset 'mnist'", id="dataset"),
+        pytest.param(["--gpus", "2", "--machine", "tpu"], "unknown machine 'tpu'; presets:", id="machine"),
+        pytest.param(["--gpus", "2", "--budget", "0"], "--budget must be a number of seconds > 0, got 0.0", id="budget"),
+        pytest.param(["--gpus", "2", "--out", "/proc/forbidden"], "--out '/proc/forbidden' cannot be written",
+                     id="out"),
+        pytest.param(["--gpus", "2", "--init", "/nonexistent.json"], "--init '/nonexistent.json' cannot be read",
+                     id="init-missing"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
+    full = args if "--model" in args else ["--model", "alexnet", *args]
+    assert main(full) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_init_for_another_device_count_is_refused(tmp_path, capsys):
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    init = tmp_path / "init.json"
+    init.write_text(strategy_to_json(owt(graph, 4), graph))
+    assert main(["--model", "alexnet", "--gpus", "2", "--init", str(init), "--out", str(tmp_path)]) == 2
+    assert "is for num_devices 4 but this run has num_devices 2" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_best_and_writes_every_file(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search.optimize", "--model", "alexnet", "--gpus", "16", "--budget", "120",
+         "--out", str(tmp_path), "--no-run"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert "searching from" in process.stderr.readline()
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "search interrupted: kept the best strategy found so far" in err
+    assert "searched" in out
+    check_outputs(tmp_path, gpus=16)
