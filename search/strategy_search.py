@@ -3,8 +3,9 @@
     python -m search.optimize --model alexnet --gpus 2 --budget 20
 
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, a random strategy)
-runs one chain with an equal share of the budget and its own random stream (seed, chain index), so the
-same seed gives the same strategy whenever chains stop by convergence or by iterations. A strategy over a
+runs one chain with an equal share of the budget and its own random stream (seed, start index), so the
+same seed gives the same strategy whenever chains stop by convergence or by iterations. Chains run one
+after another, the cheapest start first, so a good start's chain is searched soonest. A strategy over a
 device's memory costs inf (never accepted). The result is the best over all chains, never worse than
 the best start.
 """
@@ -15,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -64,7 +66,10 @@ def search_strategy(
     seed: int,
     beta_relative: float = BETA_RELATIVE,
     on_iteration: Callable[[str, int, float], None] | None = None,
+    simulation: Literal["delta", "full"] = "delta",
 ) -> SearchResult:
+    """Search from every start; `simulation="full"` prices each candidate by a full simulation instead
+    (same chain, same result, only slower: what benchmarks.search_time compares)."""
     share = Budget(
         seconds=None if budget.seconds is None else budget.seconds / len(starts),
         iterations=None if budget.iterations is None else max(1, budget.iterations // len(starts)),
@@ -72,13 +77,16 @@ def search_strategy(
     )
     propose = random_op_random_config(graph, machine.num_devices)
     began = time.perf_counter()
+    simulator = Simulator(graph, machine, cost_model)
+    price = simulator.delta if simulation == "delta" else simulator.full
+    start_costs = [_priced(simulator.full(start)) for _, start in starts]
+    order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
-    for index, (name, start) in enumerate(starts):
-        simulator = Simulator(graph, machine, cost_model)
-        start_ms = _priced(simulator.full(start))
+    for index in order:
+        name, start, start_ms = starts[index][0], starts[index][1], start_costs[index]
         beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
         report = (lambda i, best, name=name: on_iteration(name, i, best)) if on_iteration else None
-        mcmc = run_mcmc(start, propose, lambda s: _priced(simulator.delta(s)), np.random.default_rng([seed, index]),
+        mcmc = run_mcmc(start, propose, lambda s: _priced(price(s)), np.random.default_rng([seed, index]),
                         beta, share, on_iteration=report)
         chains.append(ChainResult(name, start_ms, mcmc, time.perf_counter() - began - mcmc.seconds))
         if mcmc.stop_reason == "interrupted":

@@ -1,0 +1,91 @@
+"""FlexFlow's search-time table, reproduced: time to the final best with full and with delta simulation.
+
+    python -m benchmarks.search_time [--json PATH] [--iterations 4000] [--seed 0]
+
+AlexNet (tiny-imagenet shapes, batch 128) on 4, 8, 16, 32, 64 GPUs of p100-4x4-shaped machines
+(roofline costs from the datasheet). For each size: a reference search 10x longer finds the reference
+best; then the same search (same seed, same chains) is timed with delta simulation and with full
+simulation, and its time-to-best is the first moment its best is within 1% of the reference best.
+Full and delta make the same decisions (their costs are equal), so only the time differs. Beside it:
+FlexFlow's figures (SysML 2019, as quoted in the seed) and the searched strategy's simulated speedup over
+data parallelism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from models.zoo import build_graph
+from search.mcmc import Budget
+from search.strategy_search import SearchResult, search_strategy
+from simulator.cost import RooflineCostModel
+from simulator.machine import machine_preset
+from simulator.simulate import Simulator
+from soap.baselines import data_parallel, model_parallel, owt, random_strategy
+
+FLEXFLOW_S = {4: (0.11, 0.04), 8: (0.40, 0.13), 16: (1.4, 0.48), 32: (5.3, 1.8), 64: (18.0, 5.9)}
+
+
+def time_to_within(result: SearchResult, target_ms: float) -> float | None:
+    """Seconds since the search began at which its best first came within `target_ms`."""
+    moments = [chain.began_at_s + t for chain in result.chains for t, cost in chain.mcmc.history if cost <= target_ms]
+    return min(moments) if moments else None
+
+
+def run_size(graph, num_devices: int, iterations: int, seed: int) -> dict:
+    machine = machine_preset("p100-4x4", num_devices)
+    cost = RooflineCostModel(machine.device)
+    starts = [("data_parallel", data_parallel(graph, num_devices)), ("owt", owt(graph, num_devices)),
+              ("model_parallel", model_parallel(graph, num_devices)),
+              ("random", random_strategy(graph, num_devices, np.random.default_rng(seed)))]
+    long = search_strategy(graph, machine, cost, starts, Budget(iterations=10 * iterations), seed)
+    target = long.best_ms * 1.01
+    budget = Budget(iterations=iterations)
+    by_delta = search_strategy(graph, machine, cost, starts, budget, seed, simulation="delta")
+    by_full = search_strategy(graph, machine, cost, starts, budget, seed, simulation="full")
+    assert by_delta.best == by_full.best, "full and delta simulation led the same search apart"
+    dp_ms = Simulator(graph, machine, cost).full(starts[0][1]).step_ms
+    best_baseline = min(chain.start_ms for chain in by_delta.chains if chain.start_name != "random")
+    return {
+        "gpus": num_devices, "reference_best_ms": long.best_ms, "searched_ms": by_delta.best_ms,
+        "full_s": time_to_within(by_full, target), "delta_s": time_to_within(by_delta, target),
+        "flexflow_full_s": FLEXFLOW_S[num_devices][0], "flexflow_delta_s": FLEXFLOW_S[num_devices][1],
+        "speedup_over_dp": dp_ms / by_delta.best_ms, "best_baseline_ms": best_baseline,
+        "iterations": by_delta.iterations,
+    }
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "not reached"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_time", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--iterations", type=int, default=4000, help="iterations of the timed search (all chains)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    print(f"AlexNet tiny-imagenet batch 128, p100-4x4 machines; time to within 1% of a 10x longer search "
+          f"({args.iterations} iterations, seed {args.seed})")
+    print(f"{'GPUs':>5} {'full s':>8} {'delta s':>8} {'FlexFlow full/delta s':>22} {'searched ms':>12} "
+          f"{'best baseline ms':>17} {'vs DP':>7}")
+    rows = []
+    for num_devices in FLEXFLOW_S:
+        row = run_size(graph, num_devices, args.iterations, args.seed)
+        rows.append(row)
+        print(f"{num_devices:>5} {_seconds(row['full_s']):>8} {_seconds(row['delta_s']):>8} "
+              f"{row['flexflow_full_s']:>11.2f} / {row['flexflow_delta_s']:<8.2f} {row['searched_ms']:>12.3f} "
+              f"{row['best_baseline_ms']:>17.3f} {row['speedup_over_dp']:>6.2f}x")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"benchmark": "search_time", "iterations": args.iterations, "seed": args.seed, "rows": rows},
+                      file, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
