@@ -17,6 +17,9 @@ Machine JSON schema (version 1; every field required; numbers positive):
      "intra_node": {"bandwidth_bytes_per_s": 20e9, "latency_s": 5e-6},
      "inter_node": {"bandwidth_bytes_per_s": 12.5e9, "latency_s": 1e-5},
      "comm_overlaps_compute": true}
+An optional "allreduce": {"bandwidth_bytes_per_s": ..., "latency_s": ...} (written by calibration) prices an
+all-reduce of b bytes over r devices as latency_s + 2(r-1)/r * b / bandwidth_bytes_per_s; without it, the
+ring formula runs over the slowest link of the ring (simulator.taskgraph.ring_allreduce_ms).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Machine:
     intra_node: Link
     inter_node: Link
     comm_overlaps_compute: bool
+    allreduce: Link | None = None  # measured all-reduce, fitted on ring traffic (see module docstring)
 
     def __post_init__(self) -> None:
         _check_machine(self)
@@ -81,20 +85,22 @@ def _check_machine(machine: Machine) -> None:
         raise MachineError(f"{where}: num_devices must be >= 1, got {machine.num_devices}")
     if not isinstance(machine.devices_per_node, int) or machine.devices_per_node < 1:
         raise MachineError(f"{where}: devices_per_node must be >= 1, got {machine.devices_per_node}")
-    numbers = {
+    links = {"intra_node": machine.intra_node, "inter_node": machine.inter_node}
+    if machine.allreduce is not None:
+        links["allreduce"] = machine.allreduce
+    positive = {
         "device.peak_flops_per_s": machine.device.peak_flops_per_s,
         "device.memory_bandwidth_bytes_per_s": machine.device.memory_bandwidth_bytes_per_s,
         "device.memory_bytes": machine.device.memory_bytes,
-        "intra_node.bandwidth_bytes_per_s": machine.intra_node.bandwidth_bytes_per_s,
-        "inter_node.bandwidth_bytes_per_s": machine.inter_node.bandwidth_bytes_per_s,
+        **{f"{name}.bandwidth_bytes_per_s": link.bandwidth_bytes_per_s for name, link in links.items()},
     }
-    for field, value in numbers.items():
+    for field, value in positive.items():
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise MachineError(f"{where}: {field} must be a positive number, got {value!r}")
-    for field, value in (("intra_node.latency_s", machine.intra_node.latency_s),
-                         ("inter_node.latency_s", machine.inter_node.latency_s)):
+    for name, link in links.items():
+        value = link.latency_s
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise MachineError(f"{where}: {field} must be a number >= 0, got {value!r}")
+            raise MachineError(f"{where}: {name}.latency_s must be a number >= 0, got {value!r}")
 
 
 # Datasheet figures (shared/REFERENCE.md). Latencies are typical one-way software latencies.
@@ -163,10 +169,14 @@ def machine_from_json(text: str, source: str = "machine file") -> Machine:
     missing = [k for k in ("name", "num_devices", "devices_per_node", "comm_overlaps_compute") if k not in document]
     if missing:
         raise MachineError(f"{source} is missing fields {missing}; see the schema in simulator/machine.py")
+    allreduce = None
+    if document.get("allreduce") is not None:
+        allreduce = Link(**_section(document, "allreduce", ("bandwidth_bytes_per_s", "latency_s"), source))
     return Machine(
         name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
         devices_per_node=document["devices_per_node"], intra_node=Link(**links["intra_node"]),
         inter_node=Link(**links["inter_node"]), comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
+        allreduce=allreduce,
     )
 
 

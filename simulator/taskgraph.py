@@ -223,6 +223,13 @@ class TaskGraphBuilder:
             if memory is not None:
                 memory[dst] = memory.get(dst, 0) + num_bytes
 
+    def _allreduce_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
+        measured = self.machine.allreduce
+        if measured is not None:
+            return measured.transfer_ms(2 * (len(ring) - 1) / len(ring) * num_bytes)
+        slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
+        return ring_allreduce_ms(num_bytes, len(ring), slowest.bandwidth_bytes_per_s, slowest.latency_s)
+
     def _sync_and_update(self, i: int, config: ParallelConfig, seg: int, slice_bytes: int) -> list[Task]:
         tasks = []
         update_ms = self.cost.update_ms(slice_bytes, self.machine.device.kind)
@@ -232,8 +239,7 @@ class TaskGraphBuilder:
             if len(group) > 1:
                 devices = [config.devices[k] for k in group]
                 ring = list(zip(devices, devices[1:] + devices[:1]))
-                slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
-                duration = ring_allreduce_ms(slice_bytes, len(group), slowest.bandwidth_bytes_per_s, slowest.latency_s)
+                duration = self._allreduce_ms(slice_bytes, ring)
                 resources = tuple(self._links[a][b][2][0] for a, b in ring)
                 if not self.machine.comm_overlaps_compute:
                     resources += tuple(devices)

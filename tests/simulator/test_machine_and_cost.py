@@ -129,3 +129,14 @@ def test_profile_missing_entry_names_the_op_and_shard_shape():
         table.op_cost(fc6, "cpu-core")
     with pytest.raises(ProfileError, match=r"was measured on 'cpu-core' but the machine's devices are 'gpu'"):
         table.op_cost(fc6, "gpu")
+
+
+def test_machine_with_a_measured_allreduce_round_trips():
+    import dataclasses
+
+    from simulator.machine import Link
+
+    machine = dataclasses.replace(machine_preset("p100x2-pcie"), name="local", allreduce=Link(2e9, 3e-5))
+    assert machine_from_json(machine_to_json(machine)) == machine
+    with pytest.raises(MachineError, match="allreduce.bandwidth_bytes_per_s must be a positive number, got 0"):
+        dataclasses.replace(machine, allreduce=Link(0, 0.0))

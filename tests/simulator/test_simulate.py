@@ -15,6 +15,7 @@ from soap.baselines import data_parallel, random_strategy, single
 from soap.config import ParallelConfig
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
+from simulator.machine import Link
 from simulator.simulate import Simulator, simulate
 from simulator.taskgraph import ring_allreduce_ms
 from tests.simulator.fakes import FlopCost, KindTableCost, fake_machine
@@ -192,3 +193,13 @@ def test_delta_equals_full_on_random_move_sequences(seed, num_devices, overlap, 
         assert by_delta.step_ms == by_full.step_ms
         assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
     assert delta.trace() == full.trace()
+
+
+def test_a_measured_allreduce_replaces_the_ring_formula():
+    # Measured: 1 ms + ring traffic / 1e6 B/s. fc's 288 weight bytes over 2 devices: 2(r-1)/r * 288 = 288 B.
+    graph = two_layer_graph()
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
+    machine = dataclasses.replace(fake_machine(2), allreduce=Link(1e6, 1e-3))
+    _, trace = simulate(graph, strategy, machine, COSTS)
+    allreduce = [e for e in trace.events if e.kind == "allreduce"]
+    assert {round(e.end_ms - e.start_ms, 9) for e in allreduce} == {1.288}
