@@ -217,6 +217,18 @@ def input_boxes(op: Op, out_box: Box) -> tuple[Box, ...]:
     raise AssertionError(op.kind)
 
 
+def task_input_boxes(op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Box, ...]:
+    """What a task of `op` under `degrees` reads at run time: `input_boxes`, except that a conv split on
+    its output channels reads its input whole in height and width (the runtime's workaround for XLA's
+    SPMD partitioner, which computes such a conv wrongly when its input is split spatially; see
+    models.train.input_sharding). The simulator charges exactly this."""
+    boxes = input_boxes(op, out_box)
+    if op.kind is OpKind.CONV2D and degrees[3] > 1:
+        (batch, _, _, channels), in_shape = boxes[0], op.input_shapes[0]
+        return ((batch, (0, in_shape[1]), (0, in_shape[2]), channels),)
+    return boxes
+
+
 def local_op(op: Op, degrees: tuple[int, ...]) -> Op:
     """What ONE task of `op` computes when its output is split by `degrees` (equal partitions).
 

@@ -2,8 +2,8 @@
 
 Following shared/ARCHITECTURE.md ("One execution semantics"):
 - Task k of op i computes output shard k on devices[k] (forward) and, later, its backward there.
-- It reads the slices of its producers' outputs that it needs (models.op.input_boxes: the halo of a
-  spatial split, all input features of a dense layer). A slice on another device is a TRANSFER task on
+- It reads the slices of its producers' outputs that it needs (models.op.task_input_boxes: the halo of
+  a spatial split, all input features of a dense layer, the whole image of a channel-split conv). A slice on another device is a TRANSFER task on
   the link (src, dst); backward sends the gradient back along the same intersection.
 - Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
   all-reduce their gradients over a ring of their devices: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency.
@@ -26,7 +26,7 @@ import functools
 from typing import NamedTuple
 
 from models.graph import OpGraph
-from models.op import Dim, Op, input_boxes, local_op, shard_box
+from models.op import Dim, Op, local_op, shard_box, task_input_boxes
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from soap.config import ParallelConfig
@@ -267,7 +267,8 @@ def _intersections(producer: Op, producer_degrees: tuple[int, ...], consumer: Op
                       for index in _grid(producer_degrees)]
     result = []
     for k, index in enumerate(_grid(consumer_degrees)):
-        needed = input_boxes(consumer, shard_box(consumer.output_shape, consumer_degrees, index))[input_index]
+        out_box = shard_box(consumer.output_shape, consumer_degrees, index)
+        needed = task_input_boxes(consumer, consumer_degrees, out_box)[input_index]
         for m, box in enumerate(producer_boxes):
             volume = 1
             for (a0, a1), (b0, b1) in zip(box, needed):

@@ -1,7 +1,7 @@
 """Op semantics: SAME padding, the input window a shard reads, and the local op of a task."""
 
 from models.graph import GraphBuilder
-from models.op import OpKind, Padding, input_boxes, local_op, same_padding, shard_box
+from models.op import OpKind, Padding, input_boxes, local_op, same_padding, shard_box, task_input_boxes
 from models.zoo import build_graph
 
 
@@ -56,3 +56,13 @@ def test_local_op_cost_key_ignores_the_name_and_splits_weights():
 
 def test_shard_box():
     assert shard_box((8, 16), (2, 4), (1, 3)) == ((4, 8), (12, 16))
+
+
+def test_a_channel_split_conv_reads_its_input_whole_in_height_and_width():
+    conv2 = build_graph("alexnet", "tiny-imagenet", 8).op("conv2")  # (8,7,7,64) -> (8,7,7,192)
+    out_box = ((0, 4), (0, 7), (0, 7), (96, 192))
+    assert task_input_boxes(conv2, (2, 1, 1, 2), out_box) == (((0, 4), (0, 7), (0, 7), (0, 64)),)
+    conv1 = build_graph("alexnet", "tiny-imagenet", 8).op("conv1")
+    halo_only = ((0, 8), (8, 16), (0, 16), (0, 64))
+    assert task_input_boxes(conv1, (1, 2, 1, 1), halo_only) == input_boxes(conv1, halo_only)
+    assert task_input_boxes(conv1, (1, 2, 1, 2), halo_only)[0][1] == (0, 64)
