@@ -16,3 +16,7 @@ class UnknownModelError(SoapError):
 
 class ShapeError(SoapError):
     """An operator whose shapes do not fit together (shape inference failed)."""
+
+
+class PlacementError(SoapError):
+    """Shardings that a training step cannot run (device orders, device grids, devices of other processes)."""

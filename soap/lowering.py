@@ -1,0 +1,93 @@
+"""Lowering a Strategy to plain JAX sharding objects: a Mesh per op, its output and parameter shardings.
+
+    shardings = strategy_shardings(graph, strategy)          # models.train.Shardings
+    shardings.params["fc7"]["kernel"]                        # NamedSharding, e.g. P(None, 'channel')
+    step = TrainStep(graph, shardings, sgd_momentum())
+
+Op i's mesh holds its devices in the shape of its degrees, one axis per output dim named after the dim
+(sample, height, width, channel), so that task k (row-major over the degree grid) runs on devices[k].
+Its output is split along every dim of degree > 1 on that dim's axis. A channel split splits the LAST
+axis of every parameter (conv kernel HWIO, dense kernel IO, bias); sample, height and width splits
+replicate the parameters over their axes. Meshes use AxisType.Auto, so with_sharding_constraint
+constrains (jax.make_mesh's default, Explicit, would assert instead). Strategy device id i is
+`devices[i]`, by default `jax.devices()[i]` (in a cluster, ordered by process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from models.errors import SoapError
+from models.graph import OpGraph
+from models.op import Dim, Op
+from models.train import Shardings
+from soap.config import ParallelConfig
+from soap.strategy import Strategy
+
+
+class LoweringError(SoapError):
+    """A strategy that cannot be placed on the JAX devices at hand."""
+
+
+def _strategy_devices(strategy: Strategy, devices: Sequence[jax.Device] | None = None) -> tuple[jax.Device, ...]:
+    """The JAX device of each strategy device id (0..N-1)."""
+    devices = tuple(jax.devices() if devices is None else devices)
+    if len(devices) < strategy.num_devices:
+        raise LoweringError(
+            f"the strategy is for {strategy.num_devices} devices but JAX has {len(devices)}; run it on "
+            f"{strategy.num_devices} devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{strategy.num_devices}, or a local cluster of {strategy.num_devices} workers)"
+        )
+    return devices[:strategy.num_devices]
+
+
+def op_mesh(op: Op, config: ParallelConfig, devices: Sequence[jax.Device]) -> Mesh:
+    grid = np.array([devices[i] for i in config.devices], dtype=object).reshape(config.degrees)
+    return Mesh(grid, tuple(dim.value for dim in op.output_dims), axis_types=(AxisType.Auto,) * len(op.output_dims))
+
+
+def output_sharding(op: Op, config: ParallelConfig, mesh: Mesh) -> NamedSharding:
+    spec = tuple(dim.value if degree > 1 else None for dim, degree in zip(op.output_dims, config.degrees))
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh) -> dict[str, NamedSharding]:
+    channels = config.degrees[op.output_dims.index(Dim.CHANNEL)] if Dim.CHANNEL in op.output_dims else 1
+    last = Dim.CHANNEL.value if channels > 1 else None
+    return {name: NamedSharding(mesh, PartitionSpec(*(None,) * (len(shape) - 1), last))
+            for name, shape in op.param_shapes}
+
+
+def strategy_shardings(graph: OpGraph, strategy: Strategy,
+                       devices: Sequence[jax.Device] | None = None) -> Shardings:
+    """Every op's output sharding and the parameter-sharding pytree (op -> {"kernel", "bias"})."""
+    if strategy.graph_signature != graph.signature:
+        raise LoweringError(f"the strategy is for graph {strategy.graph_signature!r} but {graph.model} here is "
+                            f"graph {graph.signature!r}; lower a strategy made for this graph")
+    devices = _strategy_devices(strategy, devices)
+    activations, params = {}, {}
+    for op in graph.ops:
+        config = strategy[op.name]
+        mesh = op_mesh(op, config, devices)
+        activations[op.name] = output_sharding(op, config, mesh)
+        if op.param_shapes:
+            params[op.name] = param_shardings(op, config, mesh)
+    return Shardings(activations, params)
+
+
+def strategy_stages(strategy: Strategy) -> tuple[tuple[str, ...], ...]:
+    """The op names of each stage the runtime runs: consecutive ops on the same device set.
+
+    The same grouping as models.train.split_stages, read from the configs instead of the shardings.
+    """
+    stages: list[list[str]] = []
+    for name, config in strategy.items():
+        if stages and strategy[stages[-1][0]].device_set == config.device_set:
+            stages[-1].append(name)
+        else:
+            stages.append([name])
+    return tuple(tuple(stage) for stage in stages)

@@ -1,0 +1,92 @@
+"""Run a strategy for real on JAX's devices (this process's, or a cluster's): lower, train, fetch, time.
+
+    result = run_strategy(graph, owt(graph, 2), RunConfig(steps=1, timed_steps=10))
+    result.losses, result.step_time.median_ms
+
+Every process of a cluster calls this with the same arguments (SPMD, one program per process); the
+initial parameters and the batch come from seeds, so every process builds the same ones and places
+only its shards. The first `steps` steps give the losses and the parameters; the timing steps follow.
+Process 0 reports: values are moved to it to be read, and the other processes' results carry NaN
+losses and no parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from models.batch import synthetic_batch
+from models.graph import OpGraph
+from models.network import Params, init_params
+from models.timing import StepTime, time_steps
+from models.train import TrainStep, sgd_momentum
+from models.transfer import transfer
+from soap.lowering import strategy_shardings
+from soap.strategy import Strategy
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How to run a strategy: steps kept for their losses, then timed steps (0: no timing)."""
+
+    steps: int = 1
+    warmup_steps: int = 2
+    timed_steps: int = 0
+    seed: int = 0
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    fetch_params: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    losses: tuple[float, ...]
+    params: dict[str, dict[str, np.ndarray]] | None  # after the first `steps` steps, if fetched
+    step_time: StepTime | None
+    num_stages: int
+
+
+def to_host(value: jax.Array) -> np.ndarray | None:
+    """A global array's whole value on process 0; None on the other processes of a cluster.
+
+    Every process must call it for the same arrays in the same order: where the array lives on other
+    processes' devices, it is moved to process 0's first device (models.transfer).
+    """
+    if jax.process_count() == 1:
+        return np.asarray(value)
+    reporter = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("reporter",), axis_types=(AxisType.Auto,)),
+                             PartitionSpec())
+    fetched = transfer(value, reporter)
+    return np.asarray(fetched) if jax.process_index() == 0 else None
+
+
+def _fetch_params(params: Params) -> dict[str, dict[str, np.ndarray]] | None:
+    fetched = {name: {k: to_host(v) for k, v in entry.items()} for name, entry in params.items()}
+    return fetched if jax.process_index() == 0 else None
+
+
+def run_strategy(graph: OpGraph, strategy: Strategy, config: RunConfig = RunConfig(),
+                 devices: Sequence[jax.Device] | None = None) -> RunResult:
+    step = TrainStep(graph, strategy_shardings(graph, strategy, devices),
+                     sgd_momentum(config.learning_rate, config.momentum))
+    host_params = jax.tree.map(np.asarray, init_params(graph, config.seed))
+    state = step.init(host_params)
+    images, labels = step.place_batch(*synthetic_batch(graph, config.seed))
+    losses = []
+    for _ in range(config.steps):
+        loss, state = step(state, images, labels)
+        value = to_host(loss)
+        losses.append(float("nan") if value is None else float(value))
+    params = _fetch_params(state.params) if config.fetch_params else None
+    step_time = None
+    if config.timed_steps:
+        def one_step():
+            nonlocal state
+            loss, state = step(state, images, labels)
+            return loss, state
+        step_time = time_steps(one_step, config.warmup_steps, config.timed_steps)
+    return RunResult(tuple(losses), params, step_time, len(step.stages))
