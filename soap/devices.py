@@ -1,0 +1,218 @@
+"""A local cluster: N worker processes, each pinned to its own core, joined by jax.distributed with gloo.
+
+    report = run_on_cluster(ClusterJob.for_strategies(graph, [owt(graph, 2)], RunConfig(timed_steps=10)), 2)
+    report.results[0].step_time.median_ms, report.warning
+
+Without GPUs, N CPU devices in one process share the cores and cannot run in parallel; N processes
+pinned to N cores can (the honest CPU testbed), and the same code is the multi-host path of a real
+cluster. Each worker (`python -m soap.worker`) has one CPU device; strategy device id i is process i's
+device, and the stages of a multi-stage strategy pass activations between processes with
+models.transfer (a small ppermute program over gloo). The parent writes the job into a temporary
+folder, starts the workers (each in its own process group), waits for all of them, and reads process
+0's results back. A worker that fails, dies or hangs ends the whole run with a ClusterError within
+`timeout_s`, and every worker's process group is killed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.errors import SoapError
+from models.graph import OpGraph
+from models.timing import StepTime
+from soap.runner import RunConfig, RunResult
+from soap.strategy import Strategy, strategy_to_json
+
+_POLL_S = 0.05
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ClusterError(SoapError):
+    """A local cluster that could not start, or a worker that failed, died or hung."""
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    """What every worker runs: the graph (by name), strategies (as strategy JSON) and how to run them."""
+
+    model: str
+    dataset: str
+    batch_size: int
+    strategies: tuple[str, ...]
+    run: RunConfig
+
+    @classmethod
+    def for_strategies(cls, graph: OpGraph, strategies: Sequence[Strategy], run: RunConfig) -> ClusterJob:
+        texts = tuple(strategy_to_json(strategy, graph) for strategy in strategies)
+        return cls(graph.model, graph.dataset, graph.batch_size, texts, run)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterJob:
+        document = json.loads(text)
+        document["strategies"] = tuple(document["strategies"])
+        document["run"] = RunConfig(**document["run"])
+        return cls(**document)
+
+
+@dataclass(frozen=True)
+class CorePlan:
+    """The core each worker is pinned to (None: not pinned), and why not, when the cores are too few."""
+
+    cores: tuple[int | None, ...]
+    warning: str | None
+
+
+def plan_cores(num_workers: int, available: Sequence[int] | None = None) -> CorePlan:
+    cores = sorted(os.sched_getaffinity(0) if available is None else available)
+    if num_workers <= len(cores):
+        return CorePlan(tuple(cores[:num_workers]), None)
+    warning = (f"{num_workers} workers share {len(cores)} cores, so they are not pinned and cannot all run at "
+               f"once: measured step times are not those of {num_workers} parallel devices; use at most "
+               f"{len(cores)} workers here")
+    return CorePlan((None,) * num_workers, warning)
+
+
+@dataclass(frozen=True)
+class ClusterReport:
+    results: tuple[RunResult, ...]  # one per strategy of the job, as process 0 measured it
+    warning: str | None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker_env() -> dict[str, str]:
+    """The parent's environment with one CPU device per worker (a forced device count is dropped)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SOURCE_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _error_line(log: str) -> str | None:
+    """The line of a worker's log that says what went wrong: its one-line SoapError, else the exception."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"(error: |[\w.]+(Error|Exception)\b)", line):
+            return line
+    return lines[-1] if lines else None
+
+
+class ClusterRun:
+    """Running workers: `result()` waits for them; any failure kills them all and raises ClusterError."""
+
+    def __init__(self, job: ClusterJob, num_workers: int):
+        if num_workers < 1:
+            raise ClusterError(f"a cluster needs at least 1 worker, got {num_workers}")
+        self.plan = plan_cores(num_workers)
+        self.folder = Path(tempfile.mkdtemp(prefix="soap-cluster-"))
+        (self.folder / "job.json").write_text(job.to_json())
+        spec = {"coordinator": f"127.0.0.1:{_free_port()}", "num_workers": num_workers, "cores": self.plan.cores}
+        (self.folder / "cluster.json").write_text(json.dumps(spec))
+        self.num_strategies = len(job.strategies)
+        self.workers = [self._start(i) for i in range(num_workers)]
+
+    def _start(self, process_id: int) -> subprocess.Popen:
+        log = open(self.folder / f"worker{process_id}.log", "wb")
+        with log:
+            # A session of its own makes the worker a process group that can be killed as a whole.
+            return subprocess.Popen([sys.executable, "-m", "soap.worker", str(self.folder), str(process_id)],
+                                    stdout=log, stderr=subprocess.STDOUT, env=_worker_env(), start_new_session=True)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(worker.pid for worker in self.workers)
+
+    def kill(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                try:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            worker.wait()
+
+    def result(self, timeout_s: float) -> ClusterReport:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            codes = [worker.poll() for worker in self.workers]
+            failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                self.kill()
+                raise ClusterError(self._failure(failed[0], codes[failed[0]]))
+            if all(code == 0 for code in codes):
+                report = ClusterReport(self._read_results(), self.plan.warning)
+                shutil.rmtree(self.folder)
+                return report
+            time.sleep(_POLL_S)
+        running = [i for i, worker in enumerate(self.workers) if worker.poll() is None]
+        self.kill()
+        raise ClusterError(f"the cluster did not finish within {timeout_s:g} s (workers {running} still running, "
+                           f"now killed); raise timeout_s or read the logs in {self.folder}")
+
+    def _failure(self, process_id: int, code: int) -> str:
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        log = (self.folder / f"worker{process_id}.log").read_text(errors="replace")
+        last = f": {line}" if (line := _error_line(log)) else ""
+        return (f"worker {process_id} of {len(self.workers)} {how}{last} (all workers killed; log: "
+                f"{self.folder / f'worker{process_id}.log'})")
+
+    def _read_results(self) -> tuple[RunResult, ...]:
+        document = json.loads((self.folder / "results.json").read_text())
+        results = []
+        for k, entry in enumerate(document["results"]):
+            params = None
+            if entry["has_params"]:
+                with np.load(self.folder / f"params{k}.npz") as arrays:
+                    params = {}
+                    for key in arrays.files:
+                        op, name = key.split("/")
+                        params.setdefault(op, {})[name] = arrays[key]
+            step_time = StepTime(**entry["step_time"]) if entry["step_time"] else None
+            results.append(RunResult(tuple(entry["losses"]), params, step_time, entry["num_stages"]))
+        assert len(results) == self.num_strategies, (len(results), self.num_strategies)
+        return tuple(results)
+
+
+def write_results(folder: Path, results: Sequence[RunResult]) -> None:
+    """Process 0's side of `ClusterRun._read_results`: losses and times as JSON, parameters as npz."""
+    entries = []
+    for k, result in enumerate(results):
+        if result.params is not None:
+            np.savez(folder / f"params{k}.npz",
+                     **{f"{op}/{name}": value for op, entry in result.params.items() for name, value in entry.items()})
+        entries.append({"losses": list(result.losses), "has_params": result.params is not None,
+                        "step_time": dataclasses.asdict(result.step_time) if result.step_time else None,
+                        "num_stages": result.num_stages})
+    (folder / "results.json").write_text(json.dumps({"results": entries}))
+
+
+def run_on_cluster(job: ClusterJob, num_workers: int, timeout_s: float = 300) -> ClusterReport:
+    """Run `job` on a local cluster of `num_workers` pinned workers; ClusterError if any fails or hangs."""
+    run = ClusterRun(job, num_workers)
+    try:
+        return run.result(timeout_s)
+    finally:
+        run.kill()
