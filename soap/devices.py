@@ -26,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,24 +122,31 @@ def _error_line(log: str) -> str | None:
 
 
 class ClusterRun:
-    """Running workers: `result()` waits for them; any failure kills them all and raises ClusterError."""
+    """Running workers: `result()` waits for them; any failure kills them all and raises ClusterError.
 
-    def __init__(self, job: ClusterJob, num_workers: int):
+    Each worker runs `python -m WORKER_MODULE FOLDER PROCESS_ID` (soap.worker runs strategies; the
+    simulator's calibration has its own), joins with soap.join.join_cluster, reads the job, and as
+    process 0 leaves its results in FOLDER, which `read_results(folder)` turns into the result.
+    """
+
+    def __init__(self, job_json: str, num_workers: int, read_results: Callable[[Path], Any],
+                 worker_module: str = "soap.worker"):
         if num_workers < 1:
             raise ClusterError(f"a cluster needs at least 1 worker, got {num_workers}")
         self.plan = plan_cores(num_workers)
         self.folder = Path(tempfile.mkdtemp(prefix="soap-cluster-"))
-        (self.folder / "job.json").write_text(job.to_json())
+        (self.folder / "job.json").write_text(job_json)
         spec = {"coordinator": f"127.0.0.1:{_free_port()}", "num_workers": num_workers, "cores": self.plan.cores}
         (self.folder / "cluster.json").write_text(json.dumps(spec))
-        self.num_strategies = len(job.strategies)
+        self.worker_module = worker_module
+        self.read_results = read_results
         self.workers = [self._start(i) for i in range(num_workers)]
 
     def _start(self, process_id: int) -> subprocess.Popen:
         log = open(self.folder / f"worker{process_id}.log", "wb")
         with log:
             # A session of its own makes the worker a process group that can be killed as a whole.
-            return subprocess.Popen([sys.executable, "-m", "soap.worker", str(self.folder), str(process_id)],
+            return subprocess.Popen([sys.executable, "-m", self.worker_module, str(self.folder), str(process_id)],
                                     stdout=log, stderr=subprocess.STDOUT, env=_worker_env(), start_new_session=True)
 
     @property
@@ -163,7 +171,7 @@ class ClusterRun:
                 self.kill()
                 raise ClusterError(self._failure(failed[0], codes[failed[0]]))
             if all(code == 0 for code in codes):
-                report = ClusterReport(self._read_results(), self.plan.warning)
+                report = ClusterReport(self.read_results(self.folder), self.plan.warning)
                 shutil.rmtree(self.folder)
                 return report
             time.sleep(_POLL_S)
@@ -179,25 +187,28 @@ class ClusterRun:
         return (f"worker {process_id} of {len(self.workers)} {how}{last} (all workers killed; log: "
                 f"{self.folder / f'worker{process_id}.log'})")
 
-    def _read_results(self) -> tuple[RunResult, ...]:
-        document = json.loads((self.folder / "results.json").read_text())
-        results = []
-        for k, entry in enumerate(document["results"]):
-            params = None
-            if entry["has_params"]:
-                with np.load(self.folder / f"params{k}.npz") as arrays:
-                    params = {}
-                    for key in arrays.files:
-                        op, name = key.split("/")
-                        params.setdefault(op, {})[name] = arrays[key]
-            step_time = StepTime(**entry["step_time"]) if entry["step_time"] else None
-            results.append(RunResult(tuple(entry["losses"]), params, step_time, entry["num_stages"]))
-        assert len(results) == self.num_strategies, (len(results), self.num_strategies)
-        return tuple(results)
+
+
+def read_run_results(folder: Path, num_strategies: int) -> tuple[RunResult, ...]:
+    """What soap.worker's process 0 wrote (`write_results`): one RunResult per strategy of the job."""
+    document = json.loads((folder / "results.json").read_text())
+    results = []
+    for k, entry in enumerate(document["results"]):
+        params = None
+        if entry["has_params"]:
+            with np.load(folder / f"params{k}.npz") as arrays:
+                params = {}
+                for key in arrays.files:
+                    op, name = key.split("/")
+                    params.setdefault(op, {})[name] = arrays[key]
+        step_time = StepTime(**entry["step_time"]) if entry["step_time"] else None
+        results.append(RunResult(tuple(entry["losses"]), params, step_time, entry["num_stages"]))
+    assert len(results) == num_strategies, (len(results), num_strategies)
+    return tuple(results)
 
 
 def write_results(folder: Path, results: Sequence[RunResult]) -> None:
-    """Process 0's side of `ClusterRun._read_results`: losses and times as JSON, parameters as npz."""
+    """Process 0's side of `read_run_results`: losses and times as JSON, parameters as npz."""
     entries = []
     for k, result in enumerate(results):
         if result.params is not None:
@@ -211,8 +222,16 @@ def write_results(folder: Path, results: Sequence[RunResult]) -> None:
 
 def run_on_cluster(job: ClusterJob, num_workers: int, timeout_s: float = 300) -> ClusterReport:
     """Run `job` on a local cluster of `num_workers` pinned workers; ClusterError if any fails or hangs."""
-    run = ClusterRun(job, num_workers)
+    return run_worker_job(job.to_json(), num_workers, lambda folder: read_run_results(folder, len(job.strategies)),
+                          "soap.worker", timeout_s)
+
+
+def run_worker_job(job_json: str, num_workers: int, read_results: Callable[[Path], Any], worker_module: str,
+                   timeout_s: float = 300) -> ClusterReport:
+    """Run any worker module's job on a local cluster; its process 0's results, read by `read_results`."""
+    run = ClusterRun(job_json, num_workers, read_results, worker_module)
     try:
         return run.result(timeout_s)
     finally:
         run.kill()
+

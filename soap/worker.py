@@ -1,25 +1,19 @@
 """One worker of a local cluster: `python -m soap.worker FOLDER PROCESS_ID`, started by soap.devices.
 
 Reads FOLDER/cluster.json (coordinator address, worker count, cores) and FOLDER/job.json (a ClusterJob),
-pins itself to its core, joins the cluster with jax.distributed (gloo collectives on CPU), runs every
+pins itself and joins the cluster (soap.join.join_cluster: jax.distributed, gloo on CPU), runs every
 strategy of the job, and as process 0 writes the results into FOLDER. A SoapError is printed as one
 line ("error: ...") and exits 2, so that the parent can report it.
 """
 
-import json
-import os
 import sys
 from pathlib import Path
 
-_INITIALIZATION_TIMEOUT_S = 120
-
 
 def main(folder: Path, process_id: int) -> int:
-    cluster = json.loads((folder / "cluster.json").read_text())
-    core = cluster["cores"][process_id]
-    if core is not None:
-        # Before numpy and JAX start their thread pools: threads inherit the affinity of their creator.
-        os.sched_setaffinity(0, {core})
+    from soap.join import join_cluster
+
+    job_json = join_cluster(folder, process_id)
     import jax
 
     from models.errors import SoapError
@@ -28,11 +22,8 @@ def main(folder: Path, process_id: int) -> int:
     from soap.runner import run_strategy
     from soap.strategy import strategy_from_json
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=cluster["coordinator"], num_processes=cluster["num_workers"],
-                               process_id=process_id, initialization_timeout=_INITIALIZATION_TIMEOUT_S)
     try:
-        job = ClusterJob.from_json((folder / "job.json").read_text())
+        job = ClusterJob.from_json(job_json)
         graph = build_graph(job.model, job.dataset, job.batch_size)
         strategies = [strategy_from_json(text, graph, jax.device_count(), source=f"strategy {k} of the job")
                       for k, text in enumerate(job.strategies)]

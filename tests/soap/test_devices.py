@@ -9,7 +9,7 @@ import pytest
 
 from models.zoo import build_graph
 from soap.baselines import data_parallel, model_parallel, owt
-from soap.devices import ClusterError, ClusterJob, ClusterRun, plan_cores, run_on_cluster
+from soap.devices import ClusterError, ClusterJob, ClusterRun, plan_cores, read_run_results, run_on_cluster
 from soap.runner import RunConfig
 
 GRAPH = build_graph("alexnet", "tiny-imagenet", 8)
@@ -52,7 +52,7 @@ def _gone(pid):
 
 
 def test_a_worker_error_is_reported_in_one_line():
-    run = ClusterRun(ClusterJob.for_strategies(GRAPH, [owt(GRAPH, 4)], RunConfig()), num_workers=2)
+    run = _run(owt(GRAPH, 4))
     with pytest.raises(ClusterError, match=r"worker \d of 2 exited with code 2: error: strategy 0 of the job is for "
                                            r"num_devices 4 but this run has num_devices 2; .* \(all workers killed; "
                                            r"log: .*worker\d.log\)$"):
@@ -67,7 +67,7 @@ def test_a_worker_error_is_reported_in_one_line():
                                  r"killed\)", id="hung"),
 ])
 def test_a_dead_or_hung_worker_ends_the_run_in_bounded_time(how, message):
-    run = ClusterRun(ClusterJob.for_strategies(GRAPH, [owt(GRAPH, 2)], RunConfig()), num_workers=2)
+    run = _run(owt(GRAPH, 2))
     time.sleep(1.5)  # the workers are importing JAX or joining the cluster by now
     os.kill(run.pids[1], how)
     start = time.monotonic()
@@ -76,3 +76,8 @@ def test_a_dead_or_hung_worker_ends_the_run_in_bounded_time(how, message):
     assert time.monotonic() - start < 8
     assert all(_gone(pid) for pid in run.pids)
     shutil.rmtree(run.folder)
+
+
+def _run(strategy) -> ClusterRun:
+    job = ClusterJob.for_strategies(GRAPH, [strategy], RunConfig())
+    return ClusterRun(job.to_json(), 2, lambda folder: read_run_results(folder, 1))
