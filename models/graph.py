@@ -9,6 +9,7 @@ loss), which the input pipeline places where their tasks need it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -89,6 +90,8 @@ class GraphBuilder:
         return self._input_shape if name is None else self._graph.nodes[name]["op"].output_shape
 
     def _add(self, op: Op, source: str | None) -> str:
+        if source is None:
+            op = dataclasses.replace(op, input_grad=False)  # it reads the data batch, which needs no gradient
         if op.name in self._graph:
             raise ShapeError(f"op name {op.name!r} is used twice in {self._model!r}; give every op its own name")
         self._graph.add_node(op.name, op=op, inputs=() if source is None else (source,))

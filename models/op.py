@@ -7,8 +7,9 @@ An op's parallelizable dims are the dims of its OUTPUT tensor (FlexFlow's SOAP):
 dense activations NC. ReLU is fused into conv2d and dense, as FlexFlow does.
 
 FLOP conventions (one multiply-add = 2 FLOPs; bias and ReLU are not counted):
-    conv2d forward  = 2 * N * Ho * Wo * Co * Kh * Kw * Ci;  backward = 2 * forward (input and weight grads)
-    dense forward   = 2 * N * In * Out;                     backward = 2 * forward
+    conv2d forward  = 2 * N * Ho * Wo * Co * Kh * Kw * Ci;  backward = 2 * forward (input and weight grads),
+                                                            1 * forward for an op reading the data batch
+    dense forward   = 2 * N * In * Out;                     backward = as conv2d
     pool2d forward  = N * Ho * Wo * C * Kh * Kw (one compare per window element); backward = forward
     softmax_xent    = 5 * N * classes forward (max, sub, exp, sum, log-gather); backward = 2 * N * classes
     flatten         = 0 (a reshape)
@@ -88,6 +89,7 @@ class Op:
     stride_hw: tuple[int, int] | None = None
     padding: Padding | None = None
     relu: bool = False
+    input_grad: bool = True  # False for an op reading the data batch: no gradient flows to its input
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPE_BYTES, self.dtype
@@ -139,7 +141,7 @@ class Op:
     @property
     def backward_flops(self) -> int:
         if self.kind in (OpKind.CONV2D, OpKind.DENSE):
-            return 2 * self.forward_flops
+            return (2 if self.input_grad else 1) * self.forward_flops
         if self.kind is OpKind.SOFTMAX_XENT:
             return 2 * math.prod(self.input_shapes[0])
         return self.forward_flops
@@ -157,6 +159,8 @@ class Op:
             parts.append(self.padding.value)
         if self.relu:
             parts.append("relu")
+        if not self.input_grad:
+            parts.append("no-input-grad")
         parts.append("in=" + ",".join(_shape_str(s) for s in self.input_shapes))
         parts.append("out=" + _shape_str(self.output_shape))
         if self.param_shapes:

@@ -1,6 +1,6 @@
 """Search the best parallelization strategy for a model on N devices, and compare it with the baselines.
 
-    python -m search.optimize --model alexnet --gpus 2
+    python -m search.optimize --model alexnet --gpus 2          # calibrates, searches, runs on 2 workers
     python -m search.optimize --model alexnet --gpus 16 --machine p100-4x4 --budget 60 --out runs/p100
     python -m search.optimize --model alexnet --gpus 2 --init runs/previous/strategy.json
 
@@ -26,8 +26,11 @@ from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
 from search.report import StrategyRow, format_table, plot_search, report_document, write_report
 from search.strategy_search import SearchResult, search_strategy
-from simulator.cost import RooflineCostModel
+from simulator.calibrate import calibrate
+from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
+from soap.devices import ClusterJob, run_on_cluster
+from soap.runner import RunConfig
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
@@ -54,6 +57,7 @@ class Options:
     out: str | None
     init: str | None
     no_run: bool
+    timed_steps: int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,8 +95,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--gpus", required=True, type=_positive_int("--gpus"), help="number of devices")
     parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--machine", help=f"a preset ({', '.join(PRESETS)}) or a machine JSON path; default "
-                                          "p100x2-pcie for up to 2 devices, p100-4x4 beyond")
+    parser.add_argument("--machine", default="local",
+                        help=f"local (default: the devices at hand, calibrated on first use and cached), a preset "
+                             f"({', '.join(PRESETS)}) priced by roofline, or a machine JSON path")
     parser.add_argument("--budget", type=_positive_float("--budget"), default=30.0, metavar="SECONDS",
                         help="search time budget (default 30); chains also stop when converged")
     parser.add_argument("--iterations", type=_positive_int("--iterations"), help="search iteration budget")
@@ -100,14 +105,37 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
     parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
     parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
+    parser.add_argument("--steps", type=_positive_int("--steps"), default=10, help="timed steps per measured run")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
-                   args.seed, args.out, args.init, args.no_run)
+                   args.seed, args.out, args.init, args.no_run, args.steps)
 
 
-def resolve_machine(options: Options) -> Machine:
-    name = options.machine or ("p100x2-pcie" if options.gpus <= 2 else "p100-4x4")
-    return load_machine(name, options.gpus)
+def resolve_machine(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str]:
+    """The machine, its cost model, and a line saying where the costs come from."""
+    if options.machine == "local":
+        machine, profile = calibrate(graph, options.gpus)
+        return machine, profile, f"costs: measured on this machine ({profile.source})"
+    machine = load_machine(options.machine, options.gpus)
+    return machine, RooflineCostModel(machine.device), "costs: roofline from the datasheet"
+
+
+def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devices: int,
+                       timed_steps: int) -> dict[str, tuple[float | None, str]]:
+    """Each strategy run for real on a local cluster of pinned workers: (median step ms, note)."""
+    measured = {}
+    for name, strategy in strategies.items():
+        print(f"running {name} on {num_devices} local workers ...", file=sys.stderr, flush=True)
+        job = ClusterJob.for_strategies(graph, [strategy], RunConfig(warmup_steps=2, timed_steps=timed_steps))
+        try:
+            report = run_on_cluster(job, num_devices, timeout_s=900)
+        except SoapError as error:
+            measured[name] = (None, f"not run: {error}")
+            continue
+        step = report.results[0].step_time
+        note = f"IQR {step.q1_ms:.0f}-{step.q3_ms:.0f} ms" + (f"; {report.warning}" if report.warning else "")
+        measured[name] = (step.median_ms, note)
+    return measured
 
 
 def prepare_out_dir(options: Options) -> str:
@@ -148,15 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(argv)
         graph = build_graph(options.model, options.dataset, options.batch_size)
-        machine = resolve_machine(options)
         init = load_init(options.init, graph, options.gpus) if options.init else None
         out = prepare_out_dir(options)
+        machine, cost_model, costs = resolve_machine(options, graph)
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    cost_model = RooflineCostModel(machine.device)
     print(f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {options.gpus} devices of machine "
-          f"{machine.name} ({machine.device.kind}); costs: roofline from the datasheet")
+          f"{machine.name} ({machine.device.kind}); {costs}")
     baselines, notes = baseline_strategies(graph, options.gpus)
     for note in notes:
         print(f"note: {note}")
@@ -164,11 +191,18 @@ def main(argv: list[str] | None = None) -> int:
                                                    ("data_parallel", "owt", "model_parallel") if name in baselines]
     starts.append(("random", random_strategy(graph, options.gpus, np.random.default_rng(options.seed))))
     result = _search(graph, machine, cost_model, starts, options)
-    rows = _rows(graph, machine, cost_model, {**baselines, "searched": result.best})
+    strategies = {**baselines, "searched": result.best}
+    measured, why_not = {}, "--no-run"
+    if machine.name != "local":
+        why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
+    elif not options.no_run:
+        measured, why_not = measure_strategies(graph, strategies, options.gpus, options.timed_steps), ""
+    rows = _rows(graph, machine, cost_model, strategies, measured)
     strategy_file = os.path.join(out, "strategy.json")
     _write_files(out, strategy_file, graph, machine, cost_model, result, rows, options)
     print(format_table(rows))
-    print("measured: not run (simulation only in this version)" if not options.no_run else "measured: --no-run")
+    if why_not:
+        print(f"measured: not run ({why_not})")
     print(f"\nsearched strategy ({result.iterations} iterations in {result.seconds:.1f} s, "
           f"best found at {result.best_found_at_s:.1f} s):")
     print(result.best.describe(graph))
@@ -193,13 +227,15 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
         return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress)
 
 
-def _rows(graph, machine, cost_model, strategies: dict[str, Strategy]) -> list[StrategyRow]:
+def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict) -> list[StrategyRow]:
     rows = []
     simulator = Simulator(graph, machine, cost_model)
     for name, strategy in strategies.items():
         result = simulator.full(strategy)
-        note = "" if result.fits_memory else f"over memory: {result.over_memory()}"
-        rows.append(StrategyRow(name, result.step_ms, None, max(result.peak_memory_bytes), note))
+        step_ms, note = measured.get(name, (None, ""))
+        if not result.fits_memory:
+            note = f"over memory: {result.over_memory()}; {note}"
+        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note))
     return rows
 
 

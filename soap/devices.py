@@ -162,9 +162,12 @@ class ClusterRun:
                     pass
             worker.wait()
 
-    def result(self, timeout_s: float) -> ClusterReport:
+    def result(self, timeout_s: float, on_poll: Callable[[Path], None] | None = None) -> ClusterReport:
+        """Wait for the workers; `on_poll(folder)` runs at every poll (e.g. to show a worker's progress)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if on_poll is not None:
+                on_poll(self.folder)
             codes = [worker.poll() for worker in self.workers]
             failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
             if failed:
@@ -227,11 +230,11 @@ def run_on_cluster(job: ClusterJob, num_workers: int, timeout_s: float = 300) ->
 
 
 def run_worker_job(job_json: str, num_workers: int, read_results: Callable[[Path], Any], worker_module: str,
-                   timeout_s: float = 300) -> ClusterReport:
+                   timeout_s: float = 300, on_poll: Callable[[Path], None] | None = None) -> ClusterReport:
     """Run any worker module's job on a local cluster; its process 0's results, read by `read_results`."""
     run = ClusterRun(job_json, num_workers, read_results, worker_module)
     try:
-        return run.result(timeout_s)
+        return run.result(timeout_s, on_poll)
     finally:
         run.kill()
 

@@ -43,11 +43,14 @@ def test_local_op_of_a_split_conv():
 
 def test_local_op_cost_key_ignores_the_name_and_splits_weights():
     toy = GraphBuilder("toy", "toy", (8, 6, 6, 4))
+    toy.conv2d("first", 4, kernel=3)
     toy.conv2d("a", 4, kernel=3)
     toy.conv2d("b", 4, kernel=3)
     toy_graph = toy.build(8)
     assert local_op(toy_graph.op("a"), (2, 1, 1, 1)).cost_key == local_op(toy_graph.op("b"), (2, 1, 1, 1)).cost_key
     assert local_op(toy_graph.op("a"), (2, 1, 1, 1)).cost_key != local_op(toy_graph.op("a"), (1, 2, 1, 1)).cost_key
+    # The first op reads the data batch, which needs no gradient: another computation.
+    assert "no-input-grad" in local_op(toy_graph.op("first"), (2, 1, 1, 1)).cost_key
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     fc7 = local_op(graph.op("fc7"), (1, 4))
     assert fc7.cost_key == "dense relu in=128x4096 out=128x1024 params=4096x1024,1024 float32"

@@ -34,7 +34,8 @@ def check_outputs(out, gpus=2):
 
 
 def test_optimize_writes_the_table_and_files(tmp_path, capsys):
-    code = main(["--model", "alexnet", "--gpus", "2", "--iterations", "400", "--out", str(tmp_path), "--no-run"])
+    code = main(["--model", "alexnet", "--gpus", "2", "--machine", "p100x2-pcie", "--iterations", "400",
+                 "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     for name in ("single", "data_parallel", "model_parallel", "owt", "searched"):
@@ -44,12 +45,13 @@ def test_optimize_writes_the_table_and_files(tmp_path, capsys):
     simulated = {row["name"]: row["simulated_step_ms"] for row in report["strategies"]}
     assert simulated["searched"] <= min(simulated["data_parallel"], simulated["model_parallel"], simulated["owt"])
     assert report["search"]["iterations"] == 400
+    assert "measured: not run (machine p100x2-pcie is not the devices at hand; --machine local runs them)" in out
 
 
 def test_same_seed_same_strategy(tmp_path):
     for name in ("a", "b"):
-        assert main(["--model", "alexnet", "--gpus", "2", "--iterations", "300", "--seed", "5",
-                     "--out", str(tmp_path / name), "--no-run"]) == 0
+        assert main(["--model", "alexnet", "--gpus", "2", "--machine", "p100x2-pcie", "--iterations", "300",
+                     "--seed", "5", "--out", str(tmp_path / name)]) == 0
     assert (tmp_path / "a" / "strategy.json").read_text() == (tmp_path / "b" / "strategy.json").read_text()
 
 
@@ -57,8 +59,8 @@ def test_init_strategy_is_a_start(tmp_path, capsys):
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     init = tmp_path / "init.json"
     init.write_text(strategy_to_json(owt(graph, 2), graph))
-    assert main(["--model", "alexnet", "--gpus", "2", "--iterations", "100", "--init", str(init),
-                 "--out", str(tmp_path / "o"), "--no-run"]) == 0
+    assert main(["--model", "alexnet", "--gpus", "2", "--machine", "p100x2-pcie", "--iterations", "100",
+                 "--init", str(init), "--out", str(tmp_path / "o")]) == 0
     assert "searching from init, data_parallel" in capsys.readouterr().err
 
 
@@ -98,8 +100,8 @@ def test_init_for_another_device_count_is_refused(tmp_path, capsys):
 def test_ctrl_c_keeps_the_best_and_writes_every_file(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "search.optimize", "--model", "alexnet", "--gpus", "16", "--budget", "120",
-         "--out", str(tmp_path), "--no-run"],
+        [sys.executable, "-m", "search.optimize", "--model", "alexnet", "--gpus", "16", "--machine", "p100-4x4",
+         "--budget", "120", "--out", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )

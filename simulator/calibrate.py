@@ -1,0 +1,250 @@
+"""Calibrate the simulator on the devices at hand: per-op timings and link fits, cached on disk.
+
+    python -m simulator.calibrate --model alexnet --gpus 2
+    python -m search.optimize --model alexnet --gpus 2 --machine local     # calibrates (or loads) first
+
+1. Every local op (models.op.local_op) that the SOAP space can produce for the model on N devices is
+   timed, forward and backward, on one device: a GPU when JAX has one, else one pinned core of a
+   local-cluster worker (soap.devices). Timings go into a profile (simulator.cost.TableCostModel) keyed by
+   device kind, JAX version and the local op's cost key; a second run finds them in the cache.
+2. Point-to-point transfers and all-reduce are timed between the N devices (or workers) from 4 KB to
+   64 MB and fitted to latency + bytes / bandwidth (simulator.linkfit); whether communication overlaps
+   compute is measured too. The result is the machine `local`, written beside the profile.
+A corrupt or stale cache file is reported, set aside and rebuilt; a profile of another device kind or
+JAX version is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import SoapError
+from models.graph import OpGraph
+from models.op import Op, local_op
+from simulator.cost import OpCost, TableCostModel, profile_from_json
+from simulator.errors import ProfileError
+from simulator.linkfit import LinkFit, fit_link
+from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, machine_to_json
+from soap.space import valid_degrees
+
+MESSAGE_SIZES = tuple(4 * 2**10 * 4**k for k in range(8))  # 4 KB .. 64 MB
+DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
+
+
+def needed_local_ops(graph: OpGraph, num_devices: int) -> list[Op]:
+    """Every distinct computation a task can perform under some config of the space, in program order."""
+    seen: dict[str, Op] = {}
+    for op in graph.ops:
+        for degrees in valid_degrees(op, num_devices):
+            local = local_op(op, degrees)
+            seen.setdefault(local.cost_key, local)
+    return list(seen.values())
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text).strip("-")
+
+
+@dataclass(frozen=True)
+class CachePaths:
+    profile: Path
+    machine: Path
+
+    @classmethod
+    def of(cls, cache_dir: Path, device_kind: str, jax_version: str, num_devices: int) -> CachePaths:
+        stem = f"{_slug(device_kind)}-jax{jax_version}"
+        return cls(cache_dir / f"profile-{stem}.json", cache_dir / f"machine-local-{num_devices}-{stem}.json")
+
+
+def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> TableCostModel:
+    """The cached profile, or an empty one; a corrupt or foreign file is said, set aside and rebuilt."""
+    empty = TableCostModel(device_kind, jax_version, {}, 0.0, str(path))
+    if not path.exists():
+        return empty
+    try:
+        return profile_from_json(path.read_text(), device_kind, jax_version, source=str(path))
+    except (ProfileError, OSError, UnicodeDecodeError) as error:
+        aside = path.with_suffix(".bad")
+        path.replace(aside)
+        say(f"calibration cache {path} is unusable ({error}); moved to {aside.name}, measuring again")
+        return empty
+
+
+def save_profile(path: Path, profile: TableCostModel) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(profile.to_json())
+    partial.replace(path)  # atomic: an interrupted write never leaves a corrupt profile
+
+
+def with_entry(profile: TableCostModel, op: Op, cost: OpCost) -> TableCostModel:
+    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, op.cost_key: cost},
+                          profile.update_ms_per_mib, profile.source)
+
+
+@dataclass(frozen=True)
+class LinkTimings:
+    """Measured milliseconds per message size: one p2p hop and one all-reduce over all devices."""
+
+    sizes_bytes: tuple[int, ...]
+    transfer_ms: tuple[float, ...]
+    allreduce_ms: tuple[float, ...]
+    overlap: dict  # simulator.measure.time_overlap's figures
+
+
+def fit_links(timings: LinkTimings, num_devices: int) -> tuple[LinkFit, LinkFit]:
+    """(p2p fit, all-reduce fit); the all-reduce is fitted on the ring's traffic 2(r-1)/r * bytes."""
+    p2p = fit_link(list(timings.sizes_bytes), [ms / 1e3 for ms in timings.transfer_ms])
+    ring = 2 * (num_devices - 1) / num_devices
+    allreduce = fit_link([ring * b for b in timings.sizes_bytes], [ms / 1e3 for ms in timings.allreduce_ms])
+    return p2p, allreduce
+
+
+def overlaps(overlap: dict) -> bool:
+    """Communication overlaps compute when both together take clearly less than one after the other."""
+    return overlap["together_ms"] < 0.8 * (overlap["compute_ms"] + overlap["allreduce_ms"])
+
+
+def local_machine(device: DeviceSpec, num_devices: int, p2p: LinkFit, allreduce: LinkFit, overlap: bool) -> Machine:
+    link = Link(p2p.bandwidth_bytes_per_s, p2p.latency_s)
+    return Machine("local", device, num_devices, num_devices, link, link, overlap,
+                   allreduce=Link(allreduce.bandwidth_bytes_per_s, allreduce.latency_s))
+
+
+def cpu_kind() -> str:
+    """The device kind of one pinned CPU core: its model name (cost tables are per device kind)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "cpu-core " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return "cpu-core " + (platform.processor() or platform.machine())
+
+
+def _read_ops_log(folder: Path) -> tuple[dict[str, OpCost], float | None]:
+    entries, update = {}, None
+    path = folder / "ops.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "update_ms_per_mib" in record:
+                update = record["update_ms_per_mib"]
+            else:
+                entries[record["key"]] = OpCost(record["forward_ms"], record["backward_ms"])
+    return entries, update
+
+
+def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
+              timeout_s: float = 3600) -> tuple[Machine, TableCostModel]:
+    """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached)."""
+    import jax
+    from tqdm import tqdm
+
+    from soap.devices import run_worker_job
+
+    if jax.default_backend() != "cpu":
+        raise SoapError(f"calibration on {jax.default_backend()} devices runs in one process and is not wired "
+                        f"in this version; use a datasheet machine (--machine h100x8) or the CPU cluster")
+    kind, version = cpu_kind(), jax.__version__
+    paths = CachePaths.of(cache_dir, kind, version, num_devices)
+    profile = load_profile(paths.profile, kind, version, say)
+    needed = needed_local_ops(graph, num_devices)
+    missing = [op for op in needed if op.cost_key not in profile.entries]
+    if missing or not profile.update_ms_per_mib:
+        say(f"calibrating {len(missing)} op shapes of {graph.model} on one pinned core ({kind}); cached in "
+            f"{paths.profile}")
+        job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
+               "num_devices": num_devices, "skip": sorted(profile.entries), "ops": True, "links": False}
+        with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
+            def progress(folder: Path) -> None:
+                done, _ = _read_ops_log(folder)
+                bar.update(len(done) - bar.n)
+            measured, update = run_worker_job(json.dumps(job), 1, _read_ops_log, "simulator.calibrate_worker",
+                                              timeout_s, on_poll=progress).results
+        profile = TableCostModel(kind, version, {**profile.entries, **measured}, update or 0.0, str(paths.profile))
+        save_profile(paths.profile, profile)
+    machine = _cached_machine(paths.machine, say)
+    if machine is None:
+        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, say)
+        paths.machine.write_text(machine_to_json(machine))
+    return machine, profile
+
+
+def _cached_machine(path: Path, say) -> Machine | None:
+    if not path.exists():
+        return None
+    try:
+        return machine_from_json(path.read_text(), source=str(path))
+    except SoapError as error:
+        path.replace(path.with_suffix(".bad"))
+        say(f"calibration cache {path} is unusable ({error}); measuring the links again")
+        return None
+
+
+def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: TableCostModel, timeout_s: float,
+                     say) -> Machine:
+    from soap.devices import run_worker_job
+
+    device = _device_spec(graph, kind, profile, num_devices)
+    if num_devices == 1:
+        return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
+    say(f"calibrating the links between {num_devices} pinned workers (4 KB - 64 MB, p2p and all-reduce)")
+    job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
+           "num_devices": num_devices, "skip": [], "ops": False, "links": True}
+    report = run_worker_job(json.dumps(job), num_devices, lambda f: json.loads((f / "links.json").read_text()),
+                            "simulator.calibrate_worker", timeout_s)
+    if report.warning:
+        say(f"warning: {report.warning}")
+    timings = LinkTimings(tuple(report.results["sizes_bytes"]), tuple(report.results["transfer_ms"]),
+                          tuple(report.results["allreduce_ms"]), report.results["overlap"])
+    p2p, allreduce = fit_links(timings, num_devices)
+    say(f"links: p2p {p2p.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {p2p.latency_s * 1e6:.0f} us (R^2 "
+        f"{p2p.r_squared:.4f}); all-reduce {allreduce.bandwidth_bytes_per_s / 1e9:.2f} GB/s + "
+        f"{allreduce.latency_s * 1e6:.0f} us (R^2 {allreduce.r_squared:.4f}); overlap with compute: "
+        f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
+    return local_machine(device, num_devices, p2p, allreduce, overlaps(timings.overlap))
+
+
+def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int) -> DeviceSpec:
+    """Rates the roofline would use, estimated from the measurements (the profile prices the ops)."""
+    ops = needed_local_ops(graph, num_devices)
+    flops_per_s = max(op.forward_flops / (profile.entries[op.cost_key].forward_ms / 1e3)
+                      for op in ops if profile.entries[op.cost_key].forward_ms > 0)
+    bandwidth = 5 * 2**20 / (profile.update_ms_per_mib / 1e3) if profile.update_ms_per_mib else 1e10
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // num_devices
+    return DeviceSpec(kind, flops_per_s, bandwidth, memory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.zoo import DEFAULT_BATCH_SIZE, build_graph
+
+    parser = argparse.ArgumentParser(prog="python -m simulator.calibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--gpus", type=int, required=True, help="number of local devices (CPU: pinned workers)")
+    parser.add_argument("--dataset", default="tiny-imagenet")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    args = parser.parse_args(argv)
+    try:
+        if args.gpus < 1:
+            raise SoapError(f"--gpus must be a positive integer, got {args.gpus}")
+        graph = build_graph(args.model, args.dataset, args.batch_size)
+        machine, profile = calibrate(graph, args.gpus, args.cache_dir)
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"profile: {len(profile.entries)} op shapes, update {profile.update_ms_per_mib:.3f} ms/MiB ({profile.source})")
+    print(machine_to_json(machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

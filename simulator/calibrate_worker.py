@@ -1,0 +1,52 @@
+"""A calibration worker: `python -m simulator.calibrate_worker FOLDER PROCESS_ID`, started by calibrate.
+
+Job (FOLDER/job.json): {"model", "dataset", "batch_size", "num_devices", "skip": [cost keys already
+cached], "ops": bool, "links": bool}. With "ops", process 0 times every needed local op not in "skip"
+on its pinned core, appending one JSON line per op to FOLDER/ops.jsonl as it goes (the parent shows
+progress and keeps what was measured if stopped), and the optimizer update. With "links", all workers
+time p2p transfers and all-reduces over MESSAGE_SIZES and the overlap probe; process 0 writes
+FOLDER/links.json.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(folder: Path, process_id: int) -> int:
+    from soap.join import join_cluster
+
+    job = json.loads(join_cluster(folder, process_id))
+    import jax
+
+    from models.zoo import build_graph
+    from simulator import measure
+    from simulator.calibrate import MESSAGE_SIZES, needed_local_ops
+
+    if job["ops"] and process_id == 0:
+        graph = build_graph(job["model"], job["dataset"], job["batch_size"])
+        skip = set(job["skip"])
+        with open(folder / "ops.jsonl", "a") as log:
+            for op in needed_local_ops(graph, job["num_devices"]):
+                if op.cost_key in skip:
+                    continue
+                cost = measure.time_local_op(op)
+                log.write(json.dumps({"key": op.cost_key, "forward_ms": cost.forward_ms,
+                                      "backward_ms": cost.backward_ms}) + "\n")
+                log.flush()
+            log.write(json.dumps({"update_ms_per_mib": measure.update_ms_per_mib()}) + "\n")
+    if job["links"]:
+        links = {
+            "sizes_bytes": list(MESSAGE_SIZES),
+            "transfer_ms": [measure.time_transfer_ms(size) for size in MESSAGE_SIZES],
+            "allreduce_ms": [measure.time_allreduce_ms(size) for size in MESSAGE_SIZES],
+            "overlap": measure.time_overlap(),
+        }
+        if process_id == 0:
+            (folder / "links.json").write_text(json.dumps(links))
+    jax.distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))

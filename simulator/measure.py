@@ -1,0 +1,119 @@
+"""Measurements on this process's JAX devices, for calibration: one op, the optimizer update, the links.
+
+    python -m simulator.calibrate --model alexnet --gpus 2      # runs these inside pinned workers
+
+Every timing compiles and warms up first, then takes the median of several runs, each waited for with
+`block_until_ready` (models.timing.time_steps). An op is timed as its local op (what one task computes,
+models.op.local_op): forward alone, and forward plus VJP; backward = the difference, as a training step
+computes the backward after a forward whose activations it keeps.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+from models.network import apply_op, op_layer
+from models.op import Op, OpKind
+from models.timing import time_steps
+from simulator.cost import MiB, OpCost
+
+
+def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
+    """Forward and backward milliseconds of `op` (a local op) on this process's first device."""
+    layer = op_layer(op, nnx.Rngs(0)) if op.param_shapes else None
+    graphdef, params = nnx.split(layer) if layer is not None else (None, {})
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(op.input_shapes[0]), dtype=op.dtype)
+    labels = jnp.zeros((op.input_shapes[0][0],), jnp.int32) if op.kind is OpKind.SOFTMAX_XENT else None
+
+    def forward(params, x):
+        return apply_op(op, nnx.merge(graphdef, params) if graphdef is not None else None, x, labels)
+
+    def forward_backward(params, x):
+        if not op.input_grad:  # the data batch: a training step differentiates the weights only
+            y, pullback = jax.vjp(lambda params: forward(params, x), params)
+        else:
+            y, pullback = jax.vjp(forward, params, x)
+        return pullback(jnp.ones_like(y))
+
+    forward_ms = time_steps(lambda f=jax.jit(forward): f(params, x), warmup, repeats).median_ms
+    total_ms = time_steps(lambda f=jax.jit(forward_backward): f(params, x), warmup, repeats).median_ms
+    return OpCost(forward_ms, max(total_ms - forward_ms, 0.0))
+
+
+def update_ms_per_mib(num_mib: int = 16, warmup: int = 2, repeats: int = 7) -> float:
+    """Milliseconds per MiB of parameters of one SGD-with-momentum update (optax), on the first device."""
+    optimizer = optax.sgd(0.01, momentum=0.9)
+    params = jnp.zeros((num_mib * MiB // 4,), jnp.float32)
+    grads = jnp.ones_like(params)
+    state = optimizer.init(params)
+
+    @jax.jit
+    def update(params, state):
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return time_steps(lambda: update(params, state), warmup, repeats).median_ms / num_mib
+
+
+def _ring_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((jax.device_count(),), ("ring",), axis_types=(AxisType.Auto,))
+
+
+def _per_device_array(mesh, num_bytes: int) -> jax.Array:
+    """A global array whose shard on each device holds `num_bytes` bytes of float32."""
+    per_device = max(num_bytes // 4, 1)
+    sharding = NamedSharding(mesh, PartitionSpec("ring"))
+    shape = (per_device * jax.device_count(),)
+    return jax.make_array_from_callback(shape, sharding, lambda index: np.ones((per_device,), np.float32))
+
+
+def time_transfer_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
+    """Each device sends `num_bytes` to the next one of a ring (ppermute), all at once: one p2p time."""
+    mesh = _ring_mesh()
+    n = jax.device_count()
+    shift = jax.jit(jax.shard_map(lambda a: jax.lax.ppermute(a, "ring", [(i, (i + 1) % n) for i in range(n)]),
+                                  mesh=mesh, in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
+    x = _per_device_array(mesh, num_bytes)
+    return time_steps(lambda: shift(x), warmup, repeats).median_ms
+
+
+def time_allreduce_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
+    """All-reduce (psum) of `num_bytes` held by every device."""
+    mesh = _ring_mesh()
+    reduce = jax.jit(jax.shard_map(lambda a: jax.lax.psum(a, "ring"), mesh=mesh,
+                                   in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
+    x = _per_device_array(mesh, num_bytes)
+    return time_steps(lambda: reduce(x), warmup, repeats).median_ms
+
+
+def time_overlap(matmul_size: int = 1024, allreduce_bytes: int = 32 * MiB, repeats: int = 5) -> dict[str, float]:
+    """Whether communication overlaps compute: a matmul chain and an independent all-reduce, alone and
+    in one program (shared/REFERENCE.md: on XLA:CPU with gloo, 48.6 ms + 53.4 ms took 99.7 ms together)."""
+    mesh = _ring_mesh()
+    spec = PartitionSpec("ring")
+    a = _per_device_array(mesh, matmul_size * matmul_size * 4)
+    x = _per_device_array(mesh, allreduce_bytes)
+
+    def compute(a):
+        m = a.reshape(matmul_size, matmul_size)
+        for _ in range(4):
+            m = jnp.tanh(m @ m)
+        return m.reshape(-1)
+
+    def both(a, x):
+        return compute(a), jax.lax.psum(x, "ring")
+
+    only_compute = jax.jit(jax.shard_map(compute, mesh=mesh, in_specs=spec, out_specs=spec))
+    only_comm = jax.jit(jax.shard_map(lambda x: jax.lax.psum(x, "ring"), mesh=mesh, in_specs=spec, out_specs=spec))
+    together = jax.jit(jax.shard_map(both, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec)))
+    return {
+        "compute_ms": time_steps(lambda: only_compute(a), 2, repeats).median_ms,
+        "allreduce_ms": time_steps(lambda: only_comm(x), 2, repeats).median_ms,
+        "together_ms": time_steps(lambda: together(a, x), 2, repeats).median_ms,
+    }

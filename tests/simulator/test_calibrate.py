@@ -1,0 +1,79 @@
+"""Calibration's pure parts: which ops to time, the cache, the link fits, the local machine."""
+
+import pytest
+
+from models.zoo import build_graph
+from simulator.calibrate import (CachePaths, LinkTimings, fit_links, load_profile, local_machine, needed_local_ops,
+                                 overlaps, save_profile, with_entry)
+from simulator.cost import OpCost
+from simulator.machine import DeviceSpec
+
+GRAPH = build_graph("alexnet", "tiny-imagenet", 128)
+
+
+def test_needed_local_ops_on_two_devices():
+    ops = needed_local_ops(GRAPH, 2)
+    keys = [op.cost_key for op in ops]
+    assert len(keys) == len(set(keys))
+    # Whole, or halved on one splittable dim whose size is even: conv1 (16x16, 4 even dims) 5; pool1,
+    # conv2 (7x7) and pool2, conv3-5, pool5 (3x3, 1x1) split only batch or channels: 3 each, 7 ops;
+    # flatten 2 (whole, batch); fc6-fc8 3 each; loss 2 -> 5 + 21 + 2 + 9 + 2 = 39.
+    assert len(ops) == 39
+    assert all(op.name == "" for op in ops)
+
+
+def test_cache_round_trip_and_corrupt_file_is_set_aside(tmp_path):
+    paths = CachePaths.of(tmp_path, "cpu core", "0.10.2", 2)
+    assert paths.profile.name == "profile-cpu-core-jax0.10.2.json"
+    profile = load_profile(paths.profile, "cpu core", "0.10.2")
+    assert profile.entries == {}
+    op = needed_local_ops(GRAPH, 1)[0]
+    save_profile(paths.profile, with_entry(profile, op, OpCost(1.5, 3.0)))
+    assert load_profile(paths.profile, "cpu core", "0.10.2").op_cost(op, "cpu core") == OpCost(1.5, 3.0)
+    paths.profile.write_text("{ truncated")
+    said = []
+    assert load_profile(paths.profile, "cpu core", "0.10.2", say=said.append).entries == {}
+    assert "is unusable" in said[0] and "measuring again" in said[0]
+    assert paths.profile.with_suffix(".bad").exists() and not paths.profile.exists()
+
+
+def test_profile_of_another_jax_version_is_not_used(tmp_path):
+    path = tmp_path / "p.json"
+    save_profile(path, with_entry(load_profile(path, "cpu", "0.9.0"), needed_local_ops(GRAPH, 1)[0], OpCost(1, 2)))
+    said = []
+    assert load_profile(path, "cpu", "0.10.2", say=said.append).entries == {}
+    assert "is for jax_version '0.9.0', not '0.10.2'" in said[0]
+
+
+def test_link_fits_and_local_machine():
+    sizes = (4096, 65536, 1 << 20, 16 << 20)
+    # p2p: 0.1 ms + bytes / 1 GB/s; all-reduce on 2 devices: ring traffic = bytes, 0.2 ms + bytes / 0.5 GB/s.
+    timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.2 + b / 0.5e6 for b in sizes),
+                          {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7})
+    p2p, allreduce = fit_links(timings, 2)
+    assert p2p.bandwidth_bytes_per_s == pytest.approx(1e9) and p2p.latency_s == pytest.approx(1e-4)
+    assert allreduce.bandwidth_bytes_per_s == pytest.approx(0.5e9) and allreduce.latency_s == pytest.approx(2e-4)
+    assert not overlaps(timings.overlap)  # the measured CPU figures of shared/REFERENCE.md
+    assert overlaps({"compute_ms": 50, "allreduce_ms": 50, "together_ms": 55})
+    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, p2p, allreduce, False)
+    assert machine.name == "local" and machine.link(0, 1).bandwidth_bytes_per_s == pytest.approx(1e9)
+    assert machine.allreduce.latency_s == pytest.approx(2e-4) and not machine.comm_overlaps_compute
+
+
+def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_the_cache(tmp_path):
+    from simulator.calibrate import calibrate, cpu_kind
+    from simulator.simulate import Simulator
+    from soap.baselines import single
+
+    graph = build_graph("alexnet", "tiny-imagenet", 2)
+    said = []
+    machine, profile = calibrate(graph, 1, tmp_path, say=said.append)
+    assert said and said[0].startswith("calibrating 13 op shapes of alexnet on one pinned core")
+    assert machine.name == "local" and machine.num_devices == 1 and machine.device.kind == cpu_kind()
+    assert {op.cost_key for op in needed_local_ops(graph, 1)} == set(profile.entries)
+    assert all(cost.forward_ms >= 0 and cost.backward_ms >= 0 for cost in profile.entries.values())
+    assert profile.update_ms_per_mib > 0
+    assert Simulator(graph, machine, profile).full(single(graph, 1)).step_ms > 0
+    said.clear()
+    again, cached = calibrate(graph, 1, tmp_path, say=said.append)
+    assert said == [] and cached.entries == profile.entries and again == machine
