@@ -24,13 +24,12 @@ from models.errors import SoapError
 from models.graph import OpGraph
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
+from search.run import measure_strategies
 from search.report import StrategyRow, format_table, plot_search, report_document, write_report
 from search.strategy_search import SearchResult, search_strategy
 from simulator.calibrate import calibrate
 from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
-from soap.devices import ClusterJob, run_on_cluster
-from soap.runner import RunConfig
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
@@ -118,24 +117,6 @@ def resolve_machine(options: Options, graph: OpGraph) -> tuple[Machine, CostMode
         return machine, profile, f"costs: measured on this machine ({profile.source})"
     machine = load_machine(options.machine, options.gpus)
     return machine, RooflineCostModel(machine.device), "costs: roofline from the datasheet"
-
-
-def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devices: int,
-                       timed_steps: int) -> dict[str, tuple[float | None, str]]:
-    """Each strategy run for real on a local cluster of pinned workers: (median step ms, note)."""
-    measured = {}
-    for name, strategy in strategies.items():
-        print(f"running {name} on {num_devices} local workers ...", file=sys.stderr, flush=True)
-        job = ClusterJob.for_strategies(graph, [strategy], RunConfig(warmup_steps=2, timed_steps=timed_steps))
-        try:
-            report = run_on_cluster(job, num_devices, timeout_s=900)
-        except SoapError as error:
-            measured[name] = (None, f"not run: {error}")
-            continue
-        step = report.results[0].step_time
-        note = f"IQR {step.q1_ms:.0f}-{step.q3_ms:.0f} ms" + (f"; {report.warning}" if report.warning else "")
-        measured[name] = (step.median_ms, note)
-    return measured
 
 
 def prepare_out_dir(options: Options) -> str:

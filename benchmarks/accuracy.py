@@ -1,0 +1,128 @@
+"""Simulated against measured step times on the local machine, for at least 8 strategies.
+
+    python -m benchmarks.accuracy --gpus 2 [--json PATH] [--plot PATH] [--steps 10] [--budget 20]
+
+AlexNet, tiny-imagenet, batch 128, on the `local` machine (calibrated on first use: per-op timings on a
+pinned core, link fits between the pinned workers). Strategies: single, data_parallel, model_parallel,
+owt, the searched one, and random valid strategies drawn until one has a spatial (height/width) split and
+one puts an op on a subset of the devices. Each runs on the local cluster (median of --steps timed
+steps after 2 warm-up steps). Reported: simulated and measured ms, relative error, mean absolute
+relative error, Kendall tau of the two orderings; a scatter plot with the y = x line.
+Targets (issue 6): mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from scipy import stats
+
+from models.zoo import build_graph
+from search.mcmc import Budget
+from search.run import measure_strategies
+from search.strategy_search import search_strategy
+from simulator.calibrate import calibrate
+from simulator.simulate import Simulator
+from soap.baselines import BASELINES, random_strategy
+from soap.strategy import Strategy
+
+
+def _has_spatial_split(strategy: Strategy) -> bool:
+    return any(len(c.degrees) == 4 and (c.degrees[1] > 1 or c.degrees[2] > 1) for c in strategy.values())
+
+
+def _uses_a_device_subset(strategy: Strategy) -> bool:
+    return any(len(c.devices) < strategy.num_devices for c in strategy.values())
+
+
+def random_strategies(graph, num_devices: int, count: int, seed: int) -> dict[str, Strategy]:
+    """`count` random strategies, the first with a spatial split, the second on a device subset."""
+    rng = np.random.default_rng(seed)
+    wanted = [_has_spatial_split, _uses_a_device_subset] + [lambda s: True] * (count - 2)
+    chosen = {}
+    for k, want in enumerate(wanted):
+        strategy = random_strategy(graph, num_devices, rng)
+        while not want(strategy):
+            strategy = random_strategy(graph, num_devices, rng)
+        chosen[f"random{k + 1}"] = strategy
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--plot", metavar="PATH", default="accuracy.png")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=20.0)
+    parser.add_argument("--random", type=int, default=4, help="random strategies (at least 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    machine, profile = calibrate(graph, args.gpus)
+    strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
+    starts = [(name, strategies[name]) for name in ("data_parallel", "owt", "model_parallel")]
+    found = search_strategy(graph, machine, profile, starts, Budget(seconds=args.budget), args.seed)
+    strategies["searched"] = found.best
+    strategies.update(random_strategies(graph, args.gpus, max(args.random, 3), args.seed))
+    simulator = Simulator(graph, machine, profile)
+    simulated = {name: simulator.full(strategy).step_ms for name, strategy in strategies.items()}
+    measured = measure_strategies(graph, strategies, args.gpus, args.steps)
+    rows = [{"name": name, "simulated_ms": simulated[name], "measured_ms": measured[name][0],
+             "relative_error": (simulated[name] - measured[name][0]) / measured[name][0]
+             if measured[name][0] else None, "note": measured[name][1]} for name in strategies]
+    ran = [row for row in rows if row["measured_ms"] is not None]
+    mae = float(np.mean([abs(row["relative_error"]) for row in ran]))
+    tau = float(stats.kendalltau([r["simulated_ms"] for r in ran], [r["measured_ms"] for r in ran]).statistic)
+    print(f"AlexNet tiny-imagenet batch 128 on {args.gpus} local workers ({machine.device.kind}); "
+          f"{args.steps} timed steps each")
+    print(f"{'strategy':<15} {'simulated ms':>12} {'measured ms':>12} {'error':>8}")
+    for row in rows:
+        measured_text = f"{row['measured_ms']:>12.1f}" if row["measured_ms"] is not None else f"{'not run':>12}"
+        error_text = f"{row['relative_error']:>+7.1%}" if row["relative_error"] is not None else ""
+        print(f"{row['name']:<15} {row['simulated_ms']:>12.1f} {measured_text} {error_text:>8}  {row['note']}")
+    print(f"mean absolute relative error {mae:.1%}, Kendall tau {tau:.2f} over {len(ran)} strategies")
+    _plot(args.plot, ran, f"AlexNet, {args.gpus} local workers: MAE {mae:.1%}, Kendall tau {tau:.2f}")
+    if args.json:
+        document = {"benchmark": "accuracy", "gpus": args.gpus, "device_kind": machine.device.kind,
+                    "rows": rows, "mean_absolute_relative_error": mae, "kendall_tau": tau,
+                    "strategies": {name: json.loads(_strategy_json(graph, s)) for name, s in strategies.items()}}
+        with open(args.json, "w") as file:
+            json.dump(document, file, indent=1)
+    return 0
+
+
+def _strategy_json(graph, strategy: Strategy) -> str:
+    from soap.strategy import strategy_to_json
+
+    return strategy_to_json(strategy, graph)
+
+
+def _plot(path: str, rows: list[dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    xs, ys = [r["measured_ms"] for r in rows], [r["simulated_ms"] for r in rows]
+    axes.scatter(xs, ys)
+    for row in rows:
+        axes.annotate(row["name"], (row["measured_ms"], row["simulated_ms"]), fontsize=8)
+    top = max(xs + ys) * 1.1
+    axes.plot([0, top], [0, top], "k--", linewidth=1, label="y = x")
+    axes.set_xlim(0, top)
+    axes.set_ylim(0, top)
+    axes.set_xlabel("measured step time (ms)")
+    axes.set_ylabel("simulated step time (ms)")
+    axes.set_title(title, fontsize=9)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
