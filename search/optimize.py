@@ -110,13 +110,17 @@ def parse_args(argv: list[str] | None) -> Options:
                    args.seed, args.out, args.init, args.no_run, args.steps)
 
 
-def resolve_machine(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str]:
-    """The machine, its cost model, and a line saying where the costs come from."""
+def resolve_machine(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str] | None:
+    """A datasheet or file machine with its roofline cost model; None for `local` (see `calibrate_local`)."""
     if options.machine == "local":
-        machine, profile = calibrate(graph, options.gpus)
-        return machine, profile, f"costs: measured on this machine ({profile.source})"
+        return None
     machine = load_machine(options.machine, options.gpus)
     return machine, RooflineCostModel(machine.device), "costs: roofline from the datasheet"
+
+
+def calibrate_local(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str]:
+    machine, profile = calibrate(graph, options.gpus)
+    return machine, profile, f"costs: measured on this machine ({profile.source})"
 
 
 def prepare_out_dir(options: Options) -> str:
@@ -158,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_args(argv)
         graph = build_graph(options.model, options.dataset, options.batch_size)
         init = load_init(options.init, graph, options.gpus) if options.init else None
+        resolved = resolve_machine(options, graph)  # a bad machine is said before anything is written
         out = prepare_out_dir(options)
-        machine, cost_model, costs = resolve_machine(options, graph)
+        machine, cost_model, costs = resolved or calibrate_local(options, graph)
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
