@@ -64,28 +64,25 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see python -m search.optimize --help")
 
 
-def _positive_int(flag: str):
-    def parse(text: str) -> int:
+def _positive(flag: str, parse: type, what: str):
+    """An argparse type: `parse(text)` that must be > 0, else one line naming the flag and the value."""
+    def check(text: str):
         try:
-            value = int(text)
+            value = parse(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {value}")
+            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {value}")
         return value
-    return parse
+    return check
+
+
+def _positive_int(flag: str):
+    return _positive(flag, int, "a positive integer")
 
 
 def _positive_float(flag: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds > 0, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number of seconds > 0, got {value}")
-        return value
-    return parse
+    return _positive(flag, float, "a number of seconds > 0")
 
 
 def parse_args(argv: list[str] | None) -> Options:

@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
+from models.documents import read_document
 from models.op import Op
 from simulator.errors import ProfileError
 from simulator.machine import DeviceSpec
@@ -112,14 +113,7 @@ class TableCostModel:
 
 def profile_from_json(text: str, device_kind: str, jax_version: str, source: str = "profile") -> TableCostModel:
     """Read a measured profile; ProfileError if malformed or for another device kind or JAX version."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ProfileError(f"{source} is not valid JSON ({error}); delete it and calibrate again")
-    if not isinstance(document, dict) or document.get("format") != PROFILE_FORMAT:
-        raise ProfileError(f"{source} is not a SOAP profile (needs \"format\": \"{PROFILE_FORMAT}\")")
-    if document.get("version") != PROFILE_VERSION:
-        raise ProfileError(f"{source} has version {document.get('version')!r}; this SOAP reads {PROFILE_VERSION}")
+    document = read_document(text, "profile", PROFILE_VERSION, source, ProfileError, "delete it and calibrate again")
     for field, want in (("device_kind", device_kind), ("jax_version", jax_version)):
         if document.get(field) != want:
             raise ProfileError(f"{source} is for {field} {document.get(field)!r}, not {want!r}; "

@@ -28,6 +28,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 
+from models.documents import read_document
 from simulator.errors import MachineError
 
 FORMAT = "soap-machine"
@@ -154,14 +155,7 @@ def machine_to_json(machine: Machine) -> str:
 
 
 def machine_from_json(text: str, source: str = "machine file") -> Machine:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise MachineError(f"{source} is not valid JSON ({error}); see the schema in simulator/machine.py")
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise MachineError(f"{source} is not a SOAP machine (needs \"format\": \"{FORMAT}\")")
-    if document.get("version") != VERSION:
-        raise MachineError(f"{source} has version {document.get('version')!r}; this SOAP reads version {VERSION}")
+    document = read_document(text, "machine", VERSION, source, MachineError, "see the schema in simulator/machine.py")
     device = _section(document, "device", ("kind", "peak_flops_per_s", "memory_bandwidth_bytes_per_s",
                                            "memory_bytes"), source)
     links = {name: _section(document, name, ("bandwidth_bytes_per_s", "latency_s"), source)

@@ -77,17 +77,19 @@ class Simulator:
         return self._result()
 
     def _pass(self, first_segment: int, free: dict[int, float], last_changed: int = -1,
-              moved_resources: set[int] | None = None) -> None:
+              replaced: dict[int, set[int]] | None = None) -> None:
         """Time the segments from `first_segment` on, each resource free at `free`; one pass in key order.
 
         In a delta pass (`last_changed` >= 0, the last rebuilt segment) it stops at a segment boundary
         once the tasks whose end moved can reach no later task: no resource's free time moved, and no
-        data edge from a segment that moved reaches past the boundary. `moved_resources` starts with
-        the resources of the replaced tasks: the next task on each may now follow another.
+        data edge from a segment that moved reaches past the boundary. `replaced` maps each rebuilt
+        segment to the resources its old tasks used: after that segment, the next task on each of them
+        may follow another task than before, so they count as moved there.
         """
         end = self._end
         reach = self._reach
-        moved_resources = moved_resources if moved_resources is not None else set()
+        replaced = replaced or {}
+        moved_resources: set[int] = set()
         max_reach = -1
         for segment_id in range(first_segment, len(self._segments)):
             if last_changed >= 0 and segment_id > last_changed and not moved_resources and max_reach < segment_id:
@@ -113,6 +115,7 @@ class Simulator:
                     moved_resources.difference_update(resources)
             if segment_moved and reach[segment_id] > max_reach:
                 max_reach = reach[segment_id]
+            moved_resources |= replaced.get(segment_id, set())
 
     @property
     def _reach(self) -> list[int]:
@@ -144,7 +147,7 @@ class Simulator:
         if not changed:
             return self._result()
         affected = sorted({s for i in changed for s in self.builder.affected_segments(i)})
-        replaced_resources: set[int] = set()
+        replaced: dict[int, set[int]] = {}
         for segment_id in affected:
             old = self._segments[segment_id]
             new = self.builder.segment(segment_id, configs)
@@ -155,12 +158,12 @@ class Simulator:
             for device, num_bytes in new.memory_bytes.items():
                 self._memory[device] += num_bytes
             kept = {task.key for task in new.tasks}
+            replaced[segment_id] = {resource for task in old.tasks for resource in task.resources}
             for task in old.tasks:
-                replaced_resources.update(task.resources)
                 if task.key not in kept:
                     del self._end[task.key]
         self._configs = configs
-        self._pass(affected[0], self._free_before(affected[0]), affected[-1], replaced_resources)
+        self._pass(affected[0], self._free_before(affected[0]), affected[-1], replaced)
         return self._result()
 
     def _free_before(self, segment_id: int) -> dict[int, float]:

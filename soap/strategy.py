@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from models.documents import read_document
 from models.graph import OpGraph
 from soap.config import ParallelConfig
 from soap.errors import InvalidConfigError, StrategyFileError
@@ -98,14 +99,8 @@ def strategy_to_json(strategy: Strategy, graph: OpGraph) -> str:
 
 def strategy_from_json(text: str, graph: OpGraph, num_devices: int, source: str = "strategy file") -> Strategy:
     """Parse and validate a strategy file for `graph` on `num_devices`; StrategyFileError if it does not fit."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise StrategyFileError(f"{source} is not valid JSON ({error}); pass a file written by search.optimize")
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise StrategyFileError(f"{source} is not a SOAP strategy (needs \"format\": \"{FORMAT}\")")
-    if document.get("version") != VERSION:
-        raise StrategyFileError(f"{source} has version {document.get('version')!r}; this SOAP reads version {VERSION}")
+    document = read_document(text, "strategy", VERSION, source, StrategyFileError,
+                             "pass a file written by search.optimize")
     expected = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
                 "num_devices": num_devices}
     for key, want in expected.items():

@@ -109,7 +109,7 @@ def test_profile_round_trip_and_lookup():
     "text, message",
     [
         pytest.param("nope", r"profile is not valid JSON", id="malformed"),
-        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads 1", id="version"),
+        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads version 1", id="version"),
         pytest.param(_profile(jax_version="0.4.30"), r"profile is for jax_version '0.4.30', not '0.10.2'; "
                      r"calibrate on this machine", id="other-jax"),
         pytest.param(_profile(device_kind="gpu"), r"profile is for device_kind 'gpu', not 'cpu-core'", id="other-kind"),
