@@ -236,17 +236,24 @@ def task_input_boxes(op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Bo
 def local_op(op: Op, degrees: tuple[int, ...]) -> Op:
     """What ONE task of `op` computes when its output is split by `degrees` (equal partitions).
 
-    Every task of a config computes the same local op: the output shard, the input window it reads
-    (for spatial splits the halo window as if padded, with VALID padding, so that edge and middle shards
-    are the same computation), and the weight slice (a channel split divides the output channels).
+    Every task of a config computes the same local op: the output shard, the input it reads, and the
+    weight slice (a channel split divides the output channels). Without a spatial split the input keeps
+    the op's height, width and padding (the op's own computation on a batch or channel shard). With
+    one, the input is the halo window as if padded, with VALID padding, so that edge and middle shards
+    are the same computation. (A window for an unsplit op would overprice it: the input gradient of a
+    SAME conv is computed over the whole window, 11x11 instead of 7x7 for AlexNet's conv2 at 64x64.)
     """
     assert len(degrees) == len(op.output_shape)
     out = tuple(size // d for size, d in zip(op.output_shape, degrees))
     if op.kind in (OpKind.CONV2D, OpKind.POOL2D):
         (kh, kw), (sh, sw) = op.kernel_hw, op.stride_hw
         channels_in = op.input_shapes[0][3] if op.kind is OpKind.CONV2D else out[3]
-        window = (out[0], (out[1] - 1) * sh + kh, (out[2] - 1) * sw + kw, channels_in)
         params = tuple((name, shape[:-1] + (out[3],)) for name, shape in op.param_shapes)
+        if degrees[1] == degrees[2] == 1:
+            _, height, width, _ = op.input_shapes[0]
+            return dataclasses.replace(op, name="", input_shapes=((out[0], height, width, channels_in),),
+                                       output_shape=out, param_shapes=params)
+        window = (out[0], (out[1] - 1) * sh + kh, (out[2] - 1) * sw + kw, channels_in)
         return dataclasses.replace(
             op, name="", input_shapes=(window,), output_shape=out, param_shapes=params, padding=Padding.VALID
         )

@@ -30,15 +30,23 @@ def test_input_box_of_pool_keeps_channels_and_dense_reads_all_features():
     assert input_boxes(graph.op("flatten"), ((0, 4), (0, 256))) == (((0, 4), (0, 1), (0, 1), (0, 256)),)
 
 
-def test_local_op_of_a_split_conv():
+def test_local_op_of_a_batch_and_channel_split_conv_is_the_op_on_its_shard():
     conv2 = build_graph("alexnet", "tiny-imagenet", 128).op("conv2")  # (128,7,7,64) -> (128,7,7,192)
     local = local_op(conv2, (2, 1, 1, 2))
     assert local.output_shape == (64, 7, 7, 96)
-    assert local.input_shapes == ((64, 11, 11, 64),)  # window (7-1)*1 + 5 = 11, padded halo included
-    assert local.padding is Padding.VALID
+    assert local.input_shapes == ((64, 7, 7, 64),) and local.padding is Padding.SAME
     assert dict(local.param_shapes) == {"kernel": (5, 5, 64, 96), "bias": (96,)}
     assert local.forward_flops * 4 == conv2.forward_flops
     assert local.name == ""
+
+
+def test_local_op_of_a_spatially_split_conv_reads_its_halo_window():
+    conv1 = build_graph("alexnet", "tiny-imagenet", 128).op("conv1")  # (128,64,64,3) -> (128,16,16,64), k11 s4
+    local = local_op(conv1, (1, 2, 1, 1))
+    assert local.output_shape == (128, 8, 16, 64)
+    # Height: (8-1)*4 + 11 = 39 rows with the halo; width: (16-1)*4 + 11 = 71 columns, padding included.
+    assert local.input_shapes == ((128, 39, 71, 3),) and local.padding is Padding.VALID
+    assert local.forward_flops * 2 == conv1.forward_flops
 
 
 def test_local_op_cost_key_ignores_the_name_and_splits_weights():
