@@ -4,8 +4,8 @@
     python -m search.optimize --model alexnet --gpus 2 --machine local     # calibrates (or loads) first
 
 1. Every local op (models.op.local_op) that the SOAP space can produce for the model on N devices is
-   timed, forward and backward, on one device: a GPU when JAX has one, else one pinned core of a
-   local-cluster worker (soap.devices). Timings go into a profile (simulator.cost.TableCostModel) keyed by
+   timed, forward and backward, on one device: on the CPU, a pinned core of a local-cluster worker
+   (soap.devices) while the N workers all time the same ops at once, as in a parallel step. Timings go into a profile (simulator.cost.TableCostModel) keyed by
    device kind, JAX version and the local op's cost key; a second run finds them in the cache.
 2. Point-to-point transfers and all-reduce are timed between the N devices (or workers) from 4 KB to
    64 MB and fitted to latency + bytes / bandwidth (simulator.linkfit); whether communication overlaps
@@ -116,17 +116,23 @@ def local_machine(device: DeviceSpec, num_devices: int, p2p: LinkFit, allreduce:
                    allreduce=Link(allreduce.bandwidth_bytes_per_s, allreduce.latency_s))
 
 
-def cpu_kind() -> str:
-    """The device kind of one pinned CPU core: its model name (cost tables are per device kind)."""
+def cpu_kind(busy_cores: int) -> str:
+    """The device kind of one pinned CPU core while `busy_cores` cores compute at once: a core is slower
+    when its neighbours work too (shared caches and memory bandwidth; shared/REFERENCE.md: a matmul chain
+    took 50 ms alone and 55-61 ms beside another), so timings are kept apart per number of busy cores."""
+    model = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return "cpu-core " + line.split(":", 1)[1].strip()
+                model = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    import platform
+    if model is None:
+        import platform
 
-    return "cpu-core " + (platform.processor() or platform.machine())
+        model = platform.processor() or platform.machine()
+    return f"cpu-core {model} ({busy_cores} busy)"
 
 
 def _read_ops_log(folder: Path) -> tuple[dict[str, OpCost], float | None]:
@@ -153,21 +159,21 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     if jax.default_backend() != "cpu":
         raise SoapError(f"calibration on {jax.default_backend()} devices runs in one process and is not wired "
                         f"in this version; use a datasheet machine (--machine h100x8) or the CPU cluster")
-    kind, version = cpu_kind(), jax.__version__
+    kind, version = cpu_kind(num_devices), jax.__version__
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     profile = load_profile(paths.profile, kind, version, say)
     needed = needed_local_ops(graph, num_devices)
     missing = [op for op in needed if op.cost_key not in profile.entries]
     if missing or not profile.update_ms_per_mib:
-        say(f"calibrating {len(missing)} op shapes of {graph.model} on one pinned core ({kind}); cached in "
-            f"{paths.profile}")
+        say(f"calibrating {len(missing)} op shapes of {graph.model} on {num_devices} pinned cores at once "
+            f"({kind}); cached in {paths.profile}")
         job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
                "num_devices": num_devices, "skip": sorted(profile.entries), "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
                 done, _ = _read_ops_log(folder)
                 bar.update(len(done) - bar.n)
-            measured, update = run_worker_job(json.dumps(job), 1, _read_ops_log, "simulator.calibrate_worker",
+            measured, update = run_worker_job(json.dumps(job), num_devices, _read_ops_log, "simulator.calibrate_worker",
                                               timeout_s, on_poll=progress).results
         profile = TableCostModel(kind, version, {**profile.entries, **measured}, update or 0.0, str(paths.profile))
         save_profile(paths.profile, profile)

@@ -1,14 +1,16 @@
 """A calibration worker: `python -m simulator.calibrate_worker FOLDER PROCESS_ID`, started by calibrate.
 
 Job (FOLDER/job.json): {"model", "dataset", "batch_size", "num_devices", "skip": [cost keys already
-cached], "ops": bool, "links": bool}. With "ops", process 0 times every needed local op not in "skip"
-on its pinned core, appending one JSON line per op to FOLDER/ops.jsonl as it goes (the parent shows
+cached], "ops": bool, "links": bool}. With "ops", every process times every needed local op not in "skip"
+on its pinned core (all cores busy, as in a parallel step); process 0 appends one JSON line per op to
+FOLDER/ops.jsonl as it goes (the parent shows
 progress and keeps what was measured if stopped), and the optimizer update. With "links", all workers
 time p2p transfers and all-reduces over MESSAGE_SIZES and the overlap probe; process 0 writes
 FOLDER/links.json.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,10 +25,10 @@ def main(folder: Path, process_id: int) -> int:
     from simulator import measure
     from simulator.calibrate import MESSAGE_SIZES, needed_local_ops
 
-    if job["ops"] and process_id == 0:
+    if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
         graph = build_graph(job["model"], job["dataset"], job["batch_size"])
         skip = set(job["skip"])
-        with open(folder / "ops.jsonl", "a") as log:
+        with open(folder / "ops.jsonl" if process_id == 0 else os.devnull, "a") as log:
             for op in needed_local_ops(graph, job["num_devices"]):
                 if op.cost_key in skip:
                     continue

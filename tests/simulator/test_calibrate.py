@@ -68,8 +68,9 @@ def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_t
     graph = build_graph("alexnet", "tiny-imagenet", 2)
     said = []
     machine, profile = calibrate(graph, 1, tmp_path, say=said.append)
-    assert said and said[0].startswith("calibrating 13 op shapes of alexnet on one pinned core")
-    assert machine.name == "local" and machine.num_devices == 1 and machine.device.kind == cpu_kind()
+    assert said and said[0].startswith("calibrating 13 op shapes of alexnet on 1 pinned cores at once")
+    assert machine.name == "local" and machine.num_devices == 1 and machine.device.kind == cpu_kind(1)
+    assert cpu_kind(1).endswith("(1 busy)")
     assert {op.cost_key for op in needed_local_ops(graph, 1)} == set(profile.entries)
     assert all(cost.forward_ms >= 0 and cost.backward_ms >= 0 for cost in profile.entries.values())
     assert profile.update_ms_per_mib > 0
