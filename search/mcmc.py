@@ -9,7 +9,8 @@ proposal 1% worse than the start's cost is accepted with probability exp(-beta_r
 `propose(state, rng)` may return None for an invalid move; a cost of inf (invalid state) is never
 accepted. The chain stops when the budget (seconds and/or iterations) is spent, or when the best has not
 improved for half of the iterations so far (FlexFlow's rule, counted in iterations so that the same
-seed gives the same result), once `min_iterations` have run; Ctrl-C stops it and keeps the best.
+seed gives the same result), once `min_iterations` have run; `stop_requested()` (a Ctrl-C handler's
+flag) or a KeyboardInterrupt stops it and keeps the best.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def run_mcmc(
     budget: Budget,
     on_iteration: Callable[[int, float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> MCMCResult[State]:
+    """Run one chain; `stop_requested()` (e.g. set by a Ctrl-C handler) ends it like the budget does."""
     began = clock()
     current, current_cost = start, cost(start)
     best, best_cost = current, current_cost
@@ -66,7 +69,8 @@ def run_mcmc(
     try:
         while True:
             elapsed = clock() - began
-            stop_reason = _stop_reason(budget, iteration, elapsed, best_at_iteration)
+            stop_reason = "interrupted" if stop_requested() else _stop_reason(budget, iteration, elapsed,
+                                                                              best_at_iteration)
             if stop_reason:
                 break
             iteration += 1

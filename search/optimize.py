@@ -16,7 +16,9 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 
 from models.datasets import DATASETS
@@ -202,12 +204,25 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
     print(f"searching from {', '.join(name for name, _ in starts)} (budget {options.budget_s:g} s; "
           f"Ctrl-C stops and keeps the best)", file=sys.stderr, flush=True)
     budget = Budget(seconds=options.budget_s, iterations=options.iterations)
-    with tqdm(desc="search", unit=" sims", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        def progress(start: str, iteration: int, best_ms: float) -> None:
-            if iteration % 64 == 0:
-                bar.update(64)
-                bar.set_postfix_str(f"from {start}, best {best_ms:.3f} ms", refresh=False)
-        return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress)
+    # Ctrl-C sets a flag the search polls, rather than raising wherever Python happens to be (a
+    # KeyboardInterrupt inside a library's callback is swallowed); a second Ctrl-C interrupts as usual.
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        interrupted.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with tqdm(desc="search", unit=" sims", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+            def progress(start: str, iteration: int, best_ms: float) -> None:
+                if iteration % 64 == 0:
+                    bar.update(64)
+                    bar.set_postfix_str(f"from {start}, best {best_ms:.3f} ms", refresh=False)
+            return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
+                                   stop_requested=interrupted.is_set)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict) -> list[StrategyRow]:

@@ -67,6 +67,7 @@ def search_strategy(
     beta_relative: float = BETA_RELATIVE,
     on_iteration: Callable[[str, int, float], None] | None = None,
     simulation: Literal["delta", "full"] = "delta",
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> SearchResult:
     """Search from every start; `simulation="full"` prices each candidate by a full simulation instead
     (same chain, same result, only slower: what benchmarks.search_time compares)."""
@@ -87,7 +88,7 @@ def search_strategy(
         beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
         report = (lambda i, best, name=name: on_iteration(name, i, best)) if on_iteration else None
         mcmc = run_mcmc(start, propose, lambda s: _priced(price(s)), np.random.default_rng([seed, index]),
-                        beta, share, on_iteration=report)
+                        beta, share, on_iteration=report, stop_requested=stop_requested)
         chains.append(ChainResult(name, start_ms, mcmc, time.perf_counter() - began - mcmc.seconds))
         if mcmc.stop_reason == "interrupted":
             break

@@ -51,3 +51,16 @@ def test_ctrl_c_keeps_the_best():
     result = run_mcmc(0.0, step, interrupting_cost, np.random.default_rng(0), beta=50.0, budget=Budget(iterations=500))
     assert result.stop_reason == "interrupted" and result.iterations <= 50
     assert result.best_cost == toy_cost(result.best) < toy_cost(0.0)
+
+
+def test_a_stop_request_ends_the_chain_and_keeps_the_best():
+    calls = {"n": 0}
+
+    def requested() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 30
+
+    result = run_mcmc(0.0, step, toy_cost, np.random.default_rng(0), beta=50.0, budget=Budget(iterations=500),
+                      stop_requested=requested)
+    assert result.stop_reason == "interrupted" and result.iterations == 30
+    assert result.best_cost == toy_cost(result.best) <= toy_cost(0.0)
