@@ -26,7 +26,7 @@ from search.strategy_search import search_strategy
 from simulator.calibrate import calibrate
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
-from soap.strategy import Strategy
+from soap.strategy import Strategy, strategy_to_json
 
 
 def _has_spatial_split(strategy: Strategy) -> bool:
@@ -88,16 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         document = {"benchmark": "accuracy", "gpus": args.gpus, "device_kind": machine.device.kind,
                     "rows": rows, "mean_absolute_relative_error": mae, "kendall_tau": tau,
-                    "strategies": {name: json.loads(_strategy_json(graph, s)) for name, s in strategies.items()}}
+                    "strategies": {name: json.loads(strategy_to_json(s, graph)) for name, s in strategies.items()}}
         with open(args.json, "w") as file:
             json.dump(document, file, indent=1)
     return 0
-
-
-def _strategy_json(graph, strategy: Strategy) -> str:
-    from soap.strategy import strategy_to_json
-
-    return strategy_to_json(strategy, graph)
 
 
 def _plot(path: str, rows: list[dict], title: str) -> None:

@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> Options:
                    args.seed, args.out, args.init, args.no_run, args.steps)
 
 
-def resolve_machine(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str] | None:
+def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
     """A datasheet or file machine with its roofline cost model; None for `local` (see `calibrate_local`)."""
     if options.machine == "local":
         return None
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_args(argv)
         graph = build_graph(options.model, options.dataset, options.batch_size)
         init = load_init(options.init, graph, options.gpus) if options.init else None
-        resolved = resolve_machine(options, graph)  # a bad machine is said before anything is written
+        resolved = resolve_machine(options)  # a bad machine is said before anything is written
         out = prepare_out_dir(options)
         machine, cost_model, costs = resolved or calibrate_local(options, graph)
     except SoapError as error:

@@ -87,7 +87,7 @@ class Simulator:
         may follow another task than before, so they count as moved there.
         """
         end = self._end
-        reach = self._reach
+        reach = self.builder.segment_reach
         replaced = replaced or {}
         moved_resources: set[int] = set()
         max_reach = -1
@@ -115,12 +115,8 @@ class Simulator:
                     moved_resources.difference_update(resources)
             if segment_moved and reach[segment_id] > max_reach:
                 max_reach = reach[segment_id]
-            moved_resources |= replaced.get(segment_id, set())
-
-    @property
-    def _reach(self) -> list[int]:
-        """For each segment, the last segment its tasks' data edges reach (structural, per graph)."""
-        return self.builder.segment_reach
+            if segment_id in replaced:
+                moved_resources |= replaced[segment_id]
 
     def _memory_totals(self) -> list[int]:
         memory = [0] * self.machine.num_devices
