@@ -20,3 +20,7 @@ class ShapeError(SoapError):
 
 class PlacementError(SoapError):
     """Shardings that a training step cannot run (device orders, device grids, devices of other processes)."""
+
+
+class DataError(SoapError):
+    """A data folder SOAP cannot read (missing, empty, wrong layout, no readable image) or a bad batch request."""
