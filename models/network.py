@@ -51,10 +51,31 @@ def _check_param_shapes(op: Op, layer: nnx.Module) -> None:
                          f"says {dict(op.param_shapes)}; the layer and the op must be built from the same shapes")
 
 
+@jax.custom_vjp
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """x @ kernel + bias, as nnx.Linear computes it, with a backward that writes the kernel gradient in the
+    kernel's own (in, out) orientation. Left to autodiff, XLA's SPMD partitioner (JAX 0.10.2, CPU) emits
+    it as (out, in) and transposes it inside the update: on one core that made the update of a 4096x4096
+    kernel take 170 ms instead of 38 ms, and a data-parallel AlexNet step 25% slower than its parts."""
+    return x @ kernel + bias
+
+
+def _dense_forward(x, kernel, bias):
+    return dense(x, kernel, bias), (x, kernel)
+
+
+def _dense_backward(residuals, dy):
+    x, kernel = residuals
+    return dy @ kernel.T, jnp.einsum("bi,bo->io", x, dy), jnp.sum(dy, axis=0)
+
+
+dense.defvjp(_dense_forward, _dense_backward)
+
+
 def apply_op(op: Op, layer: nnx.Module | None, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
     """What `op` computes on its input `x` (labels only for softmax_xent, which returns per-sample losses)."""
     if op.kind in (OpKind.CONV2D, OpKind.DENSE):
-        y = layer(x)
+        y = dense(x, layer.kernel[...], layer.bias[...]) if op.kind is OpKind.DENSE else layer(x)
         return jax.nn.relu(y) if op.relu else y
     if op.kind is OpKind.POOL2D:
         return nnx.max_pool(x, window_shape=op.kernel_hw, strides=op.stride_hw, padding=op.padding.value)
