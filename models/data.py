@@ -99,13 +99,19 @@ class Dataset:
         """The epoch's permutation of image indices: the same for the same (seed, epoch)."""
         return np.random.default_rng([seed, epoch]).permutation(len(self))
 
-    def batches(self, batch_size: int, seed: int, epoch: int, ahead: int = 4) -> Iterator[Batch]:
-        """One epoch of (images, labels) batches, decoded up to `ahead` batches early in background threads."""
+    def batches(self, batch_size: int, seed: int, epoch: int, ahead: int = 4,
+                rows: np.ndarray | None = None) -> Iterator[Batch]:
+        """One epoch of (images, labels) batches, decoded up to `ahead` batches early in background threads.
+
+        `rows` (positions within a batch) limits decoding to the images a process places; the other rows
+        are zero (models.train.TrainStep.local_batch_rows). Labels are always whole.
+        """
         if not 1 <= batch_size <= len(self):
             raise DataError(f"batch size {batch_size} does not fit {self.description}; use 1 to {len(self)}")
         steps = self.steps_per_epoch(batch_size)
         chunks = self.order(seed, epoch)[: steps * batch_size].reshape(steps, batch_size)
-        return self._count_skipped(prefetch(self._batch, chunks, ahead))
+        rows = np.arange(batch_size) if rows is None else np.asarray(rows)
+        return self._count_skipped(prefetch(lambda chunk: self._batch(chunk, rows), chunks, ahead))
 
     def _count_skipped(self, stream: Iterator[tuple[np.ndarray, np.ndarray, list[Path]]]) -> Iterator[Batch]:
         # Runs in the consumer's thread, so `skipped_files` is only ever changed there.
@@ -114,16 +120,19 @@ class Dataset:
                 self.skipped_files.update(failed)
                 yield images, labels
 
-    def _batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    def _batch(self, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+        images = np.zeros((len(indices), *self.image_shape), np.float32)
         if self.synthetic:
-            images = [np.random.default_rng([self.seed, i]).standard_normal(self.image_shape, np.float32)
-                      for i in indices]
-            return np.stack(images), self.labels[indices], []
-        pixels = [_read_image(self.files[i], self.image_shape) for i in indices]
-        failed = np.array([p is None for p in pixels])
-        images = normalize(np.stack([np.zeros(self.image_shape, np.uint8) if p is None else p for p in pixels]))
-        images[failed] = 0.0
-        return images, self.labels[indices], [self.files[i] for i in indices[failed]]
+            for row in rows:
+                images[row] = np.random.default_rng([self.seed, indices[row]]).standard_normal(self.image_shape,
+                                                                                                np.float32)
+            return images, self.labels[indices], []
+        pixels = [_read_image(self.files[indices[row]], self.image_shape) for row in rows]
+        failed = [self.files[indices[row]] for row, p in zip(rows, pixels) if p is None]
+        for row, p in zip(rows, pixels):
+            if p is not None:
+                images[row] = normalize(p)
+        return images, self.labels[indices], failed
 
 
 def normalize(pixels: np.ndarray) -> np.ndarray:

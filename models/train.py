@@ -219,6 +219,16 @@ class TrainStep:
                      for name, entry in placed.items()}
         return TrainState(placed, opt_state)
 
+    def local_batch_rows(self) -> np.ndarray:
+        """The batch rows (sorted indices) whose images this process places: in a cluster, the other rows of
+        the host batch are never read, so a data loader may leave them empty."""
+        sharding = self._input_sharding(0)
+        shape = self.graph.ops[0].input_shapes[0]
+        rows = set()
+        for index in sharding.addressable_devices_indices_map(shape).values():
+            rows.update(range(shape[0])[index[0]])
+        return np.array(sorted(rows), dtype=np.int64)
+
     def place_batch(self, images: np.ndarray, labels: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """Images where the first op reads them, labels where the loss is split."""
         labels_sharding = self.shardings.activations[loss_op(self.graph).name]

@@ -12,7 +12,6 @@ the search, keeps the best so far, writes every file and exits 130. Bad input: o
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import signal
@@ -33,16 +32,10 @@ from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
+from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, positive_float, positive_int
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
 import numpy as np
-
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
-
-
-class UsageError(SoapError):
-    """A command-line flag with a bad value."""
-
 
 @dataclass(frozen=True)
 class Options:
@@ -60,49 +53,23 @@ class Options:
     timed_steps: int
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
-        raise UsageError(f"{message}; see python -m search.optimize --help")
-
-
-def _positive(flag: str, parse: type, what: str):
-    """An argparse type: `parse(text)` that must be > 0, else one line naming the flag and the value."""
-    def check(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {value}")
-        return value
-    return check
-
-
-def _positive_int(flag: str):
-    return _positive(flag, int, "a positive integer")
-
-
-def _positive_float(flag: str):
-    return _positive(flag, float, "a number of seconds > 0")
-
-
 def parse_args(argv: list[str] | None) -> Options:
-    parser = _Parser(prog="python -m search.optimize", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m search.optimize", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--gpus", required=True, type=_positive_int("--gpus"), help="number of devices")
+    parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), help="number of devices")
     parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--machine", default="local",
                         help=f"local (default: the devices at hand, calibrated on first use and cached), a preset "
                              f"({', '.join(PRESETS)}) priced by roofline, or a machine JSON path")
-    parser.add_argument("--budget", type=_positive_float("--budget"), default=30.0, metavar="SECONDS",
+    parser.add_argument("--budget", type=positive_float("--budget"), default=30.0, metavar="SECONDS",
                         help="search time budget (default 30); chains also stop when converged")
-    parser.add_argument("--iterations", type=_positive_int("--iterations"), help="search iteration budget")
+    parser.add_argument("--iterations", type=positive_int("--iterations"), help="search iteration budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
     parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
     parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
-    parser.add_argument("--steps", type=_positive_int("--steps"), default=10, help="timed steps per measured run")
+    parser.add_argument("--steps", type=positive_int("--steps"), default=10, help="timed steps per measured run")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
                    args.seed, args.out, args.init, args.no_run, args.steps)
@@ -155,6 +122,14 @@ def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Str
     return strategies, notes
 
 
+def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strategy], seed: int,
+                  init: Strategy | None = None) -> list[tuple[str, Strategy]]:
+    """Where the search starts: the user's strategy, data parallel, OWT, model parallel and a random one."""
+    starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
+                                                   ("data_parallel", "owt", "model_parallel") if name in baselines]
+    return starts + [("random", random_strategy(graph, num_devices, np.random.default_rng(seed)))]
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(argv)
@@ -171,9 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     baselines, notes = baseline_strategies(graph, options.gpus)
     for note in notes:
         print(f"note: {note}")
-    starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
-                                                   ("data_parallel", "owt", "model_parallel") if name in baselines]
-    starts.append(("random", random_strategy(graph, options.gpus, np.random.default_rng(options.seed))))
+    starts = search_starts(graph, options.gpus, baselines, options.seed, init)
     result = _search(graph, machine, cost_model, starts, options)
     strategies = {**baselines, "searched": result.best}
     measured, why_not = {}, "--no-run"

@@ -1,7 +1,6 @@
 """Data loaders on tiny fake folders in the real formats: labels, shapes, order, skipping, errors, threads.
 
-Every fake image is one solid colour whose red channel encodes its label (red = 80 * label) and whose
-green channel its number, so the batches can be checked against the files they came from.
+The fake folders come from tests/fakedata.py (solid colours that encode label and number).
 """
 
 import re
@@ -9,17 +8,10 @@ import threading
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from models.data import IMAGENET_MEAN, IMAGENET_STD, measure_throughput, open_dataset
 from models.errors import DataError
-
-WNIDS = ["n01443537", "n01629819", "n01641577"]
-
-
-def _write_jpeg(path, size, colour, mode="RGB"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, colour).save(path, "JPEG", quality=95)
+from tests.fakedata import WNIDS, write_jpeg as _write_jpeg, write_tiny_imagenet
 
 
 def _pixels(images):
@@ -29,22 +21,7 @@ def _pixels(images):
 
 @pytest.fixture
 def tiny_dir(tmp_path):
-    """tmp/tiny-imagenet-200: 3 wnids x 4 train images (one grayscale), one corrupt file, 3 val images."""
-    root = tmp_path / "tiny-imagenet-200"
-    root.mkdir()
-    (root / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    for label, wnid in enumerate(WNIDS):
-        for k in range(4):
-            colour = (80 * label, 20 * (3 * label + k), 100)
-            _write_jpeg(root / "train" / wnid / "images" / f"{wnid}_{k}.JPEG", (64, 64), colour)
-    _write_jpeg(root / "train" / WNIDS[2] / "images" / f"{WNIDS[2]}_3.JPEG", (64, 64), 160, mode="L")
-    (root / "train" / WNIDS[1] / "images" / "corrupt.JPEG").write_bytes(b"not a jpeg at all" * 10)
-    lines = []
-    for i, label in enumerate([2, 0, 1]):
-        _write_jpeg(root / "val" / "images" / f"val_{i}.JPEG", (64, 64), (80 * label, 0, 0))
-        lines.append(f"val_{i}.JPEG\t{WNIDS[label]}\t0\t0\t63\t63")
-    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    return tmp_path
+    return write_tiny_imagenet(tmp_path)
 
 
 @pytest.fixture
@@ -168,3 +145,12 @@ def test_bad_split_and_batch_size_are_data_errors(dogs_dir):
         open_dataset("dogs-vs-cats", dogs_dir, split="val")
     with pytest.raises(DataError, match=r"batch size 6 does not fit .*; use 1 to 5"):
         open_dataset("dogs-vs-cats", dogs_dir).batches(6, seed=0, epoch=0)
+
+
+def test_rows_limit_decoding_to_the_rows_a_process_places(tiny_dir):
+    dataset = open_dataset("tiny-imagenet", tiny_dir)
+    whole = next(dataset.batches(4, seed=0, epoch=0))
+    part = next(dataset.batches(4, seed=0, epoch=0, rows=np.array([0, 2])))
+    np.testing.assert_array_equal(part[0][[0, 2]], whole[0][[0, 2]])
+    assert not part[0][[1, 3]].any()
+    np.testing.assert_array_equal(part[1], whole[1])  # labels are always whole

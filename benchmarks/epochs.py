@@ -1,0 +1,208 @@
+"""The seed's experiment: train AlexNet for whole epochs per strategy and print its epoch-time tables.
+
+    python -m benchmarks.epochs --dataset tiny-imagenet --gpus 2 --epochs 20 [--steps-per-epoch K]
+        [--data-dir DIR] [--batch-size 128] [--budget 20] [--strategy-file STRATEGY.json] [--json PATH]
+
+Trains single, data_parallel, model_parallel, owt and the searched strategy (searched here on the
+calibrated `local` machine, or read from --strategy-file) on a local cluster of N pinned workers, each
+for --epochs epochs of --steps-per-epoch steps (default: the whole dataset), from the same initial
+weights over the same batches. Prints, per strategy, every epoch's time and min / Q1 / median / mean /
+Q3 / max as the seed's appendix B does; then the average epoch time per strategy and its speedup over
+single, the first step's compile time apart, and the training loss per epoch (the strategies learn the
+same weights: the loss columns agree within float tolerance). Without --data-dir the data is synthetic
+(same shapes and class count) and every output says so. Writes JSON (--json) and a plot of epoch time
+per strategy (--plot). Ctrl-C stops, prints and writes the epochs finished so far, exits 130.
+The seed measured on 2 GPUs (speedup over one GPU): data parallel 0.92x (Tiny ImageNet) / 0.85x (Dogs
+vs Cats), OWT 0.95x / 1.27x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from models.data import measure_throughput, open_dataset
+from models.errors import SoapError
+from models.zoo import DEFAULT_BATCH_SIZE, build_graph
+from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, positive_float, positive_int
+from soap.epochs import EpochConfig, steps_per_epoch
+from soap.strategy import Strategy, strategy_from_json, strategy_to_json
+
+DATASETS = ("tiny-imagenet", "dogs-vs-cats")
+SEED_SPEEDUPS = {"tiny-imagenet": {"data_parallel": 0.92, "owt": 0.95},
+                 "dogs-vs-cats": {"data_parallel": 0.85, "owt": 1.27}}
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(prog="python -m benchmarks.epochs", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="tiny-imagenet", choices=DATASETS)
+    parser.add_argument("--gpus", type=positive_int("--gpus"), default=2, help="local pinned workers")
+    parser.add_argument("--epochs", type=positive_int("--epochs"), default=20)
+    parser.add_argument("--steps-per-epoch", type=positive_int("--steps-per-epoch"), help="default: the whole dataset per epoch")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--data-dir", help="the dataset's folder in its real format; default: synthetic data")
+    parser.add_argument("--budget", type=positive_float("--budget"), default=20.0, help="search seconds (ignored with --strategy-file)")
+    parser.add_argument("--strategy-file", help="the searched strategy (a strategy.json of search.optimize)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--plot", metavar="PATH", default="epochs.png")
+    return parser.parse_args(argv)
+
+
+def searched_strategy(graph, args) -> tuple[Strategy, str]:
+    """The strategy file's, or one searched now on the calibrated local machine: (strategy, how)."""
+    if args.strategy_file:
+        try:
+            text = Path(args.strategy_file).read_text()
+        except OSError as error:
+            raise UsageError(f"--strategy-file {args.strategy_file!r} cannot be read ({error.strerror})") from None
+        return strategy_from_json(text, graph, args.gpus, source=args.strategy_file), f"from {args.strategy_file}"
+    from search.mcmc import Budget
+    from search.optimize import baseline_strategies, search_starts
+    from search.strategy_search import search_strategy
+    from simulator.calibrate import calibrate
+
+    machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
+    baselines, _ = baseline_strategies(graph, args.gpus)
+    result = search_strategy(graph, machine, profile, search_starts(graph, args.gpus, baselines, args.seed),
+                             Budget(seconds=args.budget), args.seed)
+    return result.best, f"searched {result.seconds:.0f} s on the local machine, simulated {result.best_ms:.1f} ms/step"
+
+
+def run(graph, dataset_name: str, data_dir, strategies: dict[str, Strategy], num_workers: int,
+        config: EpochConfig, records: list[dict]) -> None:
+    """Train every strategy on a local cluster; `records` fills with the workers' events as they come."""
+    from tqdm import tqdm
+
+    from soap.devices import run_worker_job
+
+    job = {"model": graph.model, "dataset": dataset_name, "batch_size": graph.batch_size, "data_dir": data_dir,
+           "strategies": {name: strategy_to_json(s, graph) for name, s in strategies.items()},
+           "config": asdict(config)}
+    with tqdm(total=len(strategies) * config.epochs, desc="epochs", unit=" epoch", file=sys.stderr) as bar:
+        def poll(folder: Path) -> None:
+            path = folder / "epochs.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            for line in lines[len(records):]:
+                records.append(json.loads(line))
+                if "epoch" in records[-1]:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{records[-1]['strategy']} epoch {records[-1]['epoch']}: "
+                                        f"{records[-1]['seconds']:.1f} s", refresh=False)
+        run_worker_job(json.dumps(job), num_workers, poll, "soap.epoch_worker", timeout_s=24 * 3600, on_poll=poll)
+
+
+def summarize(records: list[dict], names: list[str]) -> dict[str, dict]:
+    """Per strategy: epoch times and losses, their statistics, compile time (finished epochs only)."""
+    summary = {}
+    for name in names:
+        epochs = [r for r in records if r["strategy"] == name and "epoch" in r]
+        if not epochs:
+            continue
+        seconds = np.array([r["seconds"] for r in epochs])
+        q1, median, q3 = np.percentile(seconds, [25, 50, 75])
+        compile_s = next((r["compile_s"] for r in records if r["strategy"] == name and "compile_s" in r), None)
+        summary[name] = {"epoch_seconds": seconds.tolist(), "losses": [r["loss"] for r in epochs],
+                         "min": float(seconds.min()), "q1": float(q1), "median": float(median),
+                         "mean": float(seconds.mean()), "q3": float(q3), "max": float(seconds.max()),
+                         "compile_s": compile_s, "steps_per_epoch": epochs[0]["steps"]}
+    return summary
+
+
+def format_tables(summary: dict[str, dict], dataset_name: str) -> str:
+    lines = []
+    for name, s in summary.items():
+        lines.append(f"\n{name}")
+        times = s["epoch_seconds"]
+        for first in range(0, len(times), 10):
+            chunk = range(first, min(first + 10, len(times)))
+            lines.append("Epochs  " + "".join(f"{k + 1:>8}" for k in chunk))
+            lines.append("Times   " + "".join(f"{times[k]:>8.2f}" for k in chunk))
+        lines.append("        " + "".join(f"{h:>8}" for h in ("Min", "Q1", "Median", "Mean", "Q3", "Max")))
+        lines.append("        " + "".join(f"{s[k]:>8.2f}" for k in ("min", "q1", "median", "mean", "q3", "max")))
+    single = summary.get("single")
+    seed = SEED_SPEEDUPS[dataset_name]
+    lines.append(f"\n{'strategy':<15} {'mean epoch s':>12} {'speedup':>8} {'seed (2 GPUs)':>14} {'compile s':>10}")
+    for name, s in summary.items():
+        speedup = f"{single['mean'] / s['mean']:>7.2f}x" if single else f"{'-':>8}"
+        theirs = f"{seed[name]:.2f}x" if name in seed else "-"
+        compile_s = f"{s['compile_s']:>10.1f}" if s["compile_s"] is not None else f"{'-':>10}"
+        lines.append(f"{name:<15} {s['mean']:>12.2f} {speedup} {theirs:>14} {compile_s}")
+    epochs = max(len(s["losses"]) for s in summary.values())
+    lines.append("\ntraining loss per epoch")
+    lines.append(f"{'epoch':>5} " + "".join(f"{name:>15}" for name in summary))
+    for k in range(epochs):
+        lines.append(f"{k + 1:>5} " + "".join(f"{s['losses'][k]:>15.6f}" if k < len(s["losses"]) else f"{'-':>15}"
+                                              for s in summary.values()))
+    if single:
+        spread = max(abs(a - b) for s in summary.values() for a, b in zip(s["losses"], single["losses"]))
+        lines.append(f"largest loss difference from single: {spread:.2e}")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, s in summary.items():
+        axes.plot(range(1, len(s["epoch_seconds"]) + 1), s["epoch_seconds"], marker="o", markersize=3, label=name)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("epoch time (s)")
+    axes.set_title(title, fontsize=9)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from soap.baselines import BASELINES
+
+    try:
+        args = parse_args(argv)
+        graph = build_graph("alexnet", args.dataset, args.batch_size)
+        dataset = open_dataset(args.dataset, args.data_dir, "train", args.seed)
+        config = EpochConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+        steps = steps_per_epoch(dataset, args.batch_size, config)
+        strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
+        strategies["searched"], how = searched_strategy(graph, args)
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    images_per_s = measure_throughput(dataset, args.batch_size, batches=3)
+    title = (f"AlexNet, {dataset.description}, batch {args.batch_size}, {args.gpus} pinned workers, "
+             f"{args.epochs} epochs of {steps} steps")
+    print(title)
+    print(f"input pipeline alone: {images_per_s:.0f} images/s (one process decoding whole batches); searched: {how}")
+    records: list[dict] = []
+    status = 0
+    try:
+        run(graph, args.dataset, args.data_dir, strategies, args.gpus, config, records)
+    except KeyboardInterrupt:
+        print("interrupted: the epochs finished so far follow", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        status = 1
+    summary = summarize(records, list(strategies))
+    if summary:
+        print(format_tables(summary, args.dataset))
+        plot(summary, args.plot, title)
+    if args.json:
+        document = {"benchmark": "epochs", "model": "alexnet", "dataset": args.dataset,
+                    "synthetic": dataset.synthetic, "data": dataset.description, "gpus": args.gpus,
+                    "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps,
+                    "input_images_per_s": images_per_s, "searched": how,
+                    "searched_strategy": strategy_to_json(strategies["searched"], graph), "strategies": summary}
+        Path(args.json).write_text(json.dumps(document, indent=1))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
