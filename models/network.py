@@ -28,6 +28,9 @@ from models.op import Op, OpKind
 
 # Op name -> {"kernel": array, "bias": array}, only for ops with weights.
 Params = dict[str, dict[str, jax.Array]]
+# How `apply_op` computes ops. Calibrated timings belong to one version (simulator.calibrate keys its
+# cache by it): bump it whenever an op's computation changes, so that stale timings are measured again.
+OPS_VERSION = 2
 
 
 def op_layer(op: Op, rngs: nnx.Rngs) -> nnx.Module:

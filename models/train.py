@@ -165,8 +165,9 @@ def place(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
 def _update(optimizer: optax.GradientTransformation, grads: Params, params: Params, opt_state: dict):
     new_params, new_state = {}, {}
     for name in params:
-        updates, new_state[name] = optimizer.update(grads[name], opt_state[name], params[name])
-        new_params[name] = optax.apply_updates(params[name], updates)
+        with jax.named_scope(f"update.{name}"):
+            updates, new_state[name] = optimizer.update(grads[name], opt_state[name], params[name])
+            new_params[name] = optax.apply_updates(params[name], updates)
     return new_params, new_state
 
 
@@ -250,8 +251,9 @@ class TrainStep:
     def _run_ops(self, ops: tuple[Op, ...], params: Params, x: jax.Array, labels: jax.Array | None) -> jax.Array:
         for op in ops:
             output = self.shardings.activations[op.name]
-            x = jax.lax.with_sharding_constraint(x, input_sharding(op, output))
-            x = jax.lax.with_sharding_constraint(self._runner.apply(op, params, x, labels), output)
+            with jax.named_scope(f"op.{op.name}"):  # names the op in the compiled program (profiles)
+                x = jax.lax.with_sharding_constraint(x, input_sharding(op, output))
+                x = jax.lax.with_sharding_constraint(self._runner.apply(op, params, x, labels), output)
         return jnp.mean(x) if ops[-1] is loss_op(self.graph) else x
 
     def _loss_sharding(self) -> NamedSharding:

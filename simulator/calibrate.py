@@ -6,7 +6,7 @@
 1. Every local op (models.op.local_op) that the SOAP space can produce for the model on N devices is
    timed, forward and backward, on one device: on the CPU, a pinned core of a local-cluster worker
    (soap.devices) while the N workers all time the same ops at once, as in a parallel step. Timings go into a profile (simulator.cost.TableCostModel) keyed by
-   device kind, JAX version and the local op's cost key; a second run finds them in the cache.
+   device kind, JAX version (with models.network.OPS_VERSION, how the ops are computed) and the local op's cost key; a second run finds them in the cache.
 2. Point-to-point transfers and all-reduce are timed between the N devices (or workers) from 4 KB to
    64 MB and fitted to latency + bytes / bandwidth (simulator.linkfit); whether communication overlaps
    compute is measured too. The result is the machine `local`, written beside the profile.
@@ -159,7 +159,9 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     if jax.default_backend() != "cpu":
         raise SoapError(f"calibration on {jax.default_backend()} devices runs in one process and is not wired "
                         f"in this version; use a datasheet machine (--machine h100x8) or the CPU cluster")
-    kind, version = cpu_kind(num_devices), jax.__version__
+    from models.network import OPS_VERSION
+
+    kind, version = cpu_kind(num_devices), f"{jax.__version__}+ops{OPS_VERSION}"  # timings of these ops
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     profile = load_profile(paths.profile, kind, version, say)
     needed = needed_local_ops(graph, num_devices)

@@ -1,0 +1,173 @@
+"""Where a strategy's step time goes, op by op: measured on the local cluster beside the simulator's trace.
+
+    python -m benchmarks.op_breakdown --gpus 2 --strategy owt [--strategy-file STRATEGY.json] [--json PATH]
+
+Runs one strategy on N pinned workers with JAX's profiler on, and sums, per device, the wall time of every
+executed XLA instruction by the op it belongs to (models.train names each op's scope "op.NAME" and its
+update "update.NAME"; autodiff marks the backward "transpose(jvp(...))") and by phase: forward, backward,
+update, communication (all-reduce, all-gather, collective-permute, ... of that op), and other (not named).
+Beside each, the simulated time of the same op and phase on the same device (forward, backward and update
+tasks; transfers into the op and its gradient all-reduce as communication). Time a device spends waiting
+for another inside a collective shows up as that collective's time: the measured communication column is
+transfer plus waiting. Single-stage strategies only (one program per step, whose instruction names are
+unique); the profile covers --steps steps after 2 warm-up steps, reported per step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from models.errors import SoapError
+from models.zoo import DEFAULT_BATCH_SIZE, build_graph
+from soap.cli import EXIT_BAD_INPUT, OneLineParser, UsageError, positive_int
+from soap.strategy import strategy_from_json, strategy_to_json
+
+PHASES = ("forward", "backward", "update", "comm", "other")
+NOT_EXECUTED = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")  # no thunk, no time
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = .*? ([a-z-]+)\(([^)]*)\)")
+_OP_NAME = re.compile(r"op_name=\"([^\"]*)\"")
+
+
+def _op_name_of(name: str, instructions: dict[str, tuple[str, str, list[str]]]) -> str:
+    """An instruction's op_name; one without (XLA drops it from some fusions) takes its operands', the
+    backward's first (a weight gradient reads a forward activation and a backward cotangent)."""
+    seen, frontier = set(), [name]
+    while frontier:
+        found = [instructions[n][1] for n in frontier if instructions[n][1]]
+        if found:
+            return next((f for f in found if "transpose(" in f), found[0])
+        seen.update(frontier)
+        frontier = [o for n in frontier for o in instructions[n][2] if o in instructions and o not in seen]
+    return ""
+
+
+def instruction_phases(hlo_text: str) -> dict[str, tuple[str, str]]:
+    """Each instruction of the entry computation -> (op name or "", phase), from its op_name metadata."""
+    instructions = {}
+    for line in hlo_text[hlo_text.index("\nENTRY"):].splitlines()[1:]:
+        if match := _INSTRUCTION.match(line):
+            name, opcode, operands = match.groups()
+            op_name = _OP_NAME.search(line)
+            instructions[name] = (opcode, op_name.group(1) if op_name else "", re.findall(r"%([\w.-]+)", operands))
+    phases = {}
+    for name, (opcode, _, _) in instructions.items():
+        if opcode in NOT_EXECUTED:
+            continue
+        op_name = _op_name_of(name, instructions)
+        update = re.search(r"update\.([\w-]+)", op_name)
+        op = re.search(r"op\.([\w-]+)", op_name)
+        if opcode.split("-start")[0] in COLLECTIVES:
+            phases[name] = (op.group(1) if op else (update.group(1) if update else ""), "comm")
+        elif update:
+            phases[name] = (update.group(1), "update")
+        elif op:
+            phases[name] = (op.group(1), "backward" if "transpose(" in op_name else "forward")
+        else:
+            phases[name] = ("", "other")
+    return phases
+
+
+def measured_breakdown(events: list[dict], phases: dict[str, tuple[str, str]], steps: int) -> dict[str, float]:
+    """Milliseconds per step by "op/phase" from profiler events (complete events named after instructions)."""
+    totals: dict[str, float] = defaultdict(float)
+    for event in events:
+        if event.get("ph") != "X" or event.get("name") not in phases:
+            continue
+        op, phase = phases[event["name"]]
+        totals[f"{op}/{phase}"] += event["dur"] / 1e3 / steps
+    return dict(totals)
+
+
+def simulated_breakdown(graph, strategy, machine, cost) -> list[dict[str, float]]:
+    """Per device, simulated milliseconds by "op/phase" (transfers and all-reduces as the op's comm)."""
+    from simulator.simulate import Simulator
+    from simulator.taskgraph import ALLREDUCE, BACKWARD, FORWARD, TRANSFER, UPDATE
+
+    simulator = Simulator(graph, machine, cost)
+    simulator.full(strategy)
+    kinds = {FORWARD: "forward", BACKWARD: "backward", UPDATE: "update", TRANSFER: "comm", ALLREDUCE: "comm"}
+    per_device: list[dict[str, float]] = [defaultdict(float) for _ in range(machine.num_devices)]
+    names = [op.name for op in graph.ops]
+    for segment in simulator._segments:
+        for task in segment.tasks:
+            op = names[task.label[2] if task.kind == TRANSFER else task.label[0]]
+            devices = {r for r in task.resources if r < machine.num_devices}
+            if task.kind in (TRANSFER, ALLREDUCE) and not devices:  # comm that does not block devices
+                devices = _comm_devices(task, machine.num_devices)
+            for device in devices:
+                per_device[device][f"{op}/{kinds[task.kind]}"] += task.duration_ms
+    return [dict(d) for d in per_device]
+
+
+def _comm_devices(task, num_devices: int) -> set[int]:
+    """The devices at the ends of a link resource (N + src * N + dst)."""
+    devices = set()
+    for resource in task.resources:
+        src, dst = divmod(resource - num_devices, num_devices)
+        devices |= {src, dst}
+    return devices
+
+
+def main(argv: list[str] | None = None) -> int:
+    from simulator.calibrate import calibrate
+    from soap.baselines import BASELINES
+    from soap.devices import run_worker_job
+
+    parser = OneLineParser(prog="python -m benchmarks.op_breakdown", description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=positive_int("--gpus"), default=2)
+    parser.add_argument("--strategy", default="owt", help=f"a baseline ({', '.join(BASELINES)})")
+    parser.add_argument("--strategy-file", help="a strategy.json instead of a baseline")
+    parser.add_argument("--dataset", default="tiny-imagenet")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--steps", type=positive_int("--steps"), default=3)
+    parser.add_argument("--json", metavar="PATH")
+    try:
+        args = parser.parse_args(argv)
+        graph = build_graph("alexnet", args.dataset, args.batch_size)
+        if args.strategy_file:
+            strategy = strategy_from_json(Path(args.strategy_file).read_text(), graph, args.gpus, args.strategy_file)
+        elif args.strategy in BASELINES:
+            strategy = BASELINES[args.strategy](graph, args.gpus)
+        else:
+            raise UsageError(f"--strategy {args.strategy!r} is not a baseline; use one of {', '.join(BASELINES)} "
+                             f"or --strategy-file")
+        machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
+    except (UsageError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    job = {"model": "alexnet", "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
+           "strategy": strategy_to_json(strategy, graph)}
+    try:
+        measured = run_worker_job(json.dumps(job), args.gpus,
+                                  lambda folder: [json.loads((folder / f"breakdown{p}.json").read_text())
+                                                  for p in range(args.gpus)],
+                                  "benchmarks.op_breakdown_worker", timeout_s=900).results
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    simulated = simulated_breakdown(graph, strategy, machine, profile)
+    keys = sorted({k for d in measured + simulated for k in d},
+                  key=lambda k: ([op.name for op in graph.ops] + [""]).index(k.split("/")[0]) * 10
+                  + PHASES.index(k.split("/")[1]))
+    header = f"{'op/phase':<22}" + "".join(f"{f'sim d{d}':>10}{f'meas d{d}':>10}" for d in range(args.gpus))
+    print(f"{args.strategy_file or args.strategy} on {args.gpus} local workers, ms per step")
+    print(header)
+    for key in keys:
+        print(f"{key:<22}" + "".join(f"{simulated[d].get(key, 0):>10.1f}{measured[d].get(key, 0):>10.1f}"
+                                      for d in range(args.gpus)))
+    for d in range(args.gpus):
+        print(f"device {d}: simulated sum {sum(simulated[d].values()):.1f} ms, measured sum "
+              f"{sum(measured[d].values()):.1f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"strategy": args.strategy_file or args.strategy,
+                                               "simulated": simulated, "measured": measured}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
