@@ -51,6 +51,7 @@ class Options:
     init: str | None
     no_run: bool
     timed_steps: int
+    rounds: int
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -70,9 +71,11 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
     parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
     parser.add_argument("--steps", type=positive_int("--steps"), default=10, help="timed steps per measured run")
+    parser.add_argument("--rounds", type=positive_int("--rounds"), default=2,
+                        help="measured runs per strategy, interleaved; the fastest counts (default 2)")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
-                   args.seed, args.out, args.init, args.no_run, args.steps)
+                   args.seed, args.out, args.init, args.no_run, args.steps, args.rounds)
 
 
 def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
@@ -153,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if machine.name != "local":
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run:
-        measured, why_not = measure_strategies(graph, strategies, options.gpus, options.timed_steps), ""
+        measured = measure_strategies(graph, strategies, options.gpus, options.timed_steps, options.rounds)
+        why_not = ""
     rows = _rows(graph, machine, cost_model, strategies, measured)
     strategy_file = os.path.join(out, "strategy.json")
     _write_files(out, strategy_file, graph, machine, cost_model, result, rows, options)
