@@ -108,11 +108,11 @@ def _check_machine(machine: Machine) -> None:
 P100_PCIE = DeviceSpec("P100-PCIE", 9.3e12, 732e9, 16 * GiB)
 P100_SXM2 = DeviceSpec("P100-SXM2", 10.6e12, 732e9, 16 * GiB)
 K80 = DeviceSpec("K80-GK210", 2.8e12, 240e9, 12 * GiB)
-K20 = DeviceSpec("K20", 3.52e12, 208e9, 5 * GiB)
+K20 = DeviceSpec("K20", 3.52e12, 208e9, 5 * GiB)  # Tesla K20 datasheet: 3.52 TFLOP/s FP32, 208 GB/s GDDR5, 5 GB
 H100_SXM = DeviceSpec("H100-SXM", 67e12, 3.35e12, 80 * GiB)
 
 PCIE3 = Link(12e9, 10e-6)        # PCIe 3.0 x16: 15.75 GB/s nominal per direction, ~12 measured
-PCIE2 = Link(6e9, 10e-6)         # PCIe 2.0 x16: 8 GB/s nominal per direction, ~6 achievable
+PCIE2 = Link(6e9, 10e-6)         # PCIe 2.0 x16: 8 GB/s nominal per direction (16 x 500 MB/s), ~6 achievable
 NVLINK1 = Link(20e9, 5e-6)       # one NVLink 1 link per GPU pair: 20 GB/s per direction
 NVLINK4 = Link(450e9, 3e-6)      # NVLink 4 through NVSwitch: 900 GB/s total, 450 per direction
 EDR_IB = Link(12.5e9, 5e-6)      # 100 Gb/s EDR InfiniBand
@@ -124,6 +124,8 @@ PRESETS: dict[str, Machine] = {
         Machine("p100x2-pcie", P100_PCIE, 2, 2, PCIE3, PCIE3, comm_overlaps_compute=True),
         Machine("p100-4x4", P100_SXM2, 16, 4, NVLINK1, EDR_IB, comm_overlaps_compute=True),
         Machine("k80-16x4", K80, 64, 4, PCIE3, FDR_IB, comm_overlaps_compute=True),
+        # Krizhevsky's one-weird-trick box: 8 K20s on PCIe 2.0. Each GPU pair gets its own link: no shared
+        # switch or root-port contention (benchmarks/owt_table.py says what that leaves out).
         Machine("k20-pcie", K20, 8, 8, PCIE2, PCIE2, comm_overlaps_compute=True),
         Machine("h100x8", H100_SXM, 8, 8, NVLINK4, NVLINK4, comm_overlaps_compute=True),
     )
