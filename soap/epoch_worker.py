@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(folder: Path, process_id: int) -> int:
-    from soap.join import join_cluster
+    from soap.join import barrier, join_cluster
 
     job = json.loads(join_cluster(folder, process_id))
     import dataclasses
@@ -39,6 +39,7 @@ def main(folder: Path, process_id: int) -> int:
                 log.flush()
 
             for name, strategy in strategies.items():
+                barrier(f"strategy {name}")
                 result = train_epochs(graph, strategy, dataset, config,
                                       on_epoch=lambda record, name=name: write({"strategy": name,
                                                                                 **dataclasses.asdict(record)}))

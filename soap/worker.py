@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def main(folder: Path, process_id: int) -> int:
-    from soap.join import join_cluster
+    from soap.join import barrier, join_cluster
 
     job_json = join_cluster(folder, process_id)
     import jax
@@ -27,7 +27,10 @@ def main(folder: Path, process_id: int) -> int:
         graph = build_graph(job.model, job.dataset, job.batch_size)
         strategies = [strategy_from_json(text, graph, jax.device_count(), source=f"strategy {k} of the job")
                       for k, text in enumerate(job.strategies)]
-        results = [run_strategy(graph, strategy, job.run) for strategy in strategies]
+        results = []
+        for k, strategy in enumerate(strategies):
+            barrier(f"strategy {k}")
+            results.append(run_strategy(graph, strategy, job.run))
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
