@@ -22,7 +22,7 @@ from scipy import stats
 from models.zoo import build_graph
 from search.mcmc import Budget
 from search.run import measure_strategies
-from search.strategy_search import search_strategy
+from search.strategy_search import search_starts, search_strategy
 from simulator.calibrate import calibrate
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     machine, profile = calibrate(graph, args.gpus)
     strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
-    starts = [(name, strategies[name]) for name in ("data_parallel", "owt", "model_parallel")]
+    starts = search_starts(graph, args.gpus, strategies, args.seed)
     found = search_strategy(graph, machine, profile, starts, Budget(seconds=args.budget), args.seed)
     strategies["searched"] = found.best
     strategies.update(random_strategies(graph, args.gpus, max(args.random, 3), args.seed))

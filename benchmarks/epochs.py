@@ -61,8 +61,7 @@ def searched_strategy(graph, args) -> tuple[Strategy, str]:
             raise UsageError(f"--strategy-file {args.strategy_file!r} cannot be read ({error.strerror})") from None
         return strategy_from_json(text, graph, args.gpus, source=args.strategy_file), f"from {args.strategy_file}"
     from search.mcmc import Budget
-    from search.optimize import baseline_strategies, search_starts
-    from search.strategy_search import search_strategy
+    from search.strategy_search import baseline_strategies, search_starts, search_strategy
     from simulator.calibrate import calibrate
 
     machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))

@@ -57,21 +57,19 @@ Where the simulation departs from the paper, and why (measured with the defaults
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
 
-import numpy as np
 
 from models.errors import SoapError
 from models.zoo import build_graph
 from search.mcmc import Budget
-from search.strategy_search import search_strategy
+from search.strategy_search import baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
-from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
+from soap.baselines import single
 from soap.cli import EXIT_BAD_INPUT, OneLineParser, positive_float
 
 MACHINE = "k20-pcie"
@@ -115,14 +113,13 @@ def owt_row(num_devices: int, budget: Budget, seed: int) -> dict:
     graph = build_graph("alexnet", "imagenet", IMAGES_PER_GPU * num_devices)
     machine = machine_preset(MACHINE, num_devices)
     blocking = replace(machine, comm_overlaps_compute=False)
-    starts = [("data_parallel", data_parallel(graph, num_devices)), ("owt", owt(graph, num_devices)),
-              ("model_parallel", model_parallel(graph, num_devices)),
-              ("random", random_strategy(graph, num_devices, np.random.default_rng(seed)))]
+    baselines, _ = baseline_strategies(graph, num_devices)
+    starts = search_starts(graph, num_devices, baselines, seed)
     result = search_strategy(graph, machine, RooflineCostModel(machine.device), starts, budget, seed)
     base_ms = single_gpu_ms()
-    owt_ms = simulated_ms(graph, machine, starts[1][1])
-    owt_blocking_ms = simulated_ms(graph, blocking, starts[1][1])
-    dp_ms = simulated_ms(graph, machine, starts[0][1])
+    owt_ms = simulated_ms(graph, machine, baselines["owt"])
+    owt_blocking_ms = simulated_ms(graph, blocking, baselines["owt"])
+    dp_ms = simulated_ms(graph, machine, baselines["data_parallel"])
     bound_ms = perfect_split_bound_ms(graph, num_devices)
     return {
         "gpus": num_devices, "batch": graph.batch_size, "single_gpu_batch128_ms": base_ms,

@@ -26,16 +26,14 @@ from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
 from search.run import measure_strategies
 from search.report import StrategyRow, format_table, plot_search, report_document, write_report
-from search.strategy_search import SearchResult, search_strategy
+from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
 from simulator.calibrate import calibrate
 from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
-from soap.baselines import BASELINES, random_strategy
 from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, positive_float, positive_int
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
-import numpy as np
 
 @dataclass(frozen=True)
 class Options:
@@ -112,25 +110,6 @@ def load_init(path: str, graph: OpGraph, num_devices: int) -> Strategy:
     except OSError as error:
         raise UsageError(f"--init {path!r} cannot be read ({error.strerror}); pass a strategy.json") from None
     return strategy_from_json(text, graph, num_devices, source=f"--init {path}")
-
-
-def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Strategy], list[str]]:
-    """The baselines that exist for this graph and device count, and a note for each that does not."""
-    strategies, notes = {}, []
-    for name, build in BASELINES.items():
-        try:
-            strategies[name] = build(graph, num_devices)
-        except SoapError as error:
-            notes.append(f"{name} left out: {error}")
-    return strategies, notes
-
-
-def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strategy], seed: int,
-                  init: Strategy | None = None) -> list[tuple[str, Strategy]]:
-    """Where the search starts: the user's strategy, data parallel, OWT, model parallel and a random one."""
-    starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
-                                                   ("data_parallel", "owt", "model_parallel") if name in baselines]
-    return starts + [("random", random_strategy(graph, num_devices, np.random.default_rng(seed)))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,12 +20,14 @@ from typing import Literal
 
 import numpy as np
 
+from models.errors import SoapError
 from models.graph import OpGraph
 from search.mcmc import Budget, MCMCResult, run_mcmc
 from search.proposals import random_op_random_config
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
+from soap.baselines import BASELINES, random_strategy
 from soap.strategy import Strategy
 
 BETA_RELATIVE = 100.0  # a move 1% worse than the start's step time is accepted with p = exp(-1)
@@ -55,6 +57,25 @@ class SearchResult:
     @property
     def simulations_per_second(self) -> float:
         return self.iterations / self.seconds if self.seconds > 0 else 0.0
+
+
+def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Strategy], list[str]]:
+    """The baselines that exist for this graph and device count, and a note for each that does not."""
+    strategies, notes = {}, []
+    for name, build in BASELINES.items():
+        try:
+            strategies[name] = build(graph, num_devices)
+        except SoapError as error:
+            notes.append(f"{name} left out: {error}")
+    return strategies, notes
+
+
+def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strategy], seed: int,
+                  init: Strategy | None = None) -> list[tuple[str, Strategy]]:
+    """Where the search starts: the user's strategy, data parallel, OWT, model parallel and a random one."""
+    starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
+                                                   ("data_parallel", "owt", "model_parallel") if name in baselines]
+    return starts + [("random", random_strategy(graph, num_devices, np.random.default_rng(seed)))]
 
 
 def search_strategy(
