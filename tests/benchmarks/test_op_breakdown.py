@@ -1,6 +1,7 @@
 """The op breakdown attributes every instruction of a compiled step to an op and a phase."""
 
 import jax
+import pytest
 import numpy as np
 
 from benchmarks.op_breakdown import instruction_phases, measured_breakdown
@@ -28,3 +29,22 @@ def test_a_data_parallel_step_splits_into_ops_and_phases():
     events = [{"ph": "X", "name": name, "dur": 2000.0} for name in phases] + [{"ph": "X", "name": "x", "dur": 1.0}]
     breakdown = measured_breakdown(events, phases, steps=2)
     assert sum(breakdown.values()) == len(phases) * 1.0  # 2 ms each over 2 steps; unknown names ignored
+
+
+def test_the_simulated_side_sums_each_device_task_by_op_and_phase():
+    from benchmarks.op_breakdown import simulated_breakdown
+    from simulator.cost import RooflineCostModel
+    from simulator.machine import machine_preset
+    from simulator.simulate import Simulator
+
+    graph = build_graph("alexnet", "tiny-imagenet", 8)
+    machine = machine_preset("p100x2-pcie", 2)
+    cost = RooflineCostModel(machine.device)
+    strategy = data_parallel(graph, 2)
+    per_device = simulated_breakdown(graph, strategy, machine, cost)
+    assert len(per_device) == 2 and per_device[0] == per_device[1]  # data parallel: both devices alike
+    assert {"conv1/forward", "conv1/backward", "fc7/update", "fc7/comm"} <= set(per_device[0])
+    trace = Simulator(graph, machine, cost)
+    trace.full(strategy)
+    compute = sum(e.end_ms - e.start_ms for e in trace.trace().events if e.resource == "device 0")
+    assert sum(v for k, v in per_device[0].items() if not k.endswith("/comm")) == pytest.approx(compute)
