@@ -22,7 +22,6 @@ the input bytes it received from other devices.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 from models.graph import OpGraph
@@ -46,6 +45,9 @@ class Task(NamedTuple):
     resources: tuple[int, ...]
     duration_ms: float
     deps: tuple[int, ...]
+
+
+_new_task = tuple.__new__  # _new_task(Task, fields): a Task without the Python-level __new__, for the hot loops
 
 
 def task_name(task: Task, graph: OpGraph) -> str:
@@ -85,8 +87,10 @@ class TaskGraphBuilder:
         self._consumers = [tuple((graph.index(c), graph.producers(c).index(op.name)) for c in graph.consumers(op.name))
                            for op in graph.ops]
         self._volumes: dict = {}
+        self._backward_volumes: dict = {}
         self._op_costs: dict = {}
         self._param_slices: dict = {}
+        self._replica_groups: dict = {}
         self._links = self._link_table()
 
     def _link_table(self) -> list[list[tuple[float, float, tuple[int, ...]]]]:
@@ -101,19 +105,6 @@ class TaskGraphBuilder:
                 row.append((link.latency_s * 1e3, 1e3 / link.bandwidth_bytes_per_s, resources))
             table.append(row)
         return table
-
-    @functools.cached_property
-    def segment_reach(self) -> list[int]:
-        """For each segment, the largest segment that a data edge from its tasks can reach: op i's
-        forward feeds its consumers' forwards and its own backward; its backward feeds its producers'."""
-        reach = []
-        for segment in range(2 * self.num_ops):
-            if segment < self.num_ops:
-                reach.append(self.backward_segment_id(segment))
-            else:
-                i = 2 * self.num_ops - 1 - segment
-                reach.append(max([segment] + [self.backward_segment_id(p) for p in self._producers[i]]))
-        return reach
 
     def forward_segment_id(self, op_index: int) -> int:
         return op_index
@@ -147,6 +138,16 @@ class TaskGraphBuilder:
             self._volumes[key] = cached
         return cached
 
+    def backward_volumes(self, producer: int, consumer: int, input_index: int,
+                         producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> tuple:
+        """`volumes` as the gradient flows back: (consumer task, producer task, bytes), in the same order."""
+        key = (producer, consumer, input_index, producer_degrees, consumer_degrees)
+        cached = self._backward_volumes.get(key)
+        if cached is None:
+            volumes = self.volumes(producer, consumer, input_index, producer_degrees, consumer_degrees)
+            cached = self._backward_volumes[key] = tuple((n, k, num_bytes) for k, n, num_bytes in volumes)
+        return cached
+
     def op_cost(self, op_index: int, degrees: tuple[int, ...]):
         key = (op_index, degrees)
         cached = self._op_costs.get(key)
@@ -163,62 +164,72 @@ class TaskGraphBuilder:
             self._param_slices[key] = cached
         return cached
 
+    def replica_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
+        key = (op_index, degrees)
+        cached = self._replica_groups.get(key)
+        if cached is None:
+            cached = self._replica_groups[key] = replica_groups(self.graph.ops[op_index], degrees)
+        return cached
+
     # --- segments ------------------------------------------------------------------------------------
 
     def _forward(self, i: int, configs: tuple[ParallelConfig, ...]) -> Segment:
         op, config = self.graph.ops[i], configs[i]
-        seg = i
-        deps: list[list[int]] = [[] for _ in range(config.num_tasks)]
+        devices, degrees = config.devices, config.degrees
+        seg = self.forward_segment_id(i)
+        deps: list[list[int]] = [[] for _ in devices]
         tasks: list[Task] = []
         memory: dict[int, int] = {}
         for input_index, p in enumerate(self._producers[i]):
             source = configs[p]
-            flows = ((m, source.devices[m], k, num_bytes)
-                     for m, k, num_bytes in self.volumes(p, i, input_index, source.degrees, config.degrees))
-            self._incoming(seg, p, p << 24 | _COMPUTE, i, config, flows, deps, tasks, memory)
-        forward_ms = self.op_cost(i, config.degrees).forward_ms
-        kept_bytes = 3 * self.param_slice_bytes(i, config.degrees) + op.output_bytes // config.num_tasks
+            flows = self.volumes(p, i, input_index, source.degrees, degrees)
+            self._incoming(seg, p, p << 24 | _COMPUTE, source.devices, i, devices, flows, deps, tasks, memory)
+        forward_ms = self.op_cost(i, degrees).forward_ms
+        kept_bytes = 3 * self.param_slice_bytes(i, degrees) + op.output_bytes // config.num_tasks
         base = seg << 24 | _COMPUTE
-        for k, device in enumerate(config.devices):
-            tasks.append(Task(base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k])))
+        for k, device in enumerate(devices):
+            tasks.append(_new_task(Task, (base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k]))))
             memory[device] = memory.get(device, 0) + kept_bytes
         return Segment(tuple(tasks), memory)
 
     def _backward(self, i: int, configs: tuple[ParallelConfig, ...]) -> Segment:
         config = configs[i]
+        devices, degrees = config.devices, config.degrees
         seg = self.backward_segment_id(i)
         forward_base = i << 24 | _COMPUTE
-        deps = [[forward_base | k] for k in range(config.num_tasks)]
+        deps = [[forward_base | k] for k in range(len(devices))]
         tasks: list[Task] = []
         for c, input_index in self._consumers[i]:
             source = configs[c]
-            flows = ((n, source.devices[n], k, num_bytes)
-                     for k, n, num_bytes in self.volumes(i, c, input_index, config.degrees, source.degrees))
-            self._incoming(seg, c, self.backward_segment_id(c) << 24 | _COMPUTE, i, config, flows, deps, tasks, None)
-        backward_ms = self.op_cost(i, config.degrees).backward_ms
+            flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
+            source_base = self.backward_segment_id(c) << 24 | _COMPUTE
+            self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None)
+        backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
-        for k, device in enumerate(config.devices):
-            tasks.append(Task(base | k, BACKWARD, (i, k), (device,), backward_ms, tuple(deps[k])))
-        slice_bytes = self.param_slice_bytes(i, config.degrees)
+        for k, device in enumerate(devices):
+            tasks.append(_new_task(Task, (base | k, BACKWARD, (i, k), (device,), backward_ms, tuple(deps[k]))))
+        slice_bytes = self.param_slice_bytes(i, degrees)
         if slice_bytes:
             tasks.extend(self._sync_and_update(i, config, seg, slice_bytes))
         return Segment(tuple(tasks), {})
 
-    def _incoming(self, seg: int, source_op: int, source_base: int, i: int, config: ParallelConfig, flows,
-                  deps: list[list[int]], tasks: list[Task], memory: dict[int, int] | None) -> None:
+    def _incoming(self, seg: int, source_op: int, source_base: int, source_devices: tuple[int, ...], i: int,
+                  devices: tuple[int, ...], flows: tuple, deps: list[list[int]], tasks: list[Task],
+                  memory: dict[int, int] | None) -> None:
         """Wire the slices op i's tasks read from `source_op`'s tasks (activations forward, gradients
-        backward): a dependency when on the same device, else a TRANSFER task on the link."""
+        backward; `flows` holds (source task, task, bytes)): a dependency when on the same device, else a
+        TRANSFER task on the link."""
         transfer_base = seg << 24 | _TRANSFER
-        for m, src, k, num_bytes in flows:
-            dst = config.devices[k]
-            source_key = source_base | m
+        links = self._links
+        for m, k, num_bytes in flows:
+            src, dst = source_devices[m], devices[k]
             if src == dst:
-                deps[k].append(source_key)
+                deps[k].append(source_base | m)
                 continue
             key = transfer_base | len(tasks)
-            latency_ms, ms_per_byte, resources = self._links[src][dst]
-            tasks.append(Task(key, TRANSFER, (source_op, m, i, k), resources, latency_ms + num_bytes * ms_per_byte,
-                              (source_key,)))
+            latency_ms, ms_per_byte, resources = links[src][dst]
+            tasks.append(_new_task(Task, (key, TRANSFER, (source_op, m, i, k), resources,
+                                          latency_ms + num_bytes * ms_per_byte, (source_base | m,))))
             deps[k].append(key)
             if memory is not None:
                 memory[dst] = memory.get(dst, 0) + num_bytes
@@ -234,7 +245,7 @@ class TaskGraphBuilder:
         tasks = []
         update_ms = self.cost.update_ms(slice_bytes, self.machine.device.kind)
         compute_base, update_base = seg << 24 | _COMPUTE, seg << 24 | _UPDATE
-        for group_index, group in enumerate(replica_groups(self.graph.ops[i], config)):
+        for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
             ready = tuple(compute_base | k for k in group)
             if len(group) > 1:
                 devices = [config.devices[k] for k in group]
@@ -251,12 +262,12 @@ class TaskGraphBuilder:
         return tasks
 
 
-def replica_groups(op: Op, config: ParallelConfig) -> list[list[int]]:
+def replica_groups(op: Op, degrees: tuple[int, ...]) -> list[list[int]]:
     """Tasks grouped by the parameter slice they hold: same channel shard index, in task order."""
     channel_axis = op.output_dims.index(Dim.CHANNEL) if Dim.CHANNEL in op.output_dims else None
     groups: dict[int, list[int]] = {}
-    for k in range(config.num_tasks):
-        shard = config.task_index(k)[channel_axis] if channel_axis is not None else 0
+    for k, index in enumerate(_grid(degrees)):
+        shard = index[channel_axis] if channel_axis is not None else 0
         groups.setdefault(shard, []).append(k)
     return list(groups.values())
 

@@ -172,27 +172,85 @@ def test_graph_with_a_cycle_is_rejected():
 ALEXNET = build_graph("alexnet", "tiny-imagenet", 64)
 
 
+def mixed_machine(num_devices: int, overlap: bool):
+    """Two devices per node, inter-node links five times slower: transfers of every duration."""
+    machine = fake_machine(num_devices, bandwidth_bytes_per_s=5e9, latency_s=2e-6, overlap=overlap, devices_per_node=2)
+    return dataclasses.replace(machine, inter_node=dataclasses.replace(machine.inter_node, bandwidth_bytes_per_s=1e9))
+
+
+def random_move(strategy: Strategy, num_devices: int, rng: np.random.Generator) -> Strategy:
+    op = ALEXNET.ops[rng.integers(len(ALEXNET.ops))]
+    space = enumerate_configs(op, num_devices)
+    return strategy.with_config(op.name, space[rng.integers(len(space))])
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 3, 4, 8]), overlap=st.booleans(),
-       moves=st.integers(1, 30), ops_per_move=st.sampled_from([1, 1, 2]))
+       moves=st.integers(1, 30), ops_per_move=st.sampled_from([1, 1, 2, 3]))
 def test_delta_equals_full_on_random_move_sequences(seed, num_devices, overlap, moves, ops_per_move):
     rng = np.random.default_rng(seed)
-    machine = fake_machine(num_devices, bandwidth_bytes_per_s=5e9, latency_s=2e-6, overlap=overlap,
-                           devices_per_node=2)
-    machine = dataclasses.replace(machine, inter_node=dataclasses.replace(machine.inter_node,
-                                                                          bandwidth_bytes_per_s=1e9))
+    machine = mixed_machine(num_devices, overlap)
     delta, full = Simulator(ALEXNET, machine, FlopCost()), Simulator(ALEXNET, machine, FlopCost())
     strategy = random_strategy(ALEXNET, num_devices, rng)
     delta.full(strategy)
     for _ in range(moves):
-        for _ in range(ops_per_move):  # two ops at once: MCMC's revert of a rejected move plus the next move
-            op = ALEXNET.ops[rng.integers(len(ALEXNET.ops))]
-            space = enumerate_configs(op, num_devices)
-            strategy = strategy.with_config(op.name, space[rng.integers(len(space))])
+        for _ in range(ops_per_move):  # several ops at once, as when MCMC reverts a move and proposes the next
+            strategy = random_move(strategy, num_devices, rng)
         by_delta, by_full = delta.delta(strategy), full.full(strategy)
-        assert by_delta.step_ms == by_full.step_ms
+        assert by_delta.step_ms == by_full.step_ms  # bit for bit, not approximately
         assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
     assert delta.trace() == full.trace()
+
+
+@pytest.mark.parametrize("num_devices", [pytest.param(4, id="4gpu"), pytest.param(8, id="8gpu")])
+def test_delta_after_a_full_simulation_of_another_strategy(num_devices):
+    # A full simulation in the middle of a walk replaces the timeline the next delta starts from; so does
+    # a delta to a strategy that differs in every op (the first move of each MCMC chain).
+    rng = np.random.default_rng(num_devices)
+    machine = mixed_machine(num_devices, overlap=False)
+    simulator, reference = Simulator(ALEXNET, machine, FlopCost()), Simulator(ALEXNET, machine, FlopCost())
+    strategy = data_parallel(ALEXNET, num_devices)
+    simulator.full(strategy)
+    for step in range(40):
+        if step % 10 == 9:
+            strategy = random_strategy(ALEXNET, num_devices, rng)
+        else:
+            strategy = random_move(strategy, num_devices, rng)
+        if step % 13 == 6:
+            simulator.full(random_strategy(ALEXNET, num_devices, rng))
+        assert simulator.delta(strategy).step_ms == reference.full(strategy).step_ms
+    assert simulator.trace() == reference.trace()
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 4, 8]), overlap=st.booleans(),
+       accept=st.sampled_from([0.0, 0.3, 0.8]))
+def test_delta_equals_full_on_mcmc_shaped_sequences(seed, num_devices, overlap, accept):
+    # MCMC prices candidates one move from the current strategy and keeps some: after a rejection the
+    # candidate is one op from the timeline before the last delta, which delta then starts from.
+    rng = np.random.default_rng(seed)
+    machine = mixed_machine(num_devices, overlap)
+    delta, full = Simulator(ALEXNET, machine, FlopCost()), Simulator(ALEXNET, machine, FlopCost())
+    current = random_strategy(ALEXNET, num_devices, rng)
+    delta.full(current)
+    for _ in range(25):
+        candidate = random_move(current, num_devices, rng)
+        by_delta, by_full = delta.delta(candidate), full.full(candidate)
+        assert by_delta.step_ms == by_full.step_ms
+        assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
+        if rng.random() < accept:
+            current = candidate
+    assert delta.trace() == full.trace()
+
+
+def test_a_reverted_move_gives_back_the_same_step_time():
+    rng = np.random.default_rng(5)
+    simulator = Simulator(ALEXNET, mixed_machine(8, overlap=True), FlopCost())
+    start = random_strategy(ALEXNET, 8, rng)
+    before = simulator.full(start).step_ms
+    for _ in range(20):
+        simulator.delta(random_move(start, 8, rng))
+        assert simulator.delta(start).step_ms == before
 
 
 def test_a_measured_allreduce_replaces_the_ring_formula():
@@ -208,16 +266,12 @@ def test_a_measured_allreduce_replaces_the_ring_formula():
 def test_delta_after_a_task_leaves_a_resource_that_a_later_task_uses():
     # Found by the property test above: flatten's move removes a transfer from a link in pool5's backward
     # while an earlier, unmoved task on that link made the link look settled; conv5's backward then used
-    # the link. The rebuilt segment's old resources must count as moved after that segment, not before.
-    machine = fake_machine(8, bandwidth_bytes_per_s=5e9, latency_s=2e-6, overlap=False, devices_per_node=2)
-    machine = dataclasses.replace(machine, inter_node=dataclasses.replace(machine.inter_node,
-                                                                          bandwidth_bytes_per_s=1e9))
+    # the link. A resource's free time must come from the new timeline, not from the old segment.
     rng = np.random.default_rng(113234496)
+    machine = mixed_machine(8, overlap=False)
     delta, full = Simulator(ALEXNET, machine, FlopCost()), Simulator(ALEXNET, machine, FlopCost())
     strategy = random_strategy(ALEXNET, 8, rng)
     delta.full(strategy)
     for _ in range(5):
-        op = ALEXNET.ops[rng.integers(len(ALEXNET.ops))]
-        space = enumerate_configs(op, 8)
-        strategy = strategy.with_config(op.name, space[rng.integers(len(space))])
+        strategy = random_move(strategy, 8, rng)
         assert delta.delta(strategy).step_ms == full.full(strategy).step_ms
