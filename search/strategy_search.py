@@ -5,9 +5,10 @@
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, a random strategy)
 runs one chain with an equal share of the budget and its own random stream (seed, start index), so the
 same seed gives the same strategy whenever chains stop by convergence or by iterations. Chains run one
-after another, the cheapest start first, so a good start's chain is searched soonest. A strategy over a
-device's memory costs inf (never accepted). The result is the best over all chains, never worse than
-the best start.
+after another, the cheapest start first, so a good start's chain is searched soonest. Each proposal
+gives a random op a random config, its split drawn first (search.proposals.random_op_random_split). A
+strategy over a device's memory costs inf (never accepted). The result is the best over all chains,
+never worse than the best start.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from models.errors import SoapError
 from models.graph import OpGraph
 from search.mcmc import Budget, MCMCResult, run_mcmc
-from search.proposals import random_op_random_config
+from search.proposals import random_op_random_split
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
@@ -97,7 +98,7 @@ def search_strategy(
         iterations=None if budget.iterations is None else max(1, budget.iterations // len(starts)),
         min_iterations=budget.min_iterations,
     )
-    propose = random_op_random_config(graph, machine.num_devices)
+    propose = random_op_random_split(graph, machine.num_devices)
     began = time.perf_counter()
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
