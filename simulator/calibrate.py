@@ -7,9 +7,9 @@
    timed, forward and backward, on one device: on the CPU, a pinned core of a local-cluster worker
    (soap.devices) while the N workers all time the same ops at once, as in a parallel step. Timings go into a profile (simulator.cost.TableCostModel) keyed by
    device kind, JAX version (with models.network.OPS_VERSION, how the ops are computed) and the local op's cost key; a second run finds them in the cache.
-2. Point-to-point transfers and all-reduce are timed between the N devices (or workers) from 4 KB to
-   64 MB and fitted to latency + bytes / bandwidth (simulator.linkfit); whether communication overlaps
-   compute is measured too. The result is the machine `local`, written beside the profile.
+2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices)
+   and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB and fitted to latency +
+   bytes / bandwidth (simulator.linkfit); whether communication overlaps compute is measured too. The result is the machine `local`, written beside the profile.
 A corrupt or stale cache file is reported, set aside and rebuilt; a profile of another device kind or
 JAX version is never used.
 """
@@ -32,6 +32,9 @@ from simulator.linkfit import LinkFit, fit_link
 from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, machine_to_json
 from soap.space import valid_degrees
 
+# How the links are measured; a machine cached by another version is measured again. 2: resharding
+# (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo.
+LINKS_VERSION = 2
 MESSAGE_SIZES = tuple(4 * 2**10 * 4**k for k in range(8))  # 4 KB .. 64 MB
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
 
@@ -58,7 +61,8 @@ class CachePaths:
     @classmethod
     def of(cls, cache_dir: Path, device_kind: str, jax_version: str, num_devices: int) -> CachePaths:
         stem = f"{_slug(device_kind)}-jax{jax_version}"
-        return cls(cache_dir / f"profile-{stem}.json", cache_dir / f"machine-local-{num_devices}-{stem}.json")
+        return cls(cache_dir / f"profile-{stem}.json",
+                   cache_dir / f"machine-local-{num_devices}-links{LINKS_VERSION}-{stem}.json")
 
 
 def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> TableCostModel:
@@ -89,20 +93,23 @@ def with_entry(profile: TableCostModel, op: Op, cost: OpCost) -> TableCostModel:
 
 @dataclass(frozen=True)
 class LinkTimings:
-    """Measured milliseconds per message size: one p2p hop and one all-reduce over all devices."""
+    """Measured milliseconds per message size (bytes held by each device): resharding a split array to
+    whole on every device (simulator.measure.time_reshard_ms) and an all-reduce over all devices."""
 
     sizes_bytes: tuple[int, ...]
-    transfer_ms: tuple[float, ...]
+    reshard_ms: tuple[float, ...]
     allreduce_ms: tuple[float, ...]
     overlap: dict  # simulator.measure.time_overlap's figures
 
 
 def fit_links(timings: LinkTimings, num_devices: int) -> tuple[LinkFit, LinkFit]:
-    """(p2p fit, all-reduce fit); the all-reduce is fitted on the ring's traffic 2(r-1)/r * bytes."""
-    p2p = fit_link(list(timings.sizes_bytes), [ms / 1e3 for ms in timings.transfer_ms])
+    """(link fit, all-reduce fit). The link is fitted on the bytes each device receives when resharding,
+    (N-1) * bytes: the simulator charges a transfer task for the bytes it moves. The all-reduce is fitted
+    on the ring's traffic 2(r-1)/r * bytes."""
+    link = fit_link([(num_devices - 1) * b for b in timings.sizes_bytes], [ms / 1e3 for ms in timings.reshard_ms])
     ring = 2 * (num_devices - 1) / num_devices
     allreduce = fit_link([ring * b for b in timings.sizes_bytes], [ms / 1e3 for ms in timings.allreduce_ms])
-    return p2p, allreduce
+    return link, allreduce
 
 
 def overlaps(overlap: dict) -> bool:
@@ -110,8 +117,8 @@ def overlaps(overlap: dict) -> bool:
     return overlap["together_ms"] < 0.8 * (overlap["compute_ms"] + overlap["allreduce_ms"])
 
 
-def local_machine(device: DeviceSpec, num_devices: int, p2p: LinkFit, allreduce: LinkFit, overlap: bool) -> Machine:
-    link = Link(p2p.bandwidth_bytes_per_s, p2p.latency_s)
+def local_machine(device: DeviceSpec, num_devices: int, link_fit: LinkFit, allreduce: LinkFit, overlap: bool) -> Machine:
+    link = Link(link_fit.bandwidth_bytes_per_s, link_fit.latency_s)
     return Machine("local", device, num_devices, num_devices, link, link, overlap,
                    allreduce=Link(allreduce.bandwidth_bytes_per_s, allreduce.latency_s))
 
@@ -204,21 +211,21 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     device = _device_spec(graph, kind, profile, num_devices)
     if num_devices == 1:
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
-    say(f"calibrating the links between {num_devices} pinned workers (4 KB - 64 MB, p2p and all-reduce)")
+    say(f"calibrating the links between {num_devices} pinned workers (4 KB - 64 MB, resharding and all-reduce)")
     job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
     report = run_worker_job(json.dumps(job), num_devices, lambda f: json.loads((f / "links.json").read_text()),
                             "simulator.calibrate_worker", timeout_s)
     if report.warning:
         say(f"warning: {report.warning}")
-    timings = LinkTimings(tuple(report.results["sizes_bytes"]), tuple(report.results["transfer_ms"]),
+    timings = LinkTimings(tuple(report.results["sizes_bytes"]), tuple(report.results["reshard_ms"]),
                           tuple(report.results["allreduce_ms"]), report.results["overlap"])
-    p2p, allreduce = fit_links(timings, num_devices)
-    say(f"links: p2p {p2p.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {p2p.latency_s * 1e6:.0f} us (R^2 "
-        f"{p2p.r_squared:.4f}); all-reduce {allreduce.bandwidth_bytes_per_s / 1e9:.2f} GB/s + "
+    link, allreduce = fit_links(timings, num_devices)
+    say(f"links: resharding {link.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {link.latency_s * 1e6:.0f} us (R^2 "
+        f"{link.r_squared:.4f}); all-reduce {allreduce.bandwidth_bytes_per_s / 1e9:.2f} GB/s + "
         f"{allreduce.latency_s * 1e6:.0f} us (R^2 {allreduce.r_squared:.4f}); overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
-    return local_machine(device, num_devices, p2p, allreduce, overlaps(timings.overlap))
+    return local_machine(device, num_devices, link, allreduce, overlaps(timings.overlap))
 
 
 def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int) -> DeviceSpec:

@@ -5,7 +5,7 @@ cached], "ops": bool, "links": bool}. With "ops", every process times every need
 on its pinned core (all cores busy, as in a parallel step); process 0 appends one JSON line per op to
 FOLDER/ops.jsonl as it goes (the parent shows
 progress and keeps what was measured if stopped), and the optimizer update. With "links", all workers
-time p2p transfers and all-reduces over MESSAGE_SIZES and the overlap probe; process 0 writes
+time resharding (all-gather) and all-reduce over MESSAGE_SIZES and the overlap probe; process 0 writes
 FOLDER/links.json.
 """
 
@@ -40,7 +40,7 @@ def main(folder: Path, process_id: int) -> int:
     if job["links"]:
         links = {
             "sizes_bytes": list(MESSAGE_SIZES),
-            "transfer_ms": [measure.time_transfer_ms(size) for size in MESSAGE_SIZES],
+            "reshard_ms": [measure.time_reshard_ms(size) for size in MESSAGE_SIZES],
             "allreduce_ms": [measure.time_allreduce_ms(size) for size in MESSAGE_SIZES],
             "overlap": measure.time_overlap(),
         }

@@ -78,14 +78,15 @@ def _per_device_array(mesh, num_bytes: int) -> jax.Array:
     return jax.make_array_from_callback(shape, sharding, lambda index: np.ones((per_device,), np.float32))
 
 
-def time_transfer_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
-    """Each device sends `num_bytes` to the next one of a ring (ppermute), all at once: one p2p time."""
+def time_reshard_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
+    """An array split over the devices, `num_bytes` on each, made whole on every device by XLA's resharding
+    (an all-gather): how a training step's program moves the input slices a task reads from other devices.
+    Each device receives (N-1) * num_bytes. (On gloo this is 2-2.5x slower than a ppermute of the same
+    bytes, measured 2026-11-24: 16 MB in 32.9 ms against 13.5.)"""
     mesh = _ring_mesh()
-    n = jax.device_count()
-    shift = jax.jit(jax.shard_map(lambda a: jax.lax.ppermute(a, "ring", [(i, (i + 1) % n) for i in range(n)]),
-                                  mesh=mesh, in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
+    gather = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, PartitionSpec()))
     x = _per_device_array(mesh, num_bytes)
-    return time_steps(lambda: shift(x), warmup, repeats).median_ms
+    return time_steps(lambda: gather(x), warmup, repeats).median_ms
 
 
 def time_allreduce_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
@@ -117,8 +118,10 @@ def time_overlap(matmul_size: int = 1024, allreduce_bytes: int = 32 * MiB, repea
     only_compute = jax.jit(jax.shard_map(compute, mesh=mesh, in_specs=spec, out_specs=spec))
     only_comm = jax.jit(jax.shard_map(lambda x: jax.lax.psum(x, "ring"), mesh=mesh, in_specs=spec, out_specs=spec))
     together = jax.jit(jax.shard_map(both, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec)))
-    return {
-        "compute_ms": time_steps(lambda: only_compute(a), 2, repeats).median_ms,
-        "allreduce_ms": time_steps(lambda: only_comm(x), 2, repeats).median_ms,
-        "together_ms": time_steps(lambda: together(a, x), 2, repeats).median_ms,
-    }
+    # The fastest of three interleaved rounds each: one slow round (another process busy) once made a
+    # slow compute look overlapped with the all-reduce.
+    rounds = [(time_steps(lambda: only_compute(a), 2, repeats).median_ms,
+               time_steps(lambda: only_comm(x), 2, repeats).median_ms,
+               time_steps(lambda: together(a, x), 2, repeats).median_ms) for _ in range(3)]
+    compute_ms, allreduce_ms, together_ms = (min(column) for column in zip(*rounds))
+    return {"compute_ms": compute_ms, "allreduce_ms": allreduce_ms, "together_ms": together_ms}

@@ -47,7 +47,8 @@ def test_profile_of_another_jax_version_is_not_used(tmp_path):
 
 def test_link_fits_and_local_machine():
     sizes = (4096, 65536, 1 << 20, 16 << 20)
-    # p2p: 0.1 ms + bytes / 1 GB/s; all-reduce on 2 devices: ring traffic = bytes, 0.2 ms + bytes / 0.5 GB/s.
+    # Resharding: 0.1 ms + received bytes / 1 GB/s; all-reduce on 2 devices: ring traffic = bytes, 0.2 ms +
+    # bytes / 0.5 GB/s.
     timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.2 + b / 0.5e6 for b in sizes),
                           {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7})
     p2p, allreduce = fit_links(timings, 2)
@@ -58,6 +59,11 @@ def test_link_fits_and_local_machine():
     machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, p2p, allreduce, False)
     assert machine.name == "local" and machine.link(0, 1).bandwidth_bytes_per_s == pytest.approx(1e9)
     assert machine.allreduce.latency_s == pytest.approx(2e-4) and not machine.comm_overlaps_compute
+    # On 4 devices each receives 3x the bytes each holds; the link is fitted on what a device receives.
+    four = LinkTimings(sizes, tuple(0.1 + 3 * b / 1e6 for b in sizes), tuple(0.2 + 1.5 * b / 0.5e6 for b in sizes),
+                       timings.overlap)
+    link, allreduce = fit_links(four, 4)
+    assert link.bandwidth_bytes_per_s == pytest.approx(1e9) and allreduce.bandwidth_bytes_per_s == pytest.approx(0.5e9)
 
 
 def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_the_cache(tmp_path):
