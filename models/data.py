@@ -8,7 +8,8 @@ batch dropped, decoded by a thread pool a few batches ahead (PIL releases the GI
 
 Normalization: RGB (grayscale files are converted), resized bilinear to the dataset's size if it differs,
 then / 255, minus the ImageNet per-channel mean, over the ImageNet per-channel std (the torchvision
-constants), so real images are roughly zero-mean unit-variance like the synthetic ones (standard normal).
+constants). Synthetic images are uniformly random pixels normalized the same way (a cheap stand-in with
+the same value range; drawing standard-normal floats held Dogs vs Cats at 338 images/s).
 
 Unreadable files are skipped, never fatal: a file whose header PIL cannot read is left out when the dataset
 opens; one that opens but fails to decode (truncated) is served as a zero image, keeping the epoch's order.
@@ -17,6 +18,7 @@ Both are listed in `skipped_files`. A dataset with no readable image is a DataEr
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -123,9 +125,10 @@ class Dataset:
     def _batch(self, indices: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Path]]:
         images = np.zeros((len(indices), *self.image_shape), np.float32)
         if self.synthetic:
+            num_bytes = math.prod(self.image_shape)
             for row in rows:
-                images[row] = np.random.default_rng([self.seed, indices[row]]).standard_normal(self.image_shape,
-                                                                                                np.float32)
+                pixels = np.random.default_rng([self.seed, indices[row]]).bytes(num_bytes)
+                images[row] = normalize(np.frombuffer(pixels, np.uint8).reshape(self.image_shape))
             return images, self.labels[indices], []
         pixels = [_read_image(self.files[indices[row]], self.image_shape) for row in rows]
         failed = [self.files[indices[row]] for row, p in zip(rows, pixels) if p is None]
