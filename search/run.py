@@ -3,7 +3,8 @@
     python -m search.optimize --model alexnet --gpus 2          # fills the table's measured column
 
 Without GPUs the devices at hand are a local cluster of pinned worker processes (soap.devices); each
-strategy runs in its own cluster job, so that one strategy that cannot run is marked, not fatal.
+strategy runs in its own cluster job, so that one strategy that cannot run is marked, not fatal. With
+GPUs (JAX's backend is not the CPU) this process drives the first N devices (soap.runner).
 
 Other work on the machine slows a whole run, not single steps: on this 2-core machine, the same data
 parallel strategy ran at 469-538 ms a step in quiet runs and at 700-750 ms in runs beside another busy
@@ -33,23 +34,42 @@ class Measured(NamedTuple):
 
 def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devices: int, timed_steps: int,
                        rounds: int = 1) -> dict[str, Measured]:
-    """Each strategy run for real `rounds` times on a local cluster of pinned workers (interleaved)."""
+    """Each strategy run for real `rounds` times (interleaved): on a local cluster of pinned workers, or
+    on this process's first `num_devices` devices when they are not CPUs."""
+    import jax
+
+    run = _run_here if jax.default_backend() != "cpu" else _run_on_cluster
     runs: dict[str, list] = {name: [] for name in strategies}
     failed: dict[str, str] = {}
     for round_number in range(rounds):
         for name, strategy in strategies.items():
             if name in failed:
                 continue
-            print(f"running {name} on {num_devices} local workers (round {round_number + 1} of {rounds}) ...",
+            print(f"running {name} on {num_devices} local devices (round {round_number + 1} of {rounds}) ...",
                   file=sys.stderr, flush=True)
-            job = ClusterJob.for_strategies(graph, [strategy], RunConfig(warmup_steps=2, timed_steps=timed_steps))
             try:
-                report = run_on_cluster(job, num_devices, timeout_s=900)
+                runs[name].append(run(graph, strategy, num_devices, RunConfig(warmup_steps=2, timed_steps=timed_steps)))
             except SoapError as error:
                 failed[name] = f"not run: {error}"
-                continue
-            runs[name].append((report.results[0].step_time, report.warning))
     return {name: Measured(None, failed[name]) if name in failed else _fastest(runs[name]) for name in strategies}
+
+
+def _run_on_cluster(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig):
+    report = run_on_cluster(ClusterJob.for_strategies(graph, [strategy], config), num_devices, timeout_s=900)
+    return report.results[0].step_time, report.warning
+
+
+def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig):
+    import jax
+
+    from soap.runner import run_strategy
+
+    if jax.device_count() < num_devices:
+        raise SoapError(f"the strategy is for {num_devices} devices but this process has {jax.device_count()}")
+    try:
+        return run_strategy(graph, strategy, config, jax.devices()[:num_devices]).step_time, None
+    except Exception as error:  # as a cluster worker's failure: this strategy is marked, the others run
+        raise SoapError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
 
 
 def _fastest(runs: list) -> Measured:

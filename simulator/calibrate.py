@@ -5,11 +5,15 @@
 
 1. Every local op (models.op.local_op) that the SOAP space can produce for the model on N devices is
    timed, forward and backward, on one device: on the CPU, a pinned core of a local-cluster worker
-   (soap.devices) while the N workers all time the same ops at once, as in a parallel step. Timings go into a profile (simulator.cost.TableCostModel) keyed by
-   device kind, JAX version (with models.network.OPS_VERSION, how the ops are computed) and the local op's cost key; a second run finds them in the cache.
+   (soap.devices) while the N workers all time the same ops at once, as in a parallel step; on GPUs,
+   the first GPU of this process, which drives them all (the links below are measured the same way).
+   Timings go into a profile (simulator.cost.TableCostModel) keyed by device kind, JAX version (with
+   models.network.OPS_VERSION, how the ops are computed) and the local op's cost key; a second run finds
+   them in the cache.
 2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices)
    and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB and fitted to latency +
-   bytes / bandwidth (simulator.linkfit); whether communication overlaps compute is measured too. The result is the machine `local`, written beside the profile.
+   bytes / bandwidth (simulator.linkfit); whether communication overlaps compute is measured too. The
+   result is the machine `local`, written beside the profile.
 A corrupt or stale cache file is reported, set aside and rebuilt; a profile of another device kind or
 JAX version is never used.
 """
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,39 +161,41 @@ def _read_ops_log(folder: Path) -> tuple[dict[str, OpCost], float | None]:
 
 
 def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
-              timeout_s: float = 3600) -> tuple[Machine, TableCostModel]:
-    """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached)."""
+              timeout_s: float = 3600, in_process: bool | None = None) -> tuple[Machine, TableCostModel]:
+    """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached).
+
+    CPU devices are measured in a local cluster of pinned workers; other devices (GPUs) by this process,
+    which drives them all (`in_process`, default: when JAX's backend is not the CPU)."""
     import jax
     from tqdm import tqdm
 
-    from soap.devices import run_worker_job
-
-    if jax.default_backend() != "cpu":
-        raise SoapError(f"calibration on {jax.default_backend()} devices runs in one process and is not wired "
-                        f"in this version; use a datasheet machine (--machine h100x8) or the CPU cluster")
     from models.network import OPS_VERSION
 
-    kind, version = cpu_kind(num_devices), f"{jax.__version__}+ops{OPS_VERSION}"  # timings of these ops
+    in_process = jax.default_backend() != "cpu" if in_process is None else in_process
+    if in_process and jax.device_count() < num_devices:
+        raise SoapError(f"calibrating {num_devices} devices, but this process has {jax.device_count()} "
+                        f"{jax.default_backend()} devices; ask for at most {jax.device_count()}")
+    kind = local_device_kind(num_devices, in_process)
+    version = f"{jax.__version__}+ops{OPS_VERSION}"  # timings of these ops
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     profile = load_profile(paths.profile, kind, version, say)
     needed = needed_local_ops(graph, num_devices)
     missing = [op for op in needed if op.cost_key not in profile.entries]
     if missing or not profile.update_ms_per_mib:
-        say(f"calibrating {len(missing)} op shapes of {graph.model} on {num_devices} pinned cores at once "
-            f"({kind}); cached in {paths.profile}")
+        where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
+        say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
         job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
                "num_devices": num_devices, "skip": sorted(profile.entries), "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
                 done, _ = _read_ops_log(folder)
                 bar.update(len(done) - bar.n)
-            measured, update = run_worker_job(json.dumps(job), num_devices, _read_ops_log, "simulator.calibrate_worker",
-                                              timeout_s, on_poll=progress).results
+            (measured, update), _ = _run_job(job, _read_ops_log, timeout_s, in_process, on_poll=progress)
         profile = TableCostModel(kind, version, {**profile.entries, **measured}, update or 0.0, str(paths.profile))
         save_profile(paths.profile, profile)
     machine = _cached_machine(paths.machine, say)
     if machine is None:
-        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, say)
+        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say)
         paths.machine.write_text(machine_to_json(machine))
     return machine, profile
 
@@ -204,22 +211,45 @@ def _cached_machine(path: Path, say) -> Machine | None:
         return None
 
 
-def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: TableCostModel, timeout_s: float,
-                     say) -> Machine:
-    from soap.devices import run_worker_job
+def _run_job(job: dict, read_results, timeout_s: float, in_process: bool, on_poll=None):
+    """(results, warning) of a calibration job: on a local cluster of pinned workers, or in this process."""
+    if not in_process:
+        from soap.devices import run_worker_job
 
-    device = _device_spec(graph, kind, profile, num_devices)
+        report = run_worker_job(json.dumps(job), job["num_devices"], read_results, "simulator.calibrate_worker",
+                                timeout_s, on_poll=on_poll)
+        return report.results, report.warning
+    from simulator.calibrate_worker import run_job
+
+    with tempfile.TemporaryDirectory(prefix="soap-calibrate-") as folder:
+        run_job(job, Path(folder), reporter=True)
+        return read_results(Path(folder)), None
+
+
+def local_device_kind(num_devices: int, in_process: bool) -> str:
+    """The kind that keys the profile: JAX's device kind (e.g. 'NVIDIA H100 80GB HBM3') in one process,
+    a pinned CPU core (cpu_kind) in a cluster."""
+    if not in_process:
+        return cpu_kind(num_devices)
+    import jax
+
+    return f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
+
+
+def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: TableCostModel, timeout_s: float,
+                     in_process: bool, say) -> Machine:
+    device = _device_spec(graph, kind, profile, num_devices, in_process)
     if num_devices == 1:
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
-    say(f"calibrating the links between {num_devices} pinned workers (4 KB - 64 MB, resharding and all-reduce)")
+    where = f"{num_devices} devices" if in_process else f"{num_devices} pinned workers"
+    say(f"calibrating the links between {where} (4 KB - 64 MB, resharding and all-reduce)")
     job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
-    report = run_worker_job(json.dumps(job), num_devices, lambda f: json.loads((f / "links.json").read_text()),
-                            "simulator.calibrate_worker", timeout_s)
-    if report.warning:
-        say(f"warning: {report.warning}")
-    timings = LinkTimings(tuple(report.results["sizes_bytes"]), tuple(report.results["reshard_ms"]),
-                          tuple(report.results["allreduce_ms"]), report.results["overlap"])
+    results, warning = _run_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process)
+    if warning:
+        say(f"warning: {warning}")
+    timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
+                          tuple(results["allreduce_ms"]), results["overlap"])
     link, allreduce = fit_links(timings, num_devices)
     say(f"links: resharding {link.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {link.latency_s * 1e6:.0f} us (R^2 "
         f"{link.r_squared:.4f}); all-reduce {allreduce.bandwidth_bytes_per_s / 1e9:.2f} GB/s + "
@@ -228,14 +258,25 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     return local_machine(device, num_devices, link, allreduce, overlaps(timings.overlap))
 
 
-def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int) -> DeviceSpec:
+def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int, in_process: bool) -> DeviceSpec:
     """Rates the roofline would use, estimated from the measurements (the profile prices the ops)."""
     ops = needed_local_ops(graph, num_devices)
     flops_per_s = max(op.forward_flops / (profile.entries[op.cost_key].forward_ms / 1e3)
                       for op in ops if profile.entries[op.cost_key].forward_ms > 0)
     bandwidth = 5 * 2**20 / (profile.update_ms_per_mib / 1e3) if profile.update_ms_per_mib else 1e10
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // num_devices
+    memory = _device_memory_bytes(num_devices, in_process)
     return DeviceSpec(kind, flops_per_s, bandwidth, memory)
+
+
+def _device_memory_bytes(num_devices: int, in_process: bool) -> int:
+    """An accelerator's own memory as JAX reports it; a CPU core's share of the host's memory."""
+    if in_process:
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // num_devices
 
 
 def main(argv: list[str] | None = None) -> int:

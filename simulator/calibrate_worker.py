@@ -21,15 +21,25 @@ def main(folder: Path, process_id: int) -> int:
     job = json.loads(join_cluster(folder, process_id))
     import jax
 
+    run_job(job, folder, reporter=process_id == 0)
+    jax.distributed.shutdown()
+    return 0
+
+
+def run_job(job: dict, folder: Path, reporter: bool) -> None:
+    """Measure what `job` asks on this process's devices (the first num_devices of them for the links);
+    the reporter writes FOLDER/ops.jsonl and FOLDER/links.json. Every worker of a cluster runs it, or one
+    process that drives all the devices (GPUs)."""
     from models.zoo import build_graph
     from simulator import measure
     from simulator.calibrate import MESSAGE_SIZES, needed_local_ops
 
+    num_devices = job["num_devices"]
     if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
         graph = build_graph(job["model"], job["dataset"], job["batch_size"])
         skip = set(job["skip"])
-        with open(folder / "ops.jsonl" if process_id == 0 else os.devnull, "a") as log:
-            for op in needed_local_ops(graph, job["num_devices"]):
+        with open(folder / "ops.jsonl" if reporter else os.devnull, "a") as log:
+            for op in needed_local_ops(graph, num_devices):
                 if op.cost_key in skip:
                     continue
                 cost = measure.time_local_op(op)
@@ -40,14 +50,12 @@ def main(folder: Path, process_id: int) -> int:
     if job["links"]:
         links = {
             "sizes_bytes": list(MESSAGE_SIZES),
-            "reshard_ms": [measure.time_reshard_ms(size) for size in MESSAGE_SIZES],
-            "allreduce_ms": [measure.time_allreduce_ms(size) for size in MESSAGE_SIZES],
-            "overlap": measure.time_overlap(),
+            "reshard_ms": [measure.time_reshard_ms(size, num_devices) for size in MESSAGE_SIZES],
+            "allreduce_ms": [measure.time_allreduce_ms(size, num_devices) for size in MESSAGE_SIZES],
+            "overlap": measure.time_overlap(num_devices),
         }
-        if process_id == 0:
+        if reporter:
             (folder / "links.json").write_text(json.dumps(links))
-    jax.distributed.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -66,42 +66,45 @@ def update_ms_per_mib(num_mib: int = 32, warmup: int = 2, repeats: int = 7) -> f
     return time_steps(lambda: update(params, state), warmup, repeats).median_ms / num_mib
 
 
-def _ring_mesh() -> jax.sharding.Mesh:
-    return jax.make_mesh((jax.device_count(),), ("ring",), axis_types=(AxisType.Auto,))
+def _ring_mesh(num_devices: int | None) -> jax.sharding.Mesh:
+    """The first `num_devices` devices (all of them if None: a cluster has one per worker) in a ring."""
+    devices = jax.devices()[:num_devices]
+    return jax.sharding.Mesh(np.array(devices), ("ring",), axis_types=(AxisType.Auto,))
 
 
 def _per_device_array(mesh, num_bytes: int) -> jax.Array:
     """A global array whose shard on each device holds `num_bytes` bytes of float32."""
     per_device = max(num_bytes // 4, 1)
     sharding = NamedSharding(mesh, PartitionSpec("ring"))
-    shape = (per_device * jax.device_count(),)
+    shape = (per_device * mesh.size,)
     return jax.make_array_from_callback(shape, sharding, lambda index: np.ones((per_device,), np.float32))
 
 
-def time_reshard_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
+def time_reshard_ms(num_bytes: int, num_devices: int | None = None, warmup: int = 2, repeats: int = 7) -> float:
     """An array split over the devices, `num_bytes` on each, made whole on every device by XLA's resharding
     (an all-gather): how a training step's program moves the input slices a task reads from other devices.
     Each device receives (N-1) * num_bytes. (On gloo this is 2-2.5x slower than a ppermute of the same
     bytes, measured 2026-11-24: 16 MB in 32.9 ms against 13.5.)"""
-    mesh = _ring_mesh()
+    mesh = _ring_mesh(num_devices)
     gather = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, PartitionSpec()))
     x = _per_device_array(mesh, num_bytes)
     return time_steps(lambda: gather(x), warmup, repeats).median_ms
 
 
-def time_allreduce_ms(num_bytes: int, warmup: int = 2, repeats: int = 7) -> float:
+def time_allreduce_ms(num_bytes: int, num_devices: int | None = None, warmup: int = 2, repeats: int = 7) -> float:
     """All-reduce (psum) of `num_bytes` held by every device."""
-    mesh = _ring_mesh()
+    mesh = _ring_mesh(num_devices)
     reduce = jax.jit(jax.shard_map(lambda a: jax.lax.psum(a, "ring"), mesh=mesh,
                                    in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
     x = _per_device_array(mesh, num_bytes)
     return time_steps(lambda: reduce(x), warmup, repeats).median_ms
 
 
-def time_overlap(matmul_size: int = 1024, allreduce_bytes: int = 32 * MiB, repeats: int = 5) -> dict[str, float]:
+def time_overlap(num_devices: int | None = None, matmul_size: int = 1024, allreduce_bytes: int = 32 * MiB,
+                 repeats: int = 5) -> dict[str, float]:
     """Whether communication overlaps compute: a matmul chain and an independent all-reduce, alone and
     in one program (shared/REFERENCE.md: on XLA:CPU with gloo, 48.6 ms + 53.4 ms took 99.7 ms together)."""
-    mesh = _ring_mesh()
+    mesh = _ring_mesh(num_devices)
     spec = PartitionSpec("ring")
     a = _per_device_array(mesh, matmul_size * matmul_size * 4)
     x = _per_device_array(mesh, allreduce_bytes)

@@ -84,3 +84,41 @@ def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_t
     said.clear()
     again, cached = calibrate(graph, 1, tmp_path, say=said.append)
     assert said == [] and cached.entries == profile.entries and again == machine
+
+
+IN_ONE_PROCESS = """
+import json, sys
+from pathlib import Path
+from models.zoo import build_graph
+from simulator.calibrate import calibrate, local_device_kind
+from simulator.simulate import Simulator
+from soap.baselines import data_parallel
+
+graph = build_graph("alexnet", "tiny-imagenet", 2)
+said = []
+machine, profile = calibrate(graph, 2, Path(sys.argv[1]), say=said.append, in_process=True)
+print(json.dumps({"said": said, "kind": machine.device.kind, "expected_kind": local_device_kind(2, True),
+                  "devices": machine.num_devices, "bandwidth": machine.link(0, 1).bandwidth_bytes_per_s,
+                  "allreduce": machine.allreduce.bandwidth_bytes_per_s, "entries": len(profile.entries),
+                  "step_ms": Simulator(graph, machine, profile).full(data_parallel(graph, 2)).step_ms}))
+"""
+
+
+def test_calibrating_in_one_process_measures_its_own_devices(tmp_path):
+    # The GPU path (one process drives all its devices), run on 2 CPU devices of one process.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    process = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(tmp_path)], capture_output=True, text=True,
+                             env=env, timeout=600, cwd=Path(__file__).resolve().parents[2])
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.splitlines()[-1])
+    assert result["said"][0].startswith("calibrating 39 op shapes of alexnet on one cpu")
+    assert result["said"][1].startswith("calibrating the links between 2 devices")
+    assert result["kind"] == result["expected_kind"] and result["kind"].endswith("(cpu)")
+    assert result["devices"] == 2 and result["bandwidth"] > 0 and result["allreduce"] > 0
+    assert result["entries"] == 39 and result["step_ms"] > 0
