@@ -68,7 +68,7 @@ def searched_strategy(graph, args) -> tuple[Strategy, str]:
     baselines, _ = baseline_strategies(graph, args.gpus)
     result = search_strategy(graph, machine, profile, search_starts(graph, args.gpus, baselines, args.seed),
                              Budget(seconds=args.budget), args.seed)
-    return result.best, f"searched {result.seconds:.0f} s on the local machine, simulated {result.best_ms:.1f} ms/step"
+    return result.best, f"searched {result.seconds:.1f} s on the local machine, simulated {result.best_ms:.1f} ms/step"
 
 
 def run(graph, dataset_name: str, data_dir, strategies: dict[str, Strategy], num_workers: int,

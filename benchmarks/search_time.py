@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
 from models.zoo import build_graph
 from search.mcmc import Budget
-from search.strategy_search import SearchResult, search_strategy
+from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
-from soap.baselines import data_parallel, model_parallel, owt, random_strategy
 
 FLEXFLOW_S = {4: (0.11, 0.04), 8: (0.40, 0.13), 16: (1.4, 0.48), 32: (5.3, 1.8), 64: (18.0, 5.9)}
 
@@ -38,9 +35,7 @@ def time_to_within(result: SearchResult, target_ms: float) -> float | None:
 def run_size(graph, num_devices: int, iterations: int, seed: int) -> dict:
     machine = machine_preset("p100-4x4", num_devices)
     cost = RooflineCostModel(machine.device)
-    starts = [("data_parallel", data_parallel(graph, num_devices)), ("owt", owt(graph, num_devices)),
-              ("model_parallel", model_parallel(graph, num_devices)),
-              ("random", random_strategy(graph, num_devices, np.random.default_rng(seed)))]
+    starts = search_starts(graph, num_devices, baseline_strategies(graph, num_devices)[0], seed)
     long = search_strategy(graph, machine, cost, starts, Budget(iterations=10 * iterations), seed)
     target = long.best_ms * 1.01
     budget = Budget(iterations=iterations)
