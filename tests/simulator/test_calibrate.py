@@ -51,12 +51,12 @@ def test_link_fits_and_local_machine():
     # bytes / 0.5 GB/s.
     timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.2 + b / 0.5e6 for b in sizes),
                           {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7})
-    p2p, allreduce = fit_links(timings, 2)
-    assert p2p.bandwidth_bytes_per_s == pytest.approx(1e9) and p2p.latency_s == pytest.approx(1e-4)
+    link, allreduce = fit_links(timings, 2)
+    assert link.bandwidth_bytes_per_s == pytest.approx(1e9) and link.latency_s == pytest.approx(1e-4)
     assert allreduce.bandwidth_bytes_per_s == pytest.approx(0.5e9) and allreduce.latency_s == pytest.approx(2e-4)
     assert not overlaps(timings.overlap)  # the measured CPU figures of shared/REFERENCE.md
     assert overlaps({"compute_ms": 50, "allreduce_ms": 50, "together_ms": 55})
-    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, p2p, allreduce, False)
+    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, link, allreduce, False)
     assert machine.name == "local" and machine.link(0, 1).bandwidth_bytes_per_s == pytest.approx(1e9)
     assert machine.allreduce.latency_s == pytest.approx(2e-4) and not machine.comm_overlaps_compute
     # On 4 devices each receives 3x the bytes each holds; the link is fitted on what a device receives.
