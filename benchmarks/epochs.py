@@ -1,10 +1,12 @@
 """The seed's experiment: train AlexNet for whole epochs per strategy and print its epoch-time tables.
 
     python -m benchmarks.epochs --dataset tiny-imagenet --gpus 2 --epochs 20 [--steps-per-epoch K]
-        [--data-dir DIR] [--batch-size 128] [--budget 20] [--strategy-file STRATEGY.json] [--json PATH]
+        [--data-dir DIR] [--batch-size 128] [--budget 20] [--min-gain 2] [--strategy-file STRATEGY.json]
+        [--json PATH]
 
 Trains single, data_parallel, model_parallel, owt and the searched strategy (searched here on the
-calibrated `local` machine, or read from --strategy-file) on a local cluster of N pinned workers, each
+calibrated `local` machine and recommended as search.optimize does, or read from --strategy-file; a
+searched strategy that IS a baseline is trained once and shown in both rows, marked "= name") on a local cluster of N pinned workers, each
 for --epochs epochs of --steps-per-epoch steps (default: the whole dataset), from the same initial
 weights over the same batches. Prints, per strategy, every epoch's time and min / Q1 / median / mean /
 Q3 / max as the seed's appendix B does; then the average epoch time per strategy and its speedup over
@@ -29,7 +31,8 @@ import numpy as np
 from models.data import measure_throughput, open_dataset
 from models.errors import SoapError
 from models.zoo import DEFAULT_BATCH_SIZE, build_graph
-from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, positive_float, positive_int
+from search.strategy_search import MIN_GAIN
+from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float, positive_int
 from soap.epochs import EpochConfig, steps_per_epoch
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--data-dir", help="the dataset's folder in its real format; default: synthetic data")
     parser.add_argument("--budget", type=positive_float("--budget"), default=20.0, help="search seconds (ignored with --strategy-file)")
+    parser.add_argument("--min-gain", type=percent("--min-gain"), default=MIN_GAIN, metavar="PERCENT",
+                        help=f"as search.optimize's: recommend the searched strategy only if simulated at least this "
+                             f"much faster than the best baseline (default {MIN_GAIN * 100:g})")
     parser.add_argument("--strategy-file", help="the searched strategy (a strategy.json of search.optimize)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="PATH")
@@ -61,14 +67,16 @@ def searched_strategy(graph, args) -> tuple[Strategy, str]:
             raise UsageError(f"--strategy-file {args.strategy_file!r} cannot be read ({error.strerror})") from None
         return strategy_from_json(text, graph, args.gpus, source=args.strategy_file), f"from {args.strategy_file}"
     from search.mcmc import Budget
-    from search.strategy_search import baseline_strategies, search_starts, search_strategy
+    from search.strategy_search import baseline_strategies, recommend, search_starts, search_strategy
     from simulator.calibrate import calibrate
 
     machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
     baselines, _ = baseline_strategies(graph, args.gpus)
     result = search_strategy(graph, machine, profile, search_starts(graph, args.gpus, baselines, args.seed),
                              Budget(seconds=args.budget), args.seed)
-    return result.best, f"searched {result.seconds:.1f} s on the local machine, simulated {result.best_ms:.1f} ms/step"
+    chosen = recommend(result, args.min_gain)
+    return chosen.strategy, (f"searched {result.seconds:.1f} s on the local machine: {chosen.note}; simulated "
+                             f"{chosen.step_ms:.1f} ms/step")
 
 
 def run(graph, dataset_name: str, data_dir, strategies: dict[str, Strategy], num_workers: int,
@@ -114,7 +122,7 @@ def summarize(records: list[dict], names: list[str]) -> dict[str, dict]:
 def format_tables(summary: dict[str, dict], dataset_name: str) -> str:
     lines = []
     for name, s in summary.items():
-        lines.append(f"\n{name}")
+        lines.append(f"\n{_label(name, s)}")
         times = s["epoch_seconds"]
         for first in range(0, len(times), 10):
             chunk = range(first, min(first + 10, len(times)))
@@ -129,7 +137,7 @@ def format_tables(summary: dict[str, dict], dataset_name: str) -> str:
         speedup = f"{single['mean'] / s['mean']:>7.2f}x" if single else f"{'-':>8}"
         theirs = f"{seed[name]:.2f}x" if name in seed else "-"
         compile_s = f"{s['compile_s']:>10.1f}" if s["compile_s"] is not None else f"{'-':>10}"
-        lines.append(f"{name:<15} {s['mean']:>12.2f} {speedup} {theirs:>14} {compile_s}")
+        lines.append(f"{_label(name, s):<15} {s['mean']:>12.2f} {speedup} {theirs:>14} {compile_s}")
     epochs = max(len(s["losses"]) for s in summary.values())
     lines.append("\ntraining loss per epoch")
     lines.append(f"{'epoch':>5} " + "".join(f"{name:>15}" for name in summary))
@@ -142,6 +150,15 @@ def format_tables(summary: dict[str, dict], dataset_name: str) -> str:
     return "\n".join(lines)
 
 
+def _label(name: str, s: dict) -> str:
+    return f"{name} (= {s['same_as']})" if s.get("same_as") else name
+
+
+def same_as_baseline(strategies: dict[str, Strategy]) -> str | None:
+    """The baseline the searched strategy is (it is trained once, under that name), or None."""
+    return next((name for name, s in strategies.items() if name != "searched" and s == strategies["searched"]), None)
+
+
 def plot(summary: dict[str, dict], path: str, title: str) -> None:
     import matplotlib
 
@@ -150,7 +167,8 @@ def plot(summary: dict[str, dict], path: str, title: str) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4))
     for name, s in summary.items():
-        axes.plot(range(1, len(s["epoch_seconds"]) + 1), s["epoch_seconds"], marker="o", markersize=3, label=name)
+        axes.plot(range(1, len(s["epoch_seconds"]) + 1), s["epoch_seconds"], marker="o", markersize=3,
+                  label=_label(name, s))
     axes.set_xlabel("epoch")
     axes.set_ylabel("epoch time (s)")
     axes.set_title(title, fontsize=9)
@@ -181,15 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"input pipeline alone: {images_per_s:.0f} images/s (one process decoding whole batches); searched: {how}")
     records: list[dict] = []
     status = 0
+    same_as = same_as_baseline(strategies)
+    to_train = {name: s for name, s in strategies.items() if not (same_as and name == "searched")}
     try:
-        run(graph, args.dataset, args.data_dir, strategies, args.gpus, config, records)
+        run(graph, args.dataset, args.data_dir, to_train, args.gpus, config, records)
     except KeyboardInterrupt:
         print("interrupted: the epochs finished so far follow", file=sys.stderr)
         status = EXIT_INTERRUPTED
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
         status = 1
-    summary = summarize(records, list(strategies))
+    summary = summarize(records, list(to_train))
+    if same_as in summary:
+        summary["searched"] = {**summary[same_as], "same_as": same_as}
     if summary:
         print(format_tables(summary, args.dataset))
         plot(summary, args.plot, title)

@@ -5,8 +5,9 @@
     python -m search.optimize --model alexnet --gpus 2 --init runs/previous/strategy.json
 
 Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
-for single, data_parallel, model_parallel, owt and the searched strategy, then the searched strategy op
-by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to --out. Ctrl-C stops
+for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
+baseline when nothing found is at least --min-gain faster: search.strategy_search.recommend), then the
+searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to --out. Ctrl-C stops
 the search, keeps the best so far, writes every file and exits 130. Bad input: one line, exit 2.
 """
 
@@ -26,12 +27,13 @@ from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
 from search.run import measure_strategies
 from search.report import StrategyRow, format_table, plot_search, report_document, write_report
-from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
+from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
+                                    search_starts, search_strategy)
 from simulator.calibrate import calibrate
 from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
-from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, positive_float, positive_int
+from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float, positive_int
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
 
@@ -50,6 +52,7 @@ class Options:
     no_run: bool
     timed_steps: int
     rounds: int
+    min_gain: float  # a fraction
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -71,9 +74,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--steps", type=positive_int("--steps"), default=10, help="timed steps per measured run")
     parser.add_argument("--rounds", type=positive_int("--rounds"), default=2,
                         help="measured runs per strategy, interleaved; the fastest counts (default 2)")
+    parser.add_argument("--min-gain", type=percent("--min-gain"), default=MIN_GAIN, metavar="PERCENT",
+                        help=f"recommend the searched strategy only if simulated at least this much faster than "
+                             f"the best baseline (default {MIN_GAIN * 100:g})")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
-                   args.seed, args.out, args.init, args.no_run, args.steps, args.rounds)
+                   args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain)
 
 
 def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
@@ -130,22 +136,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     starts = search_starts(graph, options.gpus, baselines, options.seed, init)
     result = _search(graph, machine, cost_model, starts, options)
-    strategies = {**baselines, "searched": result.best}
+    chosen = recommend(result, options.min_gain)
+    strategies = {**baselines, "searched": chosen.strategy}
     measured, why_not = {}, "--no-run"
     if machine.name != "local":
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run:
-        measured = measure_strategies(graph, strategies, options.gpus, options.timed_steps, options.rounds)
+        # A kept baseline is the same strategy: run once, shown in both rows.
+        distinct = {name: s for name, s in strategies.items() if not (name == "searched" and chosen.kept in baselines)}
+        measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds)
+        if chosen.kept in baselines:
+            measured["searched"] = measured[chosen.kept]
         why_not = ""
-    rows = _rows(graph, machine, cost_model, strategies, measured)
+    rows = _rows(graph, machine, cost_model, strategies, measured, chosen)
     strategy_file = os.path.join(out, "strategy.json")
-    _write_files(out, strategy_file, graph, machine, cost_model, result, rows, options)
+    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options)
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
     print(f"\nsearched strategy ({result.iterations} iterations in {result.seconds:.1f} s, "
-          f"best found at {result.best_found_at_s:.1f} s):")
-    print(result.best.describe(graph))
+          f"best found at {result.best_found_at_s:.1f} s): {chosen.note}")
+    print(chosen.strategy.describe(graph))
     print(f"\nwrote {strategy_file}, report.json, trace.json, search.png in {out}")
     if result.interrupted:
         print("search interrupted: kept the best strategy found so far", file=sys.stderr)
@@ -180,27 +191,31 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
         signal.signal(signal.SIGINT, previous)
 
 
-def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict) -> list[StrategyRow]:
+def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict,
+          chosen: Recommendation) -> list[StrategyRow]:
     rows = []
     simulator = Simulator(graph, machine, cost_model)
     for name, strategy in strategies.items():
         result = simulator.full(strategy)
         step_ms, note = measured.get(name, (None, ""))
+        if name == "searched" and chosen.kept:
+            note = f"= {chosen.kept}" + (f"; {note}" if note else "")
         if not result.fits_memory:
             note = f"over memory: {result.over_memory()}; {note}"
         rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note))
     return rows
 
 
-def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, rows, options) -> None:
+def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
+                 options) -> None:
     with open(strategy_file, "w") as file:
-        file.write(strategy_to_json(result.best, graph))
+        file.write(strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
-    simulator.full(result.best)
+    simulator.full(chosen.strategy)
     with open(os.path.join(out, "trace.json"), "w") as file:
         file.write(simulator.trace().to_chrome_json())
     document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
-                               batch_size=graph.batch_size, machine=machine.name, search=result, seed=options.seed,
+                               batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept, seed=options.seed,
                                rows=rows, strategy_file=strategy_file)
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,

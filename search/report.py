@@ -3,7 +3,8 @@
 report.json schema (other tools read it; keep it exactly):
     {"model": str, "dataset": str, "gpus": int, "batch_size": int, "machine": str,
      "search": {"seconds": float, "iterations": int, "simulations_per_second": float,
-                "best_found_at_seconds": float, "seed": int},
+                "best_found_at_seconds": float, "seed": int,
+                "kept_start": str|null},   # the baseline recommended instead of the search's best, if any
      "strategies": [{"name": "single"|"data_parallel"|"model_parallel"|"owt"|"searched",
                      "simulated_step_ms": float, "measured_step_ms": float|null, "peak_memory_bytes": int}],
      "strategy_file": str}
@@ -44,12 +45,13 @@ def format_table(rows: list[StrategyRow]) -> str:
 
 
 def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, machine: str, search: SearchResult,
-                    seed: int, rows: list[StrategyRow], strategy_file: str) -> dict:
+                    kept: str | None, seed: int, rows: list[StrategyRow], strategy_file: str) -> dict:
     return {
         "model": model, "dataset": dataset, "gpus": gpus, "batch_size": batch_size, "machine": machine,
         "search": {"seconds": search.seconds, "iterations": search.iterations,
                    "simulations_per_second": search.simulations_per_second,
-                   "best_found_at_seconds": search.best_found_at_s, "seed": seed},
+                   "best_found_at_seconds": search.best_found_at_s, "seed": seed,
+                   "kept_start": kept},
         "strategies": [{"name": row.name, "simulated_step_ms": row.simulated_step_ms,
                         "measured_step_ms": row.measured_step_ms, "peak_memory_bytes": row.peak_memory_bytes}
                        for row in rows],

@@ -42,3 +42,16 @@ def positive_int(flag: str):
 
 def positive_float(flag: str):
     return _positive(flag, float, "a number of seconds > 0")
+
+
+def percent(flag: str):
+    """An argparse type: a percentage in [0, 100), returned as a fraction."""
+    def check(text: str) -> float:
+        try:
+            value = float(text.rstrip("%"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a percentage from 0 to below 100, got {text!r}") from None
+        if not 0 <= value < 100:
+            raise argparse.ArgumentTypeError(f"{flag} must be a percentage from 0 to below 100, got {value:g}")
+        return value / 100
+    return check

@@ -11,11 +11,11 @@ import pytest
 
 from models.zoo import build_graph
 from search.optimize import main
-from soap.baselines import owt
+from soap.baselines import BASELINES, owt
 from soap.strategy import strategy_from_json, strategy_to_json
 
 REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file"}
-SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed"}
+SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed", "kept_start"}
 
 
 def check_outputs(out, gpus=2):
@@ -48,6 +48,21 @@ def test_optimize_writes_the_table_and_files(tmp_path, capsys):
     assert "measured: not run (machine p100x2-pcie is not the devices at hand; --machine local runs them)" in out
 
 
+def test_a_search_gain_under_min_gain_keeps_the_best_baseline(tmp_path, capsys):
+    # No found strategy on 2 P100s is 90% faster than the best baseline: the best baseline is recommended.
+    assert main(["--model", "alexnet", "--gpus", "2", "--machine", "p100x2-pcie", "--iterations", "200",
+                 "--min-gain", "90%", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    report, strategy = check_outputs(tmp_path)
+    simulated = {row["name"]: row["simulated_step_ms"] for row in report["strategies"]}
+    kept = report["search"]["kept_start"]
+    assert kept == min(("data_parallel", "model_parallel", "owt"), key=simulated.get)
+    assert simulated["searched"] == simulated[kept]
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    assert strategy == BASELINES[kept](graph, 2)
+    assert f"kept {kept}: the best strategy found" in out and f"= {kept}" in out
+
+
 def test_same_seed_same_strategy(tmp_path):
     for name in ("a", "b"):
         assert main(["--model", "alexnet", "--gpus", "2", "--machine", "p100x2-pcie", "--iterations", "300",
@@ -76,6 +91,12 @@ def test_init_strategy_is_a_start(tmp_path, capsys):
         pytest.param(["--gpus", "2", "--dataset", "mnist"], "unknown dataset 'mnist'", id="dataset"),
         pytest.param(["--gpus", "2", "--machine", "tpu"], "unknown machine 'tpu'; presets:", id="machine"),
         pytest.param(["--gpus", "2", "--budget", "0"], "--budget must be a number of seconds > 0, got 0.0", id="budget"),
+        pytest.param(["--gpus", "2", "--min-gain", "100"], "--min-gain must be a percentage from 0 to below 100, got 100",
+                     id="min-gain-100"),
+        pytest.param(["--gpus", "2", "--min-gain", "-1"], "--min-gain must be a percentage from 0 to below 100, got -1",
+                     id="min-gain-negative"),
+        pytest.param(["--gpus", "2", "--min-gain", "some"], "--min-gain must be a percentage from 0 to below 100, got 'some'",
+                     id="min-gain-nan"),
         pytest.param(["--gpus", "2", "--out", "/proc/forbidden"], "--out '/proc/forbidden' cannot be written",
                      id="out"),
         pytest.param(["--gpus", "2", "--init", "/nonexistent.json"], "--init '/nonexistent.json' cannot be read",

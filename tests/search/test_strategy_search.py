@@ -8,7 +8,7 @@ import pytest
 
 from models.graph import GraphBuilder
 from search.mcmc import Budget
-from search.strategy_search import search_strategy
+from search.strategy_search import SearchResult, recommend, search_strategy
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
 from soap.space import enumerate_configs
@@ -71,3 +71,32 @@ def test_strategies_over_memory_are_never_chosen():
     result = search_strategy(GRAPH, tight, COST, starts(), Budget(iterations=2000, min_iterations=500), seed=0)
     assert math.isfinite(result.best_ms)
     assert Simulator(GRAPH, tight, COST).full(result.best).fits_memory
+
+
+def _result(best_ms: float, **start_ms: float) -> SearchResult:
+    strategies = {"data_parallel": data_parallel(GRAPH, 2), "owt": owt(GRAPH, 2),
+                  "random": random_strategy(GRAPH, 2, np.random.default_rng(0))}
+    return SearchResult(best=single(GRAPH, 2), best_ms=best_ms, chains=(),
+                        starts=tuple((name, strategies[name], ms) for name, ms in start_ms.items()),
+                        seconds=1.0, best_found_at_s=0.5, interrupted=False)
+
+
+@pytest.mark.parametrize("best_ms, min_gain, kept", [
+    (97.0, 0.02, None),  # 3% faster than owt: the search's best
+    (98.5, 0.02, "owt"),  # 1.5%: owt is kept
+    (100.0, 0.0, "owt"),  # not faster at all: kept even with no minimum gain
+    (99.9, 0.0, None),
+])
+def test_recommend_keeps_the_best_known_start_unless_the_gain_is_large_enough(best_ms, min_gain, kept):
+    result = _result(best_ms, data_parallel=120.0, owt=100.0, random=50.0)  # the random start is no reference
+    chosen = recommend(result, min_gain)
+    assert chosen.kept == kept
+    if kept:
+        assert chosen.strategy == owt(GRAPH, 2) and chosen.step_ms == 100.0 and chosen.note.startswith("kept owt")
+    else:
+        assert chosen.strategy == result.best and chosen.step_ms == best_ms
+
+
+def test_recommend_never_keeps_a_start_over_memory():
+    chosen = recommend(_result(500.0, data_parallel=math.inf, owt=math.inf), 0.02)
+    assert chosen.kept is None and chosen.step_ms == 500.0

@@ -55,6 +55,8 @@ def test_the_benchmark_trains_every_strategy_on_two_workers(tiny_dir, tmp_path):
     assert not document["synthetic"] and "1 unreadable skipped" in document["data"]
     strategies = document["strategies"]
     assert list(strategies) == ["single", "data_parallel", "model_parallel", "owt", "searched"]
+    # The strategy file holds OWT: trained once, shown in both rows.
+    assert strategies["searched"] == {**strategies["owt"], "same_as": "owt"} and "searched (= owt)" in done.stdout
     for summary in strategies.values():
         assert len(summary["epoch_seconds"]) == 2 and summary["compile_s"] > 0
         np.testing.assert_allclose(summary["losses"], strategies["single"]["losses"], rtol=1e-5)
