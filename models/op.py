@@ -221,13 +221,19 @@ def input_boxes(op: Op, out_box: Box) -> tuple[Box, ...]:
     raise AssertionError(op.kind)
 
 
+def reads_whole_image(op: Op, channels_split: bool) -> bool:
+    """Whether a task of `op` reads its input whole in height and width: a conv split on its output
+    channels does, at run time (models.train.input_sharding) and in the simulator (task_input_boxes).
+    XLA's SPMD partitioner (JAX 0.10.2) computes such a conv wrongly when its input is split spatially
+    (tests/models/test_train.py checks such strategies)."""
+    return op.kind is OpKind.CONV2D and channels_split
+
+
 def task_input_boxes(op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Box, ...]:
-    """What a task of `op` under `degrees` reads at run time: `input_boxes`, except that a conv split on
-    its output channels reads its input whole in height and width (the runtime's workaround for XLA's
-    SPMD partitioner, which computes such a conv wrongly when its input is split spatially; see
-    models.train.input_sharding). The simulator charges exactly this."""
+    """What a task of `op` under `degrees` reads at run time: `input_boxes`, but the whole height and
+    width where `reads_whole_image`. The simulator charges exactly this."""
     boxes = input_boxes(op, out_box)
-    if op.kind is OpKind.CONV2D and degrees[3] > 1:
+    if reads_whole_image(op, degrees[-1] > 1):  # a conv's last dim is its channels
         (batch, _, _, channels), in_shape = boxes[0], op.input_shapes[0]
         return ((batch, (0, in_shape[1]), (0, in_shape[2]), channels),)
     return boxes

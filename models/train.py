@@ -33,7 +33,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from models.errors import PlacementError
 from models.graph import OpGraph
 from models.network import OpRunner, Params, loss_op
-from models.op import Op, OpKind
+from models.op import Op, OpKind, reads_whole_image
 from models.transfer import transfer
 
 
@@ -95,16 +95,16 @@ def input_sharding(op: Op, output: NamedSharding) -> NamedSharding:
 
     Split like the op's output on the dims the two share (the batch; height and width of conv and pool
     where the input size divides; the channels of pool), whole on the others; XLA moves the halos.
-    A conv split on its output channels reads its input whole in height and width: XLA's SPMD
-    partitioner (JAX 0.10.2) computes wrong values for a conv whose input is split spatially while its
-    kernel is split on output channels (tests/models/test_train.py checks such strategies).
+    Whole in height and width where models.op.reads_whole_image (a conv split on its output channels).
     """
     spec = tuple(output.spec) + (None,) * (len(op.output_shape) - len(output.spec))
     in_shape = op.input_shapes[0]
     if op.kind is OpKind.POOL2D:
         shared = spec
+    elif reads_whole_image(op, spec[-1] is not None):  # a conv's last dim is its channels
+        shared = (spec[0], None, None, None)
     elif op.kind is OpKind.CONV2D:
-        shared = spec[:3] + (None,) if spec[3] is None else (spec[0], None, None, None)
+        shared = spec[:3] + (None,)
     else:
         shared = (spec[0],) + (None,) * (len(in_shape) - 1)
     entries = tuple(e if e is None or size % _axis_size(e, output.mesh) == 0 else None
