@@ -93,14 +93,13 @@ def simulated_breakdown(graph, strategy, machine, cost) -> list[dict[str, float]
     kinds = {FORWARD: "forward", BACKWARD: "backward", UPDATE: "update", TRANSFER: "comm", ALLREDUCE: "comm"}
     per_device: list[dict[str, float]] = [defaultdict(float) for _ in range(machine.num_devices)]
     names = [op.name for op in graph.ops]
-    for segment in simulator._segments:
-        for task in segment.tasks:
-            op = names[task.label[2] if task.kind == TRANSFER else task.label[0]]
-            devices = {r for r in task.resources if r < machine.num_devices}
-            if task.kind in (TRANSFER, ALLREDUCE) and not devices:  # comm that does not block devices
-                devices = _comm_devices(task, machine.num_devices)
-            for device in devices:
-                per_device[device][f"{op}/{kinds[task.kind]}"] += task.duration_ms
+    for task in simulator.tasks():
+        op = names[task.label[2] if task.kind == TRANSFER else task.label[0]]
+        devices = {r for r in task.resources if r < machine.num_devices}
+        if task.kind in (TRANSFER, ALLREDUCE) and not devices:  # comm that does not block devices
+            devices = _comm_devices(task, machine.num_devices)
+        for device in devices:
+            per_device[device][f"{op}/{kinds[task.kind]}"] += task.duration_ms
     return [dict(d) for d in per_device]
 
 

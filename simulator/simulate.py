@@ -21,6 +21,7 @@ benchmarks.simulator_speed at 16 GPUs), and knowing what did not costs more than
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -289,6 +290,11 @@ class Simulator:
 
     # --- trace ---------------------------------------------------------------------------------------
 
+    def tasks(self) -> Iterator[Task]:
+        """The tasks of the last simulated strategy, in program order."""
+        for segment in self._segments:
+            yield from segment.tasks
+
     def trace(self) -> Trace:
         """The last simulated timeline: one event per task and resource it occupies."""
         n = self.machine.num_devices
@@ -298,8 +304,7 @@ class Simulator:
         events = [
             TraceEvent(task_name(task, self.graph), task.kind, resource_name(resource, n),
                        end[task.key] - task.duration_ms, end[task.key])
-            for segment in self._segments
-            for task in segment.tasks
+            for task in self.tasks()
             for resource in task.resources
         ]
         return Trace(tuple(events), self._makespan_ms)
