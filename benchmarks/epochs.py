@@ -6,11 +6,11 @@
 
 Trains single, data_parallel, model_parallel, owt and the searched strategy (searched here on the
 calibrated `local` machine and recommended as search.optimize does, or read from --strategy-file; a
-searched strategy that IS a baseline is trained once and shown in both rows, marked "= name") on a local cluster of N pinned workers, each
-for --epochs epochs of --steps-per-epoch steps (default: the whole dataset), from the same initial
-weights over the same batches. Prints, per strategy, every epoch's time and min / Q1 / median / mean /
-Q3 / max as the seed's appendix B does; then the average epoch time per strategy and its speedup over
-single, the first step's compile time apart, and the training loss per epoch (the strategies learn the
+searched strategy that IS a baseline is trained once and shown in both rows, marked "= name") on a
+local cluster of N pinned workers, each for --epochs epochs of --steps-per-epoch steps (default: the
+whole dataset), from the same initial weights over the same batches. Prints, per strategy, every epoch's
+time and min / Q1 / median / mean / Q3 / max as the seed's appendix B does; then the average epoch time
+per strategy and its speedup over single, the first step's compile time apart, and the training loss per epoch (the strategies learn the
 same weights: the loss columns agree within float tolerance). Without --data-dir the data is synthetic
 (same shapes and class count) and every output says so. Writes JSON (--json) and a plot of epoch time
 per strategy (--plot). Ctrl-C stops, prints and writes the epochs finished so far, exits 130.
@@ -32,13 +32,16 @@ from models.data import measure_throughput, open_dataset
 from models.errors import SoapError
 from models.zoo import DEFAULT_BATCH_SIZE, build_graph
 from search.strategy_search import MIN_GAIN
-from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float, positive_int
+from soap.cli import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float,
+                      positive_int)
 from soap.epochs import EpochConfig, steps_per_epoch
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
 DATASETS = ("tiny-imagenet", "dogs-vs-cats")
 SEED_SPEEDUPS = {"tiny-imagenet": {"data_parallel": 0.92, "model_parallel": 0.98, "owt": 0.95},
                  "dogs-vs-cats": {"data_parallel": 0.85, "model_parallel": 0.83, "owt": 1.27}}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m benchmarks.epochs", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="tiny-imagenet", choices=DATASETS)

@@ -7,8 +7,9 @@
 Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
 for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
 baseline when nothing found is at least --min-gain faster: search.strategy_search.recommend), then the
-searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to --out. Ctrl-C stops
-the search, keeps the best so far, writes every file and exits 130. Bad input: one line, exit 2.
+searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to
+--out. Ctrl-C stops the search, keeps the best so far, writes every file and exits 130. Bad input: one
+line, exit 2.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from simulator.calibrate import calibrate
 from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
-from soap.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float, positive_int
+from soap.cli import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float,
+                      positive_int)
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
 
@@ -143,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run:
         # A kept baseline is the same strategy: run once, shown in both rows.
-        distinct = {name: s for name, s in strategies.items() if not (name == "searched" and chosen.kept in baselines)}
+        kept_baseline = chosen.kept in baselines
+        distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
         measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds)
-        if chosen.kept in baselines:
+        if kept_baseline:
             measured["searched"] = measured[chosen.kept]
         why_not = ""
     rows = _rows(graph, machine, cost_model, strategies, measured, chosen)
@@ -215,8 +218,8 @@ def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchR
     with open(os.path.join(out, "trace.json"), "w") as file:
         file.write(simulator.trace().to_chrome_json())
     document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
-                               batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept, seed=options.seed,
-                               rows=rows, strategy_file=strategy_file)
+                               batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept,
+                               seed=options.seed, rows=rows, strategy_file=strategy_file)
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")

@@ -16,6 +16,7 @@ from soap.strategy import strategy_from_json, strategy_to_json
 
 REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file"}
 SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed", "kept_start"}
+MIN_GAIN_RULE = "--min-gain must be a percentage from 0 to below 100"
 
 
 def check_outputs(out, gpus=2):
@@ -91,12 +92,9 @@ def test_init_strategy_is_a_start(tmp_path, capsys):
         pytest.param(["--gpus", "2", "--dataset", "mnist"], "unknown dataset 'mnist'", id="dataset"),
         pytest.param(["--gpus", "2", "--machine", "tpu"], "unknown machine 'tpu'; presets:", id="machine"),
         pytest.param(["--gpus", "2", "--budget", "0"], "--budget must be a number of seconds > 0, got 0.0", id="budget"),
-        pytest.param(["--gpus", "2", "--min-gain", "100"], "--min-gain must be a percentage from 0 to below 100, got 100",
-                     id="min-gain-100"),
-        pytest.param(["--gpus", "2", "--min-gain", "-1"], "--min-gain must be a percentage from 0 to below 100, got -1",
-                     id="min-gain-negative"),
-        pytest.param(["--gpus", "2", "--min-gain", "some"], "--min-gain must be a percentage from 0 to below 100, got 'some'",
-                     id="min-gain-nan"),
+        pytest.param(["--gpus", "2", "--min-gain", "100"], f"{MIN_GAIN_RULE}, got 100", id="min-gain-100"),
+        pytest.param(["--gpus", "2", "--min-gain", "-1"], f"{MIN_GAIN_RULE}, got -1", id="min-gain-negative"),
+        pytest.param(["--gpus", "2", "--min-gain", "some"], f"{MIN_GAIN_RULE}, got 'some'", id="min-gain-nan"),
         pytest.param(["--gpus", "2", "--out", "/proc/forbidden"], "--out '/proc/forbidden' cannot be written",
                      id="out"),
         pytest.param(["--gpus", "2", "--init", "/nonexistent.json"], "--init '/nonexistent.json' cannot be read",
