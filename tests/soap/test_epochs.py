@@ -9,7 +9,8 @@ import pytest
 
 from models.data import open_dataset
 from models.zoo import build_graph
-from soap.baselines import data_parallel, owt, single
+from benchmarks.epochs import same_as_baseline
+from soap.baselines import data_parallel, owt, random_strategy, single
 from soap.epochs import EpochConfig, train_epochs
 from soap.strategy import strategy_to_json
 from tests.fakedata import write_tiny_imagenet
@@ -73,3 +74,11 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     done = _benchmark(*args)
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_searched_strategy_is_trained_once_only_when_it_is_a_baseline():
+    graph = build_graph("alexnet", "tiny-imagenet", BATCH)
+    baselines = {"single": single(graph, 2), "data_parallel": data_parallel(graph, 2), "owt": owt(graph, 2)}
+    assert same_as_baseline({**baselines, "searched": owt(graph, 2)}) == "owt"
+    found = random_strategy(graph, 2, np.random.default_rng(0))
+    assert found not in baselines.values() and same_as_baseline({**baselines, "searched": found}) is None
