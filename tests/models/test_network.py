@@ -10,7 +10,7 @@ from flax import nnx
 from models.batch import synthetic_batch
 from models.errors import ShapeError
 from models.graph import GraphBuilder, OpGraph
-from models.network import Network, OpRunner, apply_op, init_params, op_layer
+from models.network import Network, OpRunner, apply_op, init_params, max_pool, op_layer
 from models.op import Op, OpKind, Padding, local_op
 
 
@@ -126,3 +126,21 @@ def test_the_layer_of_a_task_local_op_holds_its_weight_slice(reference):
     layer = op_layer(local, nnx.Rngs(0))
     assert {k: v.shape for k, v in nnx.to_pure_dict(nnx.state(layer, nnx.Param)).items()} == dict(local.param_shapes)
     assert apply_op(local, layer, jnp.ones(local.input_shapes[0])).shape == local.output_shape
+
+
+@pytest.mark.parametrize("shape, window, strides, padding", [
+    ((4, 13, 13, 3), (3, 3), (2, 2), "VALID"),  # AlexNet's pools
+    ((4, 16, 16, 3), (3, 3), (2, 2), "SAME"),
+    ((2, 9, 11, 2), (2, 3), (1, 2), "SAME"),
+    ((2, 7, 7, 2), (3, 3), (3, 3), "VALID"),
+])
+def test_max_pool_gradient_is_xla_select_and_scatter_bit_for_bit(shape, window, strides, padding):
+    # Small integers: many windows with tied maxima, and every gradient sum exact in float32.
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.integers(-2, 3, shape), jnp.float32)
+    reference = lambda x: nnx.max_pool(x, window_shape=window, strides=strides, padding=padding)  # noqa: E731
+    y, pullback = jax.vjp(reference, x)
+    dy = jnp.asarray(rng.integers(-5, 5, y.shape), jnp.float32)
+    ours, our_pullback = jax.vjp(lambda x: max_pool(x, window, strides, padding), x)
+    np.testing.assert_array_equal(ours, y)
+    np.testing.assert_array_equal(our_pullback(dy)[0], pullback(dy)[0])
