@@ -94,7 +94,7 @@ def simulated_breakdown(graph, strategy, machine, cost) -> list[dict[str, float]
     per_device: list[dict[str, float]] = [defaultdict(float) for _ in range(machine.num_devices)]
     names = [op.name for op in graph.ops]
     for task in simulator.tasks():
-        op = names[task.label[2] if task.kind == TRANSFER else task.label[0]]
+        op = names[task.label[1] if task.kind == TRANSFER else task.label[0]]
         devices = {r for r in task.resources if r < machine.num_devices}
         if task.kind in (TRANSFER, ALLREDUCE) and not devices:  # comm that does not block devices
             devices = _comm_devices(task, machine.num_devices)

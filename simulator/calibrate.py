@@ -38,8 +38,10 @@ from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, mach
 from soap.space import valid_degrees
 
 # How the links are measured; a machine cached by another version is measured again. 2: resharding
-# (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo.
-LINKS_VERSION = 2
+# (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo. 3: resharding
+# an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
+# by their timings, not a fitted line.
+LINKS_VERSION = 3
 MESSAGE_SIZES = tuple(4 * 2**10 * 4**k for k in range(8))  # 4 KB .. 64 MB
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
 
@@ -99,22 +101,45 @@ def with_entry(profile: TableCostModel, op: Op, cost: OpCost) -> TableCostModel:
 @dataclass(frozen=True)
 class LinkTimings:
     """Measured milliseconds per message size (bytes held by each device): resharding a split array to
-    whole on every device (simulator.measure.time_reshard_ms) and an all-reduce over all devices."""
+    whole on every device (simulator.measure.time_reshard_ms), split on its leading dim and on an inner
+    dim, and an all-reduce over all devices."""
 
     sizes_bytes: tuple[int, ...]
     reshard_ms: tuple[float, ...]
+    inner_reshard_ms: tuple[float, ...]
     allreduce_ms: tuple[float, ...]
     overlap: dict  # simulator.measure.time_overlap's figures
 
 
-def fit_links(timings: LinkTimings, num_devices: int) -> tuple[LinkFit, LinkFit]:
-    """(link fit, all-reduce fit). The link is fitted on the bytes each device receives when resharding,
-    (N-1) * bytes: the simulator charges a transfer task for the bytes it moves. The all-reduce is fitted
-    on the ring's traffic 2(r-1)/r * bytes."""
-    link = fit_link([(num_devices - 1) * b for b in timings.sizes_bytes], [ms / 1e3 for ms in timings.reshard_ms])
-    ring = 2 * (num_devices - 1) / num_devices
-    allreduce = fit_link([ring * b for b in timings.sizes_bytes], [ms / 1e3 for ms in timings.allreduce_ms])
-    return link, allreduce
+@dataclass(frozen=True)
+class MeasuredLinks:
+    """Each measured link as the simulator prices it: the timings on the bytes a device receives (resharding,
+    (N-1) * bytes) or sends (all-reduce, the ring's 2(r-1)/r * bytes), with the fitted line (simulator.linkfit)
+    for its latency, bandwidth and fit quality."""
+
+    link: tuple[tuple[float, float], ...]  # resharding on the leading dim
+    inner_dim_reshard: tuple[tuple[float, float], ...]
+    allreduce: tuple[tuple[float, float], ...]
+
+    def fits(self) -> dict[str, LinkFit]:
+        return {name: fit_link([b for b, _ in points], [s for _, s in points])
+                for name, points in (("link", self.link), ("inner_dim_reshard", self.inner_dim_reshard),
+                                     ("allreduce", self.allreduce))}
+
+    def as_link(self, name: str) -> Link:
+        fit = self.fits()[name]
+        return Link(fit.bandwidth_bytes_per_s, fit.latency_s, measured=getattr(self, name))
+
+
+def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
+    received = [(num_devices - 1) * b for b in timings.sizes_bytes]
+    ring = [2 * (num_devices - 1) / num_devices * b for b in timings.sizes_bytes]
+
+    def points(sizes: list[float], ms: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+        return tuple((float(b), m / 1e3) for b, m in zip(sizes, ms))
+
+    return MeasuredLinks(points(received, timings.reshard_ms), points(received, timings.inner_reshard_ms),
+                         points(ring, timings.allreduce_ms))
 
 
 def overlaps(overlap: dict) -> bool:
@@ -122,10 +147,10 @@ def overlaps(overlap: dict) -> bool:
     return overlap["together_ms"] < 0.8 * (overlap["compute_ms"] + overlap["allreduce_ms"])
 
 
-def local_machine(device: DeviceSpec, num_devices: int, link_fit: LinkFit, allreduce: LinkFit, overlap: bool) -> Machine:
-    link = Link(link_fit.bandwidth_bytes_per_s, link_fit.latency_s)
+def local_machine(device: DeviceSpec, num_devices: int, links: MeasuredLinks, overlap: bool) -> Machine:
+    link = links.as_link("link")
     return Machine("local", device, num_devices, num_devices, link, link, overlap,
-                   allreduce=Link(allreduce.bandwidth_bytes_per_s, allreduce.latency_s))
+                   allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"))
 
 
 def cpu_kind(busy_cores: int) -> str:
@@ -249,13 +274,17 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     if warning:
         say(f"warning: {warning}")
     timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
-                          tuple(results["allreduce_ms"]), results["overlap"])
-    link, allreduce = fit_links(timings, num_devices)
-    say(f"links: resharding {link.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {link.latency_s * 1e6:.0f} us (R^2 "
-        f"{link.r_squared:.4f}); all-reduce {allreduce.bandwidth_bytes_per_s / 1e9:.2f} GB/s + "
-        f"{allreduce.latency_s * 1e6:.0f} us (R^2 {allreduce.r_squared:.4f}); overlap with compute: "
+                          tuple(results["inner_reshard_ms"]), tuple(results["allreduce_ms"]), results["overlap"])
+    links = measured_links(timings, num_devices)
+    fits = links.fits()
+    say(f"links (priced by the measured timings; fitted lines): resharding {_fitted(fits['link'])}, on an inner "
+        f"dim {_fitted(fits['inner_dim_reshard'])}; all-reduce {_fitted(fits['allreduce'])}; overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
-    return local_machine(device, num_devices, link, allreduce, overlaps(timings.overlap))
+    return local_machine(device, num_devices, links, overlaps(timings.overlap))
+
+
+def _fitted(fit: LinkFit) -> str:
+    return f"{fit.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {fit.latency_s * 1e6:.0f} us (R^2 {fit.r_squared:.4f})"
 
 
 def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int, in_process: bool) -> DeviceSpec:

@@ -5,7 +5,7 @@ cached], "ops": bool, "links": bool}. With "ops", every process times every need
 on its pinned core (all cores busy, as in a parallel step); process 0 appends one JSON line per op to
 FOLDER/ops.jsonl as it goes (the parent shows
 progress and keeps what was measured if stopped), and the optimizer update. With "links", all workers
-time resharding (all-gather) and all-reduce over MESSAGE_SIZES and the overlap probe; process 0 writes
+time resharding (all-gather, split on the leading dim and on an inner dim) and all-reduce over MESSAGE_SIZES and the overlap probe; process 0 writes
 FOLDER/links.json.
 """
 
@@ -51,6 +51,7 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
         links = {
             "sizes_bytes": list(MESSAGE_SIZES),
             "reshard_ms": [measure.time_reshard_ms(size, num_devices) for size in MESSAGE_SIZES],
+            "inner_reshard_ms": [measure.time_reshard_ms(size, num_devices, inner_dim=True) for size in MESSAGE_SIZES],
             "allreduce_ms": [measure.time_allreduce_ms(size, num_devices) for size in MESSAGE_SIZES],
             "overlap": measure.time_overlap(num_devices),
         }

@@ -19,11 +19,14 @@ Machine JSON schema (version 1; every field required; numbers positive):
      "comm_overlaps_compute": true}
 An optional "allreduce": {"bandwidth_bytes_per_s": ..., "latency_s": ...} (written by calibration) prices an
 all-reduce of b bytes over r devices as latency_s + 2(r-1)/r * b / bandwidth_bytes_per_s; without it, the
-ring formula runs over the slowest link of the ring (simulator.taskgraph.ring_allreduce_ms).
+ring formula runs over the slowest link of the ring (simulator.taskgraph.ring_allreduce_ms). An optional
+"inner_dim_reshard" link (written by calibration) prices moving a tensor split on its last dim (channels,
+features), which XLA transposes around the collective; without it, the node links price every move.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -48,11 +51,26 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class Link:
+    """latency_s + bytes / bandwidth_bytes_per_s; or, where `measured` holds timings (bytes, seconds) sorted
+    by bytes, the line through them: a fitted line misprices a range of 4 KB - 64 MB (gloo takes 4 ms for
+    anything up to 1 MB, then grows faster than linearly), and a step moves mostly 0.1 - 16 MB. Below the
+    smallest measured size the time is the smallest's; above the largest it grows at the fitted bandwidth."""
+
     bandwidth_bytes_per_s: float
     latency_s: float
+    measured: tuple[tuple[float, float], ...] = ()
 
     def transfer_ms(self, num_bytes: float) -> float:
-        return (self.latency_s + num_bytes / self.bandwidth_bytes_per_s) * 1e3
+        points = self.measured
+        if not points:
+            return (self.latency_s + num_bytes / self.bandwidth_bytes_per_s) * 1e3
+        if num_bytes <= points[0][0]:
+            return points[0][1] * 1e3
+        if num_bytes >= points[-1][0]:
+            return (points[-1][1] + (num_bytes - points[-1][0]) / self.bandwidth_bytes_per_s) * 1e3
+        at = bisect.bisect_right(points, (num_bytes, math.inf))
+        (x0, y0), (x1, y1) = points[at - 1], points[at]
+        return (y0 + (y1 - y0) * (num_bytes - x0) / (x1 - x0)) * 1e3
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class Machine:
     inter_node: Link
     comm_overlaps_compute: bool
     allreduce: Link | None = None  # measured all-reduce, fitted on ring traffic (see module docstring)
+    inner_dim_reshard: Link | None = None  # measured move of a tensor split on its last dim (module docstring)
 
     def __post_init__(self) -> None:
         _check_machine(self)
@@ -89,6 +108,8 @@ def _check_machine(machine: Machine) -> None:
     links = {"intra_node": machine.intra_node, "inter_node": machine.inter_node}
     if machine.allreduce is not None:
         links["allreduce"] = machine.allreduce
+    if machine.inner_dim_reshard is not None:
+        links["inner_dim_reshard"] = machine.inner_dim_reshard
     positive = {
         "device.peak_flops_per_s": machine.device.peak_flops_per_s,
         "device.memory_bandwidth_bytes_per_s": machine.device.memory_bandwidth_bytes_per_s,
@@ -102,6 +123,19 @@ def _check_machine(machine: Machine) -> None:
         value = link.latency_s
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise MachineError(f"{where}: {name}.latency_s must be a number >= 0, got {value!r}")
+        _check_measured(f"{where}: {name}.measured", link.measured)
+
+
+def _check_measured(where: str, points) -> None:
+    if not points:
+        return
+    numbers = all(isinstance(p, tuple) and len(p) == 2 and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                              and v > 0 for v in p) for p in points)
+    if not numbers or len(points) < 2:
+        raise MachineError(f"{where} must be 2 or more [bytes, seconds] pairs of positive numbers, got {points!r}")
+    sizes = [p[0] for p in points]
+    if sizes != sorted(set(sizes)):
+        raise MachineError(f"{where} must list distinct message sizes in increasing order, got {sizes}")
 
 
 # Datasheet figures (shared/REFERENCE.md). Latencies are typical one-way software latencies.
@@ -160,20 +194,26 @@ def machine_from_json(text: str, source: str = "machine file") -> Machine:
     document = read_document(text, "machine", VERSION, source, MachineError, "see the schema in simulator/machine.py")
     device = _section(document, "device", ("kind", "peak_flops_per_s", "memory_bandwidth_bytes_per_s",
                                            "memory_bytes"), source)
-    links = {name: _section(document, name, ("bandwidth_bytes_per_s", "latency_s"), source)
-             for name in ("intra_node", "inter_node")}
+    links = {name: _link(document, name, source) for name in ("intra_node", "inter_node")}
     missing = [k for k in ("name", "num_devices", "devices_per_node", "comm_overlaps_compute") if k not in document]
     if missing:
         raise MachineError(f"{source} is missing fields {missing}; see the schema in simulator/machine.py")
-    allreduce = None
-    if document.get("allreduce") is not None:
-        allreduce = Link(**_section(document, "allreduce", ("bandwidth_bytes_per_s", "latency_s"), source))
+    allreduce, inner = (_link(document, name, source) if document.get(name) is not None else None
+                        for name in ("allreduce", "inner_dim_reshard"))
     return Machine(
         name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
-        devices_per_node=document["devices_per_node"], intra_node=Link(**links["intra_node"]),
-        inter_node=Link(**links["inter_node"]), comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
-        allreduce=allreduce,
+        devices_per_node=document["devices_per_node"], intra_node=links["intra_node"],
+        inter_node=links["inter_node"], comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
+        allreduce=allreduce, inner_dim_reshard=inner,
     )
+
+
+def _link(document: dict, name: str, source: str) -> Link:
+    section = _section(document, name, ("bandwidth_bytes_per_s", "latency_s"), source)
+    measured = document[name].get("measured", [])
+    if not isinstance(measured, list) or not all(isinstance(p, list) for p in measured):
+        raise MachineError(f"{source}: {name!r}.measured must be a list of [bytes, seconds] pairs")
+    return Link(**section, measured=tuple(tuple(p) for p in measured))
 
 
 def _section(document: dict, name: str, fields: tuple[str, ...], source: str) -> dict:

@@ -3,18 +3,26 @@
 Following shared/ARCHITECTURE.md ("One execution semantics"):
 - Task k of op i computes output shard k on devices[k] (forward) and, later, its backward there.
 - It reads the slices of its producers' outputs that it needs (models.op.task_input_boxes: the halo of
-  a spatial split, all input features of a dense layer, the whole image of a channel-split conv). A slice on another device is a TRANSFER task on
-  the link (src, dst); backward sends the gradient back along the same intersection.
+  a spatial split, all input features of a dense layer, the whole image of a channel-split conv). The
+  slices on other devices move in ONE resharding per producer -> consumer edge, a TRANSFER task, as XLA
+  runs one collective (all-gather, collective-permute, ...) per resharding and the runtime one transfer
+  program per stage boundary: it starts when all its source tasks are done, occupies every link it uses,
+  and lasts until the device receiving most has its bytes, priced by its (slowest incoming) link; a
+  tensor split on its last dim (channels, features) moves on the machine's inner-dim link where the machine
+  has one (XLA transposes around the collective). Backward sends the gradient back along the same
+  intersections, as one resharding too.
 - Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
-  all-reduce their gradients over a ring of their devices: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency.
-  Then every task updates its slice. The step ends when the last update ends.
+  all-reduce their gradients over a ring of their devices, one all-reduce per parameter array (kernel,
+  bias) one after the other: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency each, or the machine's
+  measured all-reduce. Then every task updates its slice. The step ends when the last update ends.
 - Program order: forward in op order, then backward in reverse op order; within an op, incoming
   transfers, then compute, then the gradient all-reduce, then the update. A task's integer key encodes
   that order: (segment << 24) | (part << 20) | index, where op i's forward segment is i and its backward
   segment is 2n-1-i (compute task k of op i's forward is key i << 24 | 1 << 20 | k). Every task's
   dependencies have smaller keys.
 - Resources: device d is resource d; the directed link src->dst is resource N + src*N + dst. A transfer or
-  all-reduce also occupies its devices when the machine does not overlap communication with compute.
+  all-reduce also occupies its devices (senders and receivers) when the machine does not overlap
+  communication with compute.
 Memory per device (models the peak at the forward/backward boundary, where all is live): for each task,
 its weights, gradients and momentum (3 x the parameter slice), its output shard (kept for backward) and
 the input bytes it received from other devices.
@@ -22,12 +30,13 @@ the input bytes it received from other devices.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from models.graph import OpGraph
 from models.op import Dim, Op, local_op, shard_box, task_input_boxes
 from simulator.cost import CostModel
-from simulator.machine import Machine
+from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
 
 FORWARD, TRANSFER, BACKWARD, ALLREDUCE, UPDATE = "forward", "transfer", "backward", "allreduce", "update"
@@ -53,9 +62,11 @@ _new_task = tuple.__new__  # _new_task(Task, fields): a Task without the Python-
 def task_name(task: Task, graph: OpGraph) -> str:
     names = [op.name for op in graph.ops]
     if task.kind == TRANSFER:
-        source, m, op, k = task.label
+        source, op, *pairs = task.label
         prefix = "grad " if task.key >> 24 >= len(names) else ""
-        return f"{prefix}{names[source]}[{m}] -> {names[op]}[{k}]"
+        if len(pairs) == 2:
+            return f"{prefix}{names[source]}[{pairs[0]}] -> {names[op]}[{pairs[1]}]"
+        return f"{prefix}{names[source]} -> {names[op]} ({len(pairs) // 2} slices)"
     op, index = task.label
     prefix = {FORWARD: "", BACKWARD: "grad ", ALLREDUCE: "allreduce ", UPDATE: "update "}[task.kind]
     suffix = f" slice {index}" if task.kind == ALLREDUCE else f"[{index}]"
@@ -91,20 +102,17 @@ class TaskGraphBuilder:
         self._op_costs: dict = {}
         self._param_slices: dict = {}
         self._replica_groups: dict = {}
-        self._links = self._link_table()
+        self._links = self._link_table(inner_dim=False)
+        self._inner_dim_links = self._link_table(inner_dim=True)
 
-    def _link_table(self) -> list[list[tuple[float, float, tuple[int, ...]]]]:
-        """(latency ms, ms per byte, resources) of every directed device pair, computed once."""
+    def _link_table(self, inner_dim: bool) -> list[list[tuple[Link, tuple[int, ...]]]]:
+        """(link, resources) of every directed device pair, computed once; the machine's inner-dim
+        resharding link where `inner_dim` and the machine has one."""
         n, overlap = self.machine.num_devices, self.machine.comm_overlaps_compute
-        table = []
-        for src in range(n):
-            row = []
-            for dst in range(n):
-                link = self.machine.link(src, dst)
-                resources = (n + src * n + dst,) if overlap else (n + src * n + dst, src, dst)
-                row.append((link.latency_s * 1e3, 1e3 / link.bandwidth_bytes_per_s, resources))
-            table.append(row)
-        return table
+        inner = self.machine.inner_dim_reshard if inner_dim else None
+        return [[(inner or self.machine.link(src, dst),
+                  (n + src * n + dst,) if overlap else (n + src * n + dst, src, dst)) for dst in range(n)]
+                for src in range(n)]
 
     def forward_segment_id(self, op_index: int) -> int:
         return op_index
@@ -156,11 +164,13 @@ class TaskGraphBuilder:
             self._op_costs[key] = cached
         return cached
 
-    def param_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
+    def param_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> tuple[int, ...]:
+        """The bytes of each parameter array's slice (a kernel, a bias) that one task holds."""
         key = (op_index, degrees)
         cached = self._param_slices.get(key)
         if cached is None:
-            cached = local_op(self.graph.ops[op_index], degrees).param_bytes
+            local = local_op(self.graph.ops[op_index], degrees)
+            cached = tuple(math.prod(shape) * local.dtype_bytes for _, shape in local.param_shapes)
             self._param_slices[key] = cached
         return cached
 
@@ -183,9 +193,10 @@ class TaskGraphBuilder:
         for input_index, p in enumerate(self._producers[i]):
             source = configs[p]
             flows = self.volumes(p, i, input_index, source.degrees, degrees)
-            self._incoming(seg, p, p << 24 | _COMPUTE, source.devices, i, devices, flows, deps, tasks, memory)
+            self._incoming(seg, p, p << 24 | _COMPUTE, source.devices, i, devices, flows, deps, tasks, memory,
+                           inner_dim=_splits_inner_dim(source.degrees))
         forward_ms = self.op_cost(i, degrees).forward_ms
-        kept_bytes = 3 * self.param_slice_bytes(i, degrees) + op.output_bytes // config.num_tasks
+        kept_bytes = 3 * sum(self.param_slice_bytes(i, degrees)) + op.output_bytes // config.num_tasks
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
             tasks.append(_new_task(Task, (base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k]))))
@@ -203,7 +214,8 @@ class TaskGraphBuilder:
             source = configs[c]
             flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
-            self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None)
+            self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None,
+                           inner_dim=_splits_inner_dim(degrees))
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
@@ -215,24 +227,36 @@ class TaskGraphBuilder:
 
     def _incoming(self, seg: int, source_op: int, source_base: int, source_devices: tuple[int, ...], i: int,
                   devices: tuple[int, ...], flows: tuple, deps: list[list[int]], tasks: list[Task],
-                  memory: dict[int, int] | None) -> None:
+                  memory: dict[int, int] | None, inner_dim: bool) -> None:
         """Wire the slices op i's tasks read from `source_op`'s tasks (activations forward, gradients
-        backward; `flows` holds (source task, task, bytes)): a dependency when on the same device, else a
-        TRANSFER task on the link."""
-        transfer_base = seg << 24 | _TRANSFER
-        links = self._links
+        backward; `flows` holds (source task, task, bytes)): a dependency when on the same device; the
+        slices on other devices move in ONE resharding, a TRANSFER task (see the module docstring).
+        `inner_dim`: the tensor moved is split on its last dim."""
+        links = self._inner_dim_links if inner_dim else self._links
+        remote, received, incoming, sources, resources = [], {}, {}, set(), set()
         for m, k, num_bytes in flows:
             src, dst = source_devices[m], devices[k]
             if src == dst:
                 deps[k].append(source_base | m)
                 continue
-            key = transfer_base | len(tasks)
-            latency_ms, ms_per_byte, resources = links[src][dst]
-            tasks.append(_new_task(Task, (key, TRANSFER, (source_op, m, i, k), resources,
-                                          latency_ms + num_bytes * ms_per_byte, (source_base | m,))))
-            deps[k].append(key)
+            link, link_resources = links[src][dst]
+            remote.append((m, k))
+            received[dst] = received.get(dst, 0) + num_bytes
+            incoming.setdefault(dst, set()).add(link)
+            sources.add(source_base | m)
+            resources.update(link_resources)
             if memory is not None:
                 memory[dst] = memory.get(dst, 0) + num_bytes
+        if not remote:
+            return
+        key = seg << 24 | _TRANSFER | len(tasks)
+        # Each receiving device takes in its bytes at its slowest incoming link's rate.
+        duration_ms = max(link.transfer_ms(received[dst]) for dst, dst_links in incoming.items() for link in dst_links)
+        label = (source_op, i, *(index for pair in remote for index in pair))
+        tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(sorted(resources)), duration_ms,
+                                      tuple(sorted(sources)))))
+        for k in sorted({k for _, k in remote}):
+            deps[k].append(key)
 
     def _allreduce_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
         measured = self.machine.allreduce
@@ -241,17 +265,20 @@ class TaskGraphBuilder:
         slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
         return ring_allreduce_ms(num_bytes, len(ring), slowest.bandwidth_bytes_per_s, slowest.latency_s)
 
-    def _sync_and_update(self, i: int, config: ParallelConfig, seg: int, slice_bytes: int) -> list[Task]:
+    def _sync_and_update(self, i: int, config: ParallelConfig, seg: int, slice_bytes: tuple[int, ...]) -> list[Task]:
+        """Per replica group: one all-reduce per parameter array, one after the other (XLA:CPU over gloo
+        runs a combined all-reduce array by array: OWT's 10 conv arrays, 9 MB, took 37-43 ms in a step
+        against 20 ms priced per op, 2026-11-25), then the update of the task's slice."""
         tasks = []
-        update_ms = self.cost.update_ms(slice_bytes, self.machine.device.kind)
+        update_ms = self.cost.update_ms(sum(slice_bytes), self.machine.device.kind)
         compute_base, update_base = seg << 24 | _COMPUTE, seg << 24 | _UPDATE
         for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
             ready = tuple(compute_base | k for k in group)
             if len(group) > 1:
                 devices = [config.devices[k] for k in group]
                 ring = list(zip(devices, devices[1:] + devices[:1]))
-                duration = self._allreduce_ms(slice_bytes, ring)
-                resources = tuple(self._links[a][b][2][0] for a, b in ring)
+                duration = sum(self._allreduce_ms(num_bytes, ring) for num_bytes in slice_bytes)
+                resources = tuple(self._links[a][b][1][0] for a, b in ring)
                 if not self.machine.comm_overlaps_compute:
                     resources += tuple(devices)
                 key = seg << 24 | _ALLREDUCE | group_index
@@ -260,6 +287,11 @@ class TaskGraphBuilder:
             for k in group:
                 tasks.append(Task(update_base | k, UPDATE, (i, k), (config.devices[k],), update_ms, ready))
         return tasks
+
+
+def _splits_inner_dim(degrees: tuple[int, ...]) -> bool:
+    """Whether an output with these degrees is split on its last dim (channels, features), not its only one."""
+    return len(degrees) > 1 and degrees[-1] > 1
 
 
 def replica_groups(op: Op, degrees: tuple[int, ...]) -> list[list[int]]:

@@ -3,7 +3,7 @@
 import pytest
 
 from models.zoo import build_graph
-from simulator.calibrate import (CachePaths, LinkTimings, fit_links, load_profile, local_machine, needed_local_ops,
+from simulator.calibrate import (CachePaths, LinkTimings, load_profile, local_machine, measured_links, needed_local_ops,
                                  overlaps, save_profile, with_entry)
 from simulator.cost import OpCost
 from simulator.machine import DeviceSpec
@@ -45,25 +45,33 @@ def test_profile_of_another_jax_version_is_not_used(tmp_path):
     assert "is for jax_version '0.9.0', not '0.10.2'" in said[0]
 
 
-def test_link_fits_and_local_machine():
+def test_measured_links_and_local_machine():
     sizes = (4096, 65536, 1 << 20, 16 << 20)
-    # Resharding: 0.1 ms + received bytes / 1 GB/s; all-reduce on 2 devices: ring traffic = bytes, 0.2 ms +
-    # bytes / 0.5 GB/s.
-    timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.2 + b / 0.5e6 for b in sizes),
+    # Resharding: 0.1 ms + received bytes / 1 GB/s (inner dim: / 0.25 GB/s); all-reduce on 2 devices: ring
+    # traffic = bytes, 0.2 ms + bytes / 0.5 GB/s.
+    timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.1 + b / 0.25e6 for b in sizes),
+                          tuple(0.2 + b / 0.5e6 for b in sizes),
                           {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7})
-    link, allreduce = fit_links(timings, 2)
-    assert link.bandwidth_bytes_per_s == pytest.approx(1e9) and link.latency_s == pytest.approx(1e-4)
-    assert allreduce.bandwidth_bytes_per_s == pytest.approx(0.5e9) and allreduce.latency_s == pytest.approx(2e-4)
+    links = measured_links(timings, 2)
+    assert links.link == tuple((float(b), (0.1 + b / 1e6) / 1e3) for b in sizes)
+    fits = links.fits()
+    assert fits["link"].bandwidth_bytes_per_s == pytest.approx(1e9) and fits["link"].latency_s == pytest.approx(1e-4)
+    assert fits["inner_dim_reshard"].bandwidth_bytes_per_s == pytest.approx(0.25e9)
+    assert fits["allreduce"].bandwidth_bytes_per_s == pytest.approx(0.5e9)
+    assert fits["allreduce"].latency_s == pytest.approx(2e-4)
     assert not overlaps(timings.overlap)  # the measured CPU figures of shared/REFERENCE.md
     assert overlaps({"compute_ms": 50, "allreduce_ms": 50, "together_ms": 55})
-    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, link, allreduce, False)
+    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, links, False)
     assert machine.name == "local" and machine.link(0, 1).bandwidth_bytes_per_s == pytest.approx(1e9)
+    assert machine.link(0, 1).measured == links.link and machine.inner_dim_reshard.measured == links.inner_dim_reshard
     assert machine.allreduce.latency_s == pytest.approx(2e-4) and not machine.comm_overlaps_compute
-    # On 4 devices each receives 3x the bytes each holds; the link is fitted on what a device receives.
-    four = LinkTimings(sizes, tuple(0.1 + 3 * b / 1e6 for b in sizes), tuple(0.2 + 1.5 * b / 0.5e6 for b in sizes),
-                       timings.overlap)
-    link, allreduce = fit_links(four, 4)
-    assert link.bandwidth_bytes_per_s == pytest.approx(1e9) and allreduce.bandwidth_bytes_per_s == pytest.approx(0.5e9)
+    assert machine.link(0, 1).transfer_ms(1 << 20) == pytest.approx(0.1 + (1 << 20) / 1e6)
+    # On 4 devices each receives 3x the bytes each holds: the timings are kept on what a device receives,
+    # and the all-reduce's on the ring's traffic 2(r-1)/r = 1.5x.
+    four = measured_links(LinkTimings(sizes, timings.reshard_ms, timings.inner_reshard_ms, timings.allreduce_ms,
+                                      timings.overlap), 4)
+    assert [b for b, _ in four.link] == [3.0 * b for b in sizes]
+    assert [b for b, _ in four.allreduce] == [1.5 * b for b in sizes]
 
 
 def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_the_cache(tmp_path):

@@ -140,3 +140,40 @@ def test_machine_with_a_measured_allreduce_round_trips():
     assert machine_from_json(machine_to_json(machine)) == machine
     with pytest.raises(MachineError, match="allreduce.bandwidth_bytes_per_s must be a positive number, got 0"):
         dataclasses.replace(machine, allreduce=Link(0, 0.0))
+
+
+MEASURED = ((4096.0, 4e-3), (1048576.0, 4e-3), (4194304.0, 8e-3), (16777216.0, 30e-3))
+
+
+def test_a_measured_link_prices_by_its_timings():
+    from simulator.machine import Link
+
+    link = Link(0.5e9, 1e-3, measured=MEASURED)
+    assert link.transfer_ms(100) == 4.0  # below the smallest size: the smallest's time
+    assert link.transfer_ms(1048576) == pytest.approx(4.0)
+    # Between 1 MiB (4 ms) and 4 MiB (8 ms), on the line: 2.5 MiB is half way.
+    assert link.transfer_ms(2.5 * 1048576) == pytest.approx(6.0)
+    # Beyond 16 MiB (30 ms): the fitted bandwidth, 16 MiB more at 0.5 GB/s = 33.554432 ms.
+    assert link.transfer_ms(2 * 16777216) == pytest.approx(30 + 16777216 / 0.5e9 * 1e3)
+    assert Link(0.5e9, 1e-3).transfer_ms(1e6) == pytest.approx(3.0)  # no timings: the line
+
+
+def test_measured_links_round_trip_and_bad_timings():
+    import dataclasses
+
+    from simulator.machine import Link
+
+    measured = Link(0.5e9, 1e-3, measured=MEASURED)
+    machine = dataclasses.replace(machine_preset("p100x2-pcie"), name="local", intra_node=measured,
+                                  inter_node=measured, allreduce=measured, inner_dim_reshard=measured)
+    assert machine_from_json(machine_to_json(machine)) == machine
+    with pytest.raises(MachineError, match=r"inner_dim_reshard.measured must list distinct message sizes in "
+                                           r"increasing order, got \[4096.0, 4096.0\]"):
+        dataclasses.replace(machine, inner_dim_reshard=Link(1e9, 0.0, measured=((4096.0, 1e-3), (4096.0, 2e-3))))
+    with pytest.raises(MachineError, match=r"intra_node.measured must be 2 or more \[bytes, seconds\] pairs of "
+                                           r"positive numbers, got \(\(4096.0, -1.0\),\)"):
+        dataclasses.replace(machine, intra_node=Link(1e9, 0.0, measured=((4096.0, -1.0),)))
+    with pytest.raises(MachineError, match=r"'allreduce'.measured must be a list of \[bytes, seconds\] pairs"):
+        document = json.loads(machine_to_json(machine))
+        document["allreduce"]["measured"] = "fast"
+        machine_from_json(json.dumps(document))

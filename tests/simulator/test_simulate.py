@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import networkx as nx
 import numpy as np
@@ -98,7 +99,9 @@ def test_data_parallel_is_compute_over_n_plus_ring_allreduce_of_weights():
     machine = fake_machine(4, bandwidth_bytes_per_s=bandwidth, latency_s=latency, overlap=False)
     cost = FlopCost()
     compute_ms = sum(op.forward_flops + op.backward_flops for op in graph.ops) / 1e9
-    allreduce_ms = sum(ring_allreduce_ms(op.param_bytes, 4, bandwidth, latency) for op in graph.ops if op.param_bytes)
+    # One all-reduce per parameter array (kernel, bias), one after the other.
+    allreduce_ms = sum(ring_allreduce_ms(math.prod(shape) * op.dtype_bytes, 4, bandwidth, latency)
+                       for op in graph.ops for _, shape in op.param_shapes)
     dp = Simulator(graph, machine, cost).full(data_parallel(graph, 4)).step_ms
     assert dp == pytest.approx(compute_ms / 4 + allreduce_ms, rel=1e-9)
     # The ring formula by hand: fc7's 67,125,248 bytes over 4 devices at 10 GB/s and 10 us per step:
@@ -147,9 +150,13 @@ def test_height_split_conv_moves_only_its_halo():
     configs = {"a": split_h, "b": split_h, "flat": ParallelConfig((1, 1), (0,)), "loss": ParallelConfig((1,), (0,))}
     simulator = Simulator(graph, fake_machine(2, bandwidth_bytes_per_s=1e6), FlopCost())
     simulator.full(Strategy.for_graph(graph, 2, configs))
-    halo = [e for e in simulator.trace().events if e.name in ("a[0] -> b[1]", "a[1] -> b[0]")]
-    # One row of 2 x 8 x 4 floats = 256 bytes each way: 0.256 ms at 1e6 B/s.
-    assert [round(e.end_ms - e.start_ms, 9) for e in halo] == [0.256, 0.256]
+    halo = [(e.resource, round(e.start_ms, 9), round(e.end_ms, 9)) for e in simulator.trace().events
+            if e.name == "a -> b (2 slices)"]
+    # One row of 2 x 8 x 4 floats = 256 bytes each way, both ways at once in one resharding: 0.256 ms at
+    # 1e6 B/s on each link, after conv a's task: 2 x 4 rows x 8 x 4 x 4 x 9 x 2 = 18,432 FLOPs at 1 TFLOP/s.
+    start = 2 * 4 * 8 * 4 * 4 * 9 * 2 / 1e12 * 1e3
+    assert halo == [("link 0->1", round(start, 9), round(start + 0.256, 9)),
+                    ("link 1->0", round(start, 9), round(start + 0.256, 9))]
 
 
 def test_chrome_trace_has_a_row_per_device_and_link():
@@ -254,13 +261,14 @@ def test_a_reverted_move_gives_back_the_same_step_time():
 
 
 def test_a_measured_allreduce_replaces_the_ring_formula():
-    # Measured: 1 ms + ring traffic / 1e6 B/s. fc's 288 weight bytes over 2 devices: 2(r-1)/r * 288 = 288 B.
+    # Measured: 1 ms + ring traffic / 1e6 B/s. fc's kernel (256 bytes) and bias (32 bytes) over 2 devices,
+    # 2(r-1)/r * bytes = bytes, one after the other: 1.256 + 1.032 ms.
     graph = two_layer_graph()
     strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
     machine = dataclasses.replace(fake_machine(2), allreduce=Link(1e6, 1e-3))
     _, trace = simulate(graph, strategy, machine, COSTS)
     allreduce = [e for e in trace.events if e.kind == "allreduce"]
-    assert {round(e.end_ms - e.start_ms, 9) for e in allreduce} == {1.288}
+    assert {round(e.end_ms - e.start_ms, 9) for e in allreduce} == {2.288}
 
 
 def test_delta_after_a_task_leaves_a_resource_that_a_later_task_uses():
@@ -275,3 +283,31 @@ def test_delta_after_a_task_leaves_a_resource_that_a_later_task_uses():
     for _ in range(5):
         strategy = random_move(strategy, 8, rng)
         assert delta.delta(strategy).step_ms == full.full(strategy).step_ms
+
+
+def test_a_resharding_is_one_collective_and_inner_dim_splits_have_their_own_link():
+    # fc1 batch-split -> fc2 channel-split -> loss batch-split, on 2 devices that do not overlap
+    # communication with compute. fc2's tasks read every sample: each device receives the other's half of
+    # fc1's output (2 samples x 8 features x 4 B = 64 B) in ONE all-gather: both ways at once, both devices
+    # and both links busy, 1 ms + 64 B / 1e6 B/s = 1.064 ms (not twice that, one way after the other).
+    # The loss reads fc2's output, split on its features (its last dim): that move is priced by the
+    # machine's inner-dim link, 2 ms + 32 B / 0.5e6 B/s = 2.064 ms (each device receives 2 x 4 x 4 B).
+    builder = GraphBuilder("toy3", "toy", (4, 8))
+    builder.dense("fc1", 8)
+    builder.dense("fc2", 8)
+    builder.softmax_xent("loss")
+    graph = builder.build(4)
+    configs = {"fc1": ParallelConfig((2, 1), (0, 1)), "fc2": ParallelConfig((1, 2), (0, 1)),
+               "loss": ParallelConfig((2,), (0, 1))}
+    machine = dataclasses.replace(fake_machine(2, bandwidth_bytes_per_s=1e6, latency_s=1e-3, overlap=False),
+                                  inner_dim_reshard=Link(0.5e6, 2e-3))
+    _, trace = simulate(graph, Strategy.for_graph(graph, 2, configs), machine, COSTS)
+    gather = {(e.resource, round(e.start_ms, 9), round(e.end_ms, 9)) for e in trace.events
+              if e.name == "fc1 -> fc2 (2 slices)"}
+    assert gather == {(resource, 10.0, 11.064) for resource in ("device 0", "device 1", "link 0->1", "link 1->0")}
+    move = {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.name == "fc2 -> loss (2 slices)"}
+    assert move == {2.064}
+    # The gradient flows back into fc2's feature-split output on the inner-dim link too, and into fc1's
+    # batch-split output on the node link.
+    assert {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.name == "grad loss -> fc2 (2 slices)"} == {2.064}
+    assert {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.name == "grad fc2 -> fc1 (2 slices)"} == {1.064}
