@@ -46,3 +46,42 @@ def _by_split(space: tuple[ParallelConfig, ...]) -> list[tuple[ParallelConfig, .
     for config in space:
         groups.setdefault(config.degrees, []).append(config)
     return [tuple(group) for group in groups.values()]
+
+
+def copy_from_neighbour(graph: OpGraph, num_devices: int) -> Move:
+    """A random op takes the config of one of its producers or consumers (drawn uniformly among those
+    whose config is valid for it and differs from its own); None when none is.
+
+    A run of ops that shares one config needs no resharding inside it; growing such a run one op at a
+    time by random configs means passing through a resharding at each step, uphill. On 8 and 16 GPUs
+    the best AlexNet strategies under one-collective-per-resharding pricing are runs (convs 2-5 split
+    2 x 4 on batch and channels, fc6-fc7 split 8 ways) that random configs alone took 4x longer to find
+    than FlexFlow's figures (benchmarks.search_time).
+    """
+    names = [op.name for op in graph.ops]
+    neighbours = [tuple(dict.fromkeys(graph.producers(name) + graph.consumers(name))) for name in names]
+    spaces = [frozenset(enumerate_configs(op, num_devices)) for op in graph.ops]
+
+    def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
+        i = int(rng.integers(len(names)))
+        current = strategy[names[i]]
+        choices = [config for config in dict.fromkeys(strategy[n] for n in neighbours[i])
+                   if config != current and config in spaces[i]]
+        if not choices:
+            return None
+        return strategy.with_config(names[i], choices[int(rng.integers(len(choices)))])
+
+    return move
+
+
+def mixture(moves: list[tuple[float, Move]]) -> Move:
+    """One of `moves`, drawn with its weight (weights sum to 1), makes the proposal."""
+    weights = np.array([weight for weight, _ in moves])
+    assert abs(weights.sum() - 1.0) < 1e-9, weights
+    cumulative = np.cumsum(weights)
+
+    def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
+        index = min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(moves) - 1)
+        return moves[index][1](strategy, rng)
+
+    return move

@@ -5,9 +5,11 @@ import collections
 import numpy as np
 
 from models.graph import GraphBuilder
-from search.proposals import random_op_random_split
+from search.proposals import copy_from_neighbour, mixture, random_op_random_split
 from soap.baselines import single
+from soap.config import ParallelConfig
 from soap.space import enumerate_configs
+from soap.strategy import Strategy
 
 
 def flatten_and_loss(batch: int = 16):
@@ -45,3 +47,47 @@ def test_same_seed_same_proposals_and_none_without_a_choice():
     assert first[0] == first[1] == first[2]
     one_device = single(graph, 1)
     assert random_op_random_split(graph, 1)(one_device, np.random.default_rng(0)) is None
+
+
+def test_copy_from_neighbour_takes_a_valid_neighbour_config_or_none():
+    builder = GraphBuilder("chain", "toy", (16, 8))
+    builder.dense("fc1", 8)
+    builder.dense("fc2", 8)
+    builder.softmax_xent("loss")
+    graph = builder.build(16)
+    move = copy_from_neighbour(graph, 16)
+    rng = np.random.default_rng(0)
+    # fc1 split 4 ways on the batch, fc2 and the loss whole on device 0. fc1 may take fc2's config and fc2
+    # fc1's; the loss's config (one dim) fits no dense layer's (two dims) and the other way round, so a
+    # proposal for the loss is None.
+    whole, split = ParallelConfig((1, 1), (0,)), ParallelConfig((4, 1), (0, 1, 2, 3))
+    start = Strategy.for_graph(graph, 16, {"fc1": split, "fc2": whole, "loss": ParallelConfig((1,), (0,))})
+    seen, nones = set(), 0
+    for _ in range(60):
+        proposal = move(start, rng)
+        if proposal is None:
+            nones += 1
+            continue
+        changed = [op.name for op in graph.ops if proposal[op.name] != start[op.name]]
+        assert len(changed) == 1
+        seen.add((changed[0], proposal[changed[0]]))
+    assert seen == {("fc1", whole), ("fc2", split)} and 10 < nones < 30
+    # Ops that already agree have nothing to copy.
+    assert move(Strategy.for_graph(graph, 16, {"fc1": whole, "fc2": whole, "loss": ParallelConfig((1,), (0,))}),
+                rng) is None
+
+
+def test_mixture_draws_each_move_by_its_weight():
+    calls = collections.Counter()
+
+    def named(name):
+        def move(strategy, rng):
+            calls[name] += 1
+            return None
+        return move
+
+    move = mixture([(0.25, named("a")), (0.75, named("b"))])
+    rng = np.random.default_rng(0)
+    for _ in range(4000):
+        move(None, rng)
+    assert 0.22 < calls["a"] / 4000 < 0.28 and calls["a"] + calls["b"] == 4000
