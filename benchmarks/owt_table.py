@@ -22,7 +22,8 @@ The paper column is its (128N, 128N) rows, where the fully-connected layers also
 128 * N, as our OWT does; the (128N, 128) rows (fc weights updated every 128 images) are in the JSON.
 
 Where the simulation departs from the paper, and why (measured with the defaults: OWT simulates at
-2.01x / 4.04x / 8.08x on 2 / 4 / 8 GPUs against the paper's 1.95x / 3.74x / 6.25x):
+2.01x / 3.96x / 7.55x on 2 / 4 / 8 GPUs against the paper's 1.95x / 3.74x / 6.25x; 8.08x at 8 before
+the simulator priced a resharding as one collective, 2026-11-25):
 - Fully-connected scheme. The paper describes three ways to feed the model-parallel fc layers: (a) every
   worker sends its last conv activities to all others and the fc layers run on all 128 * N images at
   once; (b) one worker's 128 images at a time, the next worker's transfer overlapping the fc compute of
@@ -31,16 +32,15 @@ Where the simulation departs from the paper, and why (measured with the defaults
   dense task gathering every device's features. Its batch sizes are the (128N, 128N) rows'; the paper's
   (128N, 128) rows (fc weights updated every 128 images) can only come from (b) or (c), so the paper's
   communication pattern and its fc GEMM shapes (128 x 9216 x 4096/N, N times in turn) are not ours.
-- Links. Every directed GPU pair has its own 6 GB/s link (simulator.taskgraph), so in (a)'s all-to-all
-  a GPU receives its N-1 peers' features (128 x 9216 floats = 4.7 MB each) in parallel, in 0.79 ms
-  whatever N. On a real PCIe 2.0 tree each GPU has one x16 link (and switches, and the path between CPU
-  sockets, shared above it), so that exchange takes about N-1 times longer: 5.5 ms at N = 8. Counting
-  fc6-fc8 both ways, about 18 ms more per step at N = 8 (7.6x instead of 8.1x; a hand estimate, since
-  the simulator has no shared-bus contention).
+- Links. Every directed GPU pair has its own 6 GB/s link, and a resharding is one collective that lasts
+  until the device receiving most has its bytes (simulator.taskgraph): in (a)'s all-gather a GPU takes
+  in its N-1 peers' features (128 x 9216 floats = 4.7 MB each) one after the other over its link, 5.5 ms
+  at N = 8, as through a GPU's one x16 link. What is left out: the switches and the path between CPU
+  sockets, shared above the GPUs' links (no shared-bus contention in the simulator).
 - Overlap. The preset says communication overlaps compute entirely (GPUs with async copies), so the
   conv gradient all-reduce (ring, 2(N-1)/N x 9.9 MB) and most transfers hide behind compute. The
-  "blocking" column is the other extreme: every transfer and all-reduce occupies both ends' devices,
-  and OWT on 8 GPUs takes 400 ms (5.35x), below the paper. The paper lies between the two.
+  "blocking" column is the other extreme: every transfer and all-reduce occupies its devices; OWT on 8
+  GPUs then takes 285 ms (7.52x), as the fc layers wait for their inputs either way.
 - Compute. Roofline costs at 60% of peak for every op whatever its shard's size: the per-GPU work is the
   same at every N, so only communication and the optimizer update change with N; small shards (fc layers
   split 8 ways) lose nothing, unlike real kernels. The momentum update (5 x 244 MB of parameters, about
@@ -49,7 +49,7 @@ Where the simulation departs from the paper, and why (measured with the defaults
   If the paper's runs were 90 epochs of ImageNet's 1.28M images (an assumption, not in REFERENCE.md),
   its 1-GPU step took 98.05 h / 900,820 steps = 392 ms against 268 ms simulated (cuda-convnet2 at about
   41% of peak, not 60%), and its 8-GPU step 502 ms: about 110 ms per step lost to communication and
-  the rest, where the simulator (overlapped) loses none.
+  the rest, where the simulator loses 16 ms (284 ms).
 - Scope. The paper's times are whole training runs (data loading and augmentation on the host, testing);
   the simulator prices one training step. Its network is the one-column AlexNet this graph follows
   (64-192-384-256-256 convs, 4096-4096-1000 fc); dropout and padding details differ.
