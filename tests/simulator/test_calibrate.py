@@ -130,3 +130,24 @@ def test_calibrating_in_one_process_measures_its_own_devices(tmp_path):
     assert result["kind"] == result["expected_kind"] and result["kind"].endswith("(cpu)")
     assert result["devices"] == 2 and result["bandwidth"] > 0 and result["allreduce"] > 0
     assert result["entries"] == 39 and result["step_ms"] > 0
+
+
+def test_the_link_job_times_every_message_size_in_this_process(tmp_path):
+    # The calibration worker's link job on 2 of this process's CPU devices (no cluster): what the fits and
+    # the measured links are made of, every size timed for both resharding kinds and the all-reduce.
+    import json
+
+    from simulator.calibrate import MESSAGE_SIZES
+    from simulator.calibrate_worker import run_job
+    from simulator.measure import _per_device_columns, _ring_mesh
+
+    job = {"model": "alexnet", "dataset": "tiny-imagenet", "batch_size": 2, "num_devices": 2, "skip": [],
+           "ops": False, "links": True}
+    run_job(job, tmp_path, reporter=True)
+    links = json.loads((tmp_path / "links.json").read_text())
+    assert links["sizes_bytes"] == list(MESSAGE_SIZES)
+    for key in ("reshard_ms", "inner_reshard_ms", "allreduce_ms"):
+        assert len(links[key]) == len(MESSAGE_SIZES) and all(ms > 0 for ms in links[key])
+    # The inner-dim array: 128 rows, split on its columns, 64 KB on each device.
+    columns = _per_device_columns(_ring_mesh(2), 65536)
+    assert columns.shape == (128, 2 * 128) and columns.addressable_shards[0].data.shape == (128, 128)
