@@ -3,7 +3,9 @@
     python -m search.optimize --model alexnet --gpus 8 --machine p100-4x4
     python -m search.optimize --model alexnet --gpus 2 --machine my_machine.json
 
-A transfer of b bytes over a link takes latency_s + b / bandwidth_bytes_per_s (per direction).
+A transfer of b bytes over a link takes latency_s + b / bandwidth_bytes_per_s (per direction), or, for a
+link with "measured": [[bytes, seconds], ...] (written by calibration, sizes increasing), the line
+through those timings (see Link).
 Devices i and j share a node when i // devices_per_node == j // devices_per_node; intra-node pairs use
 the `intra_node` link, others the `inter_node` link. `comm_overlaps_compute` says whether a transfer or
 collective runs beside the device's compute (GPUs with NCCL and XLA's async collectives) or blocks it
