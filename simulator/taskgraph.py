@@ -10,7 +10,9 @@ Following shared/ARCHITECTURE.md ("One execution semantics"):
   and lasts until the device receiving most has its bytes, priced by its (slowest incoming) link; a
   tensor split on its last dim (channels, features) moves on the machine's inner-dim link where the machine
   has one (XLA transposes around the collective). Backward sends the gradient back along the same
-  intersections, as one resharding too.
+  intersections, as one resharding too; but where the consumer is a dense layer or conv split on its
+  output channels, its tasks hold partial sums of their input's gradient: one all-reduce of the whole
+  input box per channel group, then a resharding to the tasks outside the group.
 - Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
   all-reduce their gradients over a ring of their devices, one all-reduce per parameter array (kernel,
   bias) one after the other: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency each, or the machine's
@@ -34,7 +36,7 @@ import math
 from typing import NamedTuple
 
 from models.graph import OpGraph
-from models.op import Dim, Op, local_op, shard_box, task_input_boxes
+from models.op import Dim, Op, OpKind, local_op, shard_box, task_input_boxes
 from simulator.cost import CostModel
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
@@ -64,6 +66,8 @@ def task_name(task: Task, graph: OpGraph) -> str:
     if task.kind == TRANSFER:
         source, op, *pairs = task.label
         prefix = "grad " if task.key >> 24 >= len(names) else ""
+        if not pairs:
+            return f"{prefix}{names[source]} -> {names[op]} (partial sums all-reduced)"
         if len(pairs) == 2:
             return f"{prefix}{names[source]}[{pairs[0]}] -> {names[op]}[{pairs[1]}]"
         return f"{prefix}{names[source]} -> {names[op]} ({len(pairs) // 2} slices)"
@@ -214,8 +218,12 @@ class TaskGraphBuilder:
             source = configs[c]
             flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
-            self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None,
-                           inner_dim=_splits_inner_dim(degrees))
+            if _sums_input_gradient(self.graph.ops[c], source.degrees):
+                self._summed_incoming(seg, c, source_base, source, i, devices, flows, deps, tasks,
+                                      inner_dim=_splits_inner_dim(degrees))
+            else:
+                self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None,
+                               inner_dim=_splits_inner_dim(degrees))
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
@@ -230,32 +238,72 @@ class TaskGraphBuilder:
                   memory: dict[int, int] | None, inner_dim: bool) -> None:
         """Wire the slices op i's tasks read from `source_op`'s tasks (activations forward, gradients
         backward; `flows` holds (source task, task, bytes)): a dependency when on the same device; the
-        slices on other devices move in ONE resharding, a TRANSFER task (see the module docstring).
-        `inner_dim`: the tensor moved is split on its last dim."""
-        links = self._inner_dim_links if inner_dim else self._links
-        remote, received, incoming, sources, resources = [], {}, {}, set(), set()
+        slices on other devices move in ONE resharding (see `_reshard`)."""
+        moves = []
         for m, k, num_bytes in flows:
-            src, dst = source_devices[m], devices[k]
-            if src == dst:
+            if source_devices[m] == devices[k]:
                 deps[k].append(source_base | m)
-                continue
+            else:
+                moves.append((source_base | m, source_devices[m], m, k, num_bytes))
+        self._reshard(seg, source_op, i, devices, moves, deps, tasks, memory, inner_dim)
+
+    def _summed_incoming(self, seg: int, c: int, source_base: int, source: ParallelConfig, i: int,
+                         devices: tuple[int, ...], flows: tuple, deps: list[list[int]], tasks: list[Task],
+                         inner_dim: bool) -> None:
+        """The gradient flowing back into op i from consumer c, split on its output channels: the tasks of
+        one channel group (same shard but for the channels) read the same input box, and each computes a
+        partial sum of its gradient. XLA all-reduces the whole box over the group (the compiled step of a
+        channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input, f32[128,4096] for fc7's),
+        then each task of op i takes its slice: where it is, if its device is in the group, else in one
+        resharding from the group's first device."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for n, index in enumerate(_grid(source.degrees)):
+            groups.setdefault(index[:-1], []).append(n)
+        reads: dict[int, list[tuple[int, int]]] = {}
+        for n, k, num_bytes in flows:
+            reads.setdefault(n, []).append((k, num_bytes))
+        moves = []
+        for group in groups.values():
+            group_devices = [source.devices[n] for n in group]
+            box = reads.get(group[0], [])
+            ring = list(zip(group_devices, group_devices[1:] + group_devices[:1]))
+            resources = tuple(self._links[a][b][1][0] for a, b in ring)
+            if not self.machine.comm_overlaps_compute:
+                resources += tuple(group_devices)
+            key = seg << 24 | _TRANSFER | len(tasks)
+            duration_ms = self._allreduce_ms(sum(num_bytes for _, num_bytes in box), ring)
+            tasks.append(_new_task(Task, (key, TRANSFER, (c, i), tuple(sorted(resources)), duration_ms,
+                                          tuple(source_base | n for n in group))))
+            for k, num_bytes in box:
+                if devices[k] in group_devices:
+                    deps[k].append(key)
+                else:
+                    moves.append((key, group_devices[0], group[0], k, num_bytes))
+        self._reshard(seg, c, i, devices, moves, deps, tasks, None, inner_dim)
+
+    def _reshard(self, seg: int, source_op: int, i: int, devices: tuple[int, ...], moves: list[tuple],
+                 deps: list[list[int]], tasks: list[Task], memory: dict[int, int] | None, inner_dim: bool) -> None:
+        """ONE TRANSFER task for `moves` ((source key, source device, source task, task, bytes)) into op
+        i's tasks (see the module docstring); `inner_dim`: the tensor moved is split on its last dim."""
+        if not moves:
+            return
+        links = self._inner_dim_links if inner_dim else self._links
+        received, incoming, resources = {}, {}, set()
+        for _, src, _, k, num_bytes in moves:
+            dst = devices[k]
             link, link_resources = links[src][dst]
-            remote.append((m, k))
             received[dst] = received.get(dst, 0) + num_bytes
             incoming.setdefault(dst, set()).add(link)
-            sources.add(source_base | m)
             resources.update(link_resources)
             if memory is not None:
                 memory[dst] = memory.get(dst, 0) + num_bytes
-        if not remote:
-            return
         key = seg << 24 | _TRANSFER | len(tasks)
         # Each receiving device takes in its bytes at its slowest incoming link's rate.
         duration_ms = max(link.transfer_ms(received[dst]) for dst, dst_links in incoming.items() for link in dst_links)
-        label = (source_op, i, *(index for pair in remote for index in pair))
-        tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(sorted(resources)), duration_ms,
-                                      tuple(sorted(sources)))))
-        for k in sorted({k for _, k in remote}):
+        label = (source_op, i, *(index for _, _, m, k, _ in moves for index in (m, k)))
+        sources = tuple(sorted({source_key for source_key, *_ in moves}))
+        tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(sorted(resources)), duration_ms, sources)))
+        for k in sorted({move[3] for move in moves}):
             deps[k].append(key)
 
     def _allreduce_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
@@ -287,6 +335,12 @@ class TaskGraphBuilder:
             for k in group:
                 tasks.append(Task(update_base | k, UPDATE, (i, k), (config.devices[k],), update_ms, ready))
         return tasks
+
+
+def _sums_input_gradient(op: Op, degrees: tuple[int, ...]) -> bool:
+    """Whether the tasks of `op` under `degrees` compute partial sums of its input's gradient: a dense
+    layer or conv split on its output channels reads all its input channels in every task."""
+    return op.kind in (OpKind.DENSE, OpKind.CONV2D) and degrees[-1] > 1
 
 
 def _splits_inner_dim(degrees: tuple[int, ...]) -> bool:

@@ -307,7 +307,32 @@ def test_a_resharding_is_one_collective_and_inner_dim_splits_have_their_own_link
     assert gather == {(resource, 10.0, 11.064) for resource in ("device 0", "device 1", "link 0->1", "link 1->0")}
     move = {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.name == "fc2 -> loss (2 slices)"}
     assert move == {2.064}
-    # The gradient flows back into fc2's feature-split output on the inner-dim link too, and into fc1's
-    # batch-split output on the node link.
+    # The gradient flows back into fc2's feature-split output on the inner-dim link too.
     assert {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.name == "grad loss -> fc2 (2 slices)"} == {2.064}
-    assert {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.name == "grad fc2 -> fc1 (2 slices)"} == {1.064}
+
+
+def test_partial_sums_of_a_channel_split_layer_are_all_reduced_then_moved():
+    # fc2 split on its output features over devices 1 and 2 reads all of fc1's output in both tasks, so
+    # each computes a partial sum of the whole input gradient (4 x 8 floats = 128 B): XLA all-reduces it
+    # over the two (ring formula: 2 x 1 ms + 128 B / 1e6 B/s = 2.128 ms), then fc1, whole on device 0,
+    # gets it from device 1 (1 ms + 128 B / 1e6 B/s = 1.128 ms). Forward, fc1's output goes to both in
+    # one resharding: each receives 128 B, 1.128 ms.
+    builder = GraphBuilder("toy3", "toy", (4, 8))
+    builder.dense("fc1", 8)
+    builder.dense("fc2", 8)
+    builder.softmax_xent("loss")
+    graph = builder.build(4)
+    configs = {"fc1": ParallelConfig((1, 1), (0,)), "fc2": ParallelConfig((1, 2), (1, 2)),
+               "loss": ParallelConfig((1,), (1,))}
+    machine = fake_machine(3, bandwidth_bytes_per_s=1e6, latency_s=1e-3, overlap=False)
+    _, trace = simulate(graph, Strategy.for_graph(graph, 3, configs), machine, COSTS)
+    durations = {}
+    for e in trace.events:
+        durations.setdefault(e.name, set()).add((e.resource, round(e.end_ms - e.start_ms, 9)))
+    assert durations["grad fc2 -> fc1 (partial sums all-reduced)"] == {
+        (resource, 2.128) for resource in ("device 1", "device 2", "link 1->2", "link 2->1")}
+    assert durations["grad fc2[0] -> fc1[0]"] == {(r, 1.128) for r in ("device 0", "device 1", "link 1->0")}
+    assert {d for _, d in durations["fc1 -> fc2 (2 slices)"]} == {1.128}
+    reduce, move = (next(e for e in trace.events if e.name == name and e.resource == "device 1")
+                    for name in ("grad fc2 -> fc1 (partial sums all-reduced)", "grad fc2[0] -> fc1[0]"))
+    assert move.start_ms == reduce.end_ms
