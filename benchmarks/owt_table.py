@@ -22,8 +22,9 @@ The paper column is its (128N, 128N) rows, where the fully-connected layers also
 128 * N, as our OWT does; the (128N, 128) rows (fc weights updated every 128 images) are in the JSON.
 
 Where the simulation departs from the paper, and why (measured with the defaults: OWT simulates at
-2.01x / 3.96x / 7.55x on 2 / 4 / 8 GPUs against the paper's 1.95x / 3.74x / 6.25x; 8.08x at 8 before
-the simulator priced a resharding as one collective, 2026-11-25):
+2.01x / 3.89x / 7.27x on 2 / 4 / 8 GPUs against the paper's 1.95x / 3.74x / 6.25x; 8.08x at 8 before
+the simulator priced a resharding as one collective and a channel split's input gradient as an
+all-reduce, 2026-11-25):
 - Fully-connected scheme. The paper describes three ways to feed the model-parallel fc layers: (a) every
   worker sends its last conv activities to all others and the fc layers run on all 128 * N images at
   once; (b) one worker's 128 images at a time, the next worker's transfer overlapping the fc compute of
@@ -40,7 +41,7 @@ the simulator priced a resharding as one collective, 2026-11-25):
 - Overlap. The preset says communication overlaps compute entirely (GPUs with async copies), so the
   conv gradient all-reduce (ring, 2(N-1)/N x 9.9 MB) and most transfers hide behind compute. The
   "blocking" column is the other extreme: every transfer and all-reduce occupies its devices; OWT on 8
-  GPUs then takes 285 ms (7.52x), as the fc layers wait for their inputs either way.
+  GPUs then takes 295 ms (7.25x), as the fc layers wait for their inputs either way.
 - Compute. Roofline costs at 60% of peak for every op whatever its shard's size: the per-GPU work is the
   same at every N, so only communication and the optimizer update change with N; small shards (fc layers
   split 8 ways) lose nothing, unlike real kernels. The momentum update (5 x 244 MB of parameters, about
@@ -49,7 +50,7 @@ the simulator priced a resharding as one collective, 2026-11-25):
   If the paper's runs were 90 epochs of ImageNet's 1.28M images (an assumption, not in REFERENCE.md),
   its 1-GPU step took 98.05 h / 900,820 steps = 392 ms against 268 ms simulated (cuda-convnet2 at about
   41% of peak, not 60%), and its 8-GPU step 502 ms: about 110 ms per step lost to communication and
-  the rest, where the simulator loses 16 ms (284 ms).
+  the rest, where the simulator loses 27 ms (294 ms).
 - Scope. The paper's times are whole training runs (data loading and augmentation on the host, testing);
   the simulator prices one training step. Its network is the one-column AlexNet this graph follows
   (64-192-384-256-256 convs, 4096-4096-1000 fc); dropout and padding details differ.
