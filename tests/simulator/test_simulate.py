@@ -32,6 +32,14 @@ def two_layer_graph(batch: int = 4) -> OpGraph:
     return builder.build(batch)
 
 
+def dense_chain_graph(batch: int = 4) -> OpGraph:
+    builder = GraphBuilder("toy3", "toy", (batch, 8))
+    builder.dense("fc1", 8)
+    builder.dense("fc2", 8)
+    builder.softmax_xent("loss")
+    return builder.build(batch)
+
+
 def events(trace):
     return [(e.name, e.resource, round(e.start_ms, 9), round(e.end_ms, 9)) for e in trace.events]
 
@@ -292,11 +300,7 @@ def test_a_resharding_is_one_collective_and_inner_dim_splits_have_their_own_link
     # and both links busy, 1 ms + 64 B / 1e6 B/s = 1.064 ms (not twice that, one way after the other).
     # The loss reads fc2's output, split on its features (its last dim): that move is priced by the
     # machine's inner-dim link, 2 ms + 32 B / 0.5e6 B/s = 2.064 ms (each device receives 2 x 4 x 4 B).
-    builder = GraphBuilder("toy3", "toy", (4, 8))
-    builder.dense("fc1", 8)
-    builder.dense("fc2", 8)
-    builder.softmax_xent("loss")
-    graph = builder.build(4)
+    graph = dense_chain_graph()
     configs = {"fc1": ParallelConfig((2, 1), (0, 1)), "fc2": ParallelConfig((1, 2), (0, 1)),
                "loss": ParallelConfig((2,), (0, 1))}
     machine = dataclasses.replace(fake_machine(2, bandwidth_bytes_per_s=1e6, latency_s=1e-3, overlap=False),
@@ -317,11 +321,7 @@ def test_partial_sums_of_a_channel_split_layer_are_all_reduced_then_moved():
     # over the two (ring formula: 2 x 1 ms + 128 B / 1e6 B/s = 2.128 ms), then fc1, whole on device 0,
     # gets it from device 1 (1 ms + 128 B / 1e6 B/s = 1.128 ms). Forward, fc1's output goes to both in
     # one resharding: each receives 128 B, 1.128 ms.
-    builder = GraphBuilder("toy3", "toy", (4, 8))
-    builder.dense("fc1", 8)
-    builder.dense("fc2", 8)
-    builder.softmax_xent("loss")
-    graph = builder.build(4)
+    graph = dense_chain_graph()
     configs = {"fc1": ParallelConfig((1, 1), (0,)), "fc2": ParallelConfig((1, 2), (1, 2)),
                "loss": ParallelConfig((1,), (1,))}
     machine = fake_machine(3, bandwidth_bytes_per_s=1e6, latency_s=1e-3, overlap=False)
