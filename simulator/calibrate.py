@@ -121,13 +121,12 @@ class MeasuredLinks:
     inner_dim_reshard: tuple[tuple[float, float], ...]
     allreduce: tuple[tuple[float, float], ...]
 
-    def fits(self) -> dict[str, LinkFit]:
-        return {name: fit_link([b for b, _ in points], [s for _, s in points])
-                for name, points in (("link", self.link), ("inner_dim_reshard", self.inner_dim_reshard),
-                                     ("allreduce", self.allreduce))}
+    def fit(self, name: str) -> LinkFit:
+        points = getattr(self, name)
+        return fit_link([b for b, _ in points], [s for _, s in points])
 
     def as_link(self, name: str) -> Link:
-        fit = self.fits()[name]
+        fit = self.fit(name)
         return Link(fit.bandwidth_bytes_per_s, fit.latency_s, measured=getattr(self, name))
 
 
@@ -276,9 +275,9 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
                           tuple(results["inner_reshard_ms"]), tuple(results["allreduce_ms"]), results["overlap"])
     links = measured_links(timings, num_devices)
-    fits = links.fits()
-    say(f"links (priced by the measured timings; fitted lines): resharding {_fitted(fits['link'])}, on an inner "
-        f"dim {_fitted(fits['inner_dim_reshard'])}; all-reduce {_fitted(fits['allreduce'])}; overlap with compute: "
+    say(f"links (priced by the measured timings; fitted lines): resharding {_fitted(links.fit('link'))}, on an "
+        f"inner dim {_fitted(links.fit('inner_dim_reshard'))}; all-reduce {_fitted(links.fit('allreduce'))}; "
+        f"overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
     return local_machine(device, num_devices, links, overlaps(timings.overlap))
 
