@@ -106,6 +106,7 @@ class TaskGraphBuilder:
         self._op_costs: dict = {}
         self._param_slices: dict = {}
         self._replica_groups: dict = {}
+        self._channel_groups: dict = {}  # degrees -> tasks that differ only in their channel shard
         self._links = self._link_table(inner_dim=False)
         self._inner_dim_links = self._link_table(inner_dim=True)
 
@@ -256,14 +257,17 @@ class TaskGraphBuilder:
         channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input, f32[128,4096] for fc7's),
         then each task of op i takes its slice: where it is, if its device is in the group, else in one
         resharding from the group's first device."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for n, index in enumerate(_grid(source.degrees)):
-            groups.setdefault(index[:-1], []).append(n)
+        groups = self._channel_groups.get(source.degrees)
+        if groups is None:
+            by_shard: dict[tuple[int, ...], list[int]] = {}
+            for n, index in enumerate(_grid(source.degrees)):
+                by_shard.setdefault(index[:-1], []).append(n)
+            groups = self._channel_groups[source.degrees] = tuple(by_shard.values())
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in flows:
             reads.setdefault(n, []).append((k, num_bytes))
         moves = []
-        for group in groups.values():
+        for group in groups:
             group_devices = [source.devices[n] for n in group]
             box = reads.get(group[0], [])
             ring = list(zip(group_devices, group_devices[1:] + group_devices[:1]))
