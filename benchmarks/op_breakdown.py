@@ -86,17 +86,18 @@ def measured_breakdown(events: list[dict], phases: dict[str, tuple[str, str]], s
 def simulated_breakdown(graph, strategy, machine, cost) -> list[dict[str, float]]:
     """Per device, simulated milliseconds by "op/phase" (transfers and all-reduces as the op's comm)."""
     from simulator.simulate import Simulator
-    from simulator.taskgraph import ALLREDUCE, BACKWARD, FORWARD, TRANSFER, UPDATE
+    from simulator.taskgraph import ALLREDUCE, BACKWARD, FORWARD, STATS, TRANSFER, UPDATE
 
     simulator = Simulator(graph, machine, cost)
     simulator.full(strategy)
-    kinds = {FORWARD: "forward", BACKWARD: "backward", UPDATE: "update", TRANSFER: "comm", ALLREDUCE: "comm"}
+    kinds = {FORWARD: "forward", BACKWARD: "backward", UPDATE: "update", TRANSFER: "comm", ALLREDUCE: "comm",
+             STATS: "comm"}
     per_device: list[dict[str, float]] = [defaultdict(float) for _ in range(machine.num_devices)]
     names = [op.name for op in graph.ops]
     for task in simulator.tasks():
         op = names[task.label[1] if task.kind == TRANSFER else task.label[0]]
         devices = {r for r in task.resources if r < machine.num_devices}
-        if task.kind in (TRANSFER, ALLREDUCE) and not devices:  # comm that does not block devices
+        if task.kind in (TRANSFER, ALLREDUCE, STATS) and not devices:  # comm that does not block devices
             devices = _comm_devices(task, machine.num_devices)
         for device in devices:
             per_device[device][f"{op}/{kinds[task.kind]}"] += task.duration_ms

@@ -1,10 +1,12 @@
 """The operator graph: a networkx.DiGraph of frozen `Op` values, built with shape inference.
 
-    python -m models alexnet --dataset tiny-imagenet
+    python -m models resnet50 --dataset imagenet
 
-Nodes are op names, each holding its `Op` under the attribute "op"; an edge (producer, consumer) holds
-the tensor's shape under "shape". Ops with no producer read the data batch (images, and labels for the
-loss), which the input pipeline places where their tasks need it.
+Nodes are op names, each holding its `Op` under the attribute "op" and the names of the ops it reads,
+in the order of its inputs, under "inputs"; an edge (producer, consumer) holds the tensor's shape under
+"shape". Ops with no producer read the data batch (images, and labels for the loss), which the input
+pipeline places where their tasks need it. Ops may read several inputs (add, concat): the graph is a
+DAG, and the order ops were added in, the program order, is one topological order of it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+from collections.abc import Sequence
 
 import networkx as nx
 
@@ -32,7 +35,7 @@ class OpGraph:
         self.model = model
         self.dataset = dataset
         self.batch_size = batch_size
-        self.nx = nx.freeze(nx_graph)
+        self.nx = nx.freeze(nx_graph.copy())  # a copy: the builder may go on adding ops
         # Insertion order is the program order; it is one topological order of the DAG.
         self.ops: tuple[Op, ...] = tuple(nx_graph.nodes[name]["op"] for name in nx_graph.nodes)
         self._index = {op.name: i for i, op in enumerate(self.ops)}
@@ -54,12 +57,20 @@ class OpGraph:
         return tuple(self.nx.nodes[name]["inputs"])
 
     def consumers(self, name: str) -> tuple[str, ...]:
-        return tuple(self.nx.successors(name))
+        """The ops reading `name`'s output, in program order."""
+        return tuple(sorted(self.nx.successors(name), key=self._index.__getitem__))
 
     @functools.cached_property
     def signature(self) -> str:
-        """16 hex digits of a SHA-256 over every op and edge: equal graphs, equal signatures."""
+        """16 hex digits of a SHA-256 over every op and edge: equal graphs, equal signatures.
+
+        Ops with several inputs add their input order, ops with state their state shapes (neither is in
+        an op's repr, so that graphs without them keep the signature they always had)."""
         text = repr((self.model, self.dataset, self.batch_size, self.ops, sorted(self.nx.edges)))
+        extras = tuple((op.name, self.producers(op.name), op.state_shapes) for op in self.ops
+                       if len(op.input_shapes) > 1 or op.state_shapes)
+        if extras:
+            text += repr(extras)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -70,12 +81,20 @@ class OpGraph:
     def forward_flops(self) -> int:
         return sum(op.forward_flops for op in self.ops)
 
+    @property
+    def backward_flops(self) -> int:
+        return sum(op.backward_flops for op in self.ops)
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
 
 class GraphBuilder:
-    """Builds an `OpGraph` op by op, inferring each output shape from its input.
+    """Builds an `OpGraph` op by op, inferring each output shape from its inputs.
 
-    Each method adds one op reading the output of `input` (default: the op added last; None for the
-    first op, which reads the data batch) and returns the new op's name.
+    Each method adds one op and returns its name. Single-input ops read `input` (default: the op added
+    last; None for an op reading the data batch); add and concat read `inputs`, a list of op names.
     """
 
     def __init__(self, model: str, dataset: str, input_shape: Shape, dtype: str = "float32"):
@@ -86,73 +105,139 @@ class GraphBuilder:
         self._graph = nx.DiGraph()
         self._last: str | None = None
 
-    def _shape_of(self, name: str | None) -> Shape:
+    @property
+    def last(self) -> str | None:
+        """The op added last."""
+        return self._last
+
+    def shape(self, name: str | None) -> Shape:
+        """The output shape of op `name` (the data batch's shape for None)."""
+        if name is not None and name not in self._graph:
+            raise ShapeError(f"{self._model!r} has no op {name!r} to read; add it before the ops that read it")
         return self._input_shape if name is None else self._graph.nodes[name]["op"].output_shape
 
-    def _add(self, op: Op, source: str | None) -> str:
-        if source is None:
+    def _add(self, op: Op, sources: tuple[str | None, ...]) -> str:
+        if sources == (None,):
             op = dataclasses.replace(op, input_grad=False)  # it reads the data batch, which needs no gradient
+            sources = ()
         if op.name in self._graph:
             raise ShapeError(f"op name {op.name!r} is used twice in {self._model!r}; give every op its own name")
-        self._graph.add_node(op.name, op=op, inputs=() if source is None else (source,))
-        if source is not None:
-            self._graph.add_edge(source, op.name, shape=self._shape_of(source))
+        self._graph.add_node(op.name, op=op, inputs=sources)
+        for source in sources:
+            self._graph.add_edge(source, op.name, shape=self.shape(source))
         self._last = op.name
         return op.name
 
     def _source(self, input) -> str | None:
         return self._last if input is ... else input
 
-    def conv2d(self, name, channels, kernel, stride=1, padding=Padding.SAME, relu=True, input=...) -> str:
-        source = self._source(input)
-        n, h, w, c = self._require_rank(name, self._shape_of(source), 4)
-        out_h = spatial_output_size(h, kernel, stride, padding)
-        out_w = spatial_output_size(w, kernel, stride, padding)
+    def _windowed_output(self, name: str, source: str | None, kernel, stride, padding) -> tuple:
+        n, h, w, c = self._require_rank(name, self.shape(source), 4)
+        (kh, kw), (sh, sw), padding = _pair(kernel), _pair(stride), Padding(padding)
+        out_h = spatial_output_size(h, kh, sh, padding)
+        out_w = spatial_output_size(w, kw, sw, padding)
         self._require_positive(name, (out_h, out_w))
-        op = Op(
-            name=name, kind=OpKind.CONV2D, input_shapes=((n, h, w, c),), output_shape=(n, out_h, out_w, channels),
-            param_shapes=(("kernel", (kernel, kernel, c, channels)), ("bias", (channels,))), dtype=self._dtype,
-            kernel_hw=(kernel, kernel), stride_hw=(stride, stride), padding=padding, relu=relu,
-        )
-        return self._add(op, source)
+        return (n, h, w, c), (n, out_h, out_w), dict(kernel_hw=(kh, kw), stride_hw=(sh, sw), padding=padding)
+
+    def conv2d(self, name, channels, kernel, stride=1, padding=Padding.SAME, relu=True, bias=True, input=...) -> str:
+        """A conv of `kernel` (an int or (height, width)) and `stride`; `bias=False` before a batch norm."""
+        source = self._source(input)
+        in_shape, (n, out_h, out_w), window = self._windowed_output(name, source, kernel, stride, padding)
+        params = (("kernel", window["kernel_hw"] + (in_shape[3], channels)),) + ((("bias", (channels,)),) if bias else ())
+        op = Op(name=name, kind=OpKind.CONV2D, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, channels),
+                param_shapes=params, dtype=self._dtype, relu=relu, **window)
+        return self._add(op, (source,))
 
     def pool2d(self, name, kernel=3, stride=2, padding=Padding.VALID, input=...) -> str:
+        """A max pool."""
+        return self._pool(OpKind.POOL2D, name, kernel, stride, padding, input)
+
+    def avg_pool2d(self, name, kernel=3, stride=1, padding=Padding.SAME, input=...) -> str:
+        return self._pool(OpKind.AVG_POOL2D, name, kernel, stride, padding, input)
+
+    def _pool(self, kind, name, kernel, stride, padding, input) -> str:
         source = self._source(input)
-        n, h, w, c = self._require_rank(name, self._shape_of(source), 4)
-        out_h = spatial_output_size(h, kernel, stride, padding)
-        out_w = spatial_output_size(w, kernel, stride, padding)
-        self._require_positive(name, (out_h, out_w))
-        op = Op(
-            name=name, kind=OpKind.POOL2D, input_shapes=((n, h, w, c),), output_shape=(n, out_h, out_w, c),
-            dtype=self._dtype, kernel_hw=(kernel, kernel), stride_hw=(stride, stride), padding=padding,
-        )
-        return self._add(op, source)
+        in_shape, (n, out_h, out_w), window = self._windowed_output(name, source, kernel, stride, padding)
+        op = Op(name=name, kind=kind, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, in_shape[3]),
+                dtype=self._dtype, **window)
+        return self._add(op, (source,))
+
+    def global_avg_pool(self, name, input=...) -> str:
+        source = self._source(input)
+        n, _, _, c = shape = self._require_rank(name, self.shape(source), 4)
+        op = Op(name=name, kind=OpKind.GLOBAL_AVG_POOL, input_shapes=(shape,), output_shape=(n, c), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def batch_norm(self, name, relu=False, input=...) -> str:
+        """Batch norm over every dim but the channels (training mode), scale and bias per channel."""
+        source = self._source(input)
+        shape = self.shape(source)
+        if len(shape) not in (2, 4):
+            self._require_rank(name, shape, 4)
+        channels = (shape[-1],)
+        op = Op(name=name, kind=OpKind.BATCH_NORM, input_shapes=(shape,), output_shape=shape,
+                param_shapes=(("scale", channels), ("bias", channels)), dtype=self._dtype, relu=relu,
+                state_shapes=(("mean", channels), ("var", channels)))
+        return self._add(op, (source,))
+
+    def add(self, name, inputs: Sequence[str], relu=False) -> str:
+        """The element-wise sum of `inputs` (two or more ops of one shape)."""
+        sources = self._require_inputs(name, inputs)
+        shapes = tuple(self.shape(s) for s in sources)
+        if len(set(shapes)) > 1:
+            raise ShapeError(f"add {name!r} sums inputs of different shapes "
+                             f"{', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; add tensors of one shape")
+        op = Op(name=name, kind=OpKind.ADD, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype, relu=relu)
+        return self._add(op, sources)
+
+    def concat(self, name, inputs: Sequence[str]) -> str:
+        """`inputs` joined along their channels (the last dim); the other dims must agree."""
+        sources = self._require_inputs(name, inputs)
+        shapes = tuple(self.shape(s) for s in sources)
+        if len({shape[:-1] for shape in shapes}) > 1:
+            raise ShapeError(f"concat {name!r} joins inputs whose dims other than the channels differ "
+                             f"({', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}); "
+                             f"give its branches one batch, height and width")
+        out = shapes[0][:-1] + (sum(shape[-1] for shape in shapes),)
+        op = Op(name=name, kind=OpKind.CONCAT, input_shapes=shapes, output_shape=out, dtype=self._dtype)
+        return self._add(op, sources)
 
     def flatten(self, name, input=...) -> str:
         source = self._source(input)
-        shape = self._require_rank(name, self._shape_of(source), 4)
+        shape = self._require_rank(name, self.shape(source), 4)
         op = Op(name=name, kind=OpKind.FLATTEN, input_shapes=(shape,),
                 output_shape=(shape[0], math.prod(shape[1:])), dtype=self._dtype)
-        return self._add(op, source)
+        return self._add(op, (source,))
 
     def dense(self, name, units, relu=True, input=...) -> str:
         source = self._source(input)
-        n, features = self._require_rank(name, self._shape_of(source), 2)
+        n, features = self._require_rank(name, self.shape(source), 2)
         op = Op(
             name=name, kind=OpKind.DENSE, input_shapes=((n, features),), output_shape=(n, units),
             param_shapes=(("kernel", (features, units)), ("bias", (units,))), dtype=self._dtype, relu=relu,
         )
-        return self._add(op, source)
+        return self._add(op, (source,))
 
     def softmax_xent(self, name, input=...) -> str:
         source = self._source(input)
-        n, classes = self._require_rank(name, self._shape_of(source), 2)
+        n, classes = self._require_rank(name, self.shape(source), 2)
         op = Op(name=name, kind=OpKind.SOFTMAX_XENT, input_shapes=((n, classes),), output_shape=(n,),
                 dtype=self._dtype)
-        return self._add(op, source)
+        return self._add(op, (source,))
 
     def build(self, batch_size: int) -> OpGraph:
         return OpGraph(self._model, self._dataset, batch_size, self._graph)
+
+    def _require_inputs(self, name: str, inputs: Sequence[str]) -> tuple[str, ...]:
+        sources = tuple(inputs)
+        if len(sources) < 2:
+            raise ShapeError(f"op {name!r} needs at least two inputs, got {list(sources)}; list them in inputs=[...]")
+        if None in sources:
+            raise ShapeError(f"op {name!r} lists the data batch (None) among its inputs; only single-input ops read "
+                             f"the data: read it through an op first")
+        for source in sources:
+            self.shape(source)
+        return sources
 
     def _require_rank(self, name: str, shape: Shape, rank: int) -> Shape:
         if len(shape) != rank:

@@ -30,10 +30,10 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from models.errors import PlacementError
+from models.errors import PlacementError, ShapeError
 from models.graph import OpGraph
 from models.network import OpRunner, Params, loss_op
-from models.op import Op, OpKind, reads_whole_image
+from models.op import Op
 from models.transfer import transfer
 
 
@@ -90,26 +90,31 @@ def _axis_size(entry: str | tuple[str, ...], mesh: Mesh) -> int:
     return math.prod(mesh.shape[name] for name in names)
 
 
-def input_sharding(op: Op, output: NamedSharding) -> NamedSharding:
-    """Where `op`'s tasks read its input: every op's input is pinned there, and stage inputs placed there.
+def input_sharding(op: Op, output: NamedSharding, input_index: int = 0) -> NamedSharding:
+    """Where `op`'s tasks read input `input_index`: every op's input is pinned there, and stage inputs
+    placed there.
 
-    Split like the op's output on the dims the two share (the batch; height and width of conv and pool
-    where the input size divides; the channels of pool), whole on the others; XLA moves the halos.
-    Whole in height and width where models.op.reads_whole_image (a conv split on its output channels).
+    Split as the op's kind says (KindSpec.input_split: like the output on the dims the two share, whole
+    on the others, whole in height and width for a conv split on its output channels), and whole where
+    the input size does not divide; XLA moves the halos.
     """
     spec = tuple(output.spec) + (None,) * (len(op.output_shape) - len(output.spec))
-    in_shape = op.input_shapes[0]
-    if op.kind is OpKind.POOL2D:
-        shared = spec
-    elif reads_whole_image(op, spec[-1] is not None):  # a conv's last dim is its channels
-        shared = (spec[0], None, None, None)
-    elif op.kind is OpKind.CONV2D:
-        shared = spec[:3] + (None,)
-    else:
-        shared = (spec[0],) + (None,) * (len(in_shape) - 1)
+    shared = op.spec.input_split(op, spec)[input_index]
     entries = tuple(e if e is None or size % _axis_size(e, output.mesh) == 0 else None
-                    for e, size in zip(shared, in_shape))
+                    for e, size in zip(shared, op.input_shapes[input_index]))
     return NamedSharding(output.mesh, PartitionSpec(*entries))
+
+
+def require_chain(graph: OpGraph) -> None:
+    """The training step passes each op's output to the next op in program order: it runs chains only
+    (AlexNet, VGG); branching graphs are simulated and searched, not yet run."""
+    previous = ()
+    for op in graph.ops:
+        if graph.producers(op.name) != previous:
+            raise ShapeError(f"op {op.name!r} of {graph.model} reads {list(graph.producers(op.name))} but the "
+                             f"training runtime runs chains only (each op reads the op before it); simulate "
+                             f"{graph.model} without running it (--no-run)")
+        previous = (op.name,)
 
 
 def _strides(mesh: Mesh) -> set[int]:
@@ -182,6 +187,7 @@ class TrainStep:
         self.graph = graph
         self.shardings = shardings
         self.optimizer = optimizer
+        require_chain(graph)
         self.stages = split_stages(graph, shardings)
         self._runner = OpRunner.for_graph(graph)
         self._opt_shardings = {name: self._opt_state_shardings(name) for name in shardings.params}
@@ -253,7 +259,7 @@ class TrainStep:
             output = self.shardings.activations[op.name]
             with jax.named_scope(f"op.{op.name}"):  # names the op in the compiled program (profiles)
                 x = jax.lax.with_sharding_constraint(x, input_sharding(op, output))
-                x = jax.lax.with_sharding_constraint(self._runner.apply(op, params, x, labels), output)
+                x = jax.lax.with_sharding_constraint(self._runner.apply(op, params, (x,), labels), output)
         return jnp.mean(x) if ops[-1] is loss_op(self.graph) else x
 
     def _loss_sharding(self) -> NamedSharding:

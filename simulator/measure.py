@@ -17,32 +17,32 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from models.network import apply_op, op_layer
-from models.op import Op, OpKind
+from models.network import apply_op, layer_params, op_layer
+from models.op import Op
 from models.timing import time_steps
 from simulator.cost import MiB, OpCost
 
 
 def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
     """Forward and backward milliseconds of `op` (a local op) on this process's first device."""
-    layer = op_layer(op, nnx.Rngs(0)) if op.param_shapes else None
-    graphdef, params = nnx.split(layer) if layer is not None else (None, {})
+    layer = op_layer(op, nnx.Rngs(0))
+    params = layer_params(layer) if layer is not None else {}
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal(op.input_shapes[0]), dtype=op.dtype)
-    labels = jnp.zeros((op.input_shapes[0][0],), jnp.int32) if op.kind is OpKind.SOFTMAX_XENT else None
+    inputs = tuple(jnp.asarray(rng.standard_normal(shape), dtype=op.dtype) for shape in op.input_shapes)
+    labels = jnp.zeros((op.input_shapes[0][0],), jnp.int32) if op.spec.reads_labels else None
 
-    def forward(params, x):
-        return apply_op(op, nnx.merge(graphdef, params) if graphdef is not None else None, x, labels)
+    def forward(params, inputs):
+        return apply_op(op, params or None, inputs, labels)
 
-    def forward_backward(params, x):
+    def forward_backward(params, inputs):
         if not op.input_grad:  # the data batch: a training step differentiates the weights only
-            y, pullback = jax.vjp(lambda params: forward(params, x), params)
+            y, pullback = jax.vjp(lambda params: forward(params, inputs), params)
         else:
-            y, pullback = jax.vjp(forward, params, x)
+            y, pullback = jax.vjp(forward, params, inputs)
         return pullback(jnp.ones_like(y))
 
-    forward_ms = time_steps(lambda f=jax.jit(forward): f(params, x), warmup, repeats).median_ms
-    total_ms = time_steps(lambda f=jax.jit(forward_backward): f(params, x), warmup, repeats).median_ms
+    forward_ms = time_steps(lambda f=jax.jit(forward): f(params, inputs), warmup, repeats).median_ms
+    total_ms = time_steps(lambda f=jax.jit(forward_backward): f(params, inputs), warmup, repeats).median_ms
     return OpCost(forward_ms, max(total_ms - forward_ms, 0.0))
 
 

@@ -10,24 +10,30 @@ Following shared/ARCHITECTURE.md ("One execution semantics"):
   and lasts until the device receiving most has its bytes, priced by its (slowest incoming) link; a
   tensor split on its last dim (channels, features) moves on the machine's inner-dim link where the machine
   has one (XLA transposes around the collective). Backward sends the gradient back along the same
-  intersections, as one resharding too; but where the consumer is a dense layer or conv split on its
-  output channels, its tasks hold partial sums of their input's gradient: one all-reduce of the whole
-  input box per channel group, then a resharding to the tasks outside the group.
+  intersections, as one resharding too; but where the consumer's tasks hold partial sums of their input's
+  gradient (KindSpec.partial_input_gradient: a dense layer or conv split on its output channels): one
+  all-reduce of the whole input box per channel group, then a resharding to the tasks outside the group.
+  An op read by several consumers waits for all their gradients (their sum).
+- An op whose kind keeps statistics over the dims a split divides (batch norm split on its batch, height
+  or width: KindSpec.stats_bytes) all-reduces them over each parameter slice's tasks, once in the forward
+  after its inputs arrive and once in the backward after its gradients arrive (a STATS task), before
+  its tasks compute.
 - Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
   all-reduce their gradients over a ring of their devices, one all-reduce per parameter array (kernel,
   bias) one after the other: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency each, or the machine's
   measured all-reduce. Then every task updates its slice. The step ends when the last update ends.
-- Program order: forward in op order, then backward in reverse op order; within an op, incoming
-  transfers, then compute, then the gradient all-reduce, then the update. A task's integer key encodes
+- Program order: forward in op order (one topological order of the DAG), then backward in reverse op
+  order; within an op, incoming transfers, then statistics, then compute, then the gradient all-reduce, then the update. A task's integer key encodes
   that order: (segment << 24) | (part << 20) | index, where op i's forward segment is i and its backward
   segment is 2n-1-i (compute task k of op i's forward is key i << 24 | 1 << 20 | k). Every task's
   dependencies have smaller keys.
 - Resources: device d is resource d; the directed link src->dst is resource N + src*N + dst. A transfer or
   all-reduce also occupies its devices (senders and receivers) when the machine does not overlap
   communication with compute.
-Memory per device (models the peak at the forward/backward boundary, where all is live): for each task,
-its weights, gradients and momentum (3 x the parameter slice), its output shard (kept for backward) and
-the input bytes it received from other devices.
+Memory per device (models the peak at the forward/backward boundary, where every activation kept for the
+backward is live, those of parallel branches included): for each task, its weights, gradients and
+momentum (3 x the parameter slice), its state slice, its output shard (kept for backward) and the input
+bytes it received from other devices.
 """
 
 from __future__ import annotations
@@ -36,19 +42,20 @@ import math
 from typing import NamedTuple
 
 from models.graph import OpGraph
-from models.op import Dim, Op, OpKind, local_op, shard_box, task_input_boxes
+from models.op import Op, local_op, shard_box, task_input_boxes
 from simulator.cost import CostModel
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
 
-FORWARD, TRANSFER, BACKWARD, ALLREDUCE, UPDATE = "forward", "transfer", "backward", "allreduce", "update"
+FORWARD, TRANSFER, STATS, BACKWARD, ALLREDUCE, UPDATE = (
+    "forward", "transfer", "stats", "backward", "allreduce", "update")
 # The part of a segment a task belongs to, already shifted into place in the key.
 _TRANSFER, _COMPUTE, _ALLREDUCE, _UPDATE = 0 << 20, 1 << 20, 2 << 20, 3 << 20
 
 
 class Task(NamedTuple):
-    """One task. `label` names it for traces: (op, task) for compute, all-reduce (op, slice) and
-    update; (source op, source task, op, task) for a transfer. See `task_name`."""
+    """One task. `label` names it for traces: (op, task) for compute, all-reduce (op, slice), statistics
+    (op, slice) and update; (source op, op, source task, task, ...) for a transfer. See `task_name`."""
 
     key: int
     kind: str
@@ -72,6 +79,8 @@ def task_name(task: Task, graph: OpGraph) -> str:
             return f"{prefix}{names[source]}[{pairs[0]}] -> {names[op]}[{pairs[1]}]"
         return f"{prefix}{names[source]} -> {names[op]} ({len(pairs) // 2} slices)"
     op, index = task.label
+    if task.kind == STATS:
+        return f"{'grad ' if task.key >> 24 >= len(names) else ''}stats {names[op]} slice {index}"
     prefix = {FORWARD: "", BACKWARD: "grad ", ALLREDUCE: "allreduce ", UPDATE: "update "}[task.kind]
     suffix = f" slice {index}" if task.kind == ALLREDUCE else f"[{index}]"
     return f"{prefix}{names[op]}{suffix}"
@@ -99,8 +108,9 @@ class TaskGraphBuilder:
         self.cost = cost
         self.num_ops = len(graph.ops)
         self._producers = [tuple(graph.index(p) for p in graph.producers(op.name)) for op in graph.ops]
-        self._consumers = [tuple((graph.index(c), graph.producers(c).index(op.name)) for c in graph.consumers(op.name))
-                           for op in graph.ops]
+        # (consumer, input index) for every input that reads the op: a consumer reading it twice is two.
+        self._consumers = [tuple((graph.index(c), j) for c in graph.consumers(op.name)
+                                 for j, p in enumerate(graph.producers(c)) if p == op.name) for op in graph.ops]
         self._volumes: dict = {}
         self._backward_volumes: dict = {}
         self._op_costs: dict = {}
@@ -179,6 +189,10 @@ class TaskGraphBuilder:
             self._param_slices[key] = cached
         return cached
 
+    def state_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
+        local = local_op(self.graph.ops[op_index], degrees)
+        return local.state_count * local.dtype_bytes
+
     def replica_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
         key = (op_index, degrees)
         cached = self._replica_groups.get(key)
@@ -200,8 +214,10 @@ class TaskGraphBuilder:
             flows = self.volumes(p, i, input_index, source.degrees, degrees)
             self._incoming(seg, p, p << 24 | _COMPUTE, source.devices, i, devices, flows, deps, tasks, memory,
                            inner_dim=_splits_inner_dim(source.degrees))
+        self._stats(seg, i, config, deps, tasks)
         forward_ms = self.op_cost(i, degrees).forward_ms
-        kept_bytes = 3 * sum(self.param_slice_bytes(i, degrees)) + op.output_bytes // config.num_tasks
+        kept_bytes = (3 * sum(self.param_slice_bytes(i, degrees)) + self.state_slice_bytes(i, degrees)
+                      + op.output_bytes // config.num_tasks)
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
             tasks.append(_new_task(Task, (base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k]))))
@@ -219,12 +235,13 @@ class TaskGraphBuilder:
             source = configs[c]
             flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
-            if _sums_input_gradient(self.graph.ops[c], source.degrees):
+            if self.graph.ops[c].spec.partial_input_gradient(self.graph.ops[c], source.degrees):
                 self._summed_incoming(seg, c, source_base, source, i, devices, flows, deps, tasks,
                                       inner_dim=_splits_inner_dim(degrees))
             else:
                 self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None,
                                inner_dim=_splits_inner_dim(degrees))
+        self._stats(seg, i, config, deps, tasks)
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
@@ -310,6 +327,28 @@ class TaskGraphBuilder:
         for k in sorted({move[3] for move in moves}):
             deps[k].append(key)
 
+    def _stats(self, seg: int, i: int, config: ParallelConfig, deps: list[list[int]], tasks: list[Task]) -> None:
+        """One all-reduce of op i's statistics per parameter slice, after the slice's tasks have their
+        inputs; its tasks compute after it (see the module docstring)."""
+        op = self.graph.ops[i]
+        num_bytes = op.spec.stats_bytes(op, config.degrees)
+        if not num_bytes:
+            return
+        for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
+            if len(group) < 2:
+                continue
+            devices = [config.devices[k] for k in group]
+            ring = list(zip(devices, devices[1:] + devices[:1]))
+            resources = tuple(self._links[a][b][1][0] for a, b in ring)
+            if not self.machine.comm_overlaps_compute:
+                resources += tuple(devices)
+            key = seg << 24 | _TRANSFER | len(tasks)
+            ready = tuple(sorted({dep for k in group for dep in deps[k]}))
+            tasks.append(_new_task(Task, (key, STATS, (i, group_index), tuple(sorted(resources)),
+                                          self._allreduce_ms(num_bytes, ring), ready)))
+            for k in group:
+                deps[k] = [key]
+
     def _allreduce_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
         measured = self.machine.allreduce
         if measured is not None:
@@ -341,24 +380,19 @@ class TaskGraphBuilder:
         return tasks
 
 
-def _sums_input_gradient(op: Op, degrees: tuple[int, ...]) -> bool:
-    """Whether the tasks of `op` under `degrees` compute partial sums of its input's gradient: a dense
-    layer or conv split on its output channels reads all its input channels in every task."""
-    return op.kind in (OpKind.DENSE, OpKind.CONV2D) and degrees[-1] > 1
-
-
 def _splits_inner_dim(degrees: tuple[int, ...]) -> bool:
     """Whether an output with these degrees is split on its last dim (channels, features), not its only one."""
     return len(degrees) > 1 and degrees[-1] > 1
 
 
 def replica_groups(op: Op, degrees: tuple[int, ...]) -> list[list[int]]:
-    """Tasks grouped by the parameter slice they hold: same channel shard index, in task order."""
-    channel_axis = op.output_dims.index(Dim.CHANNEL) if Dim.CHANNEL in op.output_dims else None
-    groups: dict[int, list[int]] = {}
+    """Tasks grouped by the parameter slice they hold: same shard index on the dims that split the
+    parameters (KindSpec.param_dims: the channels), in task order."""
+    param_dims = op.spec.param_dims(op)
+    axes = [axis for axis, dim in enumerate(op.output_dims) if dim in param_dims]
+    groups: dict[tuple[int, ...], list[int]] = {}
     for k, index in enumerate(_grid(degrees)):
-        shard = index[channel_axis] if channel_axis is not None else 0
-        groups.setdefault(shard, []).append(k)
+        groups.setdefault(tuple(index[axis] for axis in axes), []).append(k)
     return list(groups.values())
 
 

@@ -2,12 +2,14 @@
 
 - `single`: every op whole on device 0.
 - `data_parallel`: every op split on the batch over all N devices.
-- `model_parallel` (the seed's sense): every op whose output channels divide by a degree of N is channel
-  (Parameter) split over the largest such degree; an op that cannot be channel split (softmax, flatten,
-  a channel count sharing no factor with N) runs whole on one device, chosen layer-wise: the ops are laid
-  along the devices in program order by their share of the forward FLOPs.
-- `owt` (Krizhevsky's "one weird trick"): batch split in conv, pool and flatten; channel split in the
-  dense layers (hybrid with the batch where the channels do not divide by N); batch split in the loss.
+- `model_parallel`: layer-wise, the program order cut into N groups of about equal forward FLOPs, each
+  whole on one device. AlexNet keeps the seed's variant (`SEED_MODEL_PARALLEL`): every op whose output
+  channels divide by a degree of N is channel (Parameter) split over the largest such degree; an op that
+  cannot be channel split (softmax, flatten, a channel count sharing no factor with N) runs whole on the
+  device the layer-wise cut gives it.
+- `owt` (Krizhevsky's "one weird trick"): batch split in every op but the fully-connected layers (conv,
+  pool, norm, add, concat, flatten, the loss); channel split in the dense layers (hybrid with the batch
+  where the channels do not divide by N).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from models.graph import OpGraph
-from models.op import Dim, Op, OpKind
+from models.op import Dim, Op
 from soap.config import ParallelConfig
 from soap.errors import InvalidConfigError
 from soap.space import enumerate_configs
@@ -65,11 +67,15 @@ def _layerwise_devices(graph: OpGraph, num_devices: int) -> dict[str, int]:
     return placement
 
 
+# Models whose model_parallel baseline is the seed's channel split (the thesis's AlexNet experiments).
+SEED_MODEL_PARALLEL = frozenset({"alexnet"})
+
+
 def model_parallel(graph: OpGraph, num_devices: int) -> Strategy:
     layerwise = _layerwise_devices(graph, num_devices)
     configs = {}
     for op in graph.ops:
-        channels = _channel_degree(op, num_devices)
+        channels = _channel_degree(op, num_devices) if graph.model in SEED_MODEL_PARALLEL else 1
         if channels > 1:
             configs[op.name] = ParallelConfig(_degrees(op, channel=channels), tuple(range(channels)))
         else:
@@ -88,7 +94,7 @@ def owt(graph: OpGraph, num_devices: int) -> Strategy:
     devices = tuple(range(num_devices))
     configs = {}
     for op in graph.ops:
-        if op.kind is OpKind.DENSE:
+        if op.spec.fully_connected:
             channels = _channel_degree(op, num_devices)
             degrees = _degrees(op, sample=num_devices // channels, channel=channels)
         else:

@@ -4,7 +4,7 @@
 
 File format (version 1), degrees keyed by the op's output dim names, degree-1 dims may be left out:
     {"format": "soap-strategy", "version": 1, "model": "alexnet", "dataset": "tiny-imagenet",
-     "batch_size": 128, "graph_signature": "f600d512bc5aab7f", "num_devices": 2,
+     "batch_size": 128, "graph_signature": "59a39a26afea61d7", "num_devices": 2,
      "ops": {"conv1": {"degrees": {"sample": 2}, "devices": [0, 1]}, ...}}
 """
 
@@ -75,8 +75,9 @@ class Strategy(Mapping):
 
     def describe(self, graph: OpGraph) -> str:
         """One line per op: 'conv1    sample=2 @ 0-1'."""
+        width = max(8, *(len(name) for name, _ in self.items_))
         return "\n".join(
-            f"{name:<8} {config.describe(tuple(d.value for d in graph.op(name).output_dims))}"
+            f"{name:<{width}} {config.describe(tuple(d.value for d in graph.op(name).output_dims))}"
             for name, config in self.items_
         )
 

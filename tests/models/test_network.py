@@ -10,7 +10,9 @@ from flax import nnx
 from models.batch import synthetic_batch
 from models.errors import ShapeError
 from models.graph import GraphBuilder, OpGraph
-from models.network import Network, OpRunner, apply_op, init_params, max_pool, op_layer
+from models.kinds.pool import max_pool
+from models.network import Network, OpRunner, apply_op, init_params, layer_params, op_layer
+from models.train import require_chain
 from models.op import Op, OpKind, Padding, local_op
 
 
@@ -63,7 +65,7 @@ def test_op_by_op_equals_the_module_and_shapes_match_the_graph():
     images, labels = synthetic_batch(graph, seed=0)
     x = images
     for op in graph.ops:
-        x = runner.apply(op, params, x, labels)
+        x = runner.apply(op, params, (x,), labels)
         assert x.shape == op.output_shape, op.name
     np.testing.assert_allclose(x, _module_with(graph, params)(images, labels), rtol=1e-6)
 
@@ -80,11 +82,11 @@ def test_alexnet_parameters_have_the_ops_shapes_and_depend_only_on_the_seed(refe
 
 def test_dense_relu_flag_is_honoured():
     op = Op("d", OpKind.DENSE, ((2, 3),), (2, 2), (("kernel", (3, 2)), ("bias", (2,))), relu=False)
-    layer = nnx.Linear(3, 2, kernel_init=nnx.initializers.ones, rngs=nnx.Rngs(0))
+    params = layer_params(nnx.Linear(3, 2, kernel_init=nnx.initializers.ones, rngs=nnx.Rngs(0)))
     x = -jnp.ones((2, 3))
-    np.testing.assert_array_equal(apply_op(op, layer, x), -3 * np.ones((2, 2)))
+    np.testing.assert_array_equal(apply_op(op, params, (x,)), -3 * np.ones((2, 2)))
     np.testing.assert_array_equal(apply_op(Op("d", OpKind.DENSE, ((2, 3),), (2, 2), op.param_shapes, relu=True),
-                                           layer, x), np.zeros((2, 2)))
+                                           params, (x,)), np.zeros((2, 2)))
 
 
 def _graph_with(ops, edges) -> OpGraph:
@@ -104,13 +106,13 @@ def test_a_layer_whose_shapes_differ_from_the_op_is_refused():
         Network(_graph_with([(bad, ()), (loss, ("fc",))], [("fc", "loss")]), nnx.Rngs(0))
 
 
-def test_a_graph_that_is_not_a_chain_is_refused():
+def test_the_training_runtime_refuses_a_graph_that_is_not_a_chain():
     b = GraphBuilder("fork", "toy", (2, 8, 8, 3))
     b.conv2d("a", 4, kernel=3)
     b.conv2d("b", 4, kernel=3, input="a")
     b.conv2d("c", 4, kernel=3, input="a")
-    with pytest.raises(ShapeError, match=r"op 'c' of fork reads \['a'\] but the runtime runs chains only"):
-        Network(b.build(2), nnx.Rngs(0))
+    with pytest.raises(ShapeError, match=r"op 'c' of fork reads \['a'\] but the training runtime runs chains only"):
+        require_chain(b.build(2))
 
 
 def test_a_graph_without_a_loss_last_is_refused():
@@ -123,9 +125,9 @@ def test_a_graph_without_a_loss_last_is_refused():
 
 def test_the_layer_of_a_task_local_op_holds_its_weight_slice(reference):
     local = local_op(reference.graph.op("conv2"), (2, 1, 1, 4))  # 192 output channels split in 4
-    layer = op_layer(local, nnx.Rngs(0))
-    assert {k: v.shape for k, v in nnx.to_pure_dict(nnx.state(layer, nnx.Param)).items()} == dict(local.param_shapes)
-    assert apply_op(local, layer, jnp.ones(local.input_shapes[0])).shape == local.output_shape
+    params = layer_params(op_layer(local, nnx.Rngs(0)))
+    assert {k: v.shape for k, v in params.items()} == dict(local.param_shapes)
+    assert apply_op(local, params, (jnp.ones(local.input_shapes[0]),)).shape == local.output_shape
 
 
 @pytest.mark.parametrize("shape, window, strides, padding", [

@@ -105,7 +105,7 @@ def test_two_steps_on_one_device_are_sgd_with_momentum_by_hand():
     def loss_fn(p):
         x = images
         for op in GRAPH.ops:
-            x = runner.apply(op, p, x, labels)
+            x = runner.apply(op, p, (x,), labels)
         return jnp.mean(x)
 
     value_and_grad = jax.jit(jax.value_and_grad(loss_fn))

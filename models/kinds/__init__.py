@@ -1,0 +1,24 @@
+"""The op registry: one KindSpec per op kind (models/kinds/base.py says what each declares).
+
+    from models.op import OpKind, kind_spec
+    kind_spec(OpKind.CONV2D).forward_flops(op)          # or op.spec.forward_flops(op), op.forward_flops
+
+A new kind is a module beside these with a KindSpec subclass, registered below, and a builder method in
+models.graph.GraphBuilder; nothing in the simulator, the space, the lowering or calibration changes.
+"""
+
+from models.kinds.batch_norm import BatchNorm
+from models.kinds.combine import Add, Concat
+from models.kinds.conv import Conv2D
+from models.kinds.dense import Dense
+from models.kinds.global_pool import GlobalAvgPool
+from models.kinds.loss import SoftmaxXent
+from models.kinds.pool import AvgPool2D, MaxPool2D
+from models.kinds.reshape import Flatten
+from models.op import OpKind, register, registered_kinds
+
+for _spec in (Conv2D(), MaxPool2D(), AvgPool2D(), GlobalAvgPool(), BatchNorm(), Add(), Concat(), Flatten(), Dense(),
+              SoftmaxXent()):
+    register(_spec)
+
+assert registered_kinds() == set(OpKind), set(OpKind) - registered_kinds()
