@@ -1,30 +1,74 @@
-"""Print a model's operator graph: shapes, FLOPs and parameters of every op.
+"""Print a model's operator graph: inputs, shapes, FLOPs and parameters of every op.
 
-    python -m models alexnet --dataset tiny-imagenet --batch-size 128
+    python -m models resnet50 --dataset imagenet --batch-size 64
+    python -m models inception_v3 --dataset imagenet-299 --json inception.json   # the graph as data
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import tempfile
 
 from models.datasets import DATASETS
 from models.errors import SoapError
 from models.graph import OpGraph
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 
+DATA = "data"  # what the table and the JSON call the batch an op with no producer reads
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
 
 def format_table(graph: OpGraph) -> str:
-    header = f"{'op':<8} {'kind':<13} {'input':<20} {'output':<20} {'fwd GFLOP':>10} {'bwd GFLOP':>10} {'params':>12}"
-    lines = [f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, signature {graph.signature}", header]
+    rows = []
     for op in graph.ops:
-        lines.append(
-            f"{op.name:<8} {op.kind.value:<13} {str(op.input_shapes[0]):<20} {str(op.output_shape):<20} "
-            f"{op.forward_flops / 1e9:>10.3f} {op.backward_flops / 1e9:>10.3f} {op.param_count:>12,}"
-        )
-    lines.append(f"{'total':<63} {graph.forward_flops / 1e9:>10.3f} "
-                 f"{sum(op.backward_flops for op in graph.ops) / 1e9:>10.3f} {graph.param_count:>12,}")
-    return "\n".join(lines)
+        inputs = ", ".join(graph.producers(op.name)) or DATA
+        shapes = " + ".join(_shape(s) for s in op.input_shapes)
+        rows.append((op.name, op.kind.value, inputs, shapes, _shape(op.output_shape),
+                     f"{op.forward_flops / 1e9:.3f}", f"{op.backward_flops / 1e9:.3f}", f"{op.param_count:,}"))
+    header = ("op", "kind", "inputs", "input shapes", "output", "fwd GFLOP", "bwd GFLOP", "params")
+    total = ("total", "", "", "", "", f"{graph.forward_flops / 1e9:.3f}", f"{graph.backward_flops / 1e9:.3f}",
+             f"{graph.param_count:,}")
+    widths = [max(len(row[i]) for row in [header, total, *rows]) for i in range(len(header))]
+    right = {5, 6, 7}
+
+    def line(row) -> str:
+        return "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+
+    title = (f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {len(graph.ops)} ops, "
+             f"signature {graph.signature}")
+    return "\n".join([title, line(header), *map(line, rows), line(total)]).rstrip()
+
+
+def graph_document(graph: OpGraph) -> dict:
+    """The graph as data: every op with its inputs, shapes, FLOPs and parameters, and the totals."""
+    ops = [{"name": op.name, "kind": op.kind.value, "inputs": list(graph.producers(op.name)) or [DATA],
+            "input_shapes": [list(s) for s in op.input_shapes], "output_shape": list(op.output_shape),
+            "forward_flops": op.forward_flops, "backward_flops": op.backward_flops, "param_count": op.param_count,
+            "params": {name: list(shape) for name, shape in op.param_shapes},
+            "state": {name: list(shape) for name, shape in op.state_shapes}}
+           for op in graph.ops]
+    return {"format": "soap-graph", "version": 1, "model": graph.model, "dataset": graph.dataset,
+            "batch_size": graph.batch_size, "signature": graph.signature, "param_count": graph.param_count,
+            "forward_flops": graph.forward_flops, "backward_flops": graph.backward_flops, "ops": ops}
+
+
+def write_json(path: str, document: dict) -> None:
+    """Write atomically: a partial file never replaces a good one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".graph-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(document, file, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--json", metavar="PATH", help="also write the graph as JSON to PATH")
     args = parser.parse_args(argv)
     try:
         graph = build_graph(args.model, args.dataset, args.batch_size)
@@ -39,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(graph))
+    if args.json:
+        try:
+            write_json(args.json, graph_document(graph))
+        except OSError as error:
+            print(f"error: --json {args.json!r} cannot be written ({error.strerror}); pass a writable path",
+                  file=sys.stderr)
+            return 2
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -20,6 +20,7 @@ DATASETS: dict[str, DatasetShape] = {
     "tiny-imagenet": DatasetShape("tiny-imagenet", 64, 64, 3, 200),
     "dogs-vs-cats": DatasetShape("dogs-vs-cats", 224, 224, 3, 2),
     "imagenet": DatasetShape("imagenet", 224, 224, 3, 1000),
+    "imagenet-299": DatasetShape("imagenet-299", 299, 299, 3, 1000),  # Inception-v3's input size
 }
 
 
