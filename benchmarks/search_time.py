@@ -1,22 +1,25 @@
 """FlexFlow's search-time table, reproduced: time to the final best with full and with delta simulation.
 
-    python -m benchmarks.search_time [--json PATH] [--iterations 40000] [--seed 0]
+    python -m benchmarks.search_time [--model alexnet] [--json PATH] [--iterations 40000] [--seed 0]
+    python -m benchmarks.search_time --model resnet18 --sizes 4 8 --iterations 2000
 
-AlexNet (tiny-imagenet shapes, batch 128) on 4, 8, 16, 32, 64 GPUs of p100-4x4-shaped machines
-(roofline costs from the datasheet). For each size: a reference search of --iterations (all chains)
+A zoo model (AlexNet by default: tiny-imagenet shapes, batch 128) on 4, 8, 16, 32, 64 GPUs of
+p100-4x4-shaped machines (roofline costs from the datasheet; --machine for another preset). For each size: a reference search of --iterations (all chains)
 finds the reference best; then the same search (same seed, same chains) runs again with delta
 simulation and with full simulation, stopped as soon as its best is within 1% of the reference best,
 and that moment is its time-to-best. Full and delta make the same decisions (their costs are equal), so
-only the time differs. Beside it: FlexFlow's figures (SysML 2019, as quoted in the seed) and the best
-strategy's simulated speedup over data parallelism.
+only the time differs. Beside it: FlexFlow's figures for AlexNet (SysML 2019, as quoted in the seed) and
+the best strategy's simulated speedup over data parallelism.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from models.zoo import build_graph
+from models.errors import SoapError
+from models.zoo import MODELS, build_graph, default_dataset
 from search.mcmc import Budget
 from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
@@ -44,8 +47,8 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
                            stop_requested=lambda: reached)
 
 
-def run_size(graph, num_devices: int, iterations: int, seed: int) -> dict:
-    machine = machine_preset("p100-4x4", num_devices)
+def run_size(graph, num_devices: int, iterations: int, seed: int, preset: str = "p100-4x4") -> dict:
+    machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device)
     starts = search_starts(graph, num_devices, baseline_strategies(graph, num_devices)[0], seed)
     budget = Budget(iterations=iterations)
@@ -56,17 +59,18 @@ def run_size(graph, num_devices: int, iterations: int, seed: int) -> dict:
     assert by_delta.best == by_full.best, "full and delta simulation led the same search apart"
     dp_ms = Simulator(graph, machine, cost).full(starts[0][1]).step_ms
     best_baseline = min(chain.start_ms for chain in reference.chains if chain.start_name != "random")
+    flexflow = FLEXFLOW_S.get(num_devices, (None, None)) if graph.model == "alexnet" else (None, None)
     return {
         "gpus": num_devices, "reference_best_ms": reference.best_ms, "searched_ms": by_delta.best_ms,
         "full_s": time_to_within(by_full, target), "delta_s": time_to_within(by_delta, target),
-        "flexflow_full_s": FLEXFLOW_S[num_devices][0], "flexflow_delta_s": FLEXFLOW_S[num_devices][1],
+        "flexflow_full_s": flexflow[0], "flexflow_delta_s": flexflow[1],
         "speedup_over_dp": dp_ms / reference.best_ms, "best_baseline_ms": best_baseline,
         "iterations": reference.iterations,
     }
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}"
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,22 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=40000,
                         help="iterations of the reference search (all chains); chains also stop when converged")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs="+", default=tuple(FLEXFLOW_S), metavar="GPUS")
+    parser.add_argument("--machine", default="p100-4x4", help="a preset machine")
     args = parser.parse_args(argv)
-    graph = build_graph("alexnet", "tiny-imagenet", 128)
-    print(f"AlexNet tiny-imagenet batch 128, p100-4x4 machines; time to within 1% of the best a search of "
-          f"{args.iterations} iterations finds (seed {args.seed})")
+    try:
+        graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{graph.model} {graph.dataset} batch {graph.batch_size}, {args.machine} machines; time to within 1% of "
+          f"the best a search of {args.iterations} iterations finds (seed {args.seed})")
     print(f"{'GPUs':>5} {'full s':>8} {'delta s':>8} {'FlexFlow full/delta s':>22} {'best ms':>12} "
           f"{'best baseline ms':>17} {'vs DP':>7}")
     rows = []
-    for num_devices in FLEXFLOW_S:
-        row = run_size(graph, num_devices, args.iterations, args.seed)
+    for num_devices in args.sizes:
+        row = run_size(graph, num_devices, args.iterations, args.seed, args.machine)
         rows.append(row)
         print(f"{num_devices:>5} {_seconds(row['full_s']):>8} {_seconds(row['delta_s']):>8} "
-              f"{row['flexflow_full_s']:>11.2f} / {row['flexflow_delta_s']:<8.2f} {row['reference_best_ms']:>12.3f} "
+              f"{_seconds(row['flexflow_full_s']):>11} / {_seconds(row['flexflow_delta_s']):<8} "
+              f"{row['reference_best_ms']:>12.3f} "
               f"{row['best_baseline_ms']:>17.3f} {row['speedup_over_dp']:>6.2f}x")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"benchmark": "search_time", "iterations": args.iterations, "seed": args.seed, "rows": rows},
+            json.dump({"benchmark": "search_time", "model": graph.model, "dataset": graph.dataset,
+                       "batch_size": graph.batch_size, "machine": args.machine, "iterations": args.iterations,
+                       "seed": args.seed, "rows": rows},
                       file, indent=1)
     return 0
 

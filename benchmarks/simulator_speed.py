@@ -1,23 +1,26 @@
-"""Simulations per second, full and delta, for AlexNet on p100-4x4-shaped machines of 2-64 GPUs.
+"""Simulations per second, full and delta, for a zoo model on p100-4x4-shaped machines of 2-64 GPUs.
 
-    python -m benchmarks.simulator_speed [--json PATH] [--moves 400] [--dataset tiny-imagenet]
+    python -m benchmarks.simulator_speed [--model alexnet] [--json PATH] [--moves 400] [--dataset D]
+    python -m benchmarks.simulator_speed --model inception_v3 --sizes 16 64 --moves 100
 
 Each size replays one random walk of single-op moves from data parallelism (what MCMC proposes),
 first once to fill the value caches both modes share (local-op costs, slice intersections), then
 timed: every strategy of the walk by full simulation, then the walk by delta simulation. Both modes
-are checked to agree on every step time. Targets (issue 3): delta >= 3x full at 16 GPUs and above
-(FlexFlow: 2.9-3.0x); a full simulation of AlexNet on 4 GPUs under 1 ms.
+are checked to agree on every step time. Targets: delta >= 3x full at 16 GPUs and above (FlexFlow:
+2.2-6.9x); a full simulation of AlexNet on 4 GPUs under 1 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 
-from models.zoo import build_graph
+from models.errors import SoapError
+from models.zoo import MODELS, build_graph, default_dataset
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
@@ -39,8 +42,8 @@ def random_walk(graph, num_devices: int, moves: int, seed: int) -> list:
     return walk
 
 
-def measure(graph, num_devices: int, moves: int, seed: int) -> dict:
-    machine = machine_preset("p100-4x4", num_devices)
+def measure(graph, num_devices: int, moves: int, seed: int, preset: str = "p100-4x4") -> dict:
+    machine = machine_preset(preset, num_devices)
     simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
     walk = random_walk(graph, num_devices, moves, seed)
     simulator.full(walk[0])
@@ -62,22 +65,32 @@ def measure(graph, num_devices: int, moves: int, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.simulator_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--moves", type=int, default=400)
-    parser.add_argument("--dataset", default="tiny-imagenet")
+    parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, metavar="GPUS")
+    parser.add_argument("--machine", default="p100-4x4", help="a preset machine")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    graph = build_graph("alexnet", args.dataset, 128)
-    print(f"AlexNet {args.dataset}, batch 128, p100-4x4 machines, {args.moves} random single-op moves from DP")
+    try:
+        graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{graph.model} {graph.dataset}, batch {graph.batch_size} ({len(graph)} ops), {args.machine} machines, "
+          f"{args.moves} random single-op moves from DP")
     print(f"{'GPUs':>5} {'full/s':>9} {'delta/s':>9} {'full ms':>8} {'delta ms':>9} {'delta/full':>11}")
     rows = []
-    for num_devices in SIZES:
-        row = measure(graph, num_devices, args.moves, args.seed)
+    for num_devices in args.sizes:
+        row = measure(graph, num_devices, args.moves, args.seed, args.machine)
         rows.append(row)
         print(f"{num_devices:>5} {row['full_per_s']:>9.0f} {row['delta_per_s']:>9.0f} {row['full_ms']:>8.3f} "
               f"{row['delta_ms']:>9.3f} {row['ratio']:>10.2f}x")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"benchmark": "simulator_speed", "dataset": args.dataset, "moves": args.moves, "rows": rows},
+            json.dump({"benchmark": "simulator_speed", "model": graph.model, "dataset": graph.dataset,
+                       "batch_size": graph.batch_size, "machine": args.machine, "moves": args.moves, "rows": rows},
                       file, indent=1)
     return 0
 

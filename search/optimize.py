@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from models.datasets import DATASETS
 from models.errors import SoapError
 from models.graph import OpGraph
+from models.train import require_chain
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
 from search.run import measure_strategies
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(argv)
         graph = build_graph(options.model, options.dataset, options.batch_size)
+        if options.machine == "local" and not options.no_run:
+            require_chain(graph)  # said before calibrating
         init = load_init(options.init, graph, options.gpus) if options.init else None
         resolved = resolve_machine(options)  # a bad machine is said before anything is written
         out = prepare_out_dir(options)
@@ -204,7 +207,7 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
         if name == "searched" and chosen.kept:
             note = f"= {chosen.kept}" + (f"; {note}" if note else "")
         if not result.fits_memory:
-            note = f"over memory: {result.over_memory()}; {note}"
+            note = f"over memory: {result.over_memory()}" + (f"; {note}" if note else "")
         rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note))
     return rows
 

@@ -2,7 +2,7 @@
 
     python -m search.optimize --model alexnet --gpus 2 --budget 20
 
-Each start (the user's --init strategy if any, data parallel, OWT, model parallel, a random strategy)
+Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one)
 runs one chain with an equal share of the budget and its own random stream (seed, start index), so the
 same seed gives the same strategy whenever chains stop by convergence or by iterations. Chains run one
 after another, the cheapest start first, so a good start's chain is searched soonest. Each proposal
@@ -88,9 +88,11 @@ def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Str
 
 def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strategy], seed: int,
                   init: Strategy | None = None) -> list[tuple[str, Strategy]]:
-    """Where the search starts: the user's strategy, data parallel, OWT, model parallel and a random one."""
+    """Where the search starts: the user's strategy, data parallel, OWT, model parallel, one device (the
+    fastest where the links are slow and the batch small) and a random one."""
     starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
-                                                   ("data_parallel", "owt", "model_parallel") if name in baselines]
+                                                   ("data_parallel", "owt", "model_parallel", "single")
+                                                   if name in baselines]
     return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed)))]
 
 

@@ -1,0 +1,100 @@
+"""The zoo on FlexFlow's machines, in simulation: step time of every baseline and of the searched strategy.
+
+    python -m benchmarks.zoo_table [--budget 60] [--json PATH] [--models alexnet vgg16 resnet101 inception_v3]
+
+Each model at ImageNet's shapes (224x224; inception_v3 at 299x299), 64 images per GPU, on p100-4x4 at 16
+GPUs and k80-16x4 at 64 GPUs (datasheet machines, roofline costs). For each: the simulated step time of
+single, data_parallel, model_parallel, owt and the best strategy a search of --budget seconds finds from
+them (search.strategy_search, delta simulation, seed 0), and the searched speedup over data parallelism
+and over the best baseline, beside FlexFlow's reported range (SysML 2019: 1.3-3.3x over data parallelism
+and expert strategies; ResNet-101 close to data parallelism). Strategies over a device's memory are
+marked; the search never accepts one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from models.errors import SoapError
+from models.zoo import MODELS, build_graph
+from search.mcmc import Budget
+from search.strategy_search import baseline_strategies, search_starts, search_strategy
+from simulator.cost import RooflineCostModel
+from simulator.machine import machine_preset
+from simulator.simulate import Simulator
+
+MACHINES = (("p100-4x4", 16), ("k80-16x4", 64))
+IMAGES_PER_GPU = 64
+FLEXFLOW_RANGE = "1.3-3.3x"
+
+
+def dataset_for(model: str) -> str:
+    return "imagenet-299" if model == "inception_v3" else "imagenet"
+
+
+def run(model: str, preset: str, num_devices: int, budget_s: float, seed: int) -> dict:
+    graph = build_graph(model, dataset_for(model), IMAGES_PER_GPU * num_devices)
+    machine = machine_preset(preset, num_devices)
+    cost = RooflineCostModel(machine.device)
+    baselines, _ = baseline_strategies(graph, num_devices)
+    simulator = Simulator(graph, machine, cost)
+    rows = {}
+    for name, strategy in baselines.items():
+        result = simulator.full(strategy)
+        rows[name] = {"step_ms": result.step_ms, "fits_memory": result.fits_memory}
+    starts = search_starts(graph, num_devices, baselines, seed)
+    searched = search_strategy(graph, machine, cost, starts, Budget(seconds=budget_s), seed)
+    rows["searched"] = {"step_ms": searched.best_ms, "fits_memory": True}
+    fitting = [row["step_ms"] for name, row in rows.items() if name != "searched" and row["fits_memory"]]
+    return {"model": model, "machine": preset, "gpus": num_devices, "batch_size": graph.batch_size,
+            "ops": len(graph), "strategies": rows, "iterations": searched.iterations,
+            "search_s": searched.seconds, "best_found_at_s": searched.best_found_at_s,
+            "speedup_over_dp": rows["data_parallel"]["step_ms"] / searched.best_ms,
+            "speedup_over_best_baseline": min(fitting) / searched.best_ms if fitting else None}
+
+
+def _cell(row: dict) -> str:
+    return f"{row['step_ms']:.1f}" + ("" if row["fits_memory"] else "*")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.zoo_table", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["alexnet", "vgg16", "resnet101", "inception_v3"],
+                        help=f"of: {', '.join(MODELS)}")
+    parser.add_argument("--budget", type=float, default=60.0, help="search seconds per model and machine")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        print(f"error: unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    names = ("single", "data_parallel", "model_parallel", "owt", "searched")
+    print(f"simulated step ms, {IMAGES_PER_GPU} images per GPU, ImageNet shapes, search budget {args.budget:g} s "
+          f"(* over memory); FlexFlow: {FLEXFLOW_RANGE} over DP and expert strategies")
+    print(f"{'model':<13} {'machine':<13} " + " ".join(f"{n:>14}" for n in names) + f" {'vs DP':>7} {'vs best':>8}")
+    results = []
+    for model in args.models:
+        for preset, num_devices in MACHINES:
+            try:
+                result = run(model, preset, num_devices, args.budget, args.seed)
+            except SoapError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            results.append(result)
+            rows = result["strategies"]
+            best = result["speedup_over_best_baseline"]
+            print(f"{model:<13} {f'{preset} x{num_devices}':<13} "
+                  + " ".join(f"{_cell(rows[n]) if n in rows else '-':>14}" for n in names)
+                  + f" {result['speedup_over_dp']:>6.2f}x {'-' if best is None else f'{best:.2f}x':>8}", flush=True)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"benchmark": "zoo_table", "budget_s": args.budget, "seed": args.seed, "rows": results}, file,
+                      indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Every zoo model through the space, the baselines, the search and the optimize command (simulation only),
+and the search against exhaustive enumeration on a small branching graph."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from models.graph import GraphBuilder
+from models.op import Dim
+from models.zoo import MODELS, build_graph
+from search.mcmc import Budget
+from search.optimize import main
+from search.strategy_search import search_strategy
+from simulator.simulate import Simulator
+from soap.baselines import BASELINES, data_parallel, model_parallel, owt, random_strategy, single
+from soap.space import enumerate_configs, validate_config
+from soap.strategy import Strategy
+from tests.simulator.fakes import FlopCost, fake_machine
+
+IMAGENET = {model: "imagenet-299" if model == "inception_v3" else "imagenet" for model in MODELS}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_baseline_is_valid_at_imagenet_shapes(model):
+    graph = build_graph(model, IMAGENET[model], 64)
+    for num_devices in (2, 16):
+        for name, baseline in BASELINES.items():
+            strategy = baseline(graph, num_devices)
+            for op in graph.ops:
+                validate_config(op, strategy[op.name], num_devices)
+        devices = [owt(graph, num_devices)[op.name] for op in graph.ops]
+        for op, config in zip(graph.ops, devices):  # Krizhevsky: only fully-connected layers split channels
+            split = dict(zip(op.output_dims, config.degrees))
+            assert split.get(Dim.CHANNEL, 1) == 1 or op.spec.fully_connected, op.name
+
+
+@pytest.mark.parametrize("model", ["vgg16", "resnet50", "inception_v3"])
+def test_model_parallel_cuts_the_program_order_into_groups_of_about_equal_flops(model):
+    graph = build_graph(model, IMAGENET[model], 8)
+    strategy = model_parallel(graph, 4)
+    placement = [strategy[op.name].devices for op in graph.ops]
+    assert all(len(devices) == 1 for devices in placement)  # layer-wise: every op whole on one device
+    order = [devices[0] for devices in placement]
+    assert order == sorted(order) and set(order) == {0, 1, 2, 3}
+    flops = [sum(op.forward_flops for op, d in zip(graph.ops, order) if d == device) for device in range(4)]
+    assert max(flops) < 2 * graph.forward_flops / 4
+
+
+def test_alexnet_keeps_the_seeds_model_parallel():
+    graph = build_graph("alexnet", "tiny-imagenet", 8)
+    assert model_parallel(graph, 2)["conv2"].degrees == (1, 1, 1, 2)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_optimize_searches_and_reports_every_zoo_model_in_simulation(model, tmp_path, capsys):
+    code = main(["--model", model, "--dataset", IMAGENET[model], "--batch-size", "4", "--gpus", "2",
+                 "--machine", "p100x2-pcie", "--iterations", "20", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["model"] == model
+    simulated = {row["name"]: row["simulated_step_ms"] for row in report["strategies"]}
+    assert simulated["searched"] <= min(simulated[name] for name in BASELINES)
+    assert (tmp_path / "strategy.json").exists() and (tmp_path / "trace.json").exists()
+
+
+def test_optimize_help_lists_every_zoo_model(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(model in out for model in MODELS)
+
+
+def test_a_branching_model_is_refused_a_real_run_before_calibrating(capsys):
+    assert main(["--model", "resnet18", "--gpus", "2", "--batch-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the training runtime runs chains only" in err and "--no-run" in err
+
+
+def test_a_too_small_dataset_names_the_minimum(capsys):
+    assert main(["--model", "inception_v3", "--gpus", "2", "--machine", "p100x2-pcie"]) == 2
+    assert "inception_v3 needs images of at least 75x75" in capsys.readouterr().err
+
+
+def fork_join():
+    """(1x1 conv | 3x3 conv) on the data -> concat -> global pool -> dense -> loss: 6 ops, 10,368 strategies
+    on 2 devices."""
+    b = GraphBuilder("fork", "toy", (4, 8, 8, 3))
+    left = b.conv2d("left", 8, kernel=1, input=None)
+    right = b.conv2d("right", 16, kernel=3, input=None)
+    b.concat("join", inputs=[left, right])
+    b.global_avg_pool("pool")
+    b.dense("fc", 4, relu=False)
+    b.softmax_xent("loss")
+    return b.build(4)
+
+
+def test_search_finds_the_exhaustive_optimum_on_a_branching_graph():
+    graph = fork_join()
+    machine, cost = fake_machine(2, bandwidth_bytes_per_s=2e8, latency_s=1e-5), FlopCost(ms_per_gflop=1e4)
+    names = [op.name for op in graph.ops]
+    spaces = [enumerate_configs(op, 2) for op in graph.ops]
+    assert math.prod(len(space) for space in spaces) == 6 * 6 * 6 * 4 * 4 * 3
+    simulator = Simulator(graph, machine, cost)
+    best, best_apart, best_together = math.inf, math.inf, math.inf
+    for configs in itertools.product(*spaces):
+        step_ms = simulator.full(Strategy.for_graph(graph, 2, dict(zip(names, configs)))).step_ms
+        best = min(best, step_ms)
+        if configs[0].devices in ((0,), (1,)) and configs[1].devices in ((0,), (1,)):
+            if configs[0].devices == configs[1].devices:
+                best_together = min(best_together, step_ms)
+            else:
+                best_apart = min(best_apart, step_ms)
+    # Whole branches run faster on two devices at once than one after the other on one.
+    assert best_apart < best_together
+    starts = [("single", single(graph, 2)), ("data_parallel", data_parallel(graph, 2)),
+              ("random", random_strategy(graph, 2, np.random.default_rng(0)))]
+    found = search_strategy(graph, machine, cost, starts, Budget(iterations=6000, min_iterations=1500), seed=1)
+    assert found.best_ms == pytest.approx(best, rel=1e-12)
