@@ -1,8 +1,8 @@
 """Simulated against measured step times on the local machine, for at least 8 strategies.
 
-    python -m benchmarks.accuracy --gpus 2 [--json PATH] [--plot PATH] [--steps 10] [--rounds 3] [--budget 20]
+    python -m benchmarks.accuracy --gpus 2 [--model alexnet] [--json PATH] [--plot PATH] [--steps 10] [--rounds 3]
 
-AlexNet, tiny-imagenet, batch 128, on the `local` machine (calibrated on first use: per-op timings on a
+A zoo model the training runtime runs (a chain: AlexNet by default, VGG-16), tiny-imagenet, batch 128, on the `local` machine (calibrated on first use: per-op timings on a
 pinned core, link fits between the pinned workers). Strategies: single, data_parallel, model_parallel,
 owt, the searched one, and random valid strategies drawn until one has a spatial (height/width) split and
 one puts an op on a subset of the devices. Each runs on the local cluster (median of --steps timed
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 from scipy import stats
 
+from models.errors import SoapError
+from models.train import require_chain
 from models.zoo import build_graph
 from search.mcmc import Budget
 from search.run import measure_strategies
@@ -53,6 +56,8 @@ def random_strategies(graph, num_devices: int, count: int, seed: int) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--model", default="alexnet", help="a zoo model the training runtime runs (a chain)")
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PATH", default="accuracy.png")
     parser.add_argument("--steps", type=int, default=10)
@@ -62,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="runs per strategy, interleaved; the fastest counts (search.run explains why)")
     args = parser.parse_args(argv)
-    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    try:
+        graph = build_graph(args.model, "tiny-imagenet", args.batch_size)
+        require_chain(graph)
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     machine, profile = calibrate(graph, args.gpus)
     strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
     starts = search_starts(graph, args.gpus, strategies, args.seed)
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ran = [row for row in rows if row["measured_ms"] is not None]
     mae = float(np.mean([abs(row["relative_error"]) for row in ran]))
     tau = float(stats.kendalltau([r["simulated_ms"] for r in ran], [r["measured_ms"] for r in ran]).statistic)
-    print(f"AlexNet tiny-imagenet batch 128 on {args.gpus} local workers ({machine.device.kind}); "
+    print(f"{graph.model} tiny-imagenet batch {graph.batch_size} on {args.gpus} local workers ({machine.device.kind}); "
           f"{args.steps} timed steps a run, fastest of {args.rounds} runs")
     print(f"{'strategy':<15} {'simulated ms':>12} {'measured ms':>12} {'error':>8}")
     for row in rows:
@@ -86,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         error_text = f"{row['relative_error']:>+7.1%}" if row["relative_error"] is not None else ""
         print(f"{row['name']:<15} {row['simulated_ms']:>12.1f} {measured_text} {error_text:>8}  {row['note']}")
     print(f"mean absolute relative error {mae:.1%}, Kendall tau {tau:.2f} over {len(ran)} strategies")
-    _plot(args.plot, ran, f"AlexNet, {args.gpus} local workers: MAE {mae:.1%}, Kendall tau {tau:.2f}")
+    _plot(args.plot, ran, f"{graph.model}, {args.gpus} local workers: MAE {mae:.1%}, Kendall tau {tau:.2f}")
     if args.json:
-        document = {"benchmark": "accuracy", "gpus": args.gpus, "device_kind": machine.device.kind,
+        document = {"benchmark": "accuracy", "model": graph.model, "gpus": args.gpus, "device_kind": machine.device.kind,
                     "rows": rows, "mean_absolute_relative_error": mae, "kendall_tau": tau,
                     "strategies": {name: json.loads(strategy_to_json(s, graph)) for name, s in strategies.items()}}
         with open(args.json, "w") as file:

@@ -30,6 +30,7 @@ import numpy as np
 
 from models.data import measure_throughput, open_dataset
 from models.errors import SoapError
+from models.train import require_chain
 from models.zoo import DEFAULT_BATCH_SIZE, build_graph
 from search.strategy_search import MIN_GAIN
 from soap.cli import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float,
@@ -44,6 +45,7 @@ SEED_SPEEDUPS = {"tiny-imagenet": {"data_parallel": 0.92, "model_parallel": 0.98
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m benchmarks.epochs", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="alexnet", help="a zoo model the training runtime runs (a chain: alexnet, vgg16)")
     parser.add_argument("--dataset", default="tiny-imagenet", choices=DATASETS)
     parser.add_argument("--gpus", type=positive_int("--gpus"), default=2, help="local pinned workers")
     parser.add_argument("--epochs", type=positive_int("--epochs"), default=20)
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = parse_args(argv)
-        graph = build_graph("alexnet", args.dataset, args.batch_size)
+        graph = build_graph(args.model, args.dataset, args.batch_size)
+        require_chain(graph)
         dataset = open_dataset(args.dataset, args.data_dir, "train", args.seed)
         config = EpochConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
         steps = steps_per_epoch(dataset, args.batch_size, config)
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     images_per_s = measure_throughput(dataset, args.batch_size, batches=3)
-    title = (f"AlexNet, {dataset.description}, batch {args.batch_size}, {args.gpus} pinned workers, "
+    title = (f"{graph.model}, {dataset.description}, batch {args.batch_size}, {args.gpus} pinned workers, "
              f"{args.epochs} epochs of {steps} steps")
     print(title)
     print(f"input pipeline alone: {images_per_s:.0f} images/s (one process decoding whole batches); searched: {how}")
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_tables(summary, args.dataset))
         plot(summary, args.plot, title)
     if args.json:
-        document = {"benchmark": "epochs", "model": "alexnet", "dataset": args.dataset,
+        document = {"benchmark": "epochs", "model": graph.model, "dataset": args.dataset,
                     "synthetic": dataset.synthetic, "data": dataset.description, "gpus": args.gpus,
                     "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps,
                     "input_images_per_s": images_per_s, "searched": how,

@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from models.errors import SoapError
+from models.train import require_chain
 from models.zoo import DEFAULT_BATCH_SIZE, build_graph
 from soap.cli import EXIT_BAD_INPUT, OneLineParser, UsageError, positive_int
 from soap.strategy import strategy_from_json, strategy_to_json
@@ -122,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=positive_int("--gpus"), default=2)
     parser.add_argument("--strategy", default="owt", help=f"a baseline ({', '.join(BASELINES)})")
     parser.add_argument("--strategy-file", help="a strategy.json instead of a baseline")
+    parser.add_argument("--model", default="alexnet", help="a zoo model the training runtime runs (a chain)")
     parser.add_argument("--dataset", default="tiny-imagenet")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--steps", type=positive_int("--steps"), default=3)
     parser.add_argument("--json", metavar="PATH")
     try:
         args = parser.parse_args(argv)
-        graph = build_graph("alexnet", args.dataset, args.batch_size)
+        graph = build_graph(args.model, args.dataset, args.batch_size)
+        require_chain(graph)
         if args.strategy_file:
             strategy = strategy_from_json(Path(args.strategy_file).read_text(), graph, args.gpus, args.strategy_file)
         elif args.strategy in BASELINES:
@@ -137,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--strategy {args.strategy!r} is not a baseline; use one of {', '.join(BASELINES)} "
                              f"or --strategy-file")
         machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
-    except (UsageError, OSError) as error:
+    except (SoapError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    job = {"model": "alexnet", "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
+    job = {"model": graph.model, "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
            "strategy": strategy_to_json(strategy, graph)}
     try:
         measured = run_worker_job(json.dumps(job), args.gpus,

@@ -112,8 +112,8 @@ def require_chain(graph: OpGraph) -> None:
     for op in graph.ops:
         if graph.producers(op.name) != previous:
             raise ShapeError(f"op {op.name!r} of {graph.model} reads {list(graph.producers(op.name))} but the "
-                             f"training runtime runs chains only (each op reads the op before it); simulate "
-                             f"{graph.model} without running it (--no-run)")
+                             f"training runtime runs chains only (each op reads the op before it); {graph.model} can "
+                             f"be searched and simulated (search.optimize --no-run) but not yet run")
         previous = (op.name,)
 
 

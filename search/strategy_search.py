@@ -33,6 +33,7 @@ from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
+from soap.errors import BatchNotDivisibleError
 from soap.strategy import Strategy
 
 BETA_RELATIVE = 100.0  # a move 1% worse than the start's step time is accepted with p = exp(-1)
@@ -76,13 +77,20 @@ class SearchResult:
 
 
 def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Strategy], list[str]]:
-    """The baselines that exist for this graph and device count, and a note for each that does not."""
-    strategies, notes = {}, []
+    """The baselines that exist for this graph and device count, and a note for those that do not (one
+    note for all that need the batch split over every device, when the device count does not divide it)."""
+    strategies, notes, unsplit = {}, [], []
     for name, build in BASELINES.items():
         try:
             strategies[name] = build(graph, num_devices)
+        except BatchNotDivisibleError:
+            unsplit.append(name)
         except SoapError as error:
             notes.append(f"{name} left out: {error}")
+    if unsplit:
+        notes.insert(0, f"batch size {graph.batch_size} is not divisible by {num_devices} devices: no strategy "
+                        f"splits the batch over all of them ({' and '.join(unsplit)} left out); a multiple of "
+                        f"{num_devices} allows it")
     return strategies, notes
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from models.graph import OpGraph
 from models.op import Dim, Op
 from soap.config import ParallelConfig
-from soap.errors import InvalidConfigError
+from soap.errors import BatchNotDivisibleError
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
 
@@ -38,7 +38,7 @@ def _largest_common_degree(size: int, num_devices: int) -> int:
 
 def _require_batch_divides(graph: OpGraph, num_devices: int, baseline: str) -> None:
     if graph.batch_size % num_devices:
-        raise InvalidConfigError(
+        raise BatchNotDivisibleError(
             f"{baseline} splits the batch over all devices: batch size {graph.batch_size} is not divisible by "
             f"{num_devices} devices; use a batch size that is a multiple of {num_devices}"
         )

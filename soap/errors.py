@@ -9,3 +9,7 @@ class InvalidConfigError(SoapError):
 
 class StrategyFileError(SoapError):
     """A strategy file that is malformed or made for another model, graph or device count."""
+
+
+class BatchNotDivisibleError(InvalidConfigError):
+    """A baseline that splits the batch over every device, for a batch the device count does not divide."""

@@ -119,3 +119,14 @@ def test_search_finds_the_exhaustive_optimum_on_a_branching_graph():
               ("random", random_strategy(graph, 2, np.random.default_rng(0)))]
     found = search_strategy(graph, machine, cost, starts, Budget(iterations=6000, min_iterations=1500), seed=1)
     assert found.best_ms == pytest.approx(best, rel=1e-12)
+
+
+def test_a_batch_no_split_divides_is_searched_unsplit_and_said_once(tmp_path, capsys):
+    code = main(["--model", "resnet18", "--batch-size", "7", "--gpus", "2", "--machine", "p100x2-pcie",
+                 "--iterations", "20", "--out", str(tmp_path)])
+    assert code == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: batch size 7 is not divisible by 2 devices: no strategy splits the batch over all of "
+                     "them (data_parallel and owt left out); a multiple of 2 allows it"]
+    strategy = json.loads((tmp_path / "strategy.json").read_text())
+    assert all(config["degrees"].get("sample", 1) == 1 for config in strategy["ops"].values())

@@ -6,9 +6,11 @@ import pytest
 from jax.sharding import AxisType, PartitionSpec as P
 
 from models.batch import synthetic_batch
+from models.datasets import DatasetShape
 from models.network import init_params
 from models.op import shard_box
 from models.train import TrainStep, sgd_momentum, split_stages
+from models.vgg import vgg16
 from models.zoo import build_graph
 from soap.config import ParallelConfig
 from soap.baselines import BASELINES, data_parallel, model_parallel, owt, random_strategy
@@ -138,3 +140,17 @@ def test_the_compiled_program_places_what_the_strategy_says(strategy, reference)
     for name, entry in shardings.params.items():
         for key, sharding in entry.items():
             assert state.params[name][key].sharding == sharding, (name, key)
+
+
+def test_a_tiny_vgg_runs_every_baseline_and_random_strategies_as_one_device_does():
+    graph = vgg16(DatasetShape("toy", 32, 32, 3, 10), 8, width=4, fc_units=16, groups=(1, 1, 2, 1, 1))
+    config = RunConfig(fetch_params=True)
+    one = run_strategy(graph, BASELINES["single"](graph, 1), config)
+    rng = np.random.default_rng(5)
+    strategies = [build(graph, 4) for build in BASELINES.values()] + [random_strategy(graph, 4, rng) for _ in range(3)]
+    for strategy in strategies:
+        result = run_strategy(graph, strategy, config)
+        np.testing.assert_allclose(result.losses, one.losses, rtol=1e-5)
+        for name, entry in one.params.items():
+            for key, value in entry.items():
+                np.testing.assert_allclose(result.params[name][key], value, rtol=1e-5, atol=1e-8, err_msg=f"{name}.{key}")
