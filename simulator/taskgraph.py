@@ -14,10 +14,10 @@ Following shared/ARCHITECTURE.md ("One execution semantics"):
   gradient (KindSpec.partial_input_gradient: a dense layer or conv split on its output channels): one
   all-reduce of the whole input box per channel group, then a resharding to the tasks outside the group.
   An op read by several consumers waits for all their gradients (their sum).
-- An op whose kind keeps statistics over the dims a split divides (batch norm split on its batch, height
-  or width: KindSpec.stats_bytes) all-reduces them over each parameter slice's tasks, once in the forward
-  after its inputs arrive and once in the backward after its gradients arrive (a STATS task), before
-  its tasks compute.
+- An op whose kind keeps statistics over dims a split divides (batch norm split on its batch, height or
+  width: KindSpec.stats_dims, stats_bytes) all-reduces them over the tasks that differ only in their
+  index on those dims, once in the forward after its inputs arrive and once in the backward after its
+  gradients arrive (a STATS task), before its tasks compute.
 - Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
   all-reduce their gradients over a ring of their devices, one all-reduce per parameter array (kernel,
   bias) one after the other: 2(r-1)/r * bytes / bandwidth + 2(r-1) * latency each, or the machine's
@@ -116,7 +116,10 @@ class TaskGraphBuilder:
         self._op_costs: dict = {}
         self._param_slices: dict = {}
         self._replica_groups: dict = {}
-        self._channel_groups: dict = {}  # degrees -> tasks that differ only in their channel shard
+        self._partial_sum_groups: dict = {}
+        self._kept_bytes: dict = {}
+        self._op_rules: dict = {}
+        self._stats_groups: dict = {}
         self._links = self._link_table(inner_dim=False)
         self._inner_dim_links = self._link_table(inner_dim=True)
 
@@ -189,15 +192,55 @@ class TaskGraphBuilder:
             self._param_slices[key] = cached
         return cached
 
-    def state_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
-        local = local_op(self.graph.ops[op_index], degrees)
-        return local.state_count * local.dtype_bytes
+    def kept_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
+        """What one task keeps on its device through the step: 3 x its parameter slice (weights, gradients,
+        momentum), its state slice and its output shard."""
+        key = (op_index, degrees)
+        cached = self._kept_bytes.get(key)
+        if cached is None:
+            op = self.graph.ops[op_index]
+            local = local_op(op, degrees)
+            cached = self._kept_bytes[key] = (3 * sum(self.param_slice_bytes(op_index, degrees))
+                                              + local.state_count * local.dtype_bytes
+                                              + op.output_bytes // math.prod(degrees))
+        return cached
+
+    def op_rules(self, op_index: int, degrees: tuple[int, ...]) -> tuple[bool, int]:
+        """(whether its tasks hold partial sums of their input's gradient, bytes of one task's statistics)."""
+        key = (op_index, degrees)
+        cached = self._op_rules.get(key)
+        if cached is None:
+            op = self.graph.ops[op_index]
+            cached = self._op_rules[key] = (op.spec.partial_input_gradient(op, degrees), op.spec.stats_bytes(op, degrees))
+        return cached
 
     def replica_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
         key = (op_index, degrees)
         cached = self._replica_groups.get(key)
         if cached is None:
             cached = self._replica_groups[key] = replica_groups(self.graph.ops[op_index], degrees)
+        return cached
+
+    def partial_sum_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
+        """Tasks that read the same input box and each hold a partial sum of its gradient: those that
+        differ only in their index on the dims that split the parameters (the channels)."""
+        key = (op_index, degrees)
+        cached = self._partial_sum_groups.get(key)
+        if cached is None:
+            op = self.graph.ops[op_index]
+            cached = self._partial_sum_groups[key] = task_groups(
+                op.output_dims, degrees, frozenset(op.output_dims) - op.spec.param_dims(op))
+        return cached
+
+    def stats_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
+        """Tasks that all-reduce one slice of the op's statistics: those that differ only in their index
+        on the dims the statistics reduce over."""
+        key = (op_index, degrees)
+        cached = self._stats_groups.get(key)
+        if cached is None:
+            op = self.graph.ops[op_index]
+            cached = self._stats_groups[key] = task_groups(
+                op.output_dims, degrees, frozenset(op.output_dims) - op.spec.stats_dims(op))
         return cached
 
     # --- segments ------------------------------------------------------------------------------------
@@ -216,8 +259,7 @@ class TaskGraphBuilder:
                            inner_dim=_splits_inner_dim(source.degrees))
         self._stats(seg, i, config, deps, tasks)
         forward_ms = self.op_cost(i, degrees).forward_ms
-        kept_bytes = (3 * sum(self.param_slice_bytes(i, degrees)) + self.state_slice_bytes(i, degrees)
-                      + op.output_bytes // config.num_tasks)
+        kept_bytes = self.kept_bytes(i, degrees)
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
             tasks.append(_new_task(Task, (base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k]))))
@@ -235,7 +277,7 @@ class TaskGraphBuilder:
             source = configs[c]
             flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
-            if self.graph.ops[c].spec.partial_input_gradient(self.graph.ops[c], source.degrees):
+            if self.op_rules(c, source.degrees)[0]:
                 self._summed_incoming(seg, c, source_base, source, i, devices, flows, deps, tasks,
                                       inner_dim=_splits_inner_dim(degrees))
             else:
@@ -274,12 +316,7 @@ class TaskGraphBuilder:
         channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input, f32[128,4096] for fc7's),
         then each task of op i takes its slice: where it is, if its device is in the group, else in one
         resharding from the group's first device."""
-        groups = self._channel_groups.get(source.degrees)
-        if groups is None:
-            by_shard: dict[tuple[int, ...], list[int]] = {}
-            for n, index in enumerate(_grid(source.degrees)):
-                by_shard.setdefault(index[:-1], []).append(n)
-            groups = self._channel_groups[source.degrees] = tuple(by_shard.values())
+        groups = self.partial_sum_groups(c, source.degrees)
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in flows:
             reads.setdefault(n, []).append((k, num_bytes))
@@ -328,13 +365,12 @@ class TaskGraphBuilder:
             deps[k].append(key)
 
     def _stats(self, seg: int, i: int, config: ParallelConfig, deps: list[list[int]], tasks: list[Task]) -> None:
-        """One all-reduce of op i's statistics per parameter slice, after the slice's tasks have their
-        inputs; its tasks compute after it (see the module docstring)."""
-        op = self.graph.ops[i]
-        num_bytes = op.spec.stats_bytes(op, config.degrees)
+        """One all-reduce of op i's statistics per group of `stats_groups`, after the group's tasks have
+        their inputs; its tasks compute after it (see the module docstring)."""
+        num_bytes = self.op_rules(i, config.degrees)[1]
         if not num_bytes:
             return
-        for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
+        for group_index, group in enumerate(self.stats_groups(i, config.degrees)):
             if len(group) < 2:
                 continue
             devices = [config.devices[k] for k in group]
@@ -388,8 +424,12 @@ def _splits_inner_dim(degrees: tuple[int, ...]) -> bool:
 def replica_groups(op: Op, degrees: tuple[int, ...]) -> list[list[int]]:
     """Tasks grouped by the parameter slice they hold: same shard index on the dims that split the
     parameters (KindSpec.param_dims: the channels), in task order."""
-    param_dims = op.spec.param_dims(op)
-    axes = [axis for axis, dim in enumerate(op.output_dims) if dim in param_dims]
+    return task_groups(op.output_dims, degrees, op.spec.param_dims(op))
+
+
+def task_groups(dims: tuple, degrees: tuple[int, ...], key_dims: frozenset) -> list[list[int]]:
+    """Task indices grouped by their shard index on `key_dims` (of the output's `dims`), in task order."""
+    axes = [axis for axis, dim in enumerate(dims) if dim in key_dims]
     groups: dict[tuple[int, ...], list[int]] = {}
     for k, index in enumerate(_grid(degrees)):
         groups.setdefault(tuple(index[axis] for axis in axes), []).append(k)

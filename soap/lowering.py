@@ -6,9 +6,9 @@
 
 Op i's mesh holds its devices in the shape of its degrees, one axis per output dim named after the dim
 (sample, height, width, channel), so that task k (row-major over the degree grid) runs on devices[k].
-Its output is split along every dim of degree > 1 on that dim's axis. A channel split splits the LAST
-axis of every parameter (conv kernel HWIO, dense kernel IO, bias); sample, height and width splits
-replicate the parameters over their axes. Meshes use AxisType.Auto, so with_sharding_constraint
+Its output is split along every dim of degree > 1 on that dim's axis. Its kind says which dim splits
+which axis of each parameter (KindSpec.param_split: a channel split splits the LAST axis of a conv kernel
+HWIO, a dense kernel IO, a bias, a batch norm's scale); the other splits replicate the parameters. Meshes use AxisType.Auto, so with_sharding_constraint
 constrains (jax.make_mesh's default, Explicit, would assert instead). Strategy device id i is
 `devices[i]`, by default `jax.devices()[i]` (in a cluster, ordered by process).
 """
@@ -23,7 +23,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from models.errors import SoapError
 from models.graph import OpGraph
-from models.op import Dim, Op
+from models.op import Op
 from models.train import Shardings
 from soap.config import ParallelConfig
 from soap.strategy import Strategy
@@ -56,9 +56,11 @@ def output_sharding(op: Op, config: ParallelConfig, mesh: Mesh) -> NamedSharding
 
 
 def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh) -> dict[str, NamedSharding]:
-    channels = config.degrees[op.output_dims.index(Dim.CHANNEL)] if Dim.CHANNEL in op.output_dims else 1
-    last = Dim.CHANNEL.value if channels > 1 else None
-    return {name: NamedSharding(mesh, PartitionSpec(*(None,) * (len(shape) - 1), last))
+    """Each parameter split where its kind says an output dim splits it (KindSpec.param_split) and that
+    dim has a degree above 1; replicated otherwise."""
+    degree = dict(zip(op.output_dims, config.degrees))
+    return {name: NamedSharding(mesh, PartitionSpec(*(dim.value if dim is not None and degree[dim] > 1 else None
+                                                      for dim in op.spec.param_split(op, shape))))
             for name, shape in op.param_shapes}
 
 

@@ -6,10 +6,12 @@ methods instead of branching on kinds; a new kind (embedding, layer_norm, attent
 
 - `output_dims` / `parallel_dims`: the dims of the output tensor and which of them a config may split.
 - `param_dims`: the output dims whose split also splits the parameters (replicas of one parameter slice
-  all-reduce their gradients); `partial_input_gradient`: whether a task's input gradient is a partial sum
-  that the step all-reduces over the tasks reading the same input (a dense or conv split on its outputs);
-  `stats_bytes`: bytes of per-channel statistics all-reduced, in the forward and again in the backward,
-  over the tasks of one parameter slice when the split divides the reduced dims (batch norm).
+  all-reduce their gradients); `param_split(op, shape)`: which of them splits each axis of a parameter;
+  `partial_input_gradient`: whether a task's input gradient is a partial sum that the step all-reduces
+  over the tasks that differ only in their index on the param dims (a dense or conv split on its outputs);
+  `stats_dims` / `stats_bytes`: the dims the op's statistics reduce over, and the bytes of one task's
+  statistics, all-reduced in the forward and again in the backward over the tasks that differ only in
+  their index on those dims, when the split divides one of them (batch norm: every dim but the channels).
 - `forward_flops` / `backward_flops`: one multiply-add = 2 FLOPs, bias and ReLU not counted.
 - `input_boxes(op, out_box)`: the box of each input that computing `out_box` reads (halo included);
   `task_input_boxes` what a task reads at run time where that is more; `input_split` the same at the
@@ -52,8 +54,16 @@ class KindSpec:
     def param_dims(self, op: Op) -> frozenset[Dim]:
         return frozenset({Dim.CHANNEL}) & frozenset(self.output_dims(op))
 
+    def param_split(self, op: Op, shape: tuple[int, ...]) -> tuple[Dim | None, ...]:
+        """The output dim splitting each axis of a parameter of `shape`: the last axis by the channels."""
+        last = Dim.CHANNEL if Dim.CHANNEL in self.param_dims(op) else None
+        return (None,) * (len(shape) - 1) + (last,)
+
     def partial_input_gradient(self, op: Op, degrees: tuple[int, ...]) -> bool:
         return False
+
+    def stats_dims(self, op: Op) -> frozenset[Dim]:
+        return frozenset()
 
     def stats_bytes(self, op: Op, degrees: tuple[int, ...]) -> int:
         return 0

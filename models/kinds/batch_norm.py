@@ -20,7 +20,7 @@ from flax import nnx
 from jax import lax
 
 from models.kinds.base import KindSpec, elements, relu_if
-from models.op import Op, OpKind
+from models.op import Dim, Op, OpKind
 
 EPSILON = 1e-5
 
@@ -33,6 +33,9 @@ class BatchNorm(KindSpec):
 
     def backward_flops(self, op: Op) -> int:
         return 2 * self.forward_flops(op)
+
+    def stats_dims(self, op: Op) -> frozenset[Dim]:
+        return frozenset(self.output_dims(op)) - {Dim.CHANNEL}
 
     def stats_bytes(self, op: Op, degrees: tuple[int, ...]) -> int:
         if max(degrees[:-1]) == 1:
