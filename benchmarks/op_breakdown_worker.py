@@ -21,7 +21,7 @@ def main(folder: Path, process_id: int) -> int:
     from benchmarks.op_breakdown import instruction_phases, measured_breakdown
     from models.batch import synthetic_batch
     from models.network import init_params
-    from models.train import TrainStep, sgd_momentum
+    from soap.step import TrainStep, sgd_momentum
     from models.zoo import build_graph
     from soap.lowering import strategy_shardings
     from soap.strategy import strategy_from_json

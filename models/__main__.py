@@ -15,10 +15,8 @@ import tempfile
 from models.datasets import DATASETS
 from models.errors import SoapError
 from models.graph import OpGraph
+from models.graph_file import DATA, graph_document
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
-
-DATA = "data"  # what the table and the JSON call the batch an op with no producer reads
-
 
 def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
@@ -43,19 +41,6 @@ def format_table(graph: OpGraph) -> str:
     title = (f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {len(graph.ops)} ops, "
              f"signature {graph.signature}")
     return "\n".join([title, line(header), *map(line, rows), line(total)]).rstrip()
-
-
-def graph_document(graph: OpGraph) -> dict:
-    """The graph as data: every op with its inputs, shapes, FLOPs and parameters, and the totals."""
-    ops = [{"name": op.name, "kind": op.kind.value, "inputs": list(graph.producers(op.name)) or [DATA],
-            "input_shapes": [list(s) for s in op.input_shapes], "output_shape": list(op.output_shape),
-            "forward_flops": op.forward_flops, "backward_flops": op.backward_flops, "param_count": op.param_count,
-            "params": {name: list(shape) for name, shape in op.param_shapes},
-            "state": {name: list(shape) for name, shape in op.state_shapes}}
-           for op in graph.ops]
-    return {"format": "soap-graph", "version": 1, "model": graph.model, "dataset": graph.dataset,
-            "batch_size": graph.batch_size, "signature": graph.signature, "param_count": graph.param_count,
-            "forward_flops": graph.forward_flops, "backward_flops": graph.backward_flops, "ops": ops}
 
 
 def write_json(path: str, document: dict) -> None:

@@ -106,7 +106,7 @@ class Dataset:
         """One epoch of (images, labels) batches, decoded up to `ahead` batches early in background threads.
 
         `rows` (positions within a batch) limits decoding to the images a process places; the other rows
-        are zero (models.train.TrainStep.local_batch_rows). Labels are always whole.
+        are zero (soap.step.TrainStep.local_batch_rows). Labels are always whole.
         """
         if not 1 <= batch_size <= len(self):
             raise DataError(f"batch size {batch_size} does not fit {self.description}; use 1 to {len(self)}")

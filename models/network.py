@@ -1,23 +1,23 @@
 """The executable network of an operator graph: flax nnx layers built by walking `graph.ops`.
 
     params = init_params(graph, seed=0)               # op name -> {"kernel": ..., "bias": ...}
-    runner = OpRunner.for_graph(graph)
-    y = runner.apply(graph.op("conv1"), params, (images,))   # one op at a time (a caller may pin y's sharding)
+    losses = Network(graph, nnx.Rngs(0))(images, labels)  # the graph as one flax module
+    y = apply_op(graph.op("conv1"), params["conv1"], (images,))   # one op (a step may pin y's sharding)
 
 The graph is the one source of truth for shapes: `Network` builds each op's layer from its kind's
 registry entry (models.kinds: nnx.Conv for conv2d, nnx.Linear for dense, nnx.BatchNorm for batch_norm)
-and checks every parameter against `op.param_shapes`. `OpRunner` runs those same layers on plain
-parameter dicts, one op at a time, so that a training step can pin each op's output sharding and run a
-range of ops (a stage) as its own jitted program. Each op's computation is its kind's `apply`.
+and checks every parameter against `op.param_shapes`. Each op's computation is its kind's `apply` on
+plain parameter dicts, so that a training step (soap.step) can run one op at a time, pin each op's
+output sharding and run a range of ops (a stage) as its own jitted program.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import jax
+import numpy as np
 from flax import nnx
 
 from models.errors import ShapeError
@@ -90,6 +90,20 @@ class Network(nnx.Module):
         return values[self.ops[-1].name]
 
 
+def module_with(graph: OpGraph, params: Params) -> Network:
+    """The graph's flax module holding `params` (its structure from an abstract module: nothing is
+    initialized; batch norm's running averages, which training mode does not read, start at zero)."""
+    abstract = nnx.eval_shape(lambda: Network(graph, nnx.Rngs(0)))
+    graphdef, _, others = nnx.split(abstract, nnx.Param, ...)
+    others = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), others)
+    return nnx.merge(graphdef, {"layers": params}, others)
+
+
+def init_state(graph: OpGraph) -> dict[str, dict[str, np.ndarray]]:
+    """Every op's initial non-trainable state (batch norm: running mean 0, running variance 1)."""
+    return {op.name: op.spec.init_state(op) for op in graph.ops if op.state_shapes}
+
+
 def init_params(graph: OpGraph, seed: int) -> Params:
     """The network's initial parameters (flax's default initializers), the same for the same seed."""
     return _init_params(graph, seed)
@@ -101,19 +115,3 @@ def init_params(graph: OpGraph, seed: int) -> Params:
 def _init_params(graph: OpGraph, seed: jax.Array) -> Params:
     rngs = nnx.Rngs(jax.random.key(seed, impl="rbg"))
     return nnx.to_pure_dict(nnx.state(Network(graph, rngs), nnx.Param))["layers"]
-
-
-@dataclass(frozen=True)
-class OpRunner:
-    """Runs the ops of a graph one at a time on plain parameter dicts."""
-
-    graph: OpGraph
-
-    @classmethod
-    def for_graph(cls, graph: OpGraph) -> OpRunner:
-        require_loss_last(graph)
-        return cls(graph)
-
-    def apply(self, op: Op, params: Params, inputs: tuple[jax.Array, ...], labels: jax.Array | None = None) -> jax.Array:
-        """`op` on its inputs, with its weights taken from `params[op.name]` (the other entries are not read)."""
-        return apply_op(op, params.get(op.name), inputs, labels)

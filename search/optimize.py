@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from models.datasets import DATASETS
 from models.errors import SoapError
 from models.graph import OpGraph
-from models.train import require_chain
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
 from search.run import measure_strategies
-from search.report import StrategyRow, format_table, plot_search, report_document, write_report
+from search.report import StrategyRow, format_table, loss_mismatch, plot_search, report_document, write_report
 from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
                                     search_starts, search_strategy)
 from simulator.calibrate import calibrate
@@ -37,6 +36,7 @@ from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
 from soap.cli import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float,
                       positive_int)
+from soap.runner import reference_loss
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
 
@@ -125,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_args(argv)
         graph = build_graph(options.model, options.dataset, options.batch_size)
-        if options.machine == "local" and not options.no_run:
-            require_chain(graph)  # said before calibrating
         init = load_init(options.init, graph, options.gpus) if options.init else None
         resolved = resolve_machine(options)  # a bad machine is said before anything is written
         out = prepare_out_dir(options)
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     result = _search(graph, machine, cost_model, starts, options)
     chosen = recommend(result, options.min_gain)
     strategies = {**baselines, "searched": chosen.strategy}
-    measured, why_not = {}, "--no-run"
+    measured, why_not, reference = {}, "--no-run", None
     if machine.name != "local":
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run:
@@ -154,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         if kept_baseline:
             measured["searched"] = measured[chosen.kept]
         why_not = ""
-    rows = _rows(graph, machine, cost_model, strategies, measured, chosen)
+        reference = reference_loss(graph)
+    rows = _rows(graph, machine, cost_model, strategies, measured, chosen, reference)
     strategy_file = os.path.join(out, "strategy.json")
-    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options)
+    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference)
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
@@ -198,22 +197,25 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
 
 
 def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict,
-          chosen: Recommendation) -> list[StrategyRow]:
+          chosen: Recommendation, reference: float | None) -> list[StrategyRow]:
     rows = []
     simulator = Simulator(graph, machine, cost_model)
     for name, strategy in strategies.items():
         result = simulator.full(strategy)
-        step_ms, note = measured.get(name, (None, ""))
+        step_ms, note, loss = measured.get(name, (None, "", None))
+        mismatch = loss_mismatch(loss, reference)
+        if mismatch:
+            note = mismatch + (f"; {note}" if note else "")
         if name == "searched" and chosen.kept:
             note = f"= {chosen.kept}" + (f"; {note}" if note else "")
         if not result.fits_memory:
             note = f"over memory: {result.over_memory()}" + (f"; {note}" if note else "")
-        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note))
+        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note, loss))
     return rows
 
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
-                 options) -> None:
+                 options, reference: float | None) -> None:
     with open(strategy_file, "w") as file:
         file.write(strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
@@ -222,7 +224,7 @@ def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchR
         file.write(simulator.trace().to_chrome_json())
     document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
                                batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept,
-                               seed=options.seed, rows=rows, strategy_file=strategy_file)
+                               seed=options.seed, rows=rows, strategy_file=strategy_file, reference_loss=reference)
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")

@@ -26,10 +26,12 @@ from soap.strategy import Strategy
 
 
 class Measured(NamedTuple):
-    """One strategy's measured step: the fastest run's median (ms) and how it varied, or why not run."""
+    """One strategy's measured step: the fastest run's median (ms) and how it varied, or why not run; and
+    the loss of its first step (on the initial parameters and the first batch)."""
 
     step_ms: float | None
     note: str
+    first_step_loss: float | None = None
 
 
 def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devices: int, timed_steps: int,
@@ -56,7 +58,7 @@ def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devi
 
 def _run_on_cluster(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig):
     report = run_on_cluster(ClusterJob.for_strategies(graph, [strategy], config), num_devices, timeout_s=900)
-    return report.results[0].step_time, report.warning
+    return report.results[0].step_time, report.warning, report.results[0].losses[0]
 
 
 def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig):
@@ -67,14 +69,15 @@ def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunC
     if jax.device_count() < num_devices:
         raise SoapError(f"the strategy is for {num_devices} devices but this process has {jax.device_count()}")
     try:
-        return run_strategy(graph, strategy, config, jax.devices()[:num_devices]).step_time, None
+        result = run_strategy(graph, strategy, config, jax.devices()[:num_devices])
+        return result.step_time, None, result.losses[0]
     except Exception as error:  # as a cluster worker's failure: this strategy is marked, the others run
         raise SoapError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
 
 
 def _fastest(runs: list) -> Measured:
-    (best, warning), slowest = min(runs, key=lambda run: run[0].median_ms), max(run[0].median_ms for run in runs)
+    (best, warning, loss), slowest = min(runs, key=lambda run: run[0].median_ms), max(run[0].median_ms for run in runs)
     note = f"IQR {best.q1_ms:.0f}-{best.q3_ms:.0f} ms"
     if len(runs) > 1:
         note += f", slowest of {len(runs)} runs {slowest:.0f} ms"
-    return Measured(best.median_ms, note + (f"; {warning}" if warning else ""))
+    return Measured(best.median_ms, note + (f"; {warning}" if warning else ""), loss)

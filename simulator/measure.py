@@ -3,7 +3,7 @@
     python -m simulator.calibrate --model alexnet --gpus 2      # runs these inside pinned workers
 
 Every timing compiles and warms up first, then takes the median of several runs, each waited for with
-`block_until_ready` (models.timing.time_steps). An op is timed as its local op (what one task computes,
+`block_until_ready` (soap.timing.time_steps). An op is timed as its local op (what one task computes,
 models.op.local_op): forward alone, and forward plus VJP; backward = the difference, as a training step
 computes the backward after a forward whose activations it keeps.
 """
@@ -19,7 +19,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from models.network import apply_op, layer_params, op_layer
 from models.op import Op
-from models.timing import time_steps
+from soap.timing import time_steps
 from simulator.cost import MiB, OpCost
 
 

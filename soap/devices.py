@@ -7,7 +7,7 @@ Without GPUs, N CPU devices in one process share the cores and cannot run in par
 pinned to N cores can (the honest CPU testbed), and the same code is the multi-host path of a real
 cluster. Each worker (`python -m soap.worker`) has one CPU device; strategy device id i is process i's
 device, and the stages of a multi-stage strategy pass activations between processes with
-models.transfer (a small ppermute program over gloo). The parent writes the job into a temporary
+soap.transfer (a small ppermute program over gloo). The parent writes the job into a temporary
 folder, starts the workers (each in its own process group), waits for all of them, and reads process
 0's results back. A worker that fails, dies or hangs ends the whole run with a ClusterError within
 `timeout_s`, and every worker's process group is killed.
@@ -35,8 +35,9 @@ import numpy as np
 
 from models.errors import SoapError
 from models.graph import OpGraph
-from models.timing import StepTime
+from models.graph_file import graph_to_json
 from soap.runner import RunConfig, RunResult
+from soap.timing import StepTime
 from soap.strategy import Strategy, strategy_to_json
 
 _POLL_S = 0.05
@@ -49,18 +50,17 @@ class ClusterError(SoapError):
 
 @dataclass(frozen=True)
 class ClusterJob:
-    """What every worker runs: the graph (by name), strategies (as strategy JSON) and how to run them."""
+    """What every worker runs: the graph (models.graph_file JSON: the workers rebuild exactly the parent's
+    graph, a zoo model or not), strategies (as strategy JSON) and how to run them."""
 
-    model: str
-    dataset: str
-    batch_size: int
+    graph: str
     strategies: tuple[str, ...]
     run: RunConfig
 
     @classmethod
     def for_strategies(cls, graph: OpGraph, strategies: Sequence[Strategy], run: RunConfig) -> ClusterJob:
         texts = tuple(strategy_to_json(strategy, graph) for strategy in strategies)
-        return cls(graph.model, graph.dataset, graph.batch_size, texts, run)
+        return cls(graph_to_json(graph), texts, run)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -197,26 +197,35 @@ def read_run_results(folder: Path, num_strategies: int) -> tuple[RunResult, ...]
     document = json.loads((folder / "results.json").read_text())
     results = []
     for k, entry in enumerate(document["results"]):
-        params = None
-        if entry["has_params"]:
-            with np.load(folder / f"params{k}.npz") as arrays:
-                params = {}
-                for key in arrays.files:
-                    op, name = key.split("/")
-                    params.setdefault(op, {})[name] = arrays[key]
+        params = _read_arrays(folder / f"params{k}.npz") if entry["has_params"] else None
+        model_state = _read_arrays(folder / f"state{k}.npz") if entry["has_params"] else None
         step_time = StepTime(**entry["step_time"]) if entry["step_time"] else None
-        results.append(RunResult(tuple(entry["losses"]), params, step_time, entry["num_stages"]))
+        results.append(RunResult(tuple(entry["losses"]), params, model_state, step_time, entry["num_stages"]))
     assert len(results) == num_strategies, (len(results), num_strategies)
     return tuple(results)
 
 
+def _read_arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """op name -> {array name -> array}, from an npz whose keys are "op/name"."""
+    tree: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as arrays:
+        for key in arrays.files:
+            op, name = key.rsplit("/", 1)
+            tree.setdefault(op, {})[name] = arrays[key]
+    return tree
+
+
+def _write_arrays(path: Path, tree: dict[str, dict[str, np.ndarray]]) -> None:
+    np.savez(path, **{f"{op}/{name}": value for op, entry in tree.items() for name, value in entry.items()})
+
+
 def write_results(folder: Path, results: Sequence[RunResult]) -> None:
-    """Process 0's side of `read_run_results`: losses and times as JSON, parameters as npz."""
+    """Process 0's side of `read_run_results`: losses and times as JSON, parameters and state as npz."""
     entries = []
     for k, result in enumerate(results):
         if result.params is not None:
-            np.savez(folder / f"params{k}.npz",
-                     **{f"{op}/{name}": value for op, entry in result.params.items() for name, value in entry.items()})
+            _write_arrays(folder / f"params{k}.npz", result.params)
+            _write_arrays(folder / f"state{k}.npz", result.model_state or {})
         entries.append({"losses": list(result.losses), "has_params": result.params is not None,
                         "step_time": dataclasses.asdict(result.step_time) if result.step_time else None,
                         "num_stages": result.num_stages})

@@ -6,7 +6,7 @@
 Every process of a cluster calls this with the same arguments (SPMD). The initial parameters come from
 the seed and the batches from the dataset's per-epoch order, so every strategy sees the same data in the
 same order and learns the same weights (within float tolerance). Each process decodes only the batch rows
-its devices hold (models.train.TrainStep.local_batch_rows); the loader runs ahead in background threads.
+its devices hold (soap.step.TrainStep.local_batch_rows); the loader runs ahead in background threads.
 
 Compile time is kept out of the epochs: one step is run and thrown away before epoch 1 (the step does
 not consume its state), and its wall time is `compile_s`. An epoch's time runs from taking its first
@@ -27,7 +27,7 @@ import numpy as np
 from models.data import Dataset
 from models.graph import OpGraph
 from models.network import init_params
-from models.train import TrainStep, sgd_momentum
+from soap.step import TrainStep, sgd_momentum
 from soap.lowering import strategy_shardings
 from soap.runner import to_host
 from soap.strategy import Strategy

@@ -1,6 +1,6 @@
 """Lowering a Strategy to plain JAX sharding objects: a Mesh per op, its output and parameter shardings.
 
-    shardings = strategy_shardings(graph, strategy)          # models.train.Shardings
+    shardings = strategy_shardings(graph, strategy)          # soap.step.Shardings
     shardings.params["fc7"]["kernel"]                        # NamedSharding, e.g. P(None, 'channel')
     step = TrainStep(graph, shardings, sgd_momentum())
 
@@ -24,7 +24,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from models.errors import SoapError
 from models.graph import OpGraph
 from models.op import Op
-from models.train import Shardings
+from soap.step import Shardings
 from soap.config import ParallelConfig
 from soap.strategy import Strategy
 
@@ -55,41 +55,30 @@ def output_sharding(op: Op, config: ParallelConfig, mesh: Mesh) -> NamedSharding
     return NamedSharding(mesh, PartitionSpec(*spec))
 
 
-def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh) -> dict[str, NamedSharding]:
-    """Each parameter split where its kind says an output dim splits it (KindSpec.param_split) and that
-    dim has a degree above 1; replicated otherwise."""
+def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh, shapes=None) -> dict[str, NamedSharding]:
+    """Each parameter (or, with `shapes=op.state_shapes`, state array) split where its kind says an output
+    dim splits it (KindSpec.param_split) and that dim has a degree above 1; replicated otherwise."""
     degree = dict(zip(op.output_dims, config.degrees))
     return {name: NamedSharding(mesh, PartitionSpec(*(dim.value if dim is not None and degree[dim] > 1 else None
                                                       for dim in op.spec.param_split(op, shape))))
-            for name, shape in op.param_shapes}
+            for name, shape in (op.param_shapes if shapes is None else shapes)}
 
 
 def strategy_shardings(graph: OpGraph, strategy: Strategy,
                        devices: Sequence[jax.Device] | None = None) -> Shardings:
-    """Every op's output sharding and the parameter-sharding pytree (op -> {"kernel", "bias"})."""
+    """Every op's output sharding and the parameter- and state-sharding pytrees (op -> {"kernel", "bias"})."""
     if strategy.graph_signature != graph.signature:
         raise LoweringError(f"the strategy is for graph {strategy.graph_signature!r} but {graph.model} here is "
                             f"graph {graph.signature!r}; lower a strategy made for this graph")
     devices = _strategy_devices(strategy, devices)
-    activations, params = {}, {}
+    activations, params, state = {}, {}, {}
     for op in graph.ops:
         config = strategy[op.name]
         mesh = op_mesh(op, config, devices)
         activations[op.name] = output_sharding(op, config, mesh)
         if op.param_shapes:
             params[op.name] = param_shardings(op, config, mesh)
-    return Shardings(activations, params)
+        if op.state_shapes:
+            state[op.name] = param_shardings(op, config, mesh, op.state_shapes)
+    return Shardings(activations, params, state)
 
-
-def strategy_stages(strategy: Strategy) -> tuple[tuple[str, ...], ...]:
-    """The op names of each stage the runtime runs: consecutive ops on the same device set.
-
-    The same grouping as models.train.split_stages, read from the configs instead of the shardings.
-    """
-    stages: list[list[str]] = []
-    for name, config in strategy.items():
-        if stages and strategy[stages[-1][0]].device_set == config.device_set:
-            stages[-1].append(name)
-        else:
-            stages.append([name])
-    return tuple(tuple(stage) for stage in stages)

@@ -21,10 +21,10 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from models.batch import synthetic_batch
 from models.graph import OpGraph
-from models.network import Params, init_params
-from models.timing import StepTime, time_steps
-from models.train import TrainStep, sgd_momentum
-from models.transfer import transfer
+from models.network import Params, init_params, module_with
+from soap.timing import StepTime, time_steps
+from soap.step import TrainStep, sgd_momentum
+from soap.transfer import transfer
 from soap.lowering import strategy_shardings
 from soap.strategy import Strategy
 
@@ -46,15 +46,28 @@ class RunConfig:
 class RunResult:
     losses: tuple[float, ...]
     params: dict[str, dict[str, np.ndarray]] | None  # after the first `steps` steps, if fetched
+    model_state: dict[str, dict[str, np.ndarray]] | None  # batch norm's running averages then, if fetched
     step_time: StepTime | None
     num_stages: int
+
+
+def reference_loss(graph: OpGraph, seed: int = 0) -> float:
+    """The loss of the model's own flax module (models.network.Network) called directly on this process's
+    first device, on the first batch and the initial parameters a run with `seed` uses: what the first
+    step of every strategy must compute."""
+    images, labels = synthetic_batch(graph, seed)
+    device = jax.devices()[0]
+    params = jax.device_put(init_params(graph, seed), device)
+    losses = jax.jit(lambda p, x, y: module_with(graph, p)(x, y))(params, jax.device_put(images, device),
+                                                                    jax.device_put(labels, device))
+    return float(np.mean(np.asarray(losses)))
 
 
 def to_host(value: jax.Array) -> np.ndarray | None:
     """A global array's whole value on process 0; None on the other processes of a cluster.
 
     Every process must call it for the same arrays in the same order: where the array lives on other
-    processes' devices, it is moved to process 0's first device (models.transfer).
+    processes' devices, it is moved to process 0's first device (soap.transfer).
     """
     if jax.process_count() == 1:
         return np.asarray(value)
@@ -82,6 +95,7 @@ def run_strategy(graph: OpGraph, strategy: Strategy, config: RunConfig = RunConf
         value = to_host(loss)
         losses.append(float("nan") if value is None else float(value))
     params = _fetch_params(state.params) if config.fetch_params else None
+    model_state = _fetch_params(state.model_state) if config.fetch_params else None
     step_time = None
     if config.timed_steps:
         def one_step():
@@ -89,4 +103,4 @@ def run_strategy(graph: OpGraph, strategy: Strategy, config: RunConfig = RunConf
             loss, state = step(state, images, labels)
             return loss, state
         step_time = time_steps(one_step, config.warmup_steps, config.timed_steps)
-    return RunResult(tuple(losses), params, step_time, len(step.stages))
+    return RunResult(tuple(losses), params, model_state, step_time, len(step.stages))

@@ -17,14 +17,14 @@ def main(folder: Path, process_id: int) -> int:
     import jax
 
     from models.errors import SoapError
-    from models.zoo import build_graph
+    from models.graph_file import graph_from_json
     from soap.devices import ClusterJob, write_results
     from soap.runner import run_strategy
     from soap.strategy import strategy_from_json
 
     try:
         job = ClusterJob.from_json(job_json)
-        graph = build_graph(job.model, job.dataset, job.batch_size)
+        graph = graph_from_json(job.graph, "the job's graph")
         strategies = [strategy_from_json(text, graph, jax.device_count(), source=f"strategy {k} of the job")
                       for k, text in enumerate(job.strategies)]
         results = []

@@ -17,6 +17,8 @@ methods instead of branching on kinds; a new kind (embedding, layer_norm, attent
   `task_input_boxes` what a task reads at run time where that is more; `input_split` the same at the
   level of a sharding (which output split each input dim carries).
 - `local_op(op, degrees)`: the name-less op one task computes; its cost_key keys measured profiles.
+- `init_state(op)` / `apply_with_state(...)`: the op's initial non-trainable state, and its computation
+  in a training step that also returns the new state (batch norm's running averages).
 - `layer(op, rngs)`: the nnx module that initializes the op's parameters (flax's default initializers;
   None without); `apply(op, params, inputs, labels)`: the op's JAX computation on its inputs, its
   parameters a dict of arrays named as `param_shapes` names them (None without).
@@ -28,6 +30,7 @@ import dataclasses
 import math
 
 import jax
+import numpy as np
 
 from models.op import Box, Dim, Op, OpKind, shard_shape
 
@@ -96,6 +99,14 @@ class KindSpec:
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels: jax.Array | None) -> jax.Array:
         raise NotImplementedError(self.kind)
+
+    def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...],
+                         labels: jax.Array | None) -> tuple[jax.Array, dict | None]:
+        """`apply` in a training step: the output and the op's new state (None for an op without state)."""
+        return self.apply(op, params, inputs, labels), None
+
+    def init_state(self, op: Op) -> dict[str, np.ndarray]:
+        return {}
 
 
 def elements(shape) -> int:

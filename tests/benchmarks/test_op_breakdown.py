@@ -7,7 +7,7 @@ import numpy as np
 from benchmarks.op_breakdown import instruction_phases, measured_breakdown
 from models.batch import synthetic_batch
 from models.network import init_params
-from models.train import TrainStep, sgd_momentum
+from soap.step import TrainStep, sgd_momentum
 from models.zoo import build_graph
 from soap.baselines import data_parallel
 from soap.lowering import strategy_shardings

@@ -11,8 +11,7 @@ from models.batch import synthetic_batch
 from models.errors import ShapeError
 from models.graph import GraphBuilder, OpGraph
 from models.kinds.pool import max_pool
-from models.network import Network, OpRunner, apply_op, init_params, layer_params, op_layer
-from models.train import require_chain
+from models.network import Network, apply_op, init_params, layer_params, op_layer
 from models.op import Op, OpKind, Padding, local_op
 
 
@@ -61,11 +60,11 @@ def test_every_op_kind_computes_what_the_graph_says():
 
 def test_op_by_op_equals_the_module_and_shapes_match_the_graph():
     graph = _toy_graph()
-    params, runner = init_params(graph, seed=0), OpRunner.for_graph(graph)
+    params = init_params(graph, seed=0)
     images, labels = synthetic_batch(graph, seed=0)
     x = images
     for op in graph.ops:
-        x = runner.apply(op, params, (x,), labels)
+        x = apply_op(op, params.get(op.name), (x,), labels)
         assert x.shape == op.output_shape, op.name
     np.testing.assert_allclose(x, _module_with(graph, params)(images, labels), rtol=1e-6)
 
@@ -104,15 +103,6 @@ def test_a_layer_whose_shapes_differ_from_the_op_is_refused():
     with pytest.raises(ShapeError, match=r"op 'fc': the Linear layer has parameters \{'bias': \(2,\), 'kernel': "
                                          r"\(3, 2\)\} but the graph says \{'kernel': \(4, 2\), 'bias': \(2,\)\}"):
         Network(_graph_with([(bad, ()), (loss, ("fc",))], [("fc", "loss")]), nnx.Rngs(0))
-
-
-def test_the_training_runtime_refuses_a_graph_that_is_not_a_chain():
-    b = GraphBuilder("fork", "toy", (2, 8, 8, 3))
-    b.conv2d("a", 4, kernel=3)
-    b.conv2d("b", 4, kernel=3, input="a")
-    b.conv2d("c", 4, kernel=3, input="a")
-    with pytest.raises(ShapeError, match=r"op 'c' of fork reads \['a'\] but the training runtime runs chains only"):
-        require_chain(b.build(2))
 
 
 def test_a_graph_without_a_loss_last_is_refused():

@@ -14,7 +14,8 @@ from search.optimize import main
 from soap.baselines import BASELINES, owt
 from soap.strategy import strategy_from_json, strategy_to_json
 
-REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file"}
+REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file",
+               "reference_loss"}
 SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed", "kept_start"}
 MIN_GAIN_RULE = "--min-gain must be a percentage from 0 to below 100"
 
@@ -24,7 +25,7 @@ def check_outputs(out, gpus=2):
     assert set(report) == REPORT_KEYS and set(report["search"]) == SEARCH_KEYS
     assert [s["name"] for s in report["strategies"]] == ["single", "data_parallel", "model_parallel", "owt", "searched"]
     for row in report["strategies"]:
-        assert set(row) == {"name", "simulated_step_ms", "measured_step_ms", "peak_memory_bytes"}
+        assert set(row) == {"name", "simulated_step_ms", "measured_step_ms", "peak_memory_bytes", "first_step_loss"}
         assert isinstance(row["simulated_step_ms"], float) and isinstance(row["peak_memory_bytes"], int)
     graph = build_graph(report["model"], report["dataset"], report["batch_size"])
     strategy = strategy_from_json((out / "strategy.json").read_text(), graph, gpus)

@@ -73,12 +73,6 @@ def test_optimize_help_lists_every_zoo_model(capsys):
     assert all(model in out for model in MODELS)
 
 
-def test_a_branching_model_is_refused_a_real_run_before_calibrating(capsys):
-    assert main(["--model", "resnet18", "--gpus", "2", "--batch-size", "8"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "the training runtime runs chains only" in err and "--no-run" in err
-
-
 def test_a_too_small_dataset_names_the_minimum(capsys):
     assert main(["--model", "inception_v3", "--gpus", "2", "--machine", "p100x2-pcie"]) == 2
     assert "inception_v3 needs images of at least 75x75" in capsys.readouterr().err

@@ -9,12 +9,12 @@ from models.batch import synthetic_batch
 from models.datasets import DatasetShape
 from models.network import init_params
 from models.op import shard_box
-from models.train import TrainStep, sgd_momentum, split_stages
+from soap.step import TrainStep, sgd_momentum, step_stages
 from models.vgg import vgg16
 from models.zoo import build_graph
 from soap.config import ParallelConfig
 from soap.baselines import BASELINES, data_parallel, model_parallel, owt, random_strategy
-from soap.lowering import LoweringError, strategy_shardings, strategy_stages
+from soap.lowering import LoweringError, strategy_shardings
 from soap.runner import RunConfig, run_strategy
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
@@ -71,16 +71,20 @@ def test_a_channel_split_splits_the_last_axis_of_kernel_and_bias_and_other_split
     assert params["conv1"]["kernel"].is_fully_replicated
 
 
+def _stage_names(strategy):
+    return tuple(stage.names for stage in step_stages(GRAPH, strategy_shardings(GRAPH, strategy)))
+
+
 def test_stages_group_consecutive_ops_on_one_device_set():
-    assert strategy_stages(data_parallel(GRAPH, 4)) == (tuple(op.name for op in GRAPH.ops),)
+    assert _stage_names(data_parallel(GRAPH, 4)) == (tuple(op.name for op in GRAPH.ops),)
     # model_parallel on 2: channel-split ops on both devices; flatten and the loss whole on device 1.
-    stages = strategy_stages(model_parallel(GRAPH, 2))
-    assert stages == (("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"), ("flatten",),
-                      ("fc6", "fc7", "fc8"), ("loss",))
-    for seed in range(4):  # the runtime groups the same way, from the shardings
-        strategy = random_strategy(GRAPH, 4, np.random.default_rng(seed))
-        staged = split_stages(GRAPH, strategy_shardings(GRAPH, strategy))
-        assert tuple(tuple(op.name for op in stage) for stage in staged) == strategy_stages(strategy)
+    stages = step_stages(GRAPH, strategy_shardings(GRAPH, model_parallel(GRAPH, 2)))
+    assert tuple(stage.names for stage in stages) == (
+        ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"), ("flatten",), ("fc6", "fc7", "fc8"),
+        ("loss",))
+    assert [(stage.inputs, stage.outputs, stage.has_loss) for stage in stages] == [
+        (("data",), ("pool5",), False), (("pool5",), ("flatten",), False), (("flatten",), ("fc8",), False),
+        (("fc8",), (), True)]
 
 
 def test_too_few_devices_and_a_foreign_graph_are_refused():
@@ -116,7 +120,7 @@ def test_one_step_equals_one_device(strategy, reference):
 def test_random_cases_cover_spatial_splits_and_device_subsets():
     spatial = [c for c in CASES if any(len(cfg.degrees) == 4 and max(cfg.degrees[1:3]) > 1
                                        for cfg in c.values[0].values())]
-    staged = [c for c in CASES if len(strategy_stages(c.values[0])) > 1]
+    staged = [c for c in CASES if len(_stage_names(c.values[0])) > 1]
     assert len(spatial) >= 2 and len(staged) >= 5
 
 
@@ -128,7 +132,7 @@ def test_the_compiled_program_places_what_the_strategy_says(strategy, reference)
     step = TrainStep(graph, shardings, sgd_momentum())
     state = step.init(jax.tree.map(np.asarray, init_params(graph, seed=0)))
     batch = step.place_batch(*synthetic_batch(graph, seed=0))
-    assert [[op.name for op in stage] for stage in step.stages] == [list(stage) for stage in strategy_stages(strategy)]
+    assert tuple(stage.names for stage in step.stages) == _stage_names(strategy)
     text = step.lower(state, *batch).as_text()
     for op in GRAPH.ops:
         config = strategy[op.name]

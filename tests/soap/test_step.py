@@ -11,9 +11,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from models.batch import synthetic_batch
 from models.errors import PlacementError
 from models.graph import GraphBuilder
-from models.network import OpRunner, init_params
+from models.network import apply_op, init_params
 from models.op import Padding
-from models.train import Shardings, TrainStep, input_sharding, sgd_momentum, split_stages
+from soap.step import Shardings, TrainStep, input_sharding, sgd_momentum, step_stages
 
 LEARNING_RATE, MOMENTUM = 0.05, 0.9
 
@@ -99,13 +99,13 @@ def one_device():
 
 
 def test_two_steps_on_one_device_are_sgd_with_momentum_by_hand():
-    runner, params = OpRunner.for_graph(GRAPH), init_params(GRAPH, seed=0)
+    params = init_params(GRAPH, seed=0)
     images, labels = synthetic_batch(GRAPH, seed=0)
 
     def loss_fn(p):
         x = images
         for op in GRAPH.ops:
-            x = runner.apply(op, p, (x,), labels)
+            x = apply_op(op, p.get(op.name), (x,), labels)
         return jnp.mean(x)
 
     value_and_grad = jax.jit(jax.value_and_grad(loss_fn))
@@ -146,16 +146,16 @@ def test_parameters_keep_their_shardings_after_a_step():
 
 
 def test_stages_are_runs_of_ops_on_one_device_set():
-    stages = split_stages(GRAPH, _shardings(STAGED))
-    assert [[op.name for op in stage] for stage in stages] == \
-        [["conv_same", "pool"], ["conv_valid"], ["flatten", "fc"], ["logits"], ["loss"]]
+    stages = step_stages(GRAPH, _shardings(STAGED))
+    assert [stage.names for stage in stages] == \
+        [("conv_same", "pool"), ("conv_valid",), ("flatten", "fc"), ("logits",), ("loss",)]
 
 
 def test_a_stage_lists_its_devices_in_one_order():
     plan = dict(ONE_DEVICE, conv_same=((0, 1), {"sample": 2}), pool=((1, 0), {"sample": 2}))
     with pytest.raises(PlacementError, match=r"op 'pool' \(output\) orders its devices \(1, 0\) but op 'conv_same' "
                                              r"of the same stage orders them \(0, 1\)"):
-        split_stages(GRAPH, _shardings(plan))
+        step_stages(GRAPH, _shardings(plan))
 
 
 def test_stage_grids_must_nest():

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from models.errors import SoapError
-from models.timing import StepTime, time_steps
+from soap.timing import StepTime, time_steps
 
 
 def test_warm_up_is_excluded_and_quartiles_are_ordered():

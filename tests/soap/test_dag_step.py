@@ -1,0 +1,159 @@
+"""Training steps of branching graphs: every strategy computes what one device computes (loss, updated
+parameters, batch norm's running averages), on 2 and 4 CPU devices of this process."""
+
+import numpy as np
+import pytest
+
+from models.datasets import DatasetShape
+from models.graph import GraphBuilder
+from models.op import Dim
+from models.resnet import resnet18
+from soap.baselines import BASELINES, random_strategy
+from soap.config import ParallelConfig
+from soap.devices import ClusterJob, run_on_cluster
+from soap.lowering import strategy_shardings
+from search.report import loss_mismatch
+from soap.runner import RunConfig, reference_loss, run_strategy
+from soap.step import step_stages
+from soap.strategy import Strategy
+
+CONFIG = RunConfig(steps=2, fetch_params=True)
+
+
+def residual_block():
+    """stem conv -> [conv-bn-relu -> conv-bn] + projection conv-bn -> add+relu -> global pool -> dense -> loss."""
+    b = GraphBuilder("residual", "toy", (8, 8, 8, 3))
+    stem = b.conv2d("stem", 8, kernel=3, input=None)
+    y = b.conv2d("a", 8, kernel=3, relu=False, bias=False, input=stem)
+    y = b.batch_norm("bn_a", relu=True)
+    y = b.conv2d("b", 16, kernel=3, stride=2, relu=False, bias=False, input=y)
+    y = b.batch_norm("bn_b")
+    s = b.conv2d("proj", 16, kernel=1, stride=2, relu=False, bias=False, input=stem)
+    s = b.batch_norm("bn_proj")
+    b.add("res", inputs=[y, s], relu=True)
+    b.global_avg_pool("pool")
+    b.dense("fc", 5, relu=False)
+    b.softmax_xent("loss")
+    return b.build(8)
+
+
+def inception_block():
+    """stem -> (1x1 | 1x1-3x3 | 3x3 avg pool-1x1 | 3x3 max pool) concatenated -> bn -> pool -> dense -> loss."""
+    b = GraphBuilder("inception", "toy", (8, 8, 8, 3))
+    stem = b.conv2d("stem", 8, kernel=3, input=None)
+    one = b.conv2d("b1", 4, kernel=1, input=stem)
+    three = b.conv2d("b3", 8, kernel=3, input=b.conv2d("b3_1", 4, kernel=1, input=stem))
+    pooled = b.conv2d("bp", 4, kernel=1, input=b.avg_pool2d("bp_avg", 3, 1, "SAME", input=stem))
+    maxed = b.pool2d("bm", 3, 1, "SAME", input=stem)
+    b.concat("mixed", inputs=[one, three, pooled, maxed])
+    b.batch_norm("bn", relu=True)
+    b.global_avg_pool("pool")
+    b.dense("fc", 5, relu=False)
+    b.softmax_xent("loss")
+    return b.build(8)
+
+
+RESIDUAL, INCEPTION = residual_block(), inception_block()
+TINY_RESNET = resnet18(DatasetShape("toy", 16, 16, 3, 5), 8, width=4, blocks=(1, 1))
+
+
+def whole_on(graph, num_devices: int, device_of) -> Strategy:
+    """Every op whole on one device: `device_of(op)`."""
+    return Strategy.for_graph(graph, num_devices, {op.name: ParallelConfig((1,) * len(op.output_dims), (device_of(op),))
+                                                   for op in graph.ops})
+
+
+def branches_apart(graph, num_devices: int, rng) -> Strategy:
+    """Every op whole on a device drawn at random: branches run on different devices, with transfers
+    wherever a tensor crosses."""
+    return whole_on(graph, num_devices, lambda op: int(rng.integers(num_devices)))
+
+
+def spatial_and_channel(graph, num_devices: int, seed: int) -> Strategy:
+    """A random strategy drawn until an add or concat is split on height or width and a batch norm on channels."""
+    rng = np.random.default_rng(seed)
+    while True:
+        strategy = random_strategy(graph, num_devices, rng)
+        joins = [op for op in graph.ops if op.kind.value in ("add", "concat")]
+        norms = [op for op in graph.ops if op.kind.value == "batch_norm"]
+        spatial = any(max(strategy[op.name].degrees[1:3]) > 1 for op in joins)
+        channel = any(strategy[op.name].degrees[op.output_dims.index(Dim.CHANNEL)] > 1 for op in norms)
+        if spatial and channel:
+            return strategy
+
+
+def cases(graph, num_devices: int):
+    rng = np.random.default_rng(num_devices)
+    found = {name: build(graph, num_devices) for name, build in BASELINES.items() if name != "single"}
+    found["apart1"] = branches_apart(graph, num_devices, rng)
+    found["apart2"] = branches_apart(graph, num_devices, rng)
+    found["spatial-channel"] = spatial_and_channel(graph, num_devices, num_devices)
+    for k in range(2):
+        found[f"random{k}"] = random_strategy(graph, num_devices, rng)
+    return found
+
+
+def assert_same(result, want):
+    np.testing.assert_allclose(result.losses, want.losses, rtol=1e-5)
+    for tree, expected in ((result.params, want.params), (result.model_state, want.model_state)):
+        assert tree.keys() == expected.keys()
+        for name, entry in expected.items():
+            for key, value in entry.items():
+                # atol: entries near zero, where a sum split over devices adds in another order (~1e-9).
+                np.testing.assert_allclose(tree[name][key], value, rtol=1e-5, atol=1e-7, err_msg=f"{name}.{key}")
+
+
+@pytest.mark.parametrize("graph", [RESIDUAL, INCEPTION], ids=["residual", "inception"])
+@pytest.mark.parametrize("num_devices", [2, 4])
+def test_every_strategy_of_a_branching_block_equals_one_device(graph, num_devices):
+    want = run_strategy(graph, BASELINES["single"](graph, 1), CONFIG)
+    assert want.model_state and all(np.any(e["mean"] != 0) for e in want.model_state.values())  # averages moved
+    for name, strategy in cases(graph, num_devices).items():
+        try:
+            assert_same(run_strategy(graph, strategy, CONFIG), want)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+
+
+def test_a_tiny_resnet_trains_as_one_device_under_the_baselines():
+    want = run_strategy(TINY_RESNET, BASELINES["single"](TINY_RESNET, 1), CONFIG)
+    for name in ("data_parallel", "model_parallel", "owt"):
+        assert_same(run_strategy(TINY_RESNET, BASELINES[name](TINY_RESNET, 2), CONFIG), want)
+
+
+def test_branches_on_disjoint_devices_are_stages_without_a_tensor_between_them():
+    # b1 on device 0, the b3 branch on device 1: consecutive stages that neither feeds.
+    strategy = whole_on(INCEPTION, 2, lambda op: 1 if op.name in ("b3_1", "b3") else 0)
+    stages = step_stages(INCEPTION, strategy_shardings(INCEPTION, strategy))
+    names = [stage.names for stage in stages]
+    assert names == [("stem", "b1"), ("b3_1", "b3"), ("bp_avg", "bp", "bm", "mixed", "bn", "pool", "fc", "loss")]
+    first, second = stages[0], stages[1]
+    assert set(first.outputs) == {"stem", "b1"} and second.inputs == ("stem",)  # b3 reads stem, not b1
+    assert set(stages[2].inputs) == {"stem", "b1", "b3"}
+
+
+def test_the_reference_loss_is_the_flax_module_on_one_device_and_every_first_step_equals_it():
+    reference = reference_loss(TINY_RESNET, seed=0)
+    rng = np.random.default_rng(7)
+    for strategy in (BASELINES["single"](TINY_RESNET, 1), branches_apart(TINY_RESNET, 4, rng),
+                     random_strategy(TINY_RESNET, 4, rng)):
+        first = run_strategy(TINY_RESNET, strategy, RunConfig()).losses[0]
+        assert first == pytest.approx(reference, rel=1e-5)
+        assert loss_mismatch(first, reference) == ""
+    assert loss_mismatch(reference * 1.01, reference).startswith("LOSS DIFFERS from one device")
+
+
+def test_branching_blocks_on_the_two_process_cluster_equal_one_device():
+    # One launch per block: data parallel (one program) and the branches whole on different processes
+    # (stages that pass tensors both ways between the processes, gradients summed where a tensor is read twice).
+    for graph in (RESIDUAL, INCEPTION):
+        want = run_strategy(graph, BASELINES["single"](graph, 1), CONFIG)
+        strategies = [BASELINES["data_parallel"](graph, 2), whole_on(graph, 2, lambda op: op.name in APART)]
+        report = run_on_cluster(ClusterJob.for_strategies(graph, strategies, CONFIG), num_workers=2, timeout_s=300)
+        assert [result.num_stages > 1 for result in report.results] == [False, True]
+        for result in report.results:
+            assert_same(result, want)
+
+
+# The ops on process 1 in the cluster test: one branch of each block.
+APART = {"a", "bn_a", "b", "bn_b", "b3_1", "b3", "bm"}
