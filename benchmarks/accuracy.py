@@ -1,14 +1,17 @@
-"""Simulated against measured step times on the local machine, for at least 8 strategies.
+"""Simulated against measured step times on the local machine, for at least 9 strategies.
 
-    python -m benchmarks.accuracy --gpus 2 [--model alexnet] [--json PATH] [--plot PATH] [--steps 10] [--rounds 3]
+    python -m benchmarks.accuracy --gpus 2 [--model alexnet] [--dataset D] [--batch-size 128] [--json PATH]
+                                  [--plot PATH] [--steps 10] [--rounds 3]
 
-A zoo model the training runtime runs (a chain: AlexNet by default, VGG-16), tiny-imagenet, batch 128, on the `local` machine (calibrated on first use: per-op timings on a
-pinned core, link fits between the pinned workers). Strategies: single, data_parallel, model_parallel,
-owt, the searched one, and random valid strategies drawn until one has a spatial (height/width) split and
-one puts an op on a subset of the devices. Each runs on the local cluster (median of --steps timed
-steps after 2 warm-up steps) --rounds times, interleaved, and the fastest run counts (search.run). Reported: simulated and measured ms, relative error, mean absolute
-relative error, Kendall tau of the two orderings; a scatter plot with the y = x line.
-Targets (issue 6): mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
+A zoo model (AlexNet by default; its dataset: tiny-imagenet, or imagenet-299 for Inception-v3), on the
+`local` machine (calibrated on first use: per-op timings on a pinned core, link fits between the pinned
+workers). Strategies: single, data_parallel, model_parallel, owt, the searched one, and random valid
+strategies (benchmarks.accuracy.random_strategies: one with a spatial split, one on a device subset, and
+for a graph with adds or concats one splitting a join spatially and one with its branches on different
+devices). Each runs on the local cluster (median of --steps timed steps after 2 warm-up steps) --rounds
+times, interleaved, and the fastest run counts (search.run). Reported: simulated and measured ms,
+relative error, mean absolute relative error, Kendall tau of the two orderings; a scatter plot with the
+y = x line. Targets: mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import numpy as np
 from scipy import stats
 
 from models.errors import SoapError
-from models.zoo import MODELS, build_graph
+from models.zoo import MODELS, build_graph, default_dataset
 from search.mcmc import Budget
 from search.run import measure_strategies
 from search.strategy_search import search_starts, search_strategy
 from simulator.calibrate import calibrate
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
+from soap.config import ParallelConfig
 from soap.strategy import Strategy, strategy_to_json
 
 
@@ -39,16 +43,39 @@ def _uses_a_device_subset(strategy: Strategy) -> bool:
     return any(len(c.devices) < strategy.num_devices for c in strategy.values())
 
 
+def _joins(graph) -> list:
+    return [op for op in graph.ops if len(op.input_shapes) > 1]
+
+
+def _splits_a_join_spatially(graph):
+    joins = _joins(graph)
+    return lambda strategy: any(max(strategy[op.name].degrees[1:3]) > 1 for op in joins if len(op.output_shape) == 4)
+
+
+def branches_apart(graph, num_devices: int, rng: np.random.Generator) -> Strategy:
+    """Every op whole on a device drawn at random: the branches of a join run on different devices."""
+    return Strategy.for_graph(graph, num_devices, {op.name: ParallelConfig((1,) * len(op.output_dims),
+                                                                           (int(rng.integers(num_devices)),))
+                                                   for op in graph.ops})
+
+
 def random_strategies(graph, num_devices: int, count: int, seed: int) -> dict[str, Strategy]:
-    """`count` random strategies, the first with a spatial split, the second on a device subset."""
+    """`count` random strategies: one with a spatial split, one on a device subset, and for a graph with
+    adds or concats one splitting a join on height or width and one with every op whole on a random device
+    (branches apart); the rest drawn freely."""
     rng = np.random.default_rng(seed)
-    wanted = [_has_spatial_split, _uses_a_device_subset] + [lambda s: True] * (count - 2)
+    wanted = [_has_spatial_split, _uses_a_device_subset]
+    if _joins(graph):
+        wanted.append(_splits_a_join_spatially(graph))
+    wanted += [lambda s: True] * (count - len(wanted) - (1 if _joins(graph) else 0))
     chosen = {}
     for k, want in enumerate(wanted):
         strategy = random_strategy(graph, num_devices, rng)
         while not want(strategy):
             strategy = random_strategy(graph, num_devices, rng)
         chosen[f"random{k + 1}"] = strategy
+    if _joins(graph):
+        chosen["branches-apart"] = branches_apart(graph, num_devices, rng)
     return chosen
 
 
@@ -57,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PATH", default="accuracy.png")
     parser.add_argument("--steps", type=int, default=10)
@@ -67,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs per strategy, interleaved; the fastest counts (search.run explains why)")
     args = parser.parse_args(argv)
     try:
-        graph = build_graph(args.model, "tiny-imagenet", args.batch_size)
+        graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -86,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ran = [row for row in rows if row["measured_ms"] is not None]
     mae = float(np.mean([abs(row["relative_error"]) for row in ran]))
     tau = float(stats.kendalltau([r["simulated_ms"] for r in ran], [r["measured_ms"] for r in ran]).statistic)
-    print(f"{graph.model} tiny-imagenet batch {graph.batch_size} on {args.gpus} local workers ({machine.device.kind}); "
+    print(f"{graph.model} {graph.dataset} batch {graph.batch_size} on {args.gpus} local workers ({machine.device.kind}); "
           f"{args.steps} timed steps a run, fastest of {args.rounds} runs")
     print(f"{'strategy':<15} {'simulated ms':>12} {'measured ms':>12} {'error':>8}")
     for row in rows:

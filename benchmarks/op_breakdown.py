@@ -1,6 +1,6 @@
 """Where a strategy's step time goes, op by op: measured on the local cluster beside the simulator's trace.
 
-    python -m benchmarks.op_breakdown --gpus 2 --strategy owt [--strategy-file STRATEGY.json] [--json PATH]
+    python -m benchmarks.op_breakdown --gpus 2 --strategy owt [--model M] [--strategy-file STRATEGY.json] [--json PATH]
 
 Runs one strategy on N pinned workers with JAX's profiler on, and sums, per device, the wall time of every
 executed XLA instruction by the op it belongs to (soap.step names each op's scope "op.NAME" and its
@@ -9,8 +9,12 @@ update, communication (all-reduce, all-gather, collective-permute, ... of that o
 Beside each, the simulated time of the same op and phase on the same device (forward, backward and update
 tasks; transfers into the op and its gradient all-reduce as communication). Time a device spends waiting
 for another inside a collective shows up as that collective's time: the measured communication column is
-transfer plus waiting. Single-stage strategies only (one program per step, whose instruction names are
-unique); the profile covers --steps steps after 2 warm-up steps, reported per step.
+transfer plus waiting. The profile covers --steps steps after 2 warm-up steps, reported per step.
+
+A staged strategy (several programs a step, whose instruction names repeat) is broken down by program
+instead: each stage's forward and backward program and each move of a tensor between stages, every one
+waited for before the next (soap.step.TrainStep.program_times, so they do not overlap), beside the
+simulated tasks of the same program on the same device (`simulated_programs`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from models.errors import SoapError
+from models.graph_file import graph_to_json
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from soap.cli import EXIT_BAD_INPUT, OneLineParser, UsageError, positive_int
 from soap.strategy import strategy_from_json, strategy_to_json
@@ -59,8 +64,8 @@ def instruction_phases(hlo_text: str) -> dict[str, tuple[str, str]]:
         if opcode in NOT_EXECUTED:
             continue
         op_name = _op_name_of(name, instructions)
-        update = re.search(r"update\.([\w-]+)", op_name)
-        op = re.search(r"op\.([\w-]+)", op_name)
+        update = re.search(r"update\.([\w.-]+)", op_name)
+        op = re.search(r"op\.([\w.-]+)", op_name)
         if opcode.split("-start")[0] in COLLECTIVES:
             phases[name] = (op.group(1) if op else (update.group(1) if update else ""), "comm")
         elif update:
@@ -104,6 +109,37 @@ def simulated_breakdown(graph, strategy, machine, cost) -> list[dict[str, float]
     return [dict(d) for d in per_device]
 
 
+def simulated_programs(graph, strategy, machine, cost) -> list[dict[str, float]]:
+    """Per device, simulated milliseconds by the program of a staged step they belong to (the labels of
+    soap.step.TrainStep.program_times): a stage's forward or backward (its compute, statistics, the
+    moves inside it, its gradient all-reduces and updates), and each move of a tensor between stages."""
+    from simulator.simulate import Simulator
+    from simulator.taskgraph import ALLREDUCE, STATS, TRANSFER
+    from soap.stages import split_stages
+
+    simulator = Simulator(graph, machine, cost)
+    simulator.full(strategy)
+    stages = split_stages(graph, {name: config.device_set for name, config in strategy.items()})
+    stage_of = {graph.index(name): number for number, stage in enumerate(stages) for name in stage.names}
+    names, n = [op.name for op in graph.ops], len(graph.ops)
+    per_device: list[dict[str, float]] = [defaultdict(float) for _ in range(machine.num_devices)]
+    for task in simulator.tasks():
+        backward = task.key >> 24 >= n
+        if task.kind == TRANSFER and stage_of[task.label[0]] != stage_of[task.label[1]]:
+            source, target = task.label[0], task.label[1]
+            label = (f"grad of {names[target]} from stage {stage_of[source]}" if backward
+                     else f"to stage {stage_of[target]}: {names[source]}")
+        else:
+            op = task.label[1] if task.kind == TRANSFER else task.label[0]
+            label = f"stage {stage_of[op]} {'backward' if backward else 'forward'}"
+        devices = {r for r in task.resources if r < machine.num_devices}
+        if task.kind in (TRANSFER, ALLREDUCE, STATS) and not devices:  # comm that does not block devices
+            devices = _comm_devices(task, machine.num_devices)
+        for device in devices:
+            per_device[device][label] += task.duration_ms
+    return [dict(d) for d in per_device]
+
+
 def _comm_devices(task, num_devices: int) -> set[int]:
     """The devices at the ends of a link resource (N + src * N + dst)."""
     devices = set()
@@ -141,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SoapError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    job = {"model": graph.model, "dataset": args.dataset, "batch_size": args.batch_size, "steps": args.steps,
-           "strategy": strategy_to_json(strategy, graph)}
+    from soap.stages import split_stages
+
+    staged = len(split_stages(graph, {name: config.device_set for name, config in strategy.items()})) > 1
+    job = {"graph": graph_to_json(graph), "steps": args.steps, "strategy": strategy_to_json(strategy, graph)}
     try:
         measured = run_worker_job(json.dumps(job), args.gpus,
                                   lambda folder: [json.loads((folder / f"breakdown{p}.json").read_text())
@@ -151,16 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    simulated = simulated_breakdown(graph, strategy, machine, profile)
-    keys = sorted({k for d in measured + simulated for k in d},
-                  key=lambda k: ([op.name for op in graph.ops] + [""]).index(k.split("/")[0]) * 10
-                  + PHASES.index(k.split("/")[1]))
-    header = f"{'op/phase':<22}" + "".join(f"{f'sim d{d}':>10}{f'meas d{d}':>10}" for d in range(args.gpus))
-    print(f"{args.strategy_file or args.strategy} on {args.gpus} local workers, ms per step")
+    if staged:
+        simulated = simulated_programs(graph, strategy, machine, profile)
+        order = list(dict.fromkeys(k for d in measured for k in d))  # program order, as the workers ran them
+        keys = order + sorted({k for d in simulated for k in d} - set(order))
+        title = "program"
+    else:
+        simulated = simulated_breakdown(graph, strategy, machine, profile)
+        keys = sorted({k for d in measured + simulated for k in d},
+                      key=lambda k: ([op.name for op in graph.ops] + [""]).index(k.split("/")[0]) * 10
+                      + PHASES.index(k.split("/")[1]))
+        title = "op/phase"
+    width = max(22, *(len(k) + 1 for k in keys))
+    header = f"{title:<{width}}" + "".join(f"{f'sim d{d}':>10}{f'meas d{d}':>10}" for d in range(args.gpus))
+    print(f"{args.strategy_file or args.strategy} on {args.gpus} local workers, ms per step"
+          + (" (staged: each program waited for in turn, so programs do not overlap)" if staged else ""))
     print(header)
     for key in keys:
-        print(f"{key:<22}" + "".join(f"{simulated[d].get(key, 0):>10.1f}{measured[d].get(key, 0):>10.1f}"
-                                      for d in range(args.gpus)))
+        print(f"{key:<{width}}" + "".join(f"{simulated[d].get(key, 0):>10.1f}{measured[d].get(key, 0):>10.1f}"
+                                         for d in range(args.gpus)))
     for d in range(args.gpus):
         print(f"device {d}: simulated sum {sum(simulated[d].values()):.1f} ms, measured sum "
               f"{sum(measured[d].values()):.1f} ms")

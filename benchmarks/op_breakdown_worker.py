@@ -1,8 +1,9 @@
 """A worker of benchmarks.op_breakdown: `python -m benchmarks.op_breakdown_worker FOLDER PROCESS_ID`.
 
-Job: {"model", "dataset", "batch_size", "steps", "strategy"}. Trains 2 warm-up steps, then profiles
-`steps` steps (jax.profiler, Perfetto trace) and writes FOLDER/breakdown{PROCESS_ID}.json: milliseconds
-per step by "op/phase" on this process's device.
+Job: {"graph" (models.graph_file JSON), "steps", "strategy"}. Trains 2 warm-up steps, then writes
+FOLDER/breakdown{PROCESS_ID}.json, milliseconds per step on this process's device: for a single-program
+step, by "op/phase" from `steps` profiled steps (jax.profiler, Perfetto trace); for a staged step, by
+program (soap.step.TrainStep.program_times), averaged over `steps` steps.
 """
 
 import gzip
@@ -22,21 +23,26 @@ def main(folder: Path, process_id: int) -> int:
     from models.batch import synthetic_batch
     from models.network import init_params
     from soap.step import TrainStep, sgd_momentum
-    from models.zoo import build_graph
+    from models.graph_file import graph_from_json
     from soap.lowering import strategy_shardings
     from soap.strategy import strategy_from_json
 
-    graph = build_graph(job["model"], job["dataset"], job["batch_size"])
+    graph = graph_from_json(job["graph"], "the breakdown job's graph")
     strategy = strategy_from_json(job["strategy"], graph, jax.device_count())
     step = TrainStep(graph, strategy_shardings(graph, strategy), sgd_momentum())
-    if len(step.stages) > 1:
-        print(f"error: the strategy runs {len(step.stages)} stages (several programs a step); the breakdown "
-              f"reads one program's instruction names: give a single-stage strategy", file=sys.stderr)
-        return 2
     state = step.init(jax.tree.map(np.asarray, init_params(graph, 0)))
     images, labels = step.place_batch(*synthetic_batch(graph, 0))
     for _ in range(2):
         _, state = jax.block_until_ready(step(state, images, labels))
+    if len(step.stages) > 1:
+        totals: dict[str, float] = {}
+        for _ in range(job["steps"]):
+            _, state, times = step.program_times(state, images, labels)
+            for label, ms in times:
+                totals[label] = totals.get(label, 0.0) + ms / job["steps"]
+        (folder / f"breakdown{process_id}.json").write_text(json.dumps(totals))
+        jax.distributed.shutdown()
+        return 0
     trace_dir = folder / f"trace{process_id}"
     jax.profiler.start_trace(str(trace_dir), create_perfetto_trace=True)
     for _ in range(job["steps"]):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import networkx as nx
 
 from models.errors import ShapeError
+from models.kinds.conv import IM2COL_MAX_PIXELS
 from models.op import Op, OpKind, Padding, Shape, spatial_output_size
 
 
@@ -64,11 +65,12 @@ class OpGraph:
     def signature(self) -> str:
         """16 hex digits of a SHA-256 over every op and edge: equal graphs, equal signatures.
 
-        Ops with several inputs add their input order, ops with state their state shapes (neither is in
-        an op's repr, so that graphs without them keep the signature they always had)."""
+        Ops with several inputs add their input order, ops with state their state shapes, convs computed
+        as patches say so (none of it is in an op's repr, so that graphs without them keep the signature
+        they always had)."""
         text = repr((self.model, self.dataset, self.batch_size, self.ops, sorted(self.nx.edges)))
-        extras = tuple((op.name, self.producers(op.name), op.state_shapes) for op in self.ops
-                       if len(op.input_shapes) > 1 or op.state_shapes)
+        extras = tuple((op.name, self.producers(op.name), op.state_shapes) + (("im2col",) if op.im2col else ())
+                       for op in self.ops if len(op.input_shapes) > 1 or op.state_shapes or op.im2col)
         if extras:
             text += repr(extras)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -145,7 +147,8 @@ class GraphBuilder:
         in_shape, (n, out_h, out_w), window = self._windowed_output(name, source, kernel, stride, padding)
         params = (("kernel", window["kernel_hw"] + (in_shape[3], channels)),) + ((("bias", (channels,)),) if bias else ())
         op = Op(name=name, kind=OpKind.CONV2D, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, channels),
-                param_shapes=params, dtype=self._dtype, relu=relu, **window)
+                param_shapes=params, dtype=self._dtype, relu=relu, im2col=out_h * out_w <= IM2COL_MAX_PIXELS,
+                **window)
         return self._add(op, (source,))
 
     def pool2d(self, name, kernel=3, stride=2, padding=Padding.VALID, input=...) -> str:

@@ -31,6 +31,7 @@ def graph_document(graph: OpGraph) -> dict:
             "dtype": op.dtype, "kernel": list(op.kernel_hw) if op.kernel_hw else None,
             "stride": list(op.stride_hw) if op.stride_hw else None,
             "padding": op.padding.value if op.padding else None, "relu": op.relu, "input_grad": op.input_grad,
+            "im2col": op.im2col,
             "forward_flops": op.forward_flops, "backward_flops": op.backward_flops, "param_count": op.param_count}
            for op in graph.ops]
     return {"format": "soap-graph", "version": FORMAT_VERSION, "model": graph.model, "dataset": graph.dataset,
@@ -56,7 +57,8 @@ def graph_from_json(text: str, source: str = "graph") -> OpGraph:
                     kernel_hw=tuple(entry["kernel"]) if entry["kernel"] else None,
                     stride_hw=tuple(entry["stride"]) if entry["stride"] else None,
                     padding=Padding(entry["padding"]) if entry["padding"] else None, relu=entry["relu"],
-                    input_grad=entry["input_grad"], state_shapes=tuple((k, tuple(v)) for k, v in entry["state"].items()))
+                    input_grad=entry["input_grad"], state_shapes=tuple((k, tuple(v)) for k, v in entry["state"].items()),
+                    im2col=entry["im2col"])
             nx_graph.add_node(op.name, op=op, inputs=inputs)
             for source_op, shape in zip(inputs, op.input_shapes):
                 nx_graph.add_edge(source_op, op.name, shape=shape)

@@ -59,8 +59,9 @@ class Op:
 
     `input_shapes` lists the tensors the op reads, in order; `param_shapes` names its trainable weights and
     `state_shapes` its non-trainable state (batch norm's running averages). Spatial ops carry `kernel_hw`,
-    `stride_hw` and `padding`; `relu` marks a fused ReLU. `state_shapes` is left out of the repr: the
-    graph signature adds it where set (models.graph.OpGraph.signature), so graphs without state keep theirs.
+    `stride_hw` and `padding`; `relu` marks a fused ReLU; `im2col` a conv computed as patches times its
+    kernel. `state_shapes` and `im2col` are left out of the repr: the graph signature adds them where set
+    (models.graph.OpGraph.signature), so graphs without them keep theirs.
     """
 
     name: str
@@ -75,6 +76,7 @@ class Op:
     relu: bool = False
     input_grad: bool = True  # False for an op reading the data batch: no gradient flows to its input
     state_shapes: tuple[tuple[str, Shape], ...] = field(default=(), repr=False)
+    im2col: bool = field(default=False, repr=False)  # a conv computed as patches @ kernel (models/kinds/conv.py)
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPE_BYTES, self.dtype
@@ -138,6 +140,8 @@ class Op:
             parts.append(self.padding.value)
         if self.relu:
             parts.append("relu")
+        if self.im2col:
+            parts.append("im2col")
         if not self.input_grad:
             parts.append("no-input-grad")
         parts.append("in=" + ",".join(_shape_str(s) for s in self.input_shapes))

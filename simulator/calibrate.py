@@ -30,6 +30,7 @@ from pathlib import Path
 
 from models.errors import SoapError
 from models.graph import OpGraph
+from models.graph_file import graph_to_json
 from models.op import Op, local_op
 from simulator.cost import OpCost, TableCostModel, profile_from_json
 from simulator.errors import ProfileError
@@ -208,7 +209,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     if missing or not profile.update_ms_per_mib:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
-        job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
+        job = {"graph": graph_to_json(graph),
                "num_devices": num_devices, "skip": sorted(profile.entries), "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
@@ -267,7 +268,7 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
     where = f"{num_devices} devices" if in_process else f"{num_devices} pinned workers"
     say(f"calibrating the links between {where} (4 KB - 64 MB, resharding and all-reduce)")
-    job = {"model": graph.model, "dataset": graph.dataset, "batch_size": graph.batch_size,
+    job = {"graph": graph_to_json(graph),
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
     results, warning = _run_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process)
     if warning:

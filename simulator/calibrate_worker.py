@@ -30,13 +30,13 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
     """Measure what `job` asks on this process's devices (the first num_devices of them for the links);
     the reporter writes FOLDER/ops.jsonl and FOLDER/links.json. Every worker of a cluster runs it, or one
     process that drives all the devices (GPUs)."""
-    from models.zoo import build_graph
+    from models.graph_file import graph_from_json
     from simulator import measure
     from simulator.calibrate import MESSAGE_SIZES, needed_local_ops
 
     num_devices = job["num_devices"]
     if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
-        graph = build_graph(job["model"], job["dataset"], job["batch_size"])
+        graph = graph_from_json(job["graph"], "the calibration job's graph")
         skip = set(job["skip"])
         with open(folder / "ops.jsonl" if reporter else os.devnull, "a") as log:
             for op in needed_local_ops(graph, num_devices):

@@ -41,8 +41,10 @@ def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
             y, pullback = jax.vjp(forward, params, inputs)
         return pullback(jnp.ones_like(y))
 
-    forward_ms = time_steps(lambda f=jax.jit(forward): f(params, inputs), warmup, repeats).median_ms
-    total_ms = time_steps(lambda f=jax.jit(forward_backward): f(params, inputs), warmup, repeats).median_ms
+    # Outputs kept, as a step keeps its activations: each call writes fresh memory (soap.timing.time_steps).
+    forward_ms = time_steps(lambda f=jax.jit(forward): f(params, inputs), warmup, repeats, keep_outputs=True).median_ms
+    total_ms = time_steps(lambda f=jax.jit(forward_backward): f(params, inputs), warmup, repeats,
+                          keep_outputs=True).median_ms
     return OpCost(forward_ms, max(total_ms - forward_ms, 0.0))
 
 

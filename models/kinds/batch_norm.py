@@ -15,13 +15,15 @@ the backward (the sums of the gradient and of the gradient times the normalized 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements, relu_if
+from models.kinds.base import KindSpec, elements
 from models.op import Dim, Op, OpKind
 
 EPSILON = 1e-5
@@ -49,25 +51,61 @@ class BatchNorm(KindSpec):
         return nnx.BatchNorm(op.output_shape[-1], epsilon=EPSILON, dtype=op.dtype, param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        y, _, _ = normalize(inputs[0], params["scale"], params["bias"])
-        return relu_if(op, y)
+        return batch_norm(inputs[0], params["scale"], params["bias"], op.relu)[0]
 
     def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...], labels):
         """As nnx.BatchNorm in training mode: running = MOMENTUM * running + (1 - MOMENTUM) * batch."""
-        y, mean, var = normalize(inputs[0], params["scale"], params["bias"])
+        y, mean, var = batch_norm(inputs[0], params["scale"], params["bias"], op.relu)
         new_state = {"mean": MOMENTUM * state["mean"] + (1 - MOMENTUM) * mean,
                      "var": MOMENTUM * state["var"] + (1 - MOMENTUM) * var}
-        return relu_if(op, y), new_state
+        return y, new_state
 
     def init_state(self, op: Op) -> dict[str, np.ndarray]:
         channels = op.output_shape[-1]
         return {"mean": np.zeros((channels,), op.dtype), "var": np.ones((channels,), op.dtype)}
 
 
-def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The normalized output and the batch's per-channel mean and variance."""
+def _statistics(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     axes = tuple(range(x.ndim - 1))
     mean = jnp.mean(x, axis=axes)
-    var = jnp.maximum(jnp.mean(x * x, axis=axes) - mean * mean, 0.0)
+    return mean, jnp.maximum(jnp.mean(x * x, axis=axes) - mean * mean, 0.0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, relu: bool):
+    """(output, batch mean, batch variance) of training-mode batch norm, ReLU fused where `relu`.
+
+    Its backward is the closed form (the gradients of mean and variance folded in):
+        dy' = dy * (y > 0) with ReLU;  dbias = sum(dy');  dscale = sum(dy' * xhat)
+        dx = scale * rstd * (dy' - dbias / n - xhat * dscale / n)
+    Left to autodiff, XLA:CPU runs the backward of a batch norm with ReLU 4-12x slower than its forward
+    and backward without ReLU (one core, 2026-11-30: 25 ms against 2.1 ms at 128x16x16x64)."""
+    mean, var = _statistics(x)
     y = (x - mean) * lax.rsqrt(var + EPSILON) * scale + bias
-    return y, mean, var
+    return (jax.nn.relu(y) if relu else y), mean, var
+
+
+def _batch_norm_forward(x, scale, bias, relu):
+    mean, var = _statistics(x)
+    rstd = lax.rsqrt(var + EPSILON)
+    xhat = (x - mean) * rstd
+    y = xhat * scale + bias
+    if relu:
+        y = jax.nn.relu(y)
+    return (y, mean, var), (xhat, rstd, scale, y)
+
+
+def _batch_norm_backward(relu, residuals, cotangents):
+    xhat, rstd, scale, y = residuals
+    dy = cotangents[0]  # the statistics feed only the running averages: no gradient flows back through them
+    if relu:
+        dy = jnp.where(y > 0, dy, 0)
+    axes = tuple(range(xhat.ndim - 1))
+    count = xhat.size // xhat.shape[-1]
+    dbias = jnp.sum(dy, axis=axes)
+    dscale = jnp.sum(dy * xhat, axis=axes)
+    dx = (scale * rstd) * (dy - dbias / count - xhat * (dscale / count))
+    return dx, dscale, dbias
+
+
+batch_norm.defvjp(_batch_norm_forward, _batch_norm_backward)

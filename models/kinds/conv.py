@@ -8,6 +8,16 @@ A task split on the output channels reads its input whole in height and width (`
 XLA's SPMD partitioner (JAX 0.10.2) computes such a conv wrongly when its input is split spatially
 (tests/models/test_train.py checks such strategies), so the runtime pins it so and the simulator charges
 it. Its input gradient is then a partial sum over its channel group (`partial_input_gradient`).
+
+A conv whose output image has at most IM2COL_MAX_PIXELS pixels is computed as its patches
+(lax.conv_general_dilated_patches) times its kernel (`im2col`, set by the graph builder from the whole
+op's output, kept by every task's local op): XLA:CPU's convolution has cliffs on small images. Measured
+on one core, batch 64, forward / forward with both gradients (2026-11-30):
+    2x2x512, 3x3x512x512, stride 1:  lax 1077 / 2153 ms,  patches 26 / 72 ms
+    4x4x256, 3x3x256x512, stride 2:  lax 7.5 / 281 ms,    patches 8.7 / 50 ms   (a 2x2 output)
+    4x4x256, 3x3x256x256, stride 1:  lax 12 / 38 ms,      patches 22 / 181 ms
+    16x16x64, 3x3x64x64, stride 1:   lax 12 / 41 ms,      patches 67 / 681 ms
+(shared/REFERENCE.md has the same cliffs at batch 128.) Above 2x2 outputs the plain convolution wins.
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ from jax import lax
 from models.kinds.base import KindSpec, elements, relu_if
 from models.kinds.window import window_boxes, window_local_op
 from models.op import Box, Op, OpKind
+
+
+IM2COL_MAX_PIXELS = 4  # 2x2 outputs and smaller
 
 
 class Conv2D(KindSpec):
@@ -58,9 +71,16 @@ class Conv2D(KindSpec):
                         param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        """As nnx.Conv computes it: lax.conv_general_dilated, then the bias."""
-        y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, op.padding.value,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        """As nnx.Conv computes it (lax.conv_general_dilated, then the bias), or as patches @ kernel."""
+        if op.im2col:
+            kh, kw, ci, co = params["kernel"].shape
+            patches = lax.conv_general_dilated_patches(inputs[0], (kh, kw), op.stride_hw, op.padding.value,
+                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            # The patches' features are ordered (input channel, kernel row, kernel column).
+            y = patches @ params["kernel"].transpose(2, 0, 1, 3).reshape(ci * kh * kw, co)
+        else:
+            y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, op.padding.value,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if "bias" in params:
             y = y + params["bias"]
         return relu_if(op, y)

@@ -48,3 +48,26 @@ def test_the_simulated_side_sums_each_device_task_by_op_and_phase():
     trace.full(strategy)
     compute = sum(e.end_ms - e.start_ms for e in trace.trace().events if e.resource == "device 0")
     assert sum(v for k, v in per_device[0].items() if not k.endswith("/comm")) == pytest.approx(compute)
+
+
+def test_a_staged_step_is_broken_down_by_program_with_the_simulators_labels():
+    from benchmarks.op_breakdown import simulated_programs
+    from simulator.cost import RooflineCostModel
+    from simulator.machine import machine_preset
+    from soap.baselines import model_parallel
+
+    graph = build_graph("resnet18", "tiny-imagenet", 4)
+    strategy = model_parallel(graph, 2)  # layer-wise: the first ops on device 0, the rest on device 1
+    step = TrainStep(graph, strategy_shardings(graph, strategy), sgd_momentum())
+    state = step.init(jax.tree.map(np.asarray, init_params(graph, 0)))
+    images, labels = step.place_batch(*synthetic_batch(graph, 0))
+    loss, _, times = step.program_times(state, images, labels)
+    assert loss == pytest.approx(float(step(state, images, labels)[0]))  # the same step, waited for
+    measured = [label for label, _ in times]
+    assert measured[:2] == ["to stage 0: data", "stage 0 forward"] and measured[-1].startswith("stage 0 backward")
+    machine = machine_preset("p100x2-pcie", 2)
+    simulated = simulated_programs(graph, strategy, machine, RooflineCostModel(machine.device))
+    labels_simulated = set(simulated[0]) | set(simulated[1])
+    # Every program the step runs is priced, but moving the batch in (the data is placed, not moved).
+    assert set(measured) - {"to stage 0: data"} <= labels_simulated
+    assert {"stage 0 forward", "stage 1 backward"} <= labels_simulated

@@ -2,6 +2,8 @@
 the boxes a task reads, local ops, batch norm's statistics, ShapeError lines, and each kind's JAX computation
 against a plain jax.numpy reference."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -427,3 +429,46 @@ def test_apply_softmax_xent():
     row = np.asarray(logits[0], np.float64)
     np.testing.assert_allclose(float(apply_op(op, None, (logits,), labels)[0]),
                                np.log(np.exp(row).sum()) - row[3], rtol=1e-5)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding", [(2, 3, 1, "SAME"), (4, 3, 2, "SAME"), (3, (1, 3), 2, "VALID"),
+                                                           (5, (3, 1), 3, "SAME")])
+def test_a_conv_on_a_small_image_is_patches_times_its_kernel(size, kernel, stride, padding):
+    b = GraphBuilder("m", "toy", (2, size, size, 5))
+    b.conv2d("c", 6, kernel=kernel, stride=stride, padding=padding, input=None)
+    op = b.build(2).op("c")
+    assert op.im2col and op.output_shape[1] * op.output_shape[2] <= 4 and "im2col" in op.cost_key
+    assert local_op(op, (2, 1, 1, 2)).im2col  # every task computes it so, and calibration times that
+    params, inputs = _params(op, 3), _inputs(op, 4)
+    plain = dataclasses.replace(op, im2col=False)
+    _check(apply_op(op, params, inputs), apply_op(plain, params, inputs), op.output_shape)
+    grads = [jax.grad(lambda p, o=o: jnp.sum(apply_op(o, p, inputs) ** 2))(params) for o in (op, plain)]
+    for name in params:
+        np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-4)
+
+
+def test_a_conv_with_a_larger_output_is_a_plain_convolution():
+    b = GraphBuilder("m", "toy", (2, 6, 6, 5))
+    b.conv2d("c", 6, kernel=3, stride=2, input=None)
+    assert not b.build(2).op("c").im2col  # a 3x3 output
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(4, 3, 3, 5), (6, 5)])
+def test_batch_norm_backward_is_autodiff_of_its_formula(shape, relu):
+    from models.kinds.batch_norm import EPSILON, batch_norm
+
+    def by_formula(x, scale, bias):
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.maximum(jnp.mean(x * x, axis=axes) - mean * mean, 0.0)
+        y = (x - mean) * lax.rsqrt(var + EPSILON) * scale + bias
+        return jax.nn.relu(y) if relu else y
+
+    x, scale, bias = _random(shape, 1), _random(shape[-1:], 2), _random(shape[-1:], 3)
+    weights = _random(shape, 4)  # a cotangent that is not all ones
+    ours = jax.grad(lambda *a: jnp.sum(batch_norm(*a, relu)[0] * weights), argnums=(0, 1, 2))(x, scale, bias)
+    theirs = jax.grad(lambda *a: jnp.sum(by_formula(*a) * weights), argnums=(0, 1, 2))(x, scale, bias)
+    for got, want in zip(ours, theirs):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(batch_norm(x, scale, bias, relu)[0], by_formula(x, scale, bias), rtol=1e-5, atol=1e-6)
