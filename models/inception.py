@@ -28,7 +28,9 @@ VALID, SAME = Padding.VALID, Padding.SAME
 _LETTERS = "bcdefghijklmnopqrstuvwxyz"  # Mixed_5b, Mixed_5c, ...
 
 
-class _Builder:
+class InceptionBlocks:
+    """The BasicConv2d and the A-E blocks of Inception-v3 on a GraphBuilder, channels scaled by `width`."""
+
     def __init__(self, b: GraphBuilder, width: float):
         self.b = b
         self.width = width
@@ -99,7 +101,7 @@ class _Builder:
 def inception_v3(dataset: DatasetShape, batch_size: int, width: float = 1.0,
                  blocks: tuple[int, int, int] = (3, 4, 2)) -> OpGraph:
     b = GraphBuilder("inception_v3", dataset.name, (batch_size, dataset.height, dataset.width, dataset.channels))
-    n = _Builder(b, width)
+    n = InceptionBlocks(b, width)
     x = n.conv("Conv2d_1a_3x3", None, 32, 3, stride=2, padding=VALID)
     x = n.conv("Conv2d_2a_3x3", x, 32, 3, padding=VALID)
     x = n.conv("Conv2d_2b_3x3", x, 64, 3)

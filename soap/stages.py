@@ -4,11 +4,15 @@
     stages[1].inputs, stages[1].outputs          # tensor names that move in and out
 
 Consecutive ops (program order) whose outputs live on the same device set form one stage, compiled as
-one jitted program on a mesh of those devices. A stage reads `inputs` from earlier stages (or the data
+one jitted program on a mesh of those devices; a stage ends after an op whose output another device set
+reads and before an op that reads another device set's output, so that no op waits for more than what
+it reads. A stage reads `inputs` from earlier stages (or the data
 batch, DATA) and hands `outputs` (its ops' outputs that later stages read) on; the stage holding the
 loss returns the mean loss as well (LOSS). Stages on disjoint device sets with no tensor between them
 have no dependency: dispatched one after the other, they run at the same time (each process of a
-cluster only computes the programs on its own devices), as the simulator assumes.
+cluster only computes the programs on its own devices), as the simulator assumes; the step moves a
+stage's outputs to every later stage that reads them as soon as the stage has run, before the next
+stage's program is queued on the same devices.
 """
 
 from __future__ import annotations
@@ -45,11 +49,17 @@ def sources(graph: OpGraph, op: Op) -> tuple[str, ...]:
 
 def split_stages(graph: OpGraph, device_sets: dict, device_orders: dict | None = None) -> tuple[Stage, ...]:
     """The ops grouped into stages: runs of consecutive ops with the same device set (`device_sets`: op
-    name -> a frozenset). `device_orders` (op name -> ((what, device ids in mesh order), ...)) checks that
-    the ops of one stage list their devices in one order: one jitted program needs one."""
+    name -> a frozenset), cut after an op that another device set reads and before an op that reads
+    another device set's output, so that no op waits for more than what it reads (a branch on other
+    devices runs beside the ops here that do not need it, as the simulator times them). `device_orders` (op name -> ((what, device ids in mesh order), ...)) checks
+    that the ops of one stage list their devices in one order: one jitted program needs one."""
     groups: list[list[Op]] = []
     for op in graph.ops:
-        if groups and device_sets[op.name] == device_sets[groups[-1][0].name]:
+        previous = groups[-1][-1].name if groups else None
+        here = device_sets[op.name]
+        if (previous is not None and device_sets[previous] == here
+                and all(device_sets[c] == here for c in graph.consumers(previous))
+                and all(device_sets[p] == here for p in graph.producers(op.name))):
             groups[-1].append(op)
         else:
             groups.append([op])

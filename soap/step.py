@@ -145,6 +145,10 @@ class TrainStep:
         self._meshes = [stage_mesh(self._shardings_of(stage)) for stage in self.stages] if staged else None
         self._input_shardings = [{name: self._placement(number, name) for name in stage.inputs}
                                  for number, stage in enumerate(self.stages)]
+        self._readers: dict[str, list[int]] = {}  # tensor -> the stages that read it, in order
+        for number, stage in enumerate(self.stages):
+            for name in stage.inputs:
+                self._readers.setdefault(name, []).append(number)
         if not staged:
             self._program = self._single_program()
         else:
@@ -329,19 +333,27 @@ class TrainStep:
             record.append((label, (time.perf_counter() - start) * 1e3))
             return result
 
-        values: dict[str, jax.Array] = {DATA: images}
+        moved: dict[tuple[int, str], jax.Array] = {}  # (stage, tensor) -> the tensor where that stage reads it
+
+        def hand_on(name: str, value: jax.Array) -> None:
+            """Move a tensor to every stage that reads it at once, before later programs queue on its devices."""
+            for reader in self._readers.get(name, ()):
+                moved[reader, name] = run(f"to stage {reader}: {name}", transfer, value,
+                                          self.stage_input_sharding(reader, name))
+
+        hand_on(DATA, images)
         model_state = dict(state.model_state)
-        saved = []
+        saved, loss = [], None
         for number, stage in enumerate(self.stages):
-            inputs = {name: run(f"to stage {number}: {name}", transfer, values[name],
-                                self.stage_input_sharding(number, name)) for name in stage.inputs}
+            inputs = {name: moved.pop((number, name)) for name in stage.inputs}
             outputs, new_state, vjp = run(f"stage {number} forward", self._forwards[number], inputs,
                                           self._of_stage(number, state.params), self._of_stage(number, model_state),
                                           labels if stage.has_loss else None)
-            values.update(outputs)
+            for name in stage.outputs:
+                hand_on(name, outputs[name])
+            loss = outputs.get(LOSS, loss)
             model_state.update(new_state)
             saved.append((inputs, vjp))
-        loss = values[LOSS]
         cotangents: dict[str, jax.Array] = {LOSS: jnp.ones_like(loss)}
         params, opt_state = dict(state.params), dict(state.opt_state)
         for number in reversed(range(len(self.stages))):

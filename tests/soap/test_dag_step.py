@@ -121,15 +121,24 @@ def test_a_tiny_resnet_trains_as_one_device_under_the_baselines():
         assert_same(run_strategy(TINY_RESNET, BASELINES[name](TINY_RESNET, 2), CONFIG), want)
 
 
-def test_branches_on_disjoint_devices_are_stages_without_a_tensor_between_them():
-    # b1 on device 0, the b3 branch on device 1: consecutive stages that neither feeds.
+def test_branches_on_disjoint_devices_are_stages_that_overlap():
+    # The b3 branch on device 1, the rest on device 0: the stem's stage ends where device 1 reads it, and a
+    # stage begins where device 0 reads b3 (the concat), so the other branches (b1, the pools) are stages
+    # beside the b3 branch, reading only the stem; the simulator runs them at the same time too.
+    from simulator.simulate import simulate
+    from tests.simulator.fakes import FlopCost, fake_machine
+
     strategy = whole_on(INCEPTION, 2, lambda op: 1 if op.name in ("b3_1", "b3") else 0)
     stages = step_stages(INCEPTION, strategy_shardings(INCEPTION, strategy))
-    names = [stage.names for stage in stages]
-    assert names == [("stem", "b1"), ("b3_1", "b3"), ("bp_avg", "bp", "bm", "mixed", "bn", "pool", "fc", "loss")]
-    first, second = stages[0], stages[1]
-    assert set(first.outputs) == {"stem", "b1"} and second.inputs == ("stem",)  # b3 reads stem, not b1
-    assert set(stages[2].inputs) == {"stem", "b1", "b3"}
+    assert [stage.names for stage in stages] == [("stem",), ("b1",), ("b3_1", "b3"), ("bp_avg", "bp", "bm"),
+                                                 ("mixed", "bn", "pool", "fc", "loss")]
+    assert stages[1].inputs == stages[2].inputs == stages[3].inputs == ("stem",)
+    assert set(stages[4].inputs) == {"b1", "b3", "bp", "bm"}
+    _, trace = simulate(INCEPTION, strategy, fake_machine(2), FlopCost(ms_per_gflop=1e4))
+    span = {e.name[:-3]: (e.start_ms, e.end_ms) for e in trace.events if e.kind == "forward"}
+    branch = (span["b3_1"][0], span["b3"][1])
+    beside = [name for name in ("b1", "bp_avg", "bp", "bm") if span[name][0] < branch[1] and branch[0] < span[name][1]]
+    assert beside  # device 0 computes other branches while device 1 computes b3's
 
 
 def test_the_reference_loss_is_the_flax_module_on_one_device_and_every_first_step_equals_it():

@@ -1,0 +1,90 @@
+"""Branches running at the same time, measured: one Inception-A block on one worker and with its branches
+split over two, simulated and measured side by side.
+
+    python -m benchmarks.concurrency [--batch-size 32] [--steps 5] [--rounds 2] [--json PATH]
+
+The block is Inception-v3's Mixed_5b at its real size (35x35x192 input; 1x1 | 1x1-5x5 | 1x1-3x3-3x3 |
+3x3 avg pool-1x1 branches, each conv with a batch norm and ReLU, concatenated), after a 1x1 stem conv and
+before a global pool, a dense layer and the loss. Strategies on the `local` machine (2 pinned workers,
+calibrated on first use): `one worker` (every op whole on device 0), `branches apart` (the double-3x3
+branch, the heaviest, whole on device 1, the rest whole on device 0: the two run at the same time) and
+`data_parallel`. Target: simulated and measured agree within 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from models.datasets import DatasetShape
+from models.errors import SoapError
+from models.graph import GraphBuilder, OpGraph
+from models.inception import InceptionBlocks
+from search.run import measure_strategies
+from simulator.calibrate import calibrate
+from simulator.simulate import Simulator
+from soap.baselines import data_parallel
+from soap.config import ParallelConfig
+from soap.strategy import Strategy
+
+APART = "Mixed_5b.branch3x3dbl"  # the ops of this branch go to device 1
+
+
+def inception_block(batch_size: int) -> OpGraph:
+    shape = DatasetShape("inception-block", 35, 35, 192, 10)
+    b = GraphBuilder("inception_block", shape.name, (batch_size, 35, 35, 192))
+    x = b.conv2d("stem", 192, kernel=1, input=None)
+    InceptionBlocks(b, 1.0).block_a("Mixed_5b", x, 32)
+    b.global_avg_pool("pool")
+    b.dense("fc", shape.classes, relu=False)
+    b.softmax_xent("loss")
+    return b.build(batch_size)
+
+
+def whole_on(graph: OpGraph, device_of) -> Strategy:
+    return Strategy.for_graph(graph, 2, {op.name: ParallelConfig((1,) * len(op.output_dims), (device_of(op.name),))
+                                         for op in graph.ops})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.concurrency", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    try:
+        graph = inception_block(args.batch_size)
+        machine, profile = calibrate(graph, 2, say=lambda line: print(line, file=sys.stderr))
+    except SoapError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    strategies = {"one worker": whole_on(graph, lambda name: 0),
+                  "branches apart": whole_on(graph, lambda name: 1 if name.startswith(APART) else 0),
+                  "data_parallel": data_parallel(graph, 2)}
+    simulator = Simulator(graph, machine, profile)
+    simulated = {name: simulator.full(strategy).step_ms for name, strategy in strategies.items()}
+    measured = measure_strategies(graph, strategies, 2, args.steps, args.rounds)
+    print(f"Inception-A block (Mixed_5b, 35x35x192), batch {args.batch_size}, 2 local workers; fastest of "
+          f"{args.rounds} runs of {args.steps} timed steps")
+    print(f"{'strategy':<16} {'simulated ms':>12} {'measured ms':>12} {'error':>8} {'sim speedup':>12} {'meas speedup':>13}")
+    rows = []
+    for name in strategies:
+        step_ms = measured[name].step_ms
+        error = (simulated[name] - step_ms) / step_ms if step_ms else None
+        sim_speedup = simulated["one worker"] / simulated[name]
+        meas_speedup = measured["one worker"].step_ms / step_ms if step_ms and measured["one worker"].step_ms else None
+        rows.append({"name": name, "simulated_ms": simulated[name], "measured_ms": step_ms, "relative_error": error,
+                     "note": measured[name].note})
+        print(f"{name:<16} {simulated[name]:>12.1f} {step_ms if step_ms else float('nan'):>12.1f} "
+              f"{error if error is not None else float('nan'):>+7.1%} {sim_speedup:>11.2f}x "
+              f"{meas_speedup if meas_speedup else float('nan'):>12.2f}x  {measured[name].note}")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"benchmark": "concurrency", "batch_size": args.batch_size, "rows": rows}, file, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
