@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from models.errors import SoapError
-from models.zoo import MODELS, build_graph, default_dataset
+from benchmarks.model_flags import add_model_flags, graph_of
 from search.mcmc import Budget
 from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
@@ -79,16 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=40000,
                         help="iterations of the reference search (all chains); chains also stop when converged")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--sizes", type=int, nargs="+", default=tuple(FLEXFLOW_S), metavar="GPUS")
-    parser.add_argument("--machine", default="p100-4x4", help="a preset machine")
+    add_model_flags(parser, tuple(FLEXFLOW_S))
     args = parser.parse_args(argv)
-    try:
-        graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
+    graph = graph_of(args)
+    if graph is None:
         return 2
     print(f"{graph.model} {graph.dataset} batch {graph.batch_size}, {args.machine} machines; time to within 1% of "
           f"the best a search of {args.iterations} iterations finds (seed {args.seed})")

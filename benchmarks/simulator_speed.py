@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import numpy as np
 
-from models.errors import SoapError
-from models.zoo import MODELS, build_graph, default_dataset
+from benchmarks.model_flags import add_model_flags, graph_of
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
@@ -65,18 +63,12 @@ def measure(graph, num_devices: int, moves: int, seed: int, preset: str = "p100-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.simulator_speed", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--moves", type=int, default=400)
-    parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, metavar="GPUS")
-    parser.add_argument("--machine", default="p100-4x4", help="a preset machine")
     parser.add_argument("--seed", type=int, default=0)
+    add_model_flags(parser, SIZES)
     args = parser.parse_args(argv)
-    try:
-        graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
+    graph = graph_of(args)
+    if graph is None:
         return 2
     print(f"{graph.model} {graph.dataset}, batch {graph.batch_size} ({len(graph)} ops), {args.machine} machines, "
           f"{args.moves} random single-op moves from DP")

@@ -29,9 +29,13 @@ MODELS = {
 DEFAULT_BATCH_SIZE = 128  # as in Krizhevsky's one-weird-trick paper
 
 
-def build_graph(model: str, dataset: str, batch_size: int = DEFAULT_BATCH_SIZE) -> OpGraph:
+def _require_known(model: str) -> None:
     if model not in MODELS:
         raise UnknownModelError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")
+
+
+def build_graph(model: str, dataset: str, batch_size: int = DEFAULT_BATCH_SIZE) -> OpGraph:
+    _require_known(model)
     if batch_size < 1:
         raise SoapError(f"batch size must be a positive integer, got {batch_size}; try --batch-size 128")
     shape = dataset_shape(dataset)
@@ -50,6 +54,7 @@ def default_dataset(model: str) -> str:
 @functools.cache
 def minimum_image_size(model: str) -> int:
     """The smallest square image size `model` builds at (its graph has no empty output)."""
+    _require_known(model)
 
     def builds(size: int) -> bool:
         try:

@@ -224,23 +224,20 @@ class TaskGraphBuilder:
     def partial_sum_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
         """Tasks that read the same input box and each hold a partial sum of its gradient: those that
         differ only in their index on the dims that split the parameters (the channels)."""
-        key = (op_index, degrees)
-        cached = self._partial_sum_groups.get(key)
-        if cached is None:
-            op = self.graph.ops[op_index]
-            cached = self._partial_sum_groups[key] = task_groups(
-                op.output_dims, degrees, frozenset(op.output_dims) - op.spec.param_dims(op))
-        return cached
+        return self._groups(self._partial_sum_groups, op_index, degrees, lambda op: op.spec.param_dims(op))
 
     def stats_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
         """Tasks that all-reduce one slice of the op's statistics: those that differ only in their index
         on the dims the statistics reduce over."""
+        return self._groups(self._stats_groups, op_index, degrees, lambda op: op.spec.stats_dims(op))
+
+    def _groups(self, cache: dict, op_index: int, degrees: tuple[int, ...], varying) -> list[list[int]]:
+        """Tasks grouped by their index on every dim but `varying(op)`, cached by (op, degrees)."""
         key = (op_index, degrees)
-        cached = self._stats_groups.get(key)
+        cached = cache.get(key)
         if cached is None:
             op = self.graph.ops[op_index]
-            cached = self._stats_groups[key] = task_groups(
-                op.output_dims, degrees, frozenset(op.output_dims) - op.spec.stats_dims(op))
+            cached = cache[key] = task_groups(op.output_dims, degrees, frozenset(op.output_dims) - varying(op))
         return cached
 
     # --- segments ------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ def test_minimum_image_sizes_and_the_too_small_error():
     with pytest.raises(UnknownModelError, match="known models: alexnet, vgg16, resnet18, resnet50, resnet101, "
                                                 "inception_v3"):
         build_graph("resnet34", "imagenet")
+    with pytest.raises(UnknownModelError, match="unknown model 'resnet34'"):
+        minimum_image_size("resnet34")
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
