@@ -29,7 +29,7 @@ Params = dict[str, dict[str, jax.Array]]
 # How the kinds' `apply` computes ops. Calibrated timings belong to one version (simulator.calibrate keys
 # its cache by it): bump it whenever an op's computation changes, so that stale timings are measured again.
 # 3: max_pool's own backward. 4: batch norm's own backward, im2col convs on small images, ops timed writing
-# fresh memory (simulator.measure).
+# fresh memory against a random output gradient (simulator.measure).
 OPS_VERSION = 4
 
 
