@@ -107,11 +107,6 @@ class GraphBuilder:
         self._graph = nx.DiGraph()
         self._last: str | None = None
 
-    @property
-    def last(self) -> str | None:
-        """The op added last."""
-        return self._last
-
     def shape(self, name: str | None) -> Shape:
         """The output shape of op `name` (the data batch's shape for None)."""
         if name is not None and name not in self._graph:

@@ -171,7 +171,7 @@ class TrainStep:
         return optax.tree_map_params(self.optimizer, lambda _, sharding: sharding, abstract, params,
                                      transform_non_params=lambda _: replicated)
 
-    def _reader(self, stage: Stage, name: str) -> tuple[Op, int]:
+    def _first_reader(self, stage: Stage, name: str) -> tuple[Op, int]:
         """The first op of `stage` that reads tensor `name`, and which of its inputs that is."""
         return next((op, j) for op in stage.ops for j, source in enumerate(self._sources[op.name]) if source == name)
 
@@ -180,7 +180,7 @@ class TrainStep:
         return self._input_shardings[number][name]
 
     def _placement(self, number: int, name: str) -> NamedSharding:
-        op, j = self._reader(self.stages[number], name)
+        op, j = self._first_reader(self.stages[number], name)
         sharding = input_sharding(op, self.shardings.activations[op.name], j)
         # The first argument of a stage's forward names its residuals' shardings (see soap.stages.stage_mesh).
         return refine(sharding, self._meshes[number]) if self._meshes is not None else sharding
