@@ -30,8 +30,7 @@ from search.run import measure_strategies
 from search.strategy_search import search_starts, search_strategy
 from simulator.calibrate import calibrate
 from simulator.simulate import Simulator
-from soap.baselines import BASELINES, random_strategy
-from soap.config import ParallelConfig
+from soap.baselines import BASELINES, random_strategy, whole_ops
 from soap.strategy import Strategy, strategy_to_json
 
 
@@ -54,9 +53,7 @@ def _splits_a_join_spatially(graph):
 
 def branches_apart(graph, num_devices: int, rng: np.random.Generator) -> Strategy:
     """Every op whole on a device drawn at random: the branches of a join run on different devices."""
-    return Strategy.for_graph(graph, num_devices, {op.name: ParallelConfig((1,) * len(op.output_dims),
-                                                                           (int(rng.integers(num_devices)),))
-                                                   for op in graph.ops})
+    return whole_ops(graph, num_devices, lambda op: int(rng.integers(num_devices)))
 
 
 def random_strategies(graph, num_devices: int, count: int, seed: int) -> dict[str, Strategy]:

@@ -24,9 +24,7 @@ from models.inception import InceptionBlocks
 from search.run import measure_strategies
 from simulator.calibrate import calibrate
 from simulator.simulate import Simulator
-from soap.baselines import data_parallel
-from soap.config import ParallelConfig
-from soap.strategy import Strategy
+from soap.baselines import data_parallel, whole_ops
 
 APART = "Mixed_5b.branch3x3dbl"  # the ops of this branch go to device 1
 
@@ -42,11 +40,6 @@ def inception_block(batch_size: int) -> OpGraph:
     return b.build(batch_size)
 
 
-def whole_on(graph: OpGraph, device_of) -> Strategy:
-    return Strategy.for_graph(graph, 2, {op.name: ParallelConfig((1,) * len(op.output_dims), (device_of(op.name),))
-                                         for op in graph.ops})
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.concurrency", description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -60,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    strategies = {"one worker": whole_on(graph, lambda name: 0),
-                  "branches apart": whole_on(graph, lambda name: 1 if name.startswith(APART) else 0),
+    strategies = {"one worker": whole_ops(graph, 2, lambda op: 0),
+                  "branches apart": whole_ops(graph, 2, lambda op: 1 if op.name.startswith(APART) else 0),
                   "data_parallel": data_parallel(graph, 2)}
     simulator = Simulator(graph, machine, profile)
     simulated = {name: simulator.full(strategy).step_ms for name, strategy in strategies.items()}

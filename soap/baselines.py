@@ -44,9 +44,14 @@ def _require_batch_divides(graph: OpGraph, num_devices: int, baseline: str) -> N
         )
 
 
-def single(graph: OpGraph, num_devices: int) -> Strategy:
-    configs = {op.name: ParallelConfig(_degrees(op), (0,)) for op in graph.ops}
+def whole_ops(graph: OpGraph, num_devices: int, device_of: Callable[[Op], int]) -> Strategy:
+    """Every op whole (no split) on the device `device_of(op)` names."""
+    configs = {op.name: ParallelConfig(_degrees(op), (device_of(op),)) for op in graph.ops}
     return Strategy.for_graph(graph, num_devices, configs)
+
+
+def single(graph: OpGraph, num_devices: int) -> Strategy:
+    return whole_ops(graph, num_devices, lambda op: 0)
 
 
 def data_parallel(graph: OpGraph, num_devices: int) -> Strategy:

@@ -8,8 +8,7 @@ from models.datasets import DatasetShape
 from models.graph import GraphBuilder
 from models.op import Dim
 from models.resnet import resnet18
-from soap.baselines import BASELINES, random_strategy
-from soap.config import ParallelConfig
+from soap.baselines import BASELINES, random_strategy, whole_ops
 from soap.devices import ClusterJob, run_on_cluster
 from soap.lowering import strategy_shardings
 from search.report import loss_mismatch
@@ -57,16 +56,10 @@ RESIDUAL, INCEPTION = residual_block(), inception_block()
 TINY_RESNET = resnet18(DatasetShape("toy", 16, 16, 3, 5), 8, width=4, blocks=(1, 1))
 
 
-def whole_on(graph, num_devices: int, device_of) -> Strategy:
-    """Every op whole on one device: `device_of(op)`."""
-    return Strategy.for_graph(graph, num_devices, {op.name: ParallelConfig((1,) * len(op.output_dims), (device_of(op),))
-                                                   for op in graph.ops})
-
-
 def branches_apart(graph, num_devices: int, rng) -> Strategy:
     """Every op whole on a device drawn at random: branches run on different devices, with transfers
     wherever a tensor crosses."""
-    return whole_on(graph, num_devices, lambda op: int(rng.integers(num_devices)))
+    return whole_ops(graph, num_devices, lambda op: int(rng.integers(num_devices)))
 
 
 def spatial_and_channel(graph, num_devices: int, seed: int) -> Strategy:
@@ -128,7 +121,7 @@ def test_branches_on_disjoint_devices_are_stages_that_overlap():
     from simulator.simulate import simulate
     from tests.simulator.fakes import FlopCost, fake_machine
 
-    strategy = whole_on(INCEPTION, 2, lambda op: 1 if op.name in ("b3_1", "b3") else 0)
+    strategy = whole_ops(INCEPTION, 2, lambda op: 1 if op.name in ("b3_1", "b3") else 0)
     stages = step_stages(INCEPTION, strategy_shardings(INCEPTION, strategy))
     assert [stage.names for stage in stages] == [("stem",), ("b1",), ("b3_1", "b3"), ("bp_avg", "bp", "bm"),
                                                  ("mixed", "bn", "pool", "fc", "loss")]
@@ -157,7 +150,7 @@ def test_branching_blocks_on_the_two_process_cluster_equal_one_device():
     # (stages that pass tensors both ways between the processes, gradients summed where a tensor is read twice).
     for graph in (RESIDUAL, INCEPTION):
         want = run_strategy(graph, BASELINES["single"](graph, 1), CONFIG)
-        strategies = [BASELINES["data_parallel"](graph, 2), whole_on(graph, 2, lambda op: op.name in APART)]
+        strategies = [BASELINES["data_parallel"](graph, 2), whole_ops(graph, 2, lambda op: op.name in APART)]
         report = run_on_cluster(ClusterJob.for_strategies(graph, strategies, CONFIG), num_workers=2, timeout_s=300)
         assert [result.num_stages > 1 for result in report.results] == [False, True]
         for result in report.results:
