@@ -16,14 +16,13 @@ y = x line. Targets: mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: w
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
 import numpy as np
 from scipy import stats
 
-from models.errors import SoapError
+from models.cli import (EXIT_FAILED, CommandFailed, OneLineParser, check_writable, int_at_least, natural_int,
+                        positive_float, positive_int, run_command, write_atomic, write_figure)
 from models.zoo import MODELS, build_graph, default_dataset
 from search.mcmc import Budget
 from search.run import measure_strategies
@@ -77,31 +76,34 @@ def random_strategies(graph, num_devices: int, count: int, seed: int) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0])
-    parser.add_argument("--gpus", type=int, default=2)
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = OneLineParser(prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=positive_int("--gpus"), default=2)
     parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=128)
     parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PATH", default="accuracy.png")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--budget", type=float, default=20.0)
-    parser.add_argument("--random", type=int, default=4, help="random strategies (at least 3)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--steps", type=positive_int("--steps"), default=10)
+    parser.add_argument("--budget", type=positive_float("--budget"), default=20.0)
+    parser.add_argument("--random", type=int_at_least("--random", 3), default=4, help="random strategies (at least 3)")
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
+    parser.add_argument("--rounds", type=positive_int("--rounds"), default=3,
                         help="runs per strategy, interleaved; the fastest counts (search.run explains why)")
     args = parser.parse_args(argv)
-    try:
-        graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_writable(flag, path)
+    graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
     machine, profile = calibrate(graph, args.gpus)
     strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
     starts = search_starts(graph, args.gpus, strategies, args.seed)
     found = search_strategy(graph, machine, profile, starts, Budget(seconds=args.budget), args.seed)
     strategies["searched"] = found.best
-    strategies.update(random_strategies(graph, args.gpus, max(args.random, 3), args.seed))
+    strategies.update(random_strategies(graph, args.gpus, args.random, args.seed))
     simulator = Simulator(graph, machine, profile)
     simulated = {name: simulator.full(strategy).step_ms for name, strategy in strategies.items()}
     measured = measure_strategies(graph, strategies, args.gpus, args.steps, args.rounds)
@@ -120,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['name']:<15} {row['simulated_ms']:>12.1f} {measured_text} {error_text:>8}  {row['note']}")
     print(f"mean absolute relative error {mae:.1%}, Kendall tau {tau:.2f} over {len(ran)} strategies")
     _plot(args.plot, ran, f"{graph.model}, {args.gpus} local workers: MAE {mae:.1%}, Kendall tau {tau:.2f}")
+    if not ran:
+        raise CommandFailed("no strategy could run (see the notes above); nothing to compare")
     if args.json:
         document = {"benchmark": "accuracy", "model": graph.model, "gpus": args.gpus, "device_kind": machine.device.kind,
                     "rows": rows, "mean_absolute_relative_error": mae, "kendall_tau": tau,
                     "strategies": {name: json.loads(strategy_to_json(s, graph)) for name, s in strategies.items()}}
-        with open(args.json, "w") as file:
-            json.dump(document, file, indent=1)
-    return 0
+        write_atomic(args.json, json.dumps(document, indent=1))
+    return EXIT_FAILED if len(ran) < len(rows) else 0
 
 
 def _plot(path: str, rows: list[dict], title: str) -> None:
@@ -149,7 +152,7 @@ def _plot(path: str, rows: list[dict], title: str) -> None:
     axes.set_title(title, fontsize=9)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_figure(path, figure)
     plt.close(figure)
 
 

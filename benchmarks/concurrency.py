@@ -13,12 +13,11 @@ branch, the heaviest, whole on device 1, the rest whole on device 0: the two run
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from models.cli import CommandFailed, OneLineParser, check_writable, positive_int, run_command, write_atomic
 from models.datasets import DatasetShape
-from models.errors import SoapError
 from models.graph import GraphBuilder, OpGraph
 from models.inception import InceptionBlocks
 from search.run import measure_strategies
@@ -41,18 +40,20 @@ def inception_block(batch_size: int) -> OpGraph:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.concurrency", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = OneLineParser(prog="python -m benchmarks.concurrency", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=32)
+    parser.add_argument("--steps", type=positive_int("--steps"), default=5)
+    parser.add_argument("--rounds", type=positive_int("--rounds"), default=2)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
-    try:
-        graph = inception_block(args.batch_size)
-        machine, profile = calibrate(graph, 2, say=lambda line: print(line, file=sys.stderr))
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.json:
+        check_writable("--json", args.json)
+    graph = inception_block(args.batch_size)
+    machine, profile = calibrate(graph, 2, say=lambda line: print(line, file=sys.stderr))
     strategies = {"one worker": whole_ops(graph, 2, lambda op: 0),
                   "branches apart": whole_ops(graph, 2, lambda op: 1 if op.name.startswith(APART) else 0),
                   "data_parallel": data_parallel(graph, 2)}
@@ -74,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{error if error is not None else float('nan'):>+7.1%} {sim_speedup:>11.2f}x "
               f"{meas_speedup if meas_speedup else float('nan'):>12.2f}x  {measured[name].note}")
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"benchmark": "concurrency", "batch_size": args.batch_size, "rows": rows}, file, indent=1)
+        write_atomic(args.json, json.dumps({"benchmark": "concurrency", "batch_size": args.batch_size, "rows": rows},
+                                           indent=1))
+    failed = [name for name in strategies if measured[name].step_ms is None]
+    if failed:
+        raise CommandFailed(f"{', '.join(failed)} could not run (see the notes above)")
     return 0
 
 

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models.cli import (EXIT_FAILED, EXIT_INTERRUPTED, OneLineParser, check_writable, natural_int, percent,
+                        positive_float, positive_int, read_text, run_command, write_atomic, write_figure)
 from models.data import measure_throughput, open_dataset
 from models.errors import SoapError
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.strategy_search import MIN_GAIN
-from soap.cli import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float,
-                      positive_int)
 from soap.epochs import EpochConfig, steps_per_epoch
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
@@ -56,19 +56,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"as search.optimize's: recommend the searched strategy only if simulated at least this "
                              f"much faster than the best baseline (default {MIN_GAIN * 100:g})")
     parser.add_argument("--strategy-file", help="the searched strategy (a strategy.json of search.optimize)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PATH", default="epochs.png")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            check_writable(flag, path)
+    return args
 
 
 def searched_strategy(graph, args) -> tuple[Strategy, str]:
     """The strategy file's, or one searched now on the calibrated local machine: (strategy, how)."""
     if args.strategy_file:
-        try:
-            text = Path(args.strategy_file).read_text()
-        except OSError as error:
-            raise UsageError(f"--strategy-file {args.strategy_file!r} cannot be read ({error.strerror})") from None
+        text = read_text("--strategy-file", args.strategy_file, "a strategy.json written by search.optimize")
         return strategy_from_json(text, graph, args.gpus, source=args.strategy_file), f"from {args.strategy_file}"
     from search.mcmc import Budget
     from search.strategy_search import baseline_strategies, recommend, search_starts, search_strategy
@@ -178,24 +179,24 @@ def plot(summary: dict[str, dict], path: str, title: str) -> None:
     axes.set_title(title, fontsize=9)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_figure(path, figure)
     plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from soap.baselines import BASELINES
 
-    try:
-        args = parse_args(argv)
-        graph = build_graph(args.model, args.dataset, args.batch_size)
-        dataset = open_dataset(args.dataset, args.data_dir, "train", args.seed)
-        config = EpochConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
-        steps = steps_per_epoch(dataset, args.batch_size, config)
-        strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
-        strategies["searched"], how = searched_strategy(graph, args)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    args = parse_args(argv)
+    graph = build_graph(args.model, args.dataset, args.batch_size)
+    dataset = open_dataset(args.dataset, args.data_dir, "train", args.seed)
+    config = EpochConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
+    steps = steps_per_epoch(dataset, args.batch_size, config)
+    strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
+    strategies["searched"], how = searched_strategy(graph, args)
     images_per_s = measure_throughput(dataset, args.batch_size, batches=3)
     title = (f"{graph.model}, {dataset.description}, batch {args.batch_size}, {args.gpus} pinned workers, "
              f"{args.epochs} epochs of {steps} steps")
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         status = EXIT_INTERRUPTED
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr)
-        status = 1
+        status = EXIT_FAILED
     summary = summarize(records, list(to_train))
     if same_as in summary:
         summary["searched"] = {**summary[same_as], "same_as": same_as}
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps,
                     "input_images_per_s": images_per_s, "searched": how,
                     "searched_strategy": strategy_to_json(strategies["searched"], graph), "strategies": summary}
-        Path(args.json).write_text(json.dumps(document, indent=1))
+        write_atomic(args.json, json.dumps(document, indent=1))
     return status
 
 

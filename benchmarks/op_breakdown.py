@@ -23,12 +23,11 @@ import json
 import re
 import sys
 from collections import defaultdict
-from pathlib import Path
 
-from models.errors import SoapError
+from models.cli import (CommandFailed, OneLineParser, UsageError, check_writable, positive_int, read_text, run_command,
+                        write_atomic)
 from models.graph_file import graph_to_json
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
-from soap.cli import EXIT_BAD_INPUT, OneLineParser, UsageError, positive_int
 from soap.strategy import strategy_from_json, strategy_to_json
 
 PHASES = ("forward", "backward", "update", "comm", "other")
@@ -150,9 +149,13 @@ def _comm_devices(task, num_devices: int) -> set[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from simulator.calibrate import calibrate
     from soap.baselines import BASELINES
-    from soap.devices import run_worker_job
+    from soap.devices import ClusterError, run_worker_job
 
     parser = OneLineParser(prog="python -m benchmarks.op_breakdown", description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=positive_int("--gpus"), default=2)
@@ -163,20 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--steps", type=positive_int("--steps"), default=3)
     parser.add_argument("--json", metavar="PATH")
-    try:
-        args = parser.parse_args(argv)
-        graph = build_graph(args.model, args.dataset, args.batch_size)
-        if args.strategy_file:
-            strategy = strategy_from_json(Path(args.strategy_file).read_text(), graph, args.gpus, args.strategy_file)
-        elif args.strategy in BASELINES:
-            strategy = BASELINES[args.strategy](graph, args.gpus)
-        else:
-            raise UsageError(f"--strategy {args.strategy!r} is not a baseline; use one of {', '.join(BASELINES)} "
-                             f"or --strategy-file")
-        machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
-    except (SoapError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)
+    if args.json:
+        check_writable("--json", args.json)
+    graph = build_graph(args.model, args.dataset, args.batch_size)
+    if args.strategy_file:
+        text = read_text("--strategy-file", args.strategy_file, "a strategy.json written by search.optimize")
+        strategy = strategy_from_json(text, graph, args.gpus, args.strategy_file)
+    elif args.strategy in BASELINES:
+        strategy = BASELINES[args.strategy](graph, args.gpus)
+    else:
+        raise UsageError(f"--strategy {args.strategy!r} is not a baseline; use one of {', '.join(BASELINES)} "
+                         f"or --strategy-file")
+    machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
     from soap.stages import split_stages
 
     staged = len(split_stages(graph, {name: config.device_set for name, config in strategy.items()})) > 1
@@ -186,9 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                                   lambda folder: [json.loads((folder / f"breakdown{p}.json").read_text())
                                                   for p in range(args.gpus)],
                                   "benchmarks.op_breakdown_worker", timeout_s=900).results
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except ClusterError as error:
+        raise CommandFailed(str(error)) from None
     if staged:
         simulated = simulated_programs(graph, strategy, machine, profile)
         order = list(dict.fromkeys(k for d in measured for k in d))  # program order, as the workers ran them
@@ -212,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device {d}: simulated sum {sum(simulated[d].values()):.1f} ms, measured sum "
               f"{sum(measured[d].values()):.1f} ms")
     if args.json:
-        Path(args.json).write_text(json.dumps({"strategy": args.strategy_file or args.strategy,
-                                               "simulated": simulated, "measured": measured}, indent=1))
+        write_atomic(args.json, json.dumps({"strategy": args.strategy_file or args.strategy,
+                                            "simulated": simulated, "measured": measured}, indent=1))
     return 0
 
 

@@ -59,4 +59,6 @@ def main(folder: Path, process_id: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
+    from soap.join import worker_main
+
+    sys.exit(worker_main("python -m benchmarks.op_breakdown_worker", main))

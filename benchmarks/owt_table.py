@@ -59,11 +59,10 @@ all-reduce, 2026-11-25):
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 
 
-from models.errors import SoapError
+from models.cli import OneLineParser, check_writable, natural_int, positive_float, run_command, write_atomic
 from models.zoo import build_graph
 from search.mcmc import Budget
 from search.strategy_search import baseline_strategies, search_starts, search_strategy
@@ -71,7 +70,6 @@ from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
 from soap.baselines import single
-from soap.cli import EXIT_BAD_INPUT, OneLineParser, positive_float
 
 MACHINE = "k20-pcie"
 IMAGES_PER_GPU = 128
@@ -147,15 +145,17 @@ def format_row(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.owt_table", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--budget", type=positive_float("--budget"), default=5.0, help="search seconds per N")
-    parser.add_argument("--seed", type=int, default=0)
-    try:
-        args = parser.parse_args(argv)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
+    args = parser.parse_args(argv)
+    if args.json:
+        check_writable("--json", args.json)
     print(f"AlexNet imagenet, {IMAGES_PER_GPU} images per GPU, machine {MACHINE}, roofline costs; search "
           f"{args.budget:g} s per size, seed {args.seed}. x = speedup: 1-GPU ms * N / N-GPU ms (the paper's)")
     print(HEADER)
@@ -164,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(owt_row(num_devices, Budget(seconds=args.budget), args.seed))
         print(format_row(rows[-1]), flush=True)
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"benchmark": "owt_table", "machine": MACHINE, "budget_s": args.budget, "seed": args.seed,
-                       "rows": rows}, file, indent=1)
+        write_atomic(args.json, json.dumps({"benchmark": "owt_table", "machine": MACHINE, "budget_s": args.budget,
+                                            "seed": args.seed, "rows": rows}, indent=1))
     return 0
 
 

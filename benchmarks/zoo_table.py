@@ -13,11 +13,9 @@ marked; the search never accepts one.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
-from models.errors import SoapError
+from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_float, run_command, write_atomic
 from models.zoo import MODELS, build_graph
 from search.mcmc import Budget
 from search.strategy_search import baseline_strategies, search_starts, search_strategy
@@ -60,17 +58,23 @@ def _cell(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.zoo_table", description=__doc__.splitlines()[0])
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = OneLineParser(prog="python -m benchmarks.zoo_table", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["alexnet", "vgg16", "resnet101", "inception_v3"],
                         help=f"of: {', '.join(MODELS)}")
-    parser.add_argument("--budget", type=float, default=60.0, help="search seconds per model and machine")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=positive_float("--budget"), default=60.0,
+                        help="search seconds per model and machine")
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
-        print(f"error: unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--models: unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}")
+    if args.json:
+        check_writable("--json", args.json)
     names = ("single", "data_parallel", "model_parallel", "owt", "searched")
     print(f"simulated step ms, {IMAGES_PER_GPU} images per GPU, ImageNet shapes, search budget {args.budget:g} s "
           f"(* over memory); FlexFlow: {FLEXFLOW_RANGE} over DP and expert strategies")
@@ -78,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for model in args.models:
         for preset, num_devices in MACHINES:
-            try:
-                result = run(model, preset, num_devices, args.budget, args.seed)
-            except SoapError as error:
-                print(f"error: {error}", file=sys.stderr)
-                return 2
+            result = run(model, preset, num_devices, args.budget, args.seed)
             results.append(result)
             rows = result["strategies"]
             best = result["speedup_over_best_baseline"]
@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(f"{_cell(rows[n]) if n in rows else '-':>14}" for n in names)
                   + f" {result['speedup_over_dp']:>6.2f}x {'-' if best is None else f'{best:.2f}x':>8}", flush=True)
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"benchmark": "zoo_table", "budget_s": args.budget, "seed": args.seed, "rows": results}, file,
-                      indent=1)
+        write_atomic(args.json, json.dumps({"benchmark": "zoo_table", "budget_s": args.budget, "seed": args.seed,
+                                            "rows": results}, indent=1))
     return 0
 
 

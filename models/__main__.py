@@ -6,14 +6,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
-import tempfile
 
+from models.cli import OneLineParser, check_writable, positive_int, run_command, write_atomic
 from models.datasets import DATASETS
-from models.errors import SoapError
 from models.graph import OpGraph
 from models.graph_file import DATA, graph_document
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
@@ -43,39 +40,23 @@ def format_table(graph: OpGraph) -> str:
     return "\n".join([title, line(header), *map(line, rows), line(total)]).rstrip()
 
 
-def write_json(path: str, document: dict) -> None:
-    """Write atomically: a partial file never replaces a good one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".graph-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(document, file, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = OneLineParser(prog="python -m models", description=__doc__.splitlines()[0])
     parser.add_argument("model", help=f"one of: {', '.join(MODELS)}")
     parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--json", metavar="PATH", help="also write the graph as JSON to PATH")
     args = parser.parse_args(argv)
-    try:
-        graph = build_graph(args.model, args.dataset, args.batch_size)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.json:
+        check_writable("--json", args.json)
+    graph = build_graph(args.model, args.dataset, args.batch_size)
     print(format_table(graph))
     if args.json:
-        try:
-            write_json(args.json, graph_document(graph))
-        except OSError as error:
-            print(f"error: --json {args.json!r} cannot be written ({error.strerror}); pass a writable path",
-                  file=sys.stderr)
-            return 2
+        write_atomic(args.json, json.dumps(graph_document(graph), indent=1))
         print(f"wrote {args.json}")
     return 0
 

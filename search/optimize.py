@@ -22,7 +22,6 @@ import threading
 from dataclasses import dataclass
 
 from models.datasets import DATASETS
-from models.errors import SoapError
 from models.graph import OpGraph
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
 from search.mcmc import Budget
@@ -34,8 +33,8 @@ from simulator.calibrate import calibrate
 from simulator.cost import CostModel, RooflineCostModel
 from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
-from soap.cli import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, OneLineParser, UsageError, percent, positive_float,
-                      positive_int)
+from models.cli import (EXIT_FAILED, EXIT_INTERRUPTED, OneLineParser, UsageError, natural_int, percent,
+                        positive_float, positive_int, read_text, run_command, write_atomic)
 from soap.runner import reference_loss
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
@@ -70,7 +69,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--budget", type=positive_float("--budget"), default=30.0, metavar="SECONDS",
                         help="search time budget (default 30); chains also stop when converged")
     parser.add_argument("--iterations", type=positive_int("--iterations"), help="search iteration budget")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
     parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
     parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
@@ -98,40 +97,37 @@ def calibrate_local(options: Options, graph: OpGraph) -> tuple[Machine, CostMode
     return machine, profile, f"costs: measured on this machine ({profile.source})"
 
 
-def prepare_out_dir(options: Options) -> str:
+def out_dir(options: Options) -> str:
+    """The output folder (not created yet); UsageError now if it could not be created and written later."""
     out = options.out or os.path.join(
         "runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{options.model}-{options.dataset}-{options.gpus}gpu")
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise UsageError(f"--out {out!r} cannot be written ({error.strerror}); pass a writable folder") from None
+    existing = out
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise UsageError(f"--out {out!r}: {existing!r} is a file, not a folder; pass a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out!r}: folder {existing!r} is not writable; pass a writable folder")
     return out
 
 
 def load_init(path: str, graph: OpGraph, num_devices: int) -> Strategy:
-    try:
-        with open(path) as file:
-            text = file.read()
-    except OSError as error:
-        raise UsageError(f"--init {path!r} cannot be read ({error.strerror}); pass a strategy.json") from None
+    text = read_text("--init", path, "a strategy.json written by search.optimize")
     return strategy_from_json(text, graph, num_devices, source=f"--init {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        options = parse_args(argv)
-        graph = build_graph(options.model, options.dataset, options.batch_size)
-        init = load_init(options.init, graph, options.gpus) if options.init else None
-        resolved = resolve_machine(options)  # a bad machine is said before anything is written
-        out = prepare_out_dir(options)
-        machine, cost_model, costs = resolved or calibrate_local(options, graph)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    options = parse_args(argv)
+    graph = build_graph(options.model, options.dataset, options.batch_size)
+    init = load_init(options.init, graph, options.gpus) if options.init else None
+    resolved = resolve_machine(options)  # a bad machine is said before anything is measured or written
+    out = out_dir(options)
+    machine, cost_model, costs = resolved or calibrate_local(options, graph)
     print(f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {options.gpus} devices of machine "
           f"{machine.name} ({machine.device.kind}); {costs}")
     baselines, notes = baseline_strategies(graph, options.gpus)
@@ -141,19 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     result = _search(graph, machine, cost_model, starts, options)
     chosen = recommend(result, options.min_gain)
     strategies = {**baselines, "searched": chosen.strategy}
-    measured, why_not, reference = {}, "--no-run", None
+    measured, why_not, reference, interrupted = {}, "--no-run", None, result.interrupted
     if machine.name != "local":
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
-    elif not options.no_run:
-        # A kept baseline is the same strategy: run once, shown in both rows.
-        kept_baseline = chosen.kept in baselines
-        distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
-        measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds)
-        if kept_baseline:
-            measured["searched"] = measured[chosen.kept]
-        why_not = ""
-        reference = reference_loss(graph)
+    elif not options.no_run and not interrupted:
+        try:
+            measured = _measure(graph, strategies, chosen, baselines, options)
+            reference = reference_loss(graph)
+            why_not = ""
+        except KeyboardInterrupt:  # the search's result is still worth its files
+            why_not, interrupted = "interrupted by Ctrl-C", True
     rows = _rows(graph, machine, cost_model, strategies, measured, chosen, reference)
+    os.makedirs(out, exist_ok=True)
     strategy_file = os.path.join(out, "strategy.json")
     _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference)
     print(format_table(rows))
@@ -163,10 +158,26 @@ def main(argv: list[str] | None = None) -> int:
           f"best found at {result.best_found_at_s:.1f} s): {chosen.note}")
     print(chosen.strategy.describe(graph))
     print(f"\nwrote {strategy_file}, report.json, trace.json, search.png in {out}")
-    if result.interrupted:
-        print("search interrupted: kept the best strategy found so far", file=sys.stderr)
+    if interrupted:
+        print("interrupted: kept the best strategy found so far", file=sys.stderr)
         return EXIT_INTERRUPTED
+    failed = [row.name for row in rows if measured and measured[row.name].step_ms is None]
+    if failed:
+        print(f"error: {', '.join(failed)} could not run (see the table's notes); the searched strategy is "
+              f"simulated only", file=sys.stderr)
+        return EXIT_FAILED
     return 0
+
+
+def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, baselines: dict[str, Strategy],
+             options: Options) -> dict:
+    """Every strategy run for real; a kept baseline is the same strategy, run once and shown in both rows."""
+    kept_baseline = chosen.kept in baselines
+    distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
+    measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds)
+    if kept_baseline:
+        measured["searched"] = measured[chosen.kept]
+    return measured
 
 
 def _search(graph, machine, cost_model, starts, options: Options) -> SearchResult:
@@ -216,12 +227,10 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
                  options, reference: float | None) -> None:
-    with open(strategy_file, "w") as file:
-        file.write(strategy_to_json(chosen.strategy, graph))
+    write_atomic(strategy_file, strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
     simulator.full(chosen.strategy)
-    with open(os.path.join(out, "trace.json"), "w") as file:
-        file.write(simulator.trace().to_chrome_json())
+    write_atomic(os.path.join(out, "trace.json"), simulator.trace().to_chrome_json())
     document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
                                batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept,
                                seed=options.seed, rows=rows, strategy_file=strategy_file, reference_loss=reference)

@@ -17,6 +17,8 @@ in the table: it does not compute what one device computes.
 from __future__ import annotations
 
 import json
+
+from models.cli import write_atomic, write_figure
 from dataclasses import dataclass
 
 from search.strategy_search import SearchResult
@@ -78,8 +80,7 @@ def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, mac
 
 
 def write_report(path: str, document: dict) -> None:
-    with open(path, "w") as file:
-        json.dump(document, file, indent=1)
+    write_atomic(path, json.dumps(document, indent=1))
 
 
 def plot_search(path: str, search: SearchResult, title: str) -> None:
@@ -99,5 +100,5 @@ def plot_search(path: str, search: SearchResult, title: str) -> None:
     axes.set_title(title)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_figure(path, figure)
     plt.close(figure)

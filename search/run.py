@@ -3,7 +3,8 @@
     python -m search.optimize --model alexnet --gpus 2          # fills the table's measured column
 
 Without GPUs the devices at hand are a local cluster of pinned worker processes (soap.devices); each
-strategy runs in its own cluster job, so that one strategy that cannot run is marked, not fatal. With
+strategy runs in its own cluster job, so that one strategy that cannot run is marked with its reason
+(a worker's error line) while the others run; the command then exits non-zero. With
 GPUs (JAX's backend is not the CPU) this process drives the first N devices (soap.runner).
 
 Other work on the machine slows a whole run, not single steps: on this 2-core machine, the same data
@@ -71,7 +72,7 @@ def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunC
     try:
         result = run_strategy(graph, strategy, config, jax.devices()[:num_devices])
         return result.step_time, None, result.losses[0]
-    except Exception as error:  # as a cluster worker's failure: this strategy is marked, the others run
+    except jax.errors.JaxRuntimeError as error:  # e.g. out of memory: marked, the others run; a bug raises
         raise SoapError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
 
 

@@ -20,7 +20,6 @@ JAX version is never used.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,33 +27,23 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.cli import OneLineParser, positive_int, run_command, write_atomic
 from models.errors import SoapError
 from models.graph import OpGraph
 from models.graph_file import graph_to_json
-from models.op import Op, local_op
+from models.op import Op
+from simulator.calibration_plan import needed_local_ops
 from simulator.cost import OpCost, TableCostModel, profile_from_json
 from simulator.errors import ProfileError
 from simulator.linkfit import LinkFit, fit_link
 from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, machine_to_json
-from soap.space import valid_degrees
 
 # How the links are measured; a machine cached by another version is measured again. 2: resharding
 # (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo. 3: resharding
 # an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
 # by their timings, not a fitted line.
 LINKS_VERSION = 3
-MESSAGE_SIZES = tuple(4 * 2**10 * 4**k for k in range(8))  # 4 KB .. 64 MB
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
-
-
-def needed_local_ops(graph: OpGraph, num_devices: int) -> list[Op]:
-    """Every distinct computation a task can perform under some config of the space, in program order."""
-    seen: dict[str, Op] = {}
-    for op in graph.ops:
-        for degrees in valid_degrees(op, num_devices):
-            local = local_op(op, degrees)
-            seen.setdefault(local.cost_key, local)
-    return list(seen.values())
 
 
 def _slug(text: str) -> str:
@@ -87,11 +76,20 @@ def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> T
         return empty
 
 
+def check_cache_dir(cache_dir: Path) -> None:
+    """ProfileError (one line) before anything is measured if the cache folder cannot be created or written."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as error:
+        raise ProfileError(f"the calibration cache folder {str(cache_dir)!r} cannot be written ({error.strerror}); "
+                           f"set SOAP_CACHE (or --cache-dir) to a writable folder") from None
+
+
 def save_profile(path: Path, profile: TableCostModel) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(profile.to_json())
-    partial.replace(path)  # atomic: an interrupted write never leaves a corrupt profile
+    write_atomic(str(path), profile.to_json())  # an interrupted write never leaves a corrupt profile
 
 
 def with_entry(profile: TableCostModel, op: Op, cost: OpCost) -> TableCostModel:
@@ -202,6 +200,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
                         f"{jax.default_backend()} devices; ask for at most {jax.device_count()}")
     kind = local_device_kind(num_devices, in_process)
     version = f"{jax.__version__}+ops{OPS_VERSION}"  # timings of these ops
+    check_cache_dir(cache_dir)
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     profile = load_profile(paths.profile, kind, version, say)
     needed = needed_local_ops(graph, num_devices)
@@ -214,15 +213,27 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
                 done, _ = _read_ops_log(folder)
+                measured_so_far.update(done)
                 bar.update(len(done) - bar.n)
-            (measured, update), _ = _run_job(job, _read_ops_log, timeout_s, in_process, on_poll=progress)
-        profile = TableCostModel(kind, version, {**profile.entries, **measured}, update or 0.0, str(paths.profile))
+            measured_so_far: dict[str, OpCost] = {}
+            try:
+                (measured, update), _ = _run_job(job, _read_ops_log, timeout_s, in_process, on_poll=progress)
+            except KeyboardInterrupt:  # what was measured is kept: the next run measures only the rest
+                save_profile(paths.profile, _with_entries(profile, measured_so_far, profile.update_ms_per_mib))
+                say(f"interrupted: kept the {len(measured_so_far)} op shapes measured so far in {paths.profile}")
+                raise
+        profile = _with_entries(profile, measured, update or 0.0)
         save_profile(paths.profile, profile)
     machine = _cached_machine(paths.machine, say)
     if machine is None:
         machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say)
-        paths.machine.write_text(machine_to_json(machine))
+        write_atomic(str(paths.machine), machine_to_json(machine))
     return machine, profile
+
+
+def _with_entries(profile: TableCostModel, entries: dict[str, OpCost], update_ms_per_mib: float) -> TableCostModel:
+    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, **entries}, update_ms_per_mib,
+                          profile.source)
 
 
 def _cached_machine(path: Path, say) -> Machine | None:
@@ -263,7 +274,7 @@ def local_device_kind(num_devices: int, in_process: bool) -> str:
 
 def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: TableCostModel, timeout_s: float,
                      in_process: bool, say) -> Machine:
-    device = _device_spec(graph, kind, profile, num_devices, in_process)
+    device = _device_spec(graph, kind, profile, num_devices, in_process, say)
     if num_devices == 1:
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
     where = f"{num_devices} devices" if in_process else f"{num_devices} pinned workers"
@@ -287,45 +298,51 @@ def _fitted(fit: LinkFit) -> str:
     return f"{fit.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {fit.latency_s * 1e6:.0f} us (R^2 {fit.r_squared:.4f})"
 
 
-def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int, in_process: bool) -> DeviceSpec:
+def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int, in_process: bool,
+                 say=print) -> DeviceSpec:
     """Rates the roofline would use, estimated from the measurements (the profile prices the ops)."""
     ops = needed_local_ops(graph, num_devices)
     flops_per_s = max(op.forward_flops / (profile.entries[op.cost_key].forward_ms / 1e3)
                       for op in ops if profile.entries[op.cost_key].forward_ms > 0)
-    bandwidth = 5 * 2**20 / (profile.update_ms_per_mib / 1e3) if profile.update_ms_per_mib else 1e10
-    memory = _device_memory_bytes(num_devices, in_process)
-    return DeviceSpec(kind, flops_per_s, bandwidth, memory)
+    if not profile.update_ms_per_mib > 0:
+        raise ProfileError(f"the profile {profile.source} has no measured optimizer update time; delete it and "
+                           f"calibrate again")
+    # An SGD-with-momentum update moves 5 arrays per parameter: param, grad, momentum read; momentum, param written.
+    bandwidth = 5 * 2**20 / (profile.update_ms_per_mib / 1e3)
+    return DeviceSpec(kind, flops_per_s, bandwidth, _device_memory_bytes(num_devices, in_process, say))
 
 
-def _device_memory_bytes(num_devices: int, in_process: bool) -> int:
+def _device_memory_bytes(num_devices: int, in_process: bool, say=print) -> int:
     """An accelerator's own memory as JAX reports it; a CPU core's share of the host's memory."""
+    host_share = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // num_devices
     if in_process:
         import jax
 
         stats = jax.devices()[0].memory_stats() or {}
         if stats.get("bytes_limit"):
             return int(stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // num_devices
+        say(f"note: {jax.devices()[0].device_kind} reports no memory limit; each device is given the host's "
+            f"memory / {num_devices} = {host_share / 2**30:.1f} GiB for the simulator's memory check")
+    return host_share
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from models.zoo import DEFAULT_BATCH_SIZE, build_graph
 
-    parser = argparse.ArgumentParser(prog="python -m simulator.calibrate", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m simulator.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--gpus", type=int, required=True, help="number of local devices (CPU: pinned workers)")
+    parser.add_argument("--gpus", type=positive_int("--gpus"), required=True,
+                        help="number of local devices (CPU: pinned workers)")
     parser.add_argument("--dataset", default="tiny-imagenet")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
-    try:
-        if args.gpus < 1:
-            raise SoapError(f"--gpus must be a positive integer, got {args.gpus}")
-        graph = build_graph(args.model, args.dataset, args.batch_size)
-        machine, profile = calibrate(graph, args.gpus, args.cache_dir)
-    except SoapError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    graph = build_graph(args.model, args.dataset, args.batch_size)
+    machine, profile = calibrate(graph, args.gpus, args.cache_dir)
     print(f"profile: {len(profile.entries)} op shapes, update {profile.update_ms_per_mib:.3f} ms/MiB ({profile.source})")
     print(machine_to_json(machine))
     return 0

@@ -32,7 +32,7 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
     process that drives all the devices (GPUs)."""
     from models.graph_file import graph_from_json
     from simulator import measure
-    from simulator.calibrate import MESSAGE_SIZES, needed_local_ops
+    from simulator.calibration_plan import MESSAGE_SIZES, needed_local_ops
 
     num_devices = job["num_devices"]
     if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
@@ -60,4 +60,6 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
+    from soap.join import worker_main
+
+    sys.exit(worker_main("python -m simulator.calibrate_worker", main))

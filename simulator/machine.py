@@ -236,8 +236,12 @@ def load_machine(name_or_path: str, num_devices: int | None = None) -> Machine:
         raise MachineError(f"unknown machine {name_or_path!r}; presets: {', '.join(PRESETS)}, "
                            f"or a path to a machine JSON")
     try:
-        with open(name_or_path) as file:
-            machine = machine_from_json(file.read(), source=name_or_path)
+        with open(name_or_path, encoding="utf-8") as file:
+            text = file.read()
     except OSError as error:
-        raise MachineError(f"cannot read machine file {name_or_path!r}: {error.strerror}")
+        raise MachineError(f"cannot read machine file {name_or_path!r}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise MachineError(f"machine file {name_or_path!r} is not a text file (not UTF-8); pass a machine JSON "
+                           f"(python -m simulator.calibrate writes one) or a preset: {', '.join(PRESETS)}") from None
+    machine = machine_from_json(text, source=name_or_path)
     return machine if num_devices is None else _resized(machine, num_devices, machine.num_devices)

@@ -121,6 +121,14 @@ def _error_line(log: str) -> str | None:
     return lines[-1] if lines else None
 
 
+def write_job_folder(folder: Path, job_json: str, coordinator: str, cores: Sequence[int | None]) -> None:
+    """What every worker reads (soap.join): FOLDER/cluster.json (the coordinator's host:port, the worker
+    count, each worker's core or None) and FOLDER/job.json."""
+    (folder / "job.json").write_text(job_json)
+    spec = {"coordinator": coordinator, "num_workers": len(cores), "cores": list(cores)}
+    (folder / "cluster.json").write_text(json.dumps(spec))
+
+
 class ClusterRun:
     """Running workers: `result()` waits for them; any failure kills them all and raises ClusterError.
 
@@ -135,9 +143,7 @@ class ClusterRun:
             raise ClusterError(f"a cluster needs at least 1 worker, got {num_workers}")
         self.plan = plan_cores(num_workers)
         self.folder = Path(tempfile.mkdtemp(prefix="soap-cluster-"))
-        (self.folder / "job.json").write_text(job_json)
-        spec = {"coordinator": f"127.0.0.1:{_free_port()}", "num_workers": num_workers, "cores": self.plan.cores}
-        (self.folder / "cluster.json").write_text(json.dumps(spec))
+        write_job_folder(self.folder, job_json, f"127.0.0.1:{_free_port()}", self.plan.cores)
         self.worker_module = worker_module
         self.read_results = read_results
         self.workers = [self._start(i) for i in range(num_workers)]
@@ -244,6 +250,10 @@ def run_worker_job(job_json: str, num_workers: int, read_results: Callable[[Path
     run = ClusterRun(job_json, num_workers, read_results, worker_module)
     try:
         return run.result(timeout_s, on_poll)
+    except KeyboardInterrupt:  # stopped by the user: no worker and no job folder is left behind
+        run.kill()
+        shutil.rmtree(run.folder, ignore_errors=True)
+        raise
     finally:
         run.kill()
 

@@ -52,4 +52,6 @@ def main(folder: Path, process_id: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
+    from soap.join import worker_main
+
+    sys.exit(worker_main("python -m soap.epoch_worker", main))

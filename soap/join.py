@@ -1,14 +1,49 @@
-"""A local-cluster worker's first step: pin to its core and join the others (soap.devices starts them).
+"""A cluster worker's first step: read its arguments, pin to its core and join the others.
 
-This module imports only the standard library: a worker must pin itself before numpy or JAX start
-their thread pools, because threads inherit the affinity of their creator.
+    python -m soap.worker FOLDER PROCESS_ID     # soap.devices starts one per worker; README: several hosts
+
+This module imports only the standard library and models.cli: a worker must pin itself before numpy or
+JAX start their thread pools, because threads inherit the affinity of their creator.
 """
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from models.cli import OneLineParser, UsageError, natural_int, run_command
+
 _INITIALIZATION_TIMEOUT_S = 120
+# A worker that dies (killed, its host down) is noticed by the others' coordination service within this
+# many seconds, and they end with an error instead of waiting forever in a collective.
+HEARTBEAT_TIMEOUT_S = 20
+
+
+def worker_main(prog: str, run: Callable[[Path, int], int], argv: list[str] | None = None) -> int:
+    """A worker command's exit code: FOLDER PROCESS_ID checked (one line, exit 2), then `run(folder, id)`."""
+    return run_command(lambda args: run(*parse_worker_args(prog, args)), sys.argv[1:] if argv is None else argv)
+
+
+def parse_worker_args(prog: str, argv: list[str]) -> tuple[Path, int]:
+    """FOLDER (holding cluster.json and job.json) and PROCESS_ID (0 .. workers - 1), or UsageError."""
+    parser = OneLineParser(prog=prog, description="one worker of a SOAP cluster (README: several hosts)")
+    parser.add_argument("folder", type=Path, help="the job folder: cluster.json and job.json")
+    parser.add_argument("process_id", type=natural_int("PROCESS_ID"))
+    args = parser.parse_args(argv)
+    for name in ("cluster.json", "job.json"):
+        if not (args.folder / name).is_file():
+            raise UsageError(f"{args.folder / name} does not exist; FOLDER must hold the cluster.json and job.json "
+                             f"that python -m soap.cluster writes")
+    try:
+        num_workers = json.loads((args.folder / "cluster.json").read_text())["num_workers"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{args.folder / 'cluster.json'} is not a cluster file ({error}); write it with "
+                         f"python -m soap.cluster") from None
+    if args.process_id >= num_workers:
+        raise UsageError(f"PROCESS_ID {args.process_id} is not a worker of this {num_workers}-worker cluster; "
+                         f"pass 0 to {num_workers - 1}")
+    return args.folder, args.process_id
 
 
 def join_cluster(folder: Path, process_id: int) -> str:
@@ -21,7 +56,8 @@ def join_cluster(folder: Path, process_id: int) -> str:
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=cluster["coordinator"], num_processes=cluster["num_workers"],
-                               process_id=process_id, initialization_timeout=_INITIALIZATION_TIMEOUT_S)
+                               process_id=process_id, initialization_timeout=_INITIALIZATION_TIMEOUT_S,
+                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     return (folder / "job.json").read_text()
 
 

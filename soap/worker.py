@@ -2,10 +2,12 @@
 
 Reads FOLDER/cluster.json (coordinator address, worker count, cores) and FOLDER/job.json (a ClusterJob),
 pins itself and joins the cluster (soap.join.join_cluster: jax.distributed, gloo on CPU), runs every
-strategy of the job, and as process 0 writes the results into FOLDER. A SoapError is printed as one
-line ("error: ...") and exits 2, so that the parent can report it.
+strategy of the job, and as process 0 writes the results into FOLDER and prints one line per strategy.
+A SoapError is printed as one line ("error: ...") and exits 2, so that the parent can report it.
+Started by hand (README: several hosts), FOLDER comes from python -m soap.cluster.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,11 +36,22 @@ def main(folder: Path, process_id: int) -> int:
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
+    except jax.errors.JaxRuntimeError as error:
+        # A collective that failed (another worker died) or a device error: one line, and out at once;
+        # jax.distributed.shutdown would wait for the dead worker and then abort.
+        print(f"error: {type(error).__name__}: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
+        os._exit(1)
     if process_id == 0:
         write_results(folder, results)
+        for k, result in enumerate(results):
+            timed = f", median step {result.step_time.median_ms:.1f} ms" if result.step_time else ""
+            print(f"strategy {k}: losses {', '.join(f'{loss:.6f}' for loss in result.losses)}{timed}; "
+                  f"results in {folder / 'results.json'}", flush=True)
     jax.distributed.shutdown()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
+    from soap.join import worker_main
+
+    sys.exit(worker_main("python -m soap.worker", main))

@@ -132,4 +132,4 @@ def test_models_command_writes_the_graph_as_json(tmp_path, capsys):
     assert ops["bn_conv1"]["param_count"] == 128 and ops["bn_conv1"]["state"] == {"mean": [64], "var": [64]}
     assert ops["fc"]["backward_flops"] == graph.op("fc").backward_flops
     assert main(["resnet18", "--dataset", "imagenet", "--json", str(tmp_path / "missing" / "g.json")]) == 2
-    assert "cannot be written" in capsys.readouterr().err
+    assert "does not exist; create it or pass another path" in capsys.readouterr().err

@@ -3,8 +3,9 @@
 import pytest
 
 from models.zoo import build_graph
-from simulator.calibrate import (CachePaths, LinkTimings, load_profile, local_machine, measured_links, needed_local_ops,
-                                 overlaps, save_profile, with_entry)
+from simulator.calibrate import (CachePaths, LinkTimings, load_profile, local_machine, measured_links, overlaps,
+                                 save_profile, with_entry)
+from simulator.calibration_plan import needed_local_ops
 from simulator.cost import OpCost
 from simulator.machine import DeviceSpec
 
@@ -126,7 +127,9 @@ def test_calibrating_in_one_process_measures_its_own_devices(tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.splitlines()[-1])
     assert result["said"][0].startswith("calibrating 39 op shapes of alexnet on one cpu")
-    assert result["said"][1].startswith("calibrating the links between 2 devices")
+    # A CPU device reports no memory limit: the host's share that stands in for it is said, not silent.
+    assert result["said"][1].startswith("note: cpu reports no memory limit; each device is given the host's memory / 2")
+    assert result["said"][2].startswith("calibrating the links between 2 devices")
     assert result["kind"] == result["expected_kind"] and result["kind"].endswith("(cpu)")
     assert result["devices"] == 2 and result["bandwidth"] > 0 and result["allreduce"] > 0
     assert result["entries"] == 39 and result["step_ms"] > 0
@@ -137,7 +140,7 @@ def test_the_link_job_times_every_message_size_in_this_process(tmp_path):
     # the measured links are made of, every size timed for both resharding kinds and the all-reduce.
     import json
 
-    from simulator.calibrate import MESSAGE_SIZES
+    from simulator.calibration_plan import MESSAGE_SIZES
     from simulator.calibrate_worker import run_job
     from simulator.measure import _per_device_columns, _ring_mesh
 
