@@ -197,9 +197,19 @@ def input_boxes(op: Op, out_box: Box) -> tuple[Box, ...]:
 
 def task_input_boxes(op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Box, ...]:
     """What a task of `op` under `degrees` reads at run time (`input_boxes`, or more where the runtime
-    reads more: a conv split on its output channels reads its input whole in height and width). The
-    simulator charges exactly this."""
-    return op.spec.task_input_boxes(op, degrees, out_box)
+    reads more: a conv split on its output channels reads its input whole in height and width; an input
+    dim that its split does not divide, e.g. height 55 under a split of 3 for an output height 27, is read
+    whole, as soap.step.input_sharding places it). The simulator charges exactly this."""
+    boxes = op.spec.task_input_boxes(op, degrees, out_box)
+    return tuple(tuple((0, size) if size % degree else extent for extent, size, degree in zip(box, shape, split))
+                 for box, shape, split in zip(boxes, op.input_shapes, input_degrees(op, degrees)))
+
+
+def input_degrees(op: Op, degrees: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """For each input, the degree each of its dims is split by at run time (KindSpec.input_split)."""
+    labels = tuple(dim if degree > 1 else None for dim, degree in enumerate(degrees))
+    return tuple(tuple(1 if label is None else degrees[label] for label in split)
+                 for split in op.spec.input_split(op, labels))
 
 
 def local_op(op: Op, degrees: tuple[int, ...]) -> Op:

@@ -105,6 +105,16 @@ def input_sharding(op: Op, output: NamedSharding, input_index: int = 0) -> Named
     return NamedSharding(output.mesh, PartitionSpec(*entries))
 
 
+def _check_tree(what: str, tree: Mapping[str, Mapping[str, np.ndarray]], expected: dict, model: str,
+                builder: str) -> None:
+    """PlacementError (one line) unless `tree` has exactly the ops, array names and shapes `expected` says."""
+    given = {name: {k: tuple(np.shape(v)) for k, v in entry.items()} for name, entry in tree.items()}
+    if given != expected:
+        wrong = sorted(set(expected) ^ set(given)) or [n for n in expected if expected[n] != given[n]]
+        raise PlacementError(f"init: {what} that do not fit {model}'s ops (first difference: op {wrong[0]!r}); pass "
+                             f"the {what} that {builder} builds for this graph")
+
+
 def place(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A host array placed with `sharding`; in a cluster each process fills only its own shards."""
     value = np.asarray(value)
@@ -189,15 +199,13 @@ class TrainStep:
              model_state: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> TrainState:
         """Place host parameters and model state (default: the graph's initial state) with their
         shardings, and start a zero optimizer state beside them."""
-        expected = {op.name: dict(op.param_shapes) for op in self.graph.ops if op.param_shapes}
-        given = {name: {k: tuple(np.shape(v)) for k, v in entry.items()} for name, entry in params.items()}
-        if given != expected:
-            wrong = sorted(set(expected) ^ set(given)) or [n for n in expected if expected[n] != given[n]]
-            raise PlacementError(f"the parameters do not match {self.graph.model}'s ops (first difference: op "
-                                 f"{wrong[0]!r}); pass the parameters init_params builds for this graph")
+        _check_tree("parameters", params, {op.name: dict(op.param_shapes) for op in self.graph.ops if op.param_shapes},
+                    self.graph.model, "init_params")
         placed = {name: {k: place(np.asarray(v), self.shardings.params[name][k]) for k, v in entry.items()}
                   for name, entry in params.items()}
         state = init_state(self.graph) if model_state is None else model_state
+        _check_tree("model state", state, {op.name: dict(op.state_shapes) for op in self.graph.ops if op.state_shapes},
+                    self.graph.model, "init_state")
         placed_state = {name: {k: place(np.asarray(v), self.shardings.state[name][k]) for k, v in entry.items()}
                         for name, entry in state.items()}
         # One small program per op: the ops of a strategy may live on different devices.

@@ -13,6 +13,7 @@ from models.errors import PlacementError
 from models.graph import GraphBuilder
 from models.network import apply_op, init_params
 from models.op import Padding
+from models.zoo import build_graph
 from soap.step import Shardings, TrainStep, input_sharding, sgd_momentum, step_stages
 
 LEARNING_RATE, MOMENTUM = 0.05, 0.9
@@ -186,3 +187,51 @@ def test_where_an_op_reads_its_input(op, degrees, spec):
     devices = tuple(range(math.prod(degrees.values())))
     output, _ = _placement(GRAPH.op(op), devices, **degrees)
     assert input_sharding(GRAPH.op(op), output).spec == spec
+
+
+@pytest.mark.parametrize("model, dataset, has_uneven", [("alexnet", "tiny-imagenet", True),
+                                                        ("resnet18", "tiny-imagenet", False),  # powers of 2
+                                                        ("inception_v3", "imagenet-299", True)])
+def test_the_runtime_reads_what_the_simulator_charges_for_every_split(model, dataset, has_uneven):
+    # Where a split does not divide an input dim (height 55 read by a pool with output height 27, split 3),
+    # the runtime places that dim whole (input_sharding) and the simulator charges the whole dim
+    # (task_input_boxes): for every op and every split on up to 4 devices, the two agree dim by dim.
+    from models.op import input_degrees, shard_box, task_input_boxes
+    from soap.config import ParallelConfig
+    from soap.lowering import op_mesh, output_sharding
+    from soap.space import valid_degrees
+
+    graph = build_graph(model, dataset, 4)
+    uneven = 0
+    for op in graph.ops:
+        for degrees in valid_degrees(op, 4):
+            config = ParallelConfig(degrees, tuple(range(math.prod(degrees))))
+            output = output_sharding(op, config, op_mesh(op, config, jax.devices()[:len(config.devices)]))
+            boxes = task_input_boxes(op, degrees, shard_box(op.output_shape, degrees, (0,) * len(degrees)))
+            for k, (shape, split) in enumerate(zip(op.input_shapes, input_degrees(op, degrees))):
+                placed_whole = [entry is None for entry in input_sharding(op, output, k).spec] + [True] * len(shape)
+                for dim, (size, degree) in enumerate(zip(shape, split)):
+                    if degree > 1 and size % degree:
+                        uneven += 1
+                        assert placed_whole[dim] and boxes[k][dim] == (0, size), (op.name, degrees, k, dim)
+                    elif degree > 1:
+                        assert not placed_whole[dim], (op.name, degrees, k, dim)
+    assert (uneven > 0) == has_uneven
+
+
+def test_init_names_the_first_op_whose_parameters_or_state_do_not_match():
+    from models.network import init_state
+    from soap.baselines import single
+    from soap.lowering import strategy_shardings
+
+    graph = build_graph("resnet18", "tiny-imagenet", 2)
+    step = TrainStep(graph, strategy_shardings(graph, single(graph, 1)), sgd_momentum())
+    params = init_params(graph, 0)
+    with pytest.raises(PlacementError, match=r"init: parameters that do not fit resnet18's ops \(first difference: "
+                                             r"op 'fc'\); pass the parameters that init_params builds"):
+        step.init({name: entry for name, entry in params.items() if name != "fc"})
+    state = init_state(graph)
+    state["bn_conv1"] = {"mean": state["bn_conv1"]["mean"][:3], "var": state["bn_conv1"]["var"]}
+    with pytest.raises(PlacementError, match=r"init: model state that do not fit resnet18's ops \(first difference: "
+                                             r"op 'bn_conv1'\); pass the model state that init_state builds"):
+        step.init(params, state)
