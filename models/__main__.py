@@ -2,6 +2,7 @@
 
     python -m models resnet50 --dataset imagenet --batch-size 64
     python -m models inception_v3 --dataset imagenet-299 --json inception.json   # the graph as data
+    python -m models path/to/file.py:NAME --dataset tiny-imagenet   # a flax nnx model of your own, imported
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from models.cli import OneLineParser, check_writable, positive_int, run_command,
 from models.datasets import DATASETS
 from models.graph import OpGraph
 from models.graph_file import DATA, graph_document
-from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
+from models.resolve import MODEL_HELP, resolve_model
+from models.zoo import DEFAULT_BATCH_SIZE
+
 
 def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
@@ -46,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = OneLineParser(prog="python -m models", description=__doc__.splitlines()[0])
-    parser.add_argument("model", help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--json", metavar="PATH", help="also write the graph as JSON to PATH")
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
-    graph = build_graph(args.model, args.dataset, args.batch_size)
+    graph = resolve_model(args.model, args.dataset, args.batch_size).graph
     print(format_table(graph))
     if args.json:
         write_atomic(args.json, json.dumps(graph_document(graph), indent=1))

@@ -24,3 +24,7 @@ class PlacementError(SoapError):
 
 class DataError(SoapError):
     """A data folder SOAP cannot read (missing, empty, wrong layout, no readable image) or a bad batch request."""
+
+
+class ModelImportError(SoapError):
+    """A user's model that SOAP cannot load or import (missing file, import failure, unsupported layer)."""

@@ -3,6 +3,7 @@
     python -m search.optimize --model alexnet --gpus 2          # calibrates, searches, runs on 2 workers
     python -m search.optimize --model alexnet --gpus 16 --machine p100-4x4 --budget 60 --out runs/p100
     python -m search.optimize --model alexnet --gpus 2 --init runs/previous/strategy.json
+    python -m search.optimize --model path/to/file.py:NAME --gpus 2    # your own flax nnx model (models.resolve)
 
 Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
 for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 
 from models.datasets import DATASETS
 from models.graph import OpGraph
-from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
+from models.resolve import MODEL_HELP, ResolvedModel, resolve_model
+from models.zoo import DEFAULT_BATCH_SIZE
 from search.mcmc import Budget
 from search.run import measure_strategies
 from search.report import StrategyRow, format_table, loss_mismatch, plot_search, report_document, write_report
@@ -35,7 +37,7 @@ from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
 from models.cli import (EXIT_FAILED, EXIT_INTERRUPTED, OneLineParser, UsageError, natural_int, percent,
                         positive_float, positive_int, read_text, run_command, write_atomic)
-from soap.runner import reference_loss
+from soap.runner import InitialValues, module_loss, reference_loss
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
 
@@ -59,7 +61,7 @@ class Options:
 
 def parse_args(argv: list[str] | None) -> Options:
     parser = OneLineParser(prog="python -m search.optimize", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), help="number of devices")
     parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
@@ -99,8 +101,9 @@ def calibrate_local(options: Options, graph: OpGraph) -> tuple[Machine, CostMode
 
 def out_dir(options: Options) -> str:
     """The output folder (not created yet); UsageError now if it could not be created and written later."""
+    model = options.model.replace(os.sep, "_").replace(":", "-")  # a user's path/to/file.py:NAME as one name
     out = options.out or os.path.join(
-        "runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{options.model}-{options.dataset}-{options.gpus}gpu")
+        "runs", f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{model}-{options.dataset}-{options.gpus}gpu")
     existing = out
     while existing and not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     options = parse_args(argv)
-    graph = build_graph(options.model, options.dataset, options.batch_size)
+    model = resolve_model(options.model, options.dataset, options.batch_size)
+    graph = model.graph
     init = load_init(options.init, graph, options.gpus) if options.init else None
     resolved = resolve_machine(options)  # a bad machine is said before anything is measured or written
     out = out_dir(options)
@@ -142,8 +146,8 @@ def _main(argv: list[str] | None) -> int:
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run and not interrupted:
         try:
-            measured = _measure(graph, strategies, chosen, baselines, options)
-            reference = reference_loss(graph)
+            measured = _measure(graph, strategies, chosen, baselines, options, _initial(model))
+            reference = reference_loss(graph) if model.module is None else module_loss(model.module, graph)
             why_not = ""
         except KeyboardInterrupt:  # the search's result is still worth its files
             why_not, interrupted = "interrupted by Ctrl-C", True
@@ -169,12 +173,18 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def _initial(model: ResolvedModel) -> InitialValues | None:
+    """A user's module trains its own initial parameters and state; a zoo model its seeded ones (None)."""
+    imported = model.imported
+    return None if imported is None else InitialValues(imported.params, imported.state)
+
+
 def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, baselines: dict[str, Strategy],
-             options: Options) -> dict:
+             options: Options, initial: InitialValues | None) -> dict:
     """Every strategy run for real; a kept baseline is the same strategy, run once and shown in both rows."""
     kept_baseline = chosen.kept in baselines
     distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
-    measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds)
+    measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds, initial)
     if kept_baseline:
         measured["searched"] = measured[chosen.kept]
     return measured

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from models.errors import SoapError
 from models.graph import OpGraph
 from soap.devices import ClusterJob, run_on_cluster
-from soap.runner import RunConfig
+from soap.runner import InitialValues, RunConfig
 from soap.strategy import Strategy
 
 
@@ -36,9 +36,10 @@ class Measured(NamedTuple):
 
 
 def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devices: int, timed_steps: int,
-                       rounds: int = 1) -> dict[str, Measured]:
+                       rounds: int = 1, initial: InitialValues | None = None) -> dict[str, Measured]:
     """Each strategy run for real `rounds` times (interleaved): on a local cluster of pinned workers, or
-    on this process's first `num_devices` devices when they are not CPUs."""
+    on this process's first `num_devices` devices when they are not CPUs; from `initial` (a user's
+    module's own parameters and state) where given, else from the graph's seeded ones."""
     import jax
 
     run = _run_here if jax.default_backend() != "cpu" else _run_on_cluster
@@ -51,18 +52,21 @@ def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devi
             print(f"running {name} on {num_devices} local devices (round {round_number + 1} of {rounds}) ...",
                   file=sys.stderr, flush=True)
             try:
-                runs[name].append(run(graph, strategy, num_devices, RunConfig(warmup_steps=2, timed_steps=timed_steps)))
+                runs[name].append(run(graph, strategy, num_devices, RunConfig(warmup_steps=2, timed_steps=timed_steps),
+                                      initial))
             except SoapError as error:
                 failed[name] = f"not run: {error}"
     return {name: Measured(None, failed[name]) if name in failed else _fastest(runs[name]) for name in strategies}
 
 
-def _run_on_cluster(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig):
-    report = run_on_cluster(ClusterJob.for_strategies(graph, [strategy], config), num_devices, timeout_s=900)
+def _run_on_cluster(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig,
+                    initial: InitialValues | None):
+    report = run_on_cluster(ClusterJob.for_strategies(graph, [strategy], config, initial), num_devices, timeout_s=900)
     return report.results[0].step_time, report.warning, report.results[0].losses[0]
 
 
-def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig):
+def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig,
+              initial: InitialValues | None):
     import jax
 
     from soap.runner import run_strategy
@@ -70,7 +74,7 @@ def _run_here(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunC
     if jax.device_count() < num_devices:
         raise SoapError(f"the strategy is for {num_devices} devices but this process has {jax.device_count()}")
     try:
-        result = run_strategy(graph, strategy, config, jax.devices()[:num_devices])
+        result = run_strategy(graph, strategy, config, jax.devices()[:num_devices], initial)
         return result.step_time, None, result.losses[0]
     except jax.errors.JaxRuntimeError as error:  # e.g. out of memory: marked, the others run; a bug raises
         raise SoapError(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error

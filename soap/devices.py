@@ -16,6 +16,7 @@ folder, starts the workers (each in its own process group), waits for all of the
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 from models.errors import SoapError
 from models.graph import OpGraph
 from models.graph_file import graph_to_json
-from soap.runner import RunConfig, RunResult
+from soap.runner import InitialValues, RunConfig, RunResult
 from soap.timing import StepTime
 from soap.strategy import Strategy, strategy_to_json
 
@@ -48,29 +49,54 @@ class ClusterError(SoapError):
     """A local cluster that could not start, or a worker that failed, died or hung."""
 
 
+# Beside job.json: a job's initial parameters and state, where it carries them.
+INITIAL_FILES = {"params": "initial_params.npz", "model_state": "initial_state.npz"}
+
+
 @dataclass(frozen=True)
 class ClusterJob:
     """What every worker runs: the graph (models.graph_file JSON: the workers rebuild exactly the parent's
-    graph, a zoo model or not), strategies (as strategy JSON) and how to run them."""
+    graph, a zoo model or not), strategies (as strategy JSON) and how to run them; and, for a user's
+    imported model, the module's own initial parameters and state (`initial`), which travel as
+    INITIAL_FILES beside job.json (`files()`) rather than inside the JSON."""
 
     graph: str
     strategies: tuple[str, ...]
     run: RunConfig
+    initial: InitialValues | None = None
 
     @classmethod
-    def for_strategies(cls, graph: OpGraph, strategies: Sequence[Strategy], run: RunConfig) -> ClusterJob:
+    def for_strategies(cls, graph: OpGraph, strategies: Sequence[Strategy], run: RunConfig,
+                       initial: InitialValues | None = None) -> ClusterJob:
         texts = tuple(strategy_to_json(strategy, graph) for strategy in strategies)
-        return cls(graph_to_json(graph), texts, run)
+        return cls(graph_to_json(graph), texts, run, initial)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        return json.dumps({"graph": self.graph, "strategies": list(self.strategies),
+                           "run": dataclasses.asdict(self.run), "initial": INITIAL_FILES if self.initial else None})
+
+    def files(self) -> dict[str, bytes]:
+        """The files the workers read beside job.json: the initial values, if the job carries them."""
+        if self.initial is None:
+            return {}
+        return {name: _npz_bytes(getattr(self.initial, field)) for field, name in INITIAL_FILES.items()}
 
     @classmethod
-    def from_json(cls, text: str) -> ClusterJob:
+    def from_json(cls, text: str, folder: Path | None = None) -> ClusterJob:
+        """The job of job.json; its initial values are read from `folder` (the job folder) if it names them."""
         document = json.loads(text)
-        document["strategies"] = tuple(document["strategies"])
-        document["run"] = RunConfig(**document["run"])
-        return cls(**document)
+        initial = None
+        if document.get("initial"):
+            assert folder is not None, "a job carrying initial values is read from its folder"
+            initial = InitialValues(**{field: _read_arrays(folder / name) for field, name in document["initial"].items()})
+        return cls(document["graph"], tuple(document["strategies"]), RunConfig(**document["run"]), initial)
+
+
+def _npz_bytes(tree: dict[str, dict[str, np.ndarray]]) -> bytes:
+    """The npz file `_write_arrays` writes, as bytes."""
+    buffer = io.BytesIO()
+    _write_arrays(buffer, tree)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -121,10 +147,13 @@ def _error_line(log: str) -> str | None:
     return lines[-1] if lines else None
 
 
-def write_job_folder(folder: Path, job_json: str, coordinator: str, cores: Sequence[int | None]) -> None:
+def write_job_folder(folder: Path, job_json: str, coordinator: str, cores: Sequence[int | None],
+                     files: Mapping[str, bytes] | None = None) -> None:
     """What every worker reads (soap.join): FOLDER/cluster.json (the coordinator's host:port, the worker
-    count, each worker's core or None) and FOLDER/job.json."""
+    count, each worker's core or None), FOLDER/job.json and the job's other `files` (name -> bytes)."""
     (folder / "job.json").write_text(job_json)
+    for name, data in (files or {}).items():
+        (folder / name).write_bytes(data)
     spec = {"coordinator": coordinator, "num_workers": len(cores), "cores": list(cores)}
     (folder / "cluster.json").write_text(json.dumps(spec))
 
@@ -138,12 +167,12 @@ class ClusterRun:
     """
 
     def __init__(self, job_json: str, num_workers: int, read_results: Callable[[Path], Any],
-                 worker_module: str = "soap.worker"):
+                 worker_module: str = "soap.worker", files: Mapping[str, bytes] | None = None):
         if num_workers < 1:
             raise ClusterError(f"a cluster needs at least 1 worker, got {num_workers}")
         self.plan = plan_cores(num_workers)
         self.folder = Path(tempfile.mkdtemp(prefix="soap-cluster-"))
-        write_job_folder(self.folder, job_json, f"127.0.0.1:{_free_port()}", self.plan.cores)
+        write_job_folder(self.folder, job_json, f"127.0.0.1:{_free_port()}", self.plan.cores, files)
         self.worker_module = worker_module
         self.read_results = read_results
         self.workers = [self._start(i) for i in range(num_workers)]
@@ -221,7 +250,7 @@ def _read_arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return tree
 
 
-def _write_arrays(path: Path, tree: dict[str, dict[str, np.ndarray]]) -> None:
+def _write_arrays(path: Path | io.BytesIO, tree: dict[str, dict[str, np.ndarray]]) -> None:
     np.savez(path, **{f"{op}/{name}": value for op, entry in tree.items() for name, value in entry.items()})
 
 
@@ -241,13 +270,15 @@ def write_results(folder: Path, results: Sequence[RunResult]) -> None:
 def run_on_cluster(job: ClusterJob, num_workers: int, timeout_s: float = 300) -> ClusterReport:
     """Run `job` on a local cluster of `num_workers` pinned workers; ClusterError if any fails or hangs."""
     return run_worker_job(job.to_json(), num_workers, lambda folder: read_run_results(folder, len(job.strategies)),
-                          "soap.worker", timeout_s)
+                          "soap.worker", timeout_s, files=job.files())
 
 
 def run_worker_job(job_json: str, num_workers: int, read_results: Callable[[Path], Any], worker_module: str,
-                   timeout_s: float = 300, on_poll: Callable[[Path], None] | None = None) -> ClusterReport:
-    """Run any worker module's job on a local cluster; its process 0's results, read by `read_results`."""
-    run = ClusterRun(job_json, num_workers, read_results, worker_module)
+                   timeout_s: float = 300, on_poll: Callable[[Path], None] | None = None,
+                   files: Mapping[str, bytes] | None = None) -> ClusterReport:
+    """Run any worker module's job on a local cluster; its process 0's results, read by `read_results`.
+    `files` (name -> bytes) are written beside job.json."""
+    run = ClusterRun(job_json, num_workers, read_results, worker_module, files)
     try:
         return run.result(timeout_s, on_poll)
     except KeyboardInterrupt:  # stopped by the user: no worker and no job folder is left behind

@@ -5,7 +5,9 @@
 
 Every process of a cluster calls this with the same arguments (SPMD, one program per process); the
 initial parameters and the batch come from seeds, so every process builds the same ones and places
-only its shards. The first `steps` steps give the losses and the parameters; the timing steps follow.
+only its shards. A user's imported model trains its own parameters and batch-norm state instead
+(`InitialValues`, e.g. from models.importer.ImportedModel), and its reference loss is its own module
+called directly (`module_loss`). The first `steps` steps give the losses and the parameters; the timing steps follow.
 Process 0 reports: values are moved to it to be read, and the other processes' results carry NaN
 losses and no parameters.
 """
@@ -17,11 +19,13 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
+import optax
+from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from models.batch import synthetic_batch
 from models.graph import OpGraph
-from models.network import Params, init_params, module_with
+from models.network import Params, init_params, init_state, module_with
 from soap.timing import StepTime, time_steps
 from soap.step import TrainStep, sgd_momentum
 from soap.transfer import transfer
@@ -49,6 +53,37 @@ class RunResult:
     model_state: dict[str, dict[str, np.ndarray]] | None  # batch norm's running averages then, if fetched
     step_time: StepTime | None
     num_stages: int
+
+
+@dataclass(frozen=True, eq=False)
+class InitialValues:
+    """The parameters and model state a run starts from (op name -> {array name -> host array}), where they
+    are not the graph's seeded initial ones: a user's module trains its own. Arrays: compared by identity."""
+
+    params: dict[str, dict[str, np.ndarray]]
+    model_state: dict[str, dict[str, np.ndarray]]
+
+    @classmethod
+    def seeded(cls, graph: OpGraph, seed: int) -> InitialValues:
+        """The graph's own initial values: init_params(graph, seed) and init_state(graph)."""
+        return cls(jax.tree.map(np.asarray, init_params(graph, seed)), init_state(graph))
+
+
+def module_loss(module: nnx.Module, graph: OpGraph, seed: int = 0) -> float:
+    """The mean softmax cross-entropy of a user's module (its `__call__(images) -> logits`, training mode)
+    called directly on this process's first device on the first batch a run with `seed` uses: the
+    reference loss of an imported model. A copy runs, so the module's batch-norm averages stay as they are."""
+    images, labels = synthetic_batch(graph, seed)
+    graphdef, state = nnx.split(module)
+    device = jax.devices()[0]
+
+    def loss(state, images, labels):
+        copy = nnx.merge(graphdef, state)
+        copy.train()
+        return optax.softmax_cross_entropy_with_integer_labels(copy(images), labels).mean()
+
+    return float(jax.jit(loss)(jax.device_put(state, device), jax.device_put(images, device),
+                               jax.device_put(labels, device)))
 
 
 def reference_loss(graph: OpGraph, seed: int = 0) -> float:
@@ -83,11 +118,12 @@ def _fetch_params(params: Params) -> dict[str, dict[str, np.ndarray]] | None:
 
 
 def run_strategy(graph: OpGraph, strategy: Strategy, config: RunConfig = RunConfig(),
-                 devices: Sequence[jax.Device] | None = None) -> RunResult:
+                 devices: Sequence[jax.Device] | None = None, initial: InitialValues | None = None) -> RunResult:
+    """Train `strategy` from `initial` (default: the graph's seeded initial values) on the seeded batch."""
     step = TrainStep(graph, strategy_shardings(graph, strategy, devices),
                      sgd_momentum(config.learning_rate, config.momentum))
-    host_params = jax.tree.map(np.asarray, init_params(graph, config.seed))
-    state = step.init(host_params)
+    initial = initial or InitialValues.seeded(graph, config.seed)
+    state = step.init(initial.params, initial.model_state)
     images, labels = step.place_batch(*synthetic_batch(graph, config.seed))
     losses = []
     for _ in range(config.steps):

@@ -105,6 +105,16 @@ def input_sharding(op: Op, output: NamedSharding, input_index: int = 0) -> Named
     return NamedSharding(output.mesh, PartitionSpec(*entries))
 
 
+def pinned_apply(op: Op, output: NamedSharding, params, state, inputs: tuple[jax.Array, ...],
+                 labels: jax.Array | None = None) -> tuple[jax.Array, Any]:
+    """`op` on `inputs` as a strategy places it: each input pinned where `input_sharding` says, the output
+    pinned to `output`; (output, new op state or None). The step and soap.plan's forward both run this."""
+    with jax.named_scope(f"op.{op.name}"):  # names the op in the compiled program (profiles)
+        inputs = tuple(jax.lax.with_sharding_constraint(x, input_sharding(op, output, j)) for j, x in enumerate(inputs))
+        y, op_state = op.spec.apply_with_state(op, params, state, inputs, labels)
+        return jax.lax.with_sharding_constraint(y, output), op_state
+
+
 def _check_tree(what: str, tree: Mapping[str, Mapping[str, np.ndarray]], expected: dict, model: str,
                 builder: str) -> None:
     """PlacementError (one line) unless `tree` has exactly the ops, array names and shapes `expected` says."""
@@ -265,12 +275,9 @@ class TrainStep:
         """Run `ops` in order, each on the `values` it reads, adding its output to `values`; the new state."""
         new_state = {}
         for op in ops:
-            output = self.shardings.activations[op.name]
-            with jax.named_scope(f"op.{op.name}"):  # names the op in the compiled program (profiles)
-                inputs = tuple(jax.lax.with_sharding_constraint(values[name], input_sharding(op, output, j))
-                               for j, name in enumerate(self._sources[op.name]))
-                y, op_state = op.spec.apply_with_state(op, params.get(op.name), state.get(op.name), inputs, labels)
-                values[op.name] = jax.lax.with_sharding_constraint(y, output)
+            inputs = tuple(values[name] for name in self._sources[op.name])
+            values[op.name], op_state = pinned_apply(op, self.shardings.activations[op.name], params.get(op.name),
+                                                     state.get(op.name), inputs, labels)
             if op_state is not None:
                 new_state[op.name] = op_state
         return new_state

@@ -1,6 +1,7 @@
 """One worker of a local cluster: `python -m soap.worker FOLDER PROCESS_ID`, started by soap.devices.
 
-Reads FOLDER/cluster.json (coordinator address, worker count, cores) and FOLDER/job.json (a ClusterJob),
+Reads FOLDER/cluster.json (coordinator address, worker count, cores) and FOLDER/job.json (a ClusterJob,
+with the initial parameters and state of a user's model beside it),
 pins itself and joins the cluster (soap.join.join_cluster: jax.distributed, gloo on CPU), runs every
 strategy of the job, and as process 0 writes the results into FOLDER and prints one line per strategy.
 A SoapError is printed as one line ("error: ...") and exits 2, so that the parent can report it.
@@ -25,14 +26,14 @@ def main(folder: Path, process_id: int) -> int:
     from soap.strategy import strategy_from_json
 
     try:
-        job = ClusterJob.from_json(job_json)
+        job = ClusterJob.from_json(job_json, folder)
         graph = graph_from_json(job.graph, "the job's graph")
         strategies = [strategy_from_json(text, graph, jax.device_count(), source=f"strategy {k} of the job")
                       for k, text in enumerate(job.strategies)]
         results = []
         for k, strategy in enumerate(strategies):
             barrier(f"strategy {k}")
-            results.append(run_strategy(graph, strategy, job.run))
+            results.append(run_strategy(graph, strategy, job.run, initial=job.initial))
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

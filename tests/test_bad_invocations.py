@@ -2,8 +2,9 @@
 
 Each case names a command's module, its arguments and a piece of the message (the rule or the value it
 must name). Paths in the arguments may use {tmp} (a fresh folder), {binary} (a file of non-UTF-8
-bytes), {text} (a text file that is not JSON), {file} (a plain file, to put a path under) and {dir} (a
-folder). The commands run in this process through their `main(argv)`, which is what `python -m`
+bytes), {text} (a text file that is not JSON), {file} (a plain file, to put a path under), {dir} (a
+folder), {models} (a file of user models: Linear, a flax module; Sorted, one that sorts its logits;
+NUMBER, not a module) and {broken} (a Python file that raises as it imports). The commands run in this process through their `main(argv)`, which is what `python -m`
 calls; a few run as real subprocesses too, to check the interpreter's own exit.
 """
 
@@ -106,7 +107,46 @@ CASES = [
          "calibrate-worker-id"),
     case("benchmarks.op_breakdown_worker", ["{tmp}"], "required: process_id", "op-breakdown-worker-args"),
     case("soap.epoch_worker", ["{tmp}", "-1"], "PROCESS_ID must be an integer >= 0, got -1", "epoch-worker-id"),
+    # a user's flax model as path/to/file.py:NAME (models.resolve)
+    case("search.optimize", ["--model", "{tmp}/none.py:Net", "--gpus", "2"],
+         "model file '{tmp}/none.py' does not exist; pass path/to/file.py:NAME", "optimize-user-file-missing"),
+    case("search.optimize", ["--model", "{broken}:Net", "--gpus", "2"],
+         "model file '{broken}' does not import (line 2: RuntimeError: no GPU here); fix the file",
+         "optimize-user-file-does-not-import"),
+    case("search.optimize", ["--model", "{models}:Net", "--gpus", "2"],
+         "{models} has no 'Net'; the nnx.Module classes it defines: Linear, Sorted", "optimize-user-no-name"),
+    case("search.optimize", ["--model", "{models}:NUMBER", "--gpus", "2"],
+         "'NUMBER' in {models} is not an nnx.Module subclass or a function returning one (its type: int)",
+         "optimize-user-not-a-module"),
+    case("search.optimize", ["--model", "{models}:Sorted", "--gpus", "2"],
+         "{models}:15: cannot import the root module (Sorted): it computes 'sort'. SOAP imports nnx.Conv",
+         "optimize-user-unsupported-primitive"),
+    case("models", ["{tmp}/none.py:Net"], "model file '{tmp}/none.py' does not exist", "models-user-file-missing"),
+    case("models", ["{broken}:Net"], "does not import (line 2: RuntimeError: no GPU here)", "models-user-broken"),
+    case("models", ["{models}:NUMBER"], "is not an nnx.Module subclass", "models-user-not-a-module"),
+    case("models", ["{models}:Sorted"], "it computes 'sort'", "models-user-unsupported"),
+    case("models", ["{models}:Linear", "--dataset", "dogs-vs-cats"], "calling Linear on a 128x224x224x3 float32 image "
+         "batch (dogs-vs-cats) failed: TypeError: dot_general requires", "models-user-wrong-images"),
 ]
+USER_MODELS = """from flax import nnx
+import jax.numpy as jnp
+
+
+class Linear(nnx.Module):
+    def __init__(self, rngs):
+        self.fc = nnx.Linear(64 * 64 * 3, 200, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
+class Sorted(Linear):
+    def __call__(self, x):
+        return jnp.sort(super().__call__(x), axis=-1)
+
+
+NUMBER = 3
+"""
 WORKERS = {"soap.worker", "simulator.calibrate_worker", "benchmarks.op_breakdown_worker", "soap.epoch_worker"}
 
 
@@ -116,8 +156,11 @@ def paths(tmp_path) -> dict[str, str]:
     (tmp_path / "text.json").write_text("these are words, not JSON\n")
     (tmp_path / "plain").write_text("a file\n")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "user_models.py").write_text(USER_MODELS)
+    (tmp_path / "broken.py").write_text("import math\nraise RuntimeError('no GPU here')\n")
     return {"tmp": str(tmp_path), "binary": str(tmp_path / "binary.json"), "text": str(tmp_path / "text.json"),
-            "file": str(tmp_path / "plain"), "dir": str(tmp_path / "folder")}
+            "file": str(tmp_path / "plain"), "dir": str(tmp_path / "folder"), "models": str(tmp_path / "user_models.py"),
+            "broken": str(tmp_path / "broken.py")}
 
 
 def run_in_process(module: str, args: list[str]) -> int:

@@ -1,0 +1,619 @@
+"""A user's flax nnx module imported as the operator graph the zoo builds, with the module's own parameters.
+
+    module = load_user_model("path/to/file.py:NAME")        # models.user_model (or any nnx.Module)
+    imported = import_model(module, "tiny-imagenet", 128)
+    imported.graph                                           # an OpGraph ending with the softmax_xent loss
+    imported.params, imported.state                          # op name -> {name: array}, as models.network
+    module_with(imported.graph, imported.params)             # the graph's network on the module's parameters
+    imported.module_paths(grads)                             # per-op values keyed by the module's nnx paths
+
+An abstract module (`nnx.eval_shape(lambda: Model(rngs=nnx.Rngs(0)))`) imports as well, its arrays then
+jax.ShapeDtypeStruct: enough for the graph, the search and the simulator.
+
+How: models.trace turns `module(images)` (training mode) into live primitive steps, each knowing the
+innermost module call computing it. The importer walks them in order, giving every variable a meaning:
+the images, an op's output, a view of a parameter (reshaped or broadcast), a constant, or a partial
+pattern (a window sum awaiting its divisor). Patterns, one small function per primitive:
+
+    conv_general_dilated(x, kernel)   NHWC x HWIO, SAME or VALID pads, no dilation or groups -> conv2d
+    dot_general(x, kernel)            (N, F) x (F, U)                                        -> dense
+    + bias                            a channel vector right after a conv or dense product   -> fused bias
+    max(x, 0)                         after conv, dense, batch_norm or add, read nowhere else -> fused ReLU
+    reduce_window_max                 (1, kh, kw, 1) windows                                 -> pool2d
+    reduce_window_sum / (kh * kw)     flax's avg_pool (padding counted)                      -> avg_pool2d
+    reduce_sum over H, W / (H * W)    a mean over height and width                           -> global_avg_pool
+    reshape (N, H, W, C) -> (N, HWC)                                                         -> flatten
+    x + y of two activations                                                                 -> add
+    concatenate on the last dim                                                              -> concat
+    every step of one nnx.BatchNorm call (training mode)                                     -> batch_norm
+
+Batch norm is taken by its module boundary rather than its arithmetic: a call of an nnx.BatchNorm (flax's
+own __call__, not a subclass's) reads one activation and its scale and bias and returns one activation
+(its running averages, updated beside, feed nothing the logits need). The module's settings must be the
+ones models/kinds/batch_norm.py computes.
+Anything else (a sort, a while loop, a custom call, a multiply) is one ModelImportError line naming the
+primitive, the module path, the user's file and line, and what is supported.
+
+Program order is the order the forward computes the ops in. The graph holds every parameter the module
+holds (a parameter the forward never reads, or reads twice, is an error), so parameter counts agree, and
+its FLOPs are the kinds' formulas on the traced shapes.
+
+Names: an op with parameters is named after the module owning its kernel (batch norm: its scale), e.g.
+`blocks.3.conv`; where one module's parameters feed several ops, or the root module owns them, after the
+parameter's own path (`w`). An op
+without parameters is named after the innermost module computing it when it is that module's only such op
+(a residual block's add: `res_a`), else `<module>.<kind>` (`blocks.3.add`; `add` at the root), with `_1`,
+`_2`, ... where one module computes several of a kind. The loss is `loss`.
+
+Parameters keep their layout: flax's Conv kernel is HWIO and Linear's (in, out), as models.network builds
+them, so each op's arrays are the module's own, unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from models.datasets import dataset_shape
+from models.errors import ModelImportError, ShapeError, SoapError
+from models.graph import GraphBuilder, OpGraph
+from models.kinds import batch_norm as batch_norm_kind
+from models.op import OpKind, Padding, same_padding
+from models.trace import Const, Path, Step, Trace, path_str, trace_module
+from models.user_model import summary
+
+SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, SAME or VALID, no dilation or groups), nnx.Linear "
+             "with bias, nnx.BatchNorm in training mode, ReLU after those or after an add, nnx.max_pool, "
+             "nnx.avg_pool, a mean over height and width, a reshape to (batch, features), the sum of two "
+             "activations and jnp.concatenate on the channels")
+LOSS_NAME = "loss"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one array of the graph's layout lives in the user's module: op `op`'s `name` is the module's
+    variable at nnx state path `path` (a trainable nnx.Param, or non-trainable state)."""
+
+    op: str
+    name: str
+    path: Path
+    trainable: bool
+
+
+@dataclass(frozen=True, eq=False)
+class ImportedModel:
+    """A user's module as SOAP sees it: its operator graph and its own parameters and state, laid out per op
+    as models.network lays them out (op name -> {param name -> array}). Treat as a value."""
+
+    graph: OpGraph
+    params: dict[str, dict[str, jax.Array]]
+    state: dict[str, dict[str, jax.Array]]
+    sources: tuple[Source, ...]
+
+    def module_paths(self, values: Mapping[str, Mapping[str, object]]) -> dict[Path, object]:
+        """Per-op values (parameters, gradients, shardings) keyed by the user's nnx state paths instead."""
+        return {source.path: values[source.op][source.name] for source in self.sources
+                if source.op in values and source.name in values[source.op]}
+
+
+def import_model(module: nnx.Module, dataset: str, batch_size: int) -> ImportedModel:
+    """Trace `module` on the dataset's image batch and return its graph with its parameters and state."""
+    if not isinstance(module, nnx.Module):
+        raise ModelImportError(f"import_model takes an nnx.Module, got {type(module).__name__}; build the model first")
+    if batch_size < 1:
+        raise SoapError(f"batch size must be a positive integer, got {batch_size}; try --batch-size 128")
+    shape = dataset_shape(dataset)
+    images = jax.ShapeDtypeStruct((batch_size, shape.height, shape.width, shape.channels), jnp.float32)
+    model = type(module).__name__
+    try:
+        trace = trace_module(module, images)
+    except Exception as error:  # the user's own forward failing on the dataset's images: one line, not a traceback
+        raise ModelImportError(f"calling {model} on a {_shape_str(images.shape)} float32 image batch ({dataset}) "
+                               f"failed: {summary(error)}; its __call__ must take the dataset's NHWC image batch and "
+                               f"return the logits") from None
+    drafts = _Matcher(trace).match()
+    _require_logits(drafts[-1], model, dataset, (batch_size, shape.classes))
+    _require_every_param_read(trace, drafts, model)
+    names = _names(drafts)
+    graph = _build(drafts, names, model, dataset, images.shape)
+    sources = _sources(drafts, names)
+    return ImportedModel(graph, *_values(module, sources), sources)
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """An op found in the trace, before it is named and added to the graph. `inputs` are draft indices
+    (None: the image batch); `output` the variable holding its output now (fusing a bias or a ReLU moves
+    it); `params` and `state` name each array's nnx path."""
+
+    kind: OpKind
+    inputs: tuple[int | None, ...]
+    output: int
+    shape: tuple[int, ...]
+    scope: str
+    where: str
+    params: tuple[tuple[str, Path], ...] = ()
+    state: tuple[tuple[str, Path], ...] = ()
+    kernel_hw: tuple[int, int] | None = None
+    stride_hw: tuple[int, int] | None = None
+    padding: Padding | None = None
+    relu: bool = False
+
+
+# What a variable of the trace means.
+@dataclass(frozen=True)
+class _Tensor:
+    draft: int | None  # the op producing it; None for the image batch
+
+
+@dataclass(frozen=True)
+class _ParamView:
+    path: Path
+    raw: bool  # the parameter itself, not reshaped
+    channels_last: bool  # a vector parameter laid along the last axis (a bias, ready to add)
+
+
+@dataclass(frozen=True)
+class _StateView:
+    path: Path
+
+
+@dataclass(frozen=True)
+class _WindowSum:
+    source: int | None
+    window: tuple
+
+
+@dataclass(frozen=True)
+class _SpatialSum:
+    source: int | None
+
+
+class _Matcher:
+    """Walks the trace's steps in order, turning them into drafts (one handler per primitive)."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.values: dict[int, object] = {trace.images: _Tensor(None)}
+        for number, path in enumerate(trace.leaf_paths):
+            self.values[number] = (_ParamView(path, True, len(trace.shapes[number]) == 1)
+                                   if path in trace.param_paths else _StateView(path))
+        self.leaf_numbers = {path: number for number, path in enumerate(trace.leaf_paths)}
+        self.drafts: list[_Draft] = []
+        self.read_params: set[Path] = set()
+        self.batch_norms: set[str] = set()
+
+    def match(self) -> list[_Draft]:
+        steps = self.trace.steps
+        index = 0
+        while index < len(steps):
+            step = steps[index]
+            if _is_flax_batch_norm(self.trace.modules.get(step.scope)):
+                end = index
+                while end < len(steps) and (steps[end].scope, steps[end].call) == (step.scope, step.call):
+                    end += 1
+                self._batch_norm(steps[index:end])
+                index = end
+                continue
+            self._step(step)
+            index += 1
+        logits = self.values.get(self.trace.logits) if isinstance(self.trace.logits, int) else None
+        if not isinstance(logits, _Tensor) or logits.draft is None:
+            raise ModelImportError(f"the module's output is not computed by any layer from the images; "
+                                   f"__call__ must return the logits. {SUPPORTED}")
+        assert logits.draft == len(self.drafts) - 1, "program order ends with the logits' op"
+        return self.drafts
+
+    def _step(self, step: Step) -> None:
+        if all(isinstance(atom, Const) for atom in step.inputs):  # constants beside the model (iota, casts)
+            self.values.update((output, Const(None)) for output in step.outputs)
+            return
+        handler = getattr(self, "_on_" + step.primitive, None)
+        if handler is None:
+            self._fail(step, f"computes '{step.primitive}'")
+        handler(step)
+
+    # Helpers.
+
+    def _fail(self, step: Step, what: str) -> None:
+        module = type(self.trace.modules[step.scope]).__name__
+        where = f"module '{step.scope}' ({module})" if step.scope else f"the root module ({module})"
+        raise ModelImportError(f"{step.where or 'unknown line'}: cannot import {where}: it {what}. {SUPPORTED}")
+
+    def _arg(self, atom):
+        return atom if isinstance(atom, Const) else self.values[atom]
+
+    def _args(self, step: Step) -> tuple:
+        return tuple(self._arg(atom) for atom in step.inputs)
+
+    def _shape(self, atom) -> tuple[int, ...]:
+        return self.trace.shapes[atom]
+
+    def _tensor(self, step: Step, atom, rank: int | None = None) -> _Tensor:
+        value = self._arg(atom)
+        if not isinstance(value, _Tensor) or (rank is not None and len(self._shape(atom)) != rank):
+            self._fail(step, f"applies '{step.primitive}' to {self._describe(atom)}")
+        return value
+
+    def _describe(self, atom) -> str:
+        value = self._arg(atom)
+        if isinstance(value, _ParamView):
+            return f"parameter '{path_str(value.path)}'"
+        if isinstance(value, _StateView):
+            return f"non-trainable variable '{path_str(value.path)}'"
+        if isinstance(value, Const):
+            return "a constant"
+        if isinstance(value, _Tensor):
+            return f"an activation of shape {self._shape(atom)}"
+        return "a partial reduction"
+
+    def _add_draft(self, step: Step, draft: _Draft) -> None:
+        if self.trace.dtypes[draft.output] != "float32":
+            self._fail(step, f"computes in {self.trace.dtypes[draft.output]} (SOAP's graphs are float32)")
+        self.drafts.append(draft)
+        self.values[draft.output] = _Tensor(len(self.drafts) - 1)
+
+    def _new(self, step: Step, kind: OpKind, inputs: tuple[int | None, ...], **fields) -> None:
+        output = step.outputs[0]
+        self._add_draft(step, _Draft(kind, inputs, output, self._shape(output), step.scope, step.where, **fields))
+
+    def _read_param(self, step: Step, view: _ParamView) -> Path:
+        if view.path in self.read_params:
+            self._fail(step, f"reads parameter '{path_str(view.path)}' a second time (shared weights)")
+        if self.trace.dtypes[self.leaf_numbers[view.path]] != "float32":
+            self._fail(step, f"holds parameter '{path_str(view.path)}' in a dtype other than float32")
+        self.read_params.add(view.path)
+        return view.path
+
+    def _fusable(self, atom, kinds: tuple[OpKind, ...]) -> _Draft | None:
+        """The draft whose current output `atom` is, if one of `kinds` and nothing else reads `atom`."""
+        value = self._arg(atom)
+        if not isinstance(value, _Tensor) or value.draft is None or self.trace.uses[atom] != 1:
+            return None
+        draft = self.drafts[value.draft]
+        return draft if draft.kind in kinds and draft.output == atom else None
+
+    def _fuse(self, step: Step, atom, draft: _Draft) -> None:
+        index = self.values[atom].draft
+        self.drafts[index] = replace(draft, output=step.outputs[0])
+        self.values[step.outputs[0]] = _Tensor(index)
+
+    def _alias(self, step: Step, value) -> None:
+        self.values[step.outputs[0]] = value
+
+    # Layers with parameters.
+
+    def _on_conv_general_dilated(self, step: Step) -> None:
+        x, kernel = step.inputs
+        source = self._tensor(step, x, rank=4)
+        view = self._arg(kernel)
+        params = step.params
+        numbers = params["dimension_numbers"]
+        if not isinstance(view, _ParamView) or not view.raw or len(self._shape(kernel)) != 4:
+            self._fail(step, f"convolves with {self._describe(kernel)} instead of a 4-d kernel parameter")
+        if (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) != ((0, 3, 1, 2), (3, 2, 0, 1),
+                                                                                         (0, 3, 1, 2)):
+            self._fail(step, "computes a convolution whose layout is not NHWC images and an HWIO kernel")
+        if (set(params["lhs_dilation"]) | set(params["rhs_dilation"]) != {1} or params["feature_group_count"] != 1
+                or params["batch_group_count"] != 1):
+            self._fail(step, "computes a dilated or grouped convolution")
+        kh, kw = self._shape(kernel)[:2]
+        window = self._window(step, self._shape(x), (kh, kw), tuple(params["window_strides"]),
+                              tuple(params["padding"]))
+        self._new(step, OpKind.CONV2D, (source.draft,), params=(("kernel", self._read_param(step, view)),), **window)
+
+    def _on_dot_general(self, step: Step) -> None:
+        x, kernel = step.inputs
+        source = self._tensor(step, x, rank=2)
+        view = self._arg(kernel)
+        if not isinstance(view, _ParamView) or not view.raw or len(self._shape(kernel)) != 2:
+            self._fail(step, f"multiplies by {self._describe(kernel)} instead of a 2-d kernel parameter")
+        if step.params["dimension_numbers"] != (((1,), (0,)), ((), ())):
+            self._fail(step, "computes a dot_general other than (batch, in) x (in, out)")
+        self._new(step, OpKind.DENSE, (source.draft,), params=(("kernel", self._read_param(step, view)),))
+
+    def _batch_norm(self, steps: tuple[Step, ...]) -> None:
+        first = steps[0]
+        module = self.trace.modules[first.scope]
+        if first.scope in self.batch_norms:
+            self._fail(first, "is called a second time (shared weights)")
+        self.batch_norms.add(first.scope)
+        self._require_batch_norm_settings(first, module)
+        produced = {output for step in steps for output in step.outputs}
+        reads = [atom for step in steps for atom in step.inputs if isinstance(atom, int) and atom not in produced]
+        read_values = {atom: self.values[atom] for atom in reads}
+        if any(isinstance(value, _StateView) for value in read_values.values()):
+            self._fail(first, "normalizes with its running averages (evaluation mode: use_running_average=True "
+                              "passed in __call__), where SOAP trains with the batch's statistics")
+        tensors = {atom for atom, value in read_values.items() if isinstance(value, _Tensor)}
+        views = {value.path for value in read_values.values() if isinstance(value, _ParamView)}
+        internal = Counter(atom for step in steps for atom in step.inputs if atom in produced)
+        outputs = [atom for atom in sorted(produced) if self.trace.uses[atom] > internal[atom]]
+        scale, bias = (self._own_variable(first.scope, name) for name in ("scale", "bias"))
+        if len(tensors) != 1 or views != {scale, bias} or len(outputs) != 1:
+            self._fail(first, "is a batch norm reading other than one activation and its own scale and bias")
+        (x,) = tensors
+        for path in (scale, bias):
+            self._read_param(first, self.values[self.leaf_numbers[path]])
+        state = tuple((name, self._own_variable(first.scope, name)) for name in ("mean", "var"))
+        self._new(replace(first, outputs=(outputs[0],)), OpKind.BATCH_NORM, (self.values[x].draft,),
+                  params=(("scale", scale), ("bias", bias)), state=state)
+
+    def _own_variable(self, scope: str, name: str) -> Path:
+        """The state path of variable `name` of the module at `scope`."""
+        (path,) = (path for path in self.trace.leaf_paths if path[-1] == name and path_str(path[:-1]) == scope)
+        return path
+
+    def _require_batch_norm_settings(self, step: Step, module: nnx.BatchNorm) -> None:
+        expected = {"epsilon": batch_norm_kind.EPSILON, "momentum": batch_norm_kind.MOMENTUM, "use_bias": True,
+                    "use_scale": True, "use_fast_variance": True, "axis": -1, "axis_name": None}
+        for name, value in expected.items():
+            actual = getattr(module, name, value)
+            if actual != value and not (isinstance(value, float) and np.isclose(actual, value, rtol=1e-6)):
+                self._fail(step, f"is a BatchNorm with {name}={actual!r}, where SOAP's batch_norm computes "
+                                 f"{name}={value!r} (flax's default)")
+
+    # Elementwise and shape steps.
+
+    def _on_add(self, step: Step) -> None:
+        a, b = step.inputs
+        values = self._args(step)
+        if isinstance(values[0], _ParamView) or isinstance(values[1], _ParamView):
+            product, bias = (b, a) if isinstance(values[0], _ParamView) else (a, b)
+            self._fuse_bias(step, product, bias)
+        elif all(isinstance(value, _Tensor) for value in values) and a != b and self._shape(a) == self._shape(b):
+            if None in (values[0].draft, values[1].draft):
+                self._fail(step, "adds the image batch itself (read it through a layer first)")
+            self._new(step, OpKind.ADD, (values[0].draft, values[1].draft))
+        else:
+            self._fail(step, f"adds {self._describe(a)} and {self._describe(b)}")
+
+    def _fuse_bias(self, step: Step, product, bias) -> None:
+        draft = self._fusable(product, (OpKind.CONV2D, OpKind.DENSE))
+        view = self._arg(bias)
+        if (draft is None or draft.relu or len(draft.params) != 1 or not view.channels_last
+                or self._param_shape(view) != (draft.shape[-1],)):
+            self._fail(step, f"adds {self._describe(bias)} other than as the bias right after a conv or dense product")
+        self._fuse(step, product, replace(draft, params=draft.params + (("bias", self._read_param(step, view)),)))
+
+    def _param_shape(self, view: _ParamView) -> tuple[int, ...]:
+        return self.trace.shapes[self.leaf_numbers[view.path]]
+
+    def _on_max(self, step: Step) -> None:
+        a, b = step.inputs
+        if _is_zero(self._arg(b)):
+            x = a
+        elif _is_zero(self._arg(a)):
+            x = b
+        else:
+            self._fail(step, f"takes the maximum of {self._describe(a)} and {self._describe(b)} (only ReLU is taken)")
+        draft = self._fusable(x, (OpKind.CONV2D, OpKind.DENSE, OpKind.BATCH_NORM, OpKind.ADD))
+        if draft is None or draft.relu:
+            self._fail(step, f"applies a ReLU to {self._describe(x)}, which does not come right from a conv, dense, "
+                             f"batch norm or add read by nothing else")
+        self._fuse(step, x, replace(draft, relu=True))
+
+    def _on_reduce_window_max(self, step: Step) -> None:
+        source = self._tensor(step, step.inputs[0], rank=4)
+        self._new(step, OpKind.POOL2D, (source.draft,), **self._pool_window(step))
+
+    def _on_reduce_window_sum(self, step: Step) -> None:
+        source = self._tensor(step, step.inputs[0], rank=4)
+        window = self._pool_window(step)
+        self._alias(step, _WindowSum(source.draft, tuple(window.items())))
+
+    def _on_reduce_sum(self, step: Step) -> None:
+        source = self._tensor(step, step.inputs[0], rank=4)
+        if tuple(step.params["axes"]) != (1, 2):
+            self._fail(step, f"sums over axes {tuple(step.params['axes'])} (only a mean over height and width is "
+                             f"taken)")
+        self._alias(step, _SpatialSum(source.draft))
+
+    def _on_div(self, step: Step) -> None:
+        total, divisor = step.inputs
+        value, count = self._arg(total), self._arg(divisor)
+        if isinstance(value, _SpatialSum) and self.trace.uses[total] == 1:
+            _, height, width, _ = self._sum_input_shape(value)
+            if _scalar(count) == height * width:
+                return self._new(step, OpKind.GLOBAL_AVG_POOL, (value.source,))
+        if isinstance(value, _WindowSum) and self.trace.uses[total] == 1:
+            window = dict(value.window)
+            if _scalar(count) == math.prod(window["kernel_hw"]):
+                return self._new(step, OpKind.AVG_POOL2D, (value.source,), **window)
+        self._fail(step, f"divides {self._describe(total)} by {self._describe(divisor)} (only a mean over height and "
+                         f"width and flax's avg_pool are taken)")
+
+    def _sum_input_shape(self, value: _SpatialSum) -> tuple[int, ...]:
+        if value.source is None:
+            return self.trace.shapes[self.trace.images]
+        return self.drafts[value.source].shape
+
+    def _on_reshape(self, step: Step) -> None:
+        (atom,) = step.inputs
+        value, old, new = self._arg(atom), self._shape(atom), self._shape(step.outputs[0])
+        if isinstance(value, _ParamView):
+            vector = len(self._param_shape(value)) == 1 and set(new[:-1]) <= {1} and new[-1] == math.prod(new)
+            return self._alias(step, _ParamView(value.path, False, vector))
+        source = self._tensor(step, atom)
+        if new == old:
+            return self._alias(step, source)
+        if len(old) == 4 and new == (old[0], math.prod(old[1:])):
+            return self._new(step, OpKind.FLATTEN, (source.draft,))
+        self._fail(step, f"reshapes an activation from {old} to {new} (only (N, H, W, C) -> (N, H*W*C) is taken)")
+
+    def _on_broadcast_in_dim(self, step: Step) -> None:
+        (atom,) = step.inputs
+        value, old, new = self._arg(atom), self._shape(atom), self._shape(step.outputs[0])
+        if not isinstance(value, _ParamView):
+            self._fail(step, f"broadcasts {self._describe(atom)}")
+        dims = tuple(step.params["broadcast_dimensions"])
+        vector = value.channels_last and dims[-1] == len(new) - 1 and old[-1] == new[-1]
+        self._alias(step, _ParamView(value.path, False, vector))
+
+    def _on_convert_element_type(self, step: Step) -> None:
+        (atom,) = step.inputs
+        if self.trace.dtypes[atom] != str(np.dtype(step.params["new_dtype"])):
+            self._fail(step, f"converts {self._describe(atom)} to {np.dtype(step.params['new_dtype'])}")
+        self._alias(step, self._arg(atom))
+
+    def _on_copy(self, step: Step) -> None:
+        self._alias(step, self._arg(step.inputs[0]))
+
+    _on_copy_p = _on_copy
+
+    def _on_concatenate(self, step: Step) -> None:
+        sources = [self._tensor(step, atom) for atom in step.inputs]
+        rank = len(self._shape(step.outputs[0]))
+        if step.params["dimension"] != rank - 1 or any(source.draft is None for source in sources):
+            self._fail(step, f"concatenates on axis {step.params['dimension']} of rank-{rank} activations "
+                             f"(only layer outputs joined on their channels, the last axis, are taken)")
+        self._new(step, OpKind.CONCAT, tuple(source.draft for source in sources))
+
+    # Windows.
+
+    def _pool_window(self, step: Step) -> dict:
+        params = step.params
+        dims, strides, pads = (tuple(params[key]) for key in ("window_dimensions", "window_strides", "padding"))
+        if (dims[0], dims[3], strides[0], strides[3], pads[0], pads[3]) != (1, 1, 1, 1, (0, 0), (0, 0)) or (
+                set(params["base_dilation"]) | set(params["window_dilation"]) != {1}):
+            self._fail(step, f"pools with windows {dims} and strides {strides} (only over height and width)")
+        return self._window(step, self._shape(step.inputs[0]), dims[1:3], strides[1:3], pads[1:3])
+
+    def _window(self, step: Step, in_shape, kernel_hw, stride_hw, pads) -> dict:
+        sizes = in_shape[1:3]
+        same = tuple(same_padding(size, k, s) for size, k, s in zip(sizes, kernel_hw, stride_hw))
+        pads = tuple(tuple(pad) for pad in pads)
+        if pads == same:
+            padding = Padding.SAME
+        elif pads == ((0, 0), (0, 0)):
+            padding = Padding.VALID
+        else:
+            self._fail(step, f"pads by {pads}, which is neither SAME {same} nor VALID for a {kernel_hw[0]}x"
+                             f"{kernel_hw[1]} window of stride {stride_hw} on {sizes[0]}x{sizes[1]} images")
+        return dict(kernel_hw=tuple(kernel_hw), stride_hw=tuple(stride_hw), padding=padding)
+
+
+def _is_flax_batch_norm(module) -> bool:
+    """An nnx.BatchNorm computing flax's own __call__ (a subclass overriding it may compute more)."""
+    return isinstance(module, nnx.BatchNorm) and type(module).__call__ is nnx.BatchNorm.__call__
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, Const) and value.value is not None and value.value.size == 1 and value.value == 0
+
+
+def _scalar(value) -> float | None:
+    if isinstance(value, Const) and value.value is not None and value.value.size == 1:
+        return float(value.value)
+    return None
+
+
+def _shape_str(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _require_logits(last: _Draft, model: str, dataset: str, expected: tuple[int, int]) -> None:
+    if last.shape != expected:
+        raise ModelImportError(f"{model} returns logits of shape {last.shape} on {dataset}, but the loss needs "
+                               f"(batch, classes) = {expected}; end the module with a layer to {expected[1]} classes")
+
+
+def _require_every_param_read(trace: Trace, drafts: list[_Draft], model: str) -> None:
+    read = {path for draft in drafts for _, path in draft.params}
+    unread = sorted(path_str(path) for path in trace.param_paths - read)
+    if unread:
+        raise ModelImportError(f"{model} holds parameters its forward never reads ({', '.join(unread[:5])}"
+                               f"{', ...' if len(unread) > 5 else ''}); the graph must hold every parameter the "
+                               f"module holds: remove them or use them")
+
+
+def _names(drafts: list[_Draft]) -> list[str]:
+    """Each draft's op name (see the module docstring)."""
+    owners = [path_str(draft.params[0][1][:-1]) if draft.params else None for draft in drafts]  # kernel or scale
+    shared = {owner for owner, count in Counter(owners).items() if count > 1}
+    names: list[str | None] = [None] * len(drafts)
+    for index, (draft, owner) in enumerate(zip(drafts, owners)):
+        if owner is not None:
+            names[index] = owner if owner and owner not in shared else path_str(draft.params[0][1])
+    taken = {name for name in names if name is not None}
+    plain = [index for index, name in enumerate(names) if name is None]
+    per_scope = Counter(drafts[index].scope for index in plain)
+    per_kind = Counter((drafts[index].scope, drafts[index].kind) for index in plain)
+    seen: Counter = Counter()
+    for index in plain:
+        draft = drafts[index]
+        if draft.scope and per_scope[draft.scope] == 1 and draft.scope not in taken:
+            name = draft.scope
+        else:
+            name = f"{draft.scope}.{draft.kind.value}" if draft.scope else draft.kind.value
+            if per_kind[draft.scope, draft.kind] > 1:
+                seen[draft.scope, draft.kind] += 1
+                name += f"_{seen[draft.scope, draft.kind]}"
+        names[index] = name
+    return names
+
+
+def _build(drafts: list[_Draft], names: list[str], model: str, dataset: str, input_shape) -> OpGraph:
+    """The drafts as an OpGraph (program order: the order they were found), ending with the loss."""
+    builder = GraphBuilder(model, dataset, tuple(input_shape))
+    for draft, name in zip(drafts, names):
+        sources = [None if source is None else names[source] for source in draft.inputs]
+        try:
+            _add(builder, draft, name, sources)
+        except ShapeError as error:
+            raise ModelImportError(f"{draft.where}: {error}") from None
+        assert builder.shape(name) == draft.shape, (name, builder.shape(name), draft.shape)
+    loss = LOSS_NAME if LOSS_NAME not in names else OpKind.SOFTMAX_XENT.value
+    builder.softmax_xent(loss, input=names[-1])
+    return builder.build(input_shape[0])
+
+
+def _add(builder: GraphBuilder, draft: _Draft, name: str, sources: list[str | None]) -> None:
+    window = dict(kernel=draft.kernel_hw, stride=draft.stride_hw, padding=draft.padding)
+    kind = draft.kind
+    if kind is OpKind.CONV2D:
+        builder.conv2d(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1, input=sources[0], **window)
+    elif kind is OpKind.DENSE:
+        if len(draft.params) == 1:
+            raise ShapeError(f"dense {name!r} has no bias; SOAP's dense op adds one: use nnx.Linear(use_bias=True)")
+        builder.dense(name, draft.shape[-1], relu=draft.relu, input=sources[0])
+    elif kind is OpKind.POOL2D:
+        builder.pool2d(name, input=sources[0], **window)
+    elif kind is OpKind.AVG_POOL2D:
+        builder.avg_pool2d(name, input=sources[0], **window)
+    elif kind is OpKind.GLOBAL_AVG_POOL:
+        builder.global_avg_pool(name, input=sources[0])
+    elif kind is OpKind.BATCH_NORM:
+        builder.batch_norm(name, relu=draft.relu, input=sources[0])
+    elif kind is OpKind.ADD:
+        builder.add(name, inputs=sources, relu=draft.relu)
+    elif kind is OpKind.CONCAT:
+        builder.concat(name, inputs=sources)
+    else:
+        assert kind is OpKind.FLATTEN, kind
+        builder.flatten(name, input=sources[0])
+
+
+def _sources(drafts: list[_Draft], names: list[str]) -> tuple[Source, ...]:
+    return tuple(Source(name, array, path, trainable)
+                 for draft, name in zip(drafts, names)
+                 for arrays, trainable in ((draft.params, True), (draft.state, False))
+                 for array, path in arrays)
+
+
+def _values(module: nnx.Module, sources: tuple[Source, ...]) -> tuple[dict, dict]:
+    """The module's own arrays in the per-op layout: (params, state)."""
+    variables = dict(nnx.to_flat_state(nnx.state(module)))
+    params: dict[str, dict[str, jax.Array]] = {}
+    state: dict[str, dict[str, jax.Array]] = {}
+    for source in sources:
+        (params if source.trainable else state).setdefault(source.op, {})[source.name] = \
+            variables[source.path].get_value()
+    return params, state

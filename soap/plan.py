@@ -1,0 +1,154 @@
+"""A sharding plan for a user's own training step: a strategy applied to their flax nnx model as it is.
+
+    plan = shard_plan(model, "runs/x/strategy.json", dataset="tiny-imagenet", batch_size=16)
+    nnx.update(model, jax.device_put(nnx.state(model), plan.state_shardings))   # parameters and state placed
+    logits = plan.forward(model, images)           # in the user's own jitted step, instead of model(images)
+
+`shard_plan` imports the model (models.importer: its operator graph, ops named by module path) and lowers
+the strategy (soap.lowering) as SOAP's own runtime does. What the user takes home:
+
+- `state_shardings`: an nnx.State matching `nnx.state(model)`, each leaf the NamedSharding of that array
+  (op `blocks.3.conv`'s kernel split on its output channels where the strategy splits that op's
+  channels; replicated over the strategy's devices where it splits the batch); leaves the graph does
+  not hold (an RNG counter) are replicated over all of the strategy's devices.
+- `mesh` (one mesh over the strategy's devices, which every op's mesh refines) and `meshes` (op name ->
+  the op's own mesh, one axis per output dim), `images_sharding` and `labels_sharding` for the batch.
+- `forward(model, images)`: the model's logits with every op's input and output pinned by
+  `with_sharding_constraint`, reading the model's own variables (so nnx.value_and_grad differentiates
+  them) and writing batch norm's running averages back into the model, as its training-mode call does.
+
+Why `forward` computes the imported graph (soap.step.pinned_apply on the module's own arrays) rather
+than the module's `__call__` with constraints slipped in: the importer has matched every primitive of the
+module's forward to an op of the graph (same parameters, and the same loss and gradients: tests/models/
+test_importer.py), and the runtime must pin each op's INPUT as well as its output, since XLA computes a
+conv wrongly when its input is split spatially and its kernel on output channels (ARCHITECTURE.md, what
+the runtime learned). So the user's jitted step runs exactly the program SOAP's runtime runs for the
+strategy, with the numerics of one device.
+
+A plan is one SPMD program: a strategy that puts ops on device subsets (several soap.stages stages) is
+one PlanError line saying how to run it through SOAP's staged runtime instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from models.cli import read_text
+from models.errors import SoapError
+from models.graph_file import DATA
+from models.graph import OpGraph
+from models.importer import ImportedModel, Source, import_model
+from models.network import loss_op
+from models.trace import Path
+from soap.lowering import strategy_shardings
+from soap.stages import sources as op_sources, stage_mesh
+from soap.step import Shardings, input_sharding, pinned_apply, step_stages
+from soap.strategy import Strategy, strategy_from_json
+
+RUN_STAGED = ("run it through SOAP's staged runtime: python -m search.optimize --model path/to/file.py:NAME --init "
+              "strategy.json, or soap.runner.run_strategy(imported.graph, strategy, initial=InitialValues("
+              "imported.params, imported.state)); or plan a strategy whose ops all use the same devices "
+              "(e.g. soap.baselines.data_parallel)")
+
+
+class PlanError(SoapError):
+    """A strategy that a plan for the user's own step cannot apply (several stages)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ShardPlan:
+    """A strategy lowered onto a user's nnx model (see the module docstring). It keeps the imported graph
+    and where each of its arrays lives in the model (`sources`), not the model's arrays."""
+
+    graph: OpGraph
+    sources: tuple[Source, ...]
+    strategy: Strategy
+    shardings: Shardings
+    state_shardings: nnx.State
+    mesh: Mesh
+    meshes: dict[str, Mesh]
+    images_sharding: NamedSharding
+    labels_sharding: NamedSharding
+
+    def forward(self, model: nnx.Module, images: jax.Array) -> jax.Array:
+        """The logits of `model` (training mode) on `images`, every op placed as the strategy says;
+        batch norm's running averages are updated in the model."""
+        graph = self.graph
+        variables = _variables(model)
+        params = _per_op(self.sources, variables, trainable=True)
+        state = _per_op(self.sources, variables, trainable=False)
+        paths = {(source.op, source.name): source.path for source in self.sources}
+        logits = graph.producers(loss_op(graph).name)[0]
+        values = {DATA: images}
+        for op in graph.ops[:graph.index(logits) + 1]:
+            inputs = tuple(values[name] for name in op_sources(graph, op))
+            values[op.name], new_state = pinned_apply(op, self.shardings.activations[op.name], params.get(op.name),
+                                                      state.get(op.name), inputs)
+            for name, value in (new_state or {}).items():
+                variables[paths[op.name, name]].set_value(value)
+        return values[logits]
+
+
+def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dataset: str, batch_size: int,
+               devices: Sequence[jax.Device] | None = None) -> ShardPlan:
+    """The plan of `strategy` (a Strategy for the model's imported graph, or a strategy.json written by
+    search.optimize) for `model` trained on `dataset` in batches of `batch_size`; strategy device id i is
+    `devices[i]` (default: jax.devices())."""
+    imported = import_model(model, dataset, batch_size)
+    graph = imported.graph
+    if not isinstance(strategy, Strategy):
+        text = read_text("strategy", os.fspath(strategy), "a strategy.json written by search.optimize")
+        strategy = strategy_from_json(text, graph, _num_devices(text), source=f"strategy {os.fspath(strategy)!r}")
+    shardings = strategy_shardings(graph, strategy, devices)
+    stages = step_stages(graph, shardings)
+    if len(stages) > 1:
+        raise PlanError(f"the strategy puts {graph.model}'s ops on different device sets ({len(stages)} stages, the "
+                        f"first {list(stages[0].names)}), which one jitted step cannot run; {RUN_STAGED}")
+    (stage,) = stages
+    mesh = stage_mesh([sharding for op in stage.ops for sharding in (
+        shardings.activations[op.name], *shardings.params.get(op.name, {}).values())])
+    meshes = {name: sharding.mesh for name, sharding in shardings.activations.items()}
+    labels = shardings.activations[loss_op(graph).name]
+    first = graph.ops[0]
+    images = input_sharding(first, shardings.activations[first.name])  # where the first op reads them
+    state_shardings = _state_shardings(model, imported, shardings, mesh)
+    return ShardPlan(graph, imported.sources, strategy, shardings, state_shardings, mesh, meshes, images, labels)
+
+
+def _num_devices(text: str) -> int:
+    """The device count a strategy file says (strategy_from_json then checks the rest); the process's
+    device count where the file does not say one, for strategy_from_json's own one-line error."""
+    try:
+        count = json.loads(text).get("num_devices")
+    except (ValueError, AttributeError):
+        count = None
+    return count if isinstance(count, int) and count > 0 else jax.device_count()
+
+
+def _variables(model: nnx.Module) -> dict[Path, nnx.Variable]:
+    """The model's live variables by nnx state path (reading and setting them reads and sets the model's)."""
+    return {path: node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Variable)}
+
+
+def _per_op(sources: tuple[Source, ...], variables: dict[Path, nnx.Variable], trainable: bool) -> dict:
+    """The model's current arrays in the graph's per-op layout (op -> {name -> array})."""
+    tree: dict[str, dict[str, jax.Array]] = {}
+    for source in sources:
+        if source.trainable == trainable:
+            tree.setdefault(source.op, {})[source.name] = variables[source.path].get_value()
+    return tree
+
+
+def _state_shardings(model: nnx.Module, imported: ImportedModel, shardings: Shardings, mesh: Mesh) -> nnx.State:
+    """nnx.state(model) with each array's NamedSharding in its place."""
+    by_path = {**imported.module_paths(shardings.params), **imported.module_paths(shardings.state)}
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return nnx.from_flat_state([(path, variable.replace(by_path.get(path, replicated)))
+                                for path, variable in nnx.to_flat_state(nnx.state(model))])
