@@ -4,11 +4,14 @@
 
 Every timing compiles and warms up first, then takes the median of several runs, each waited for with
 `block_until_ready` (soap.timing.time_steps). An op is timed as its local op (what one task computes,
-models.op.local_op): forward alone, and forward plus VJP; backward = the difference, as a training step
-computes the backward after a forward whose activations it keeps.
+models.op.local_op): forward alone, and forward plus VJP returning the forward's output beside the
+gradients; backward = the difference, as a training step computes the backward after a forward whose
+output it keeps (the next op reads it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +26,9 @@ from soap.timing import time_steps
 from simulator.cost import MiB, OpCost
 
 
-def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
-    """Forward and backward milliseconds of `op` (a local op) on this process's first device."""
+def local_op_programs(op: Op) -> tuple[tuple[Callable, tuple], tuple[Callable, tuple]]:
+    """The two programs calibration times for `op` (a local op), jitted, each with its arguments: its
+    forward, and its forward plus VJP, which returns the forward's output beside the gradients."""
     layer = op_layer(op, nnx.Rngs(0))
     params = layer_params(layer) if layer is not None else {}
     rng = np.random.default_rng(0)
@@ -35,20 +39,30 @@ def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
         return apply_op(op, params or None, inputs, labels)
 
     # The output's gradient is an argument of random values: a constant one (jnp.ones_like) lets XLA fold
-    # much of the backward away (a batch norm's backward timed 0.1-3 ms alone and 28-44 ms in a step).
+    # much of the backward away (a batch norm's backward timed 0.1-3 ms alone).
     cotangent = jnp.asarray(rng.standard_normal(op.output_shape), dtype=op.dtype)
 
+    # The output is returned, as a step keeps it for the next op: returning only the gradients let XLA
+    # drop every part of the forward the backward does not read, for a conv without ReLU all of it (its
+    # gradients need only its input, kernel and output gradient), so backward = total - forward came out
+    # short by the forward (one core, 2026-11-30: ResNet-18's res2a_branch2b forward 26 ms, forward plus
+    # VJP 69 ms without the forward conv, 93 ms with it; its ops summed 23-26% under its step, -3% to +9% now).
     def forward_backward(params, inputs, cotangent):
         if not op.input_grad:  # the data batch: a training step differentiates the weights only
-            _, pullback = jax.vjp(lambda params: forward(params, inputs), params)
+            output, pullback = jax.vjp(lambda params: forward(params, inputs), params)
         else:
-            _, pullback = jax.vjp(forward, params, inputs)
-        return pullback(cotangent)
+            output, pullback = jax.vjp(forward, params, inputs)
+        return output, pullback(cotangent)
 
+    return (jax.jit(forward), (params, inputs)), (jax.jit(forward_backward), (params, inputs, cotangent))
+
+
+def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
+    """Forward and backward milliseconds of `op` (a local op) on this process's first device."""
+    (forward, forward_args), (forward_backward, args) = local_op_programs(op)
     # Outputs kept, as a step keeps its activations: each call writes fresh memory (soap.timing.time_steps).
-    forward_ms = time_steps(lambda f=jax.jit(forward): f(params, inputs), warmup, repeats, keep_outputs=True).median_ms
-    total_ms = time_steps(lambda f=jax.jit(forward_backward): f(params, inputs, cotangent), warmup, repeats,
-                          keep_outputs=True).median_ms
+    forward_ms = time_steps(lambda: forward(*forward_args), warmup, repeats, keep_outputs=True).median_ms
+    total_ms = time_steps(lambda: forward_backward(*args), warmup, repeats, keep_outputs=True).median_ms
     return OpCost(forward_ms, max(total_ms - forward_ms, 0.0))
 
 

@@ -159,3 +159,20 @@ def test_the_link_job_times_every_message_size_in_this_process(tmp_path):
     # The inner-dim array: 128 rows, split on its columns, 64 KB on each device.
     columns = _per_device_columns(_ring_mesh(2), 65536)
     assert columns.shape == (128, 2 * 128) and columns.addressable_shards[0].data.shape == (128, 128)
+
+
+def test_the_timed_forward_and_backward_keeps_the_forward_of_a_conv_without_relu():
+    # Its gradients do not read its output: a program returning only the gradients let XLA drop the forward
+    # conv, and backward = total - forward came out short by it. Kept: the forward, the input gradient and
+    # the kernel gradient, three convolutions, and the output equals the forward program's.
+    import numpy as np
+
+    from models.op import local_op
+    from simulator.measure import local_op_programs
+
+    op = local_op(build_graph("resnet18", "tiny-imagenet", 2).op("res2a_branch2a"), (1, 1, 1, 1))
+    assert not op.relu
+    (forward, forward_args), (forward_backward, args) = local_op_programs(op)
+    output, _ = forward_backward(*args)
+    np.testing.assert_allclose(output, forward(*forward_args), rtol=1e-5, atol=1e-5)
+    assert forward_backward.lower(*args).compile().as_text().count("convolution(") == 3
