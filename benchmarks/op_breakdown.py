@@ -50,6 +50,18 @@ def _op_name_of(name: str, instructions: dict[str, tuple[str, str, list[str]]]) 
     return ""
 
 
+def _updated_by(name: str, instructions: dict[str, tuple[str, str, list[str]]]) -> str | None:
+    """The op whose parameter update reads the unnamed instruction `name` (its weight gradient: a conv's
+    kernel-gradient fusion carries no op_name, and its operands would name the op whose gradient feeds
+    it, e.g. the next batch norm), else None."""
+    if instructions[name][1]:
+        return None
+    for opcode, op_name, operands in instructions.values():
+        if name in operands and (update := re.search(r"update\.([\w.-]+)", op_name)):
+            return update.group(1)
+    return None
+
+
 def instruction_phases(hlo_text: str) -> dict[str, tuple[str, str]]:
     """Each instruction of the entry computation -> (op name or "", phase), from its op_name metadata."""
     instructions = {}
@@ -61,6 +73,9 @@ def instruction_phases(hlo_text: str) -> dict[str, tuple[str, str]]:
     phases = {}
     for name, (opcode, _, _) in instructions.items():
         if opcode in NOT_EXECUTED:
+            continue
+        if updated := _updated_by(name, instructions):  # a weight gradient XLA left unnamed
+            phases[name] = (updated, "backward")
             continue
         op_name = _op_name_of(name, instructions)
         update = re.search(r"update\.([\w.-]+)", op_name)

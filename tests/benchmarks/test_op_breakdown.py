@@ -73,3 +73,21 @@ def test_a_staged_step_is_broken_down_by_program_with_the_simulators_labels():
     programs = {label for label in measured if label.startswith("stage ")}
     assert programs <= labels_simulated and {"stage 0 forward", "stage 1 backward"} <= programs
     assert labels_simulated - programs <= set(measured)
+
+
+def test_an_unnamed_weight_gradient_belongs_to_the_op_whose_update_reads_it():
+    # XLA leaves the op name off a conv's kernel-gradient fusion; its operands would name the batch norm
+    # whose input gradient feeds it. The update that reads it names the conv.
+    hlo = """
+ENTRY %main {
+  %cot = f32[2,4,4,8]{3,2,1,0} fusion(%a), kind=kLoop, metadata={op_name="jit(step)/op.bn2/transpose(jvp(bn))"}
+  %x = f32[2,4,4,8]{3,2,1,0} fusion(%b), kind=kLoop, metadata={op_name="jit(step)/op.conv2/conv"}
+  %kgrad = f32[3,3,8,8]{3,2,1,0} fusion(%x, %cot), kind=kOutput
+  %new = f32[3,3,8,8]{3,2,1,0} fusion(%kgrad, %w), kind=kLoop, metadata={op_name="jit(step)/update.conv2/add"}
+  %other = f32[2,4,4,8]{3,2,1,0} fusion(%cot), kind=kLoop
+}
+"""
+    phases = instruction_phases(hlo)
+    assert phases["kgrad"] == ("conv2", "backward")
+    assert phases["new"] == ("conv2", "update")
+    assert phases["other"] == ("bn2", "backward")  # unnamed and not a weight gradient: its operand's op
