@@ -9,16 +9,17 @@ finds the reference best; then the same search (same seed, same chains) runs aga
 simulation and with full simulation, stopped as soon as its best is within 1% of the reference best,
 and that moment is its time-to-best. Full and delta make the same decisions (their costs are equal), so
 only the time differs. Beside it: FlexFlow's figures for AlexNet (SysML 2019, as quoted in the seed) and
-the best strategy's simulated speedup over data parallelism.
+the reference best's simulated speedup over data parallelism and over the fastest baseline
+(soap.baselines: data parallel, OWT, model parallel, single; "-" for one the device count rules out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from benchmarks.model_flags import add_model_flags, graph_of
-from search.mcmc import Budget
+from models.cli import OneLineParser, check_writable, natural_int, positive_int, run_command, write_atomic
+from search.mcmc import Budget, Progress
 from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
@@ -37,9 +38,9 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
     """The search, stopped as soon as its best is within `target_ms` (same chains, same decisions)."""
     reached = False
 
-    def note(_name: str, _iteration: int, best_ms: float) -> None:
+    def note(_name: str, progress: Progress) -> None:
         nonlocal reached
-        reached = reached or best_ms <= target_ms
+        reached = reached or progress.best_cost <= target_ms
 
     return search_strategy(graph, machine, cost, starts, budget, seed, on_iteration=note, simulation=simulation,
                            stop_requested=lambda: reached)
@@ -48,22 +49,27 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
 def run_size(graph, num_devices: int, iterations: int, seed: int, preset: str = "p100-4x4") -> dict:
     machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device)
-    starts = search_starts(graph, num_devices, baseline_strategies(graph, num_devices)[0], seed)
+    baselines = baseline_strategies(graph, num_devices)[0]
+    starts = search_starts(graph, num_devices, baselines, seed)
     budget = Budget(iterations=iterations)
     reference = search_strategy(graph, machine, cost, starts, budget, seed)
     target = reference.best_ms * 1.01
     by_delta = _search_until(graph, machine, cost, starts, budget, seed, "delta", target)
     by_full = _search_until(graph, machine, cost, starts, budget, seed, "full", target)
     assert by_delta.best == by_full.best, "full and delta simulation led the same search apart"
-    dp_ms = Simulator(graph, machine, cost).full(starts[0][1]).step_ms
-    best_baseline = min(chain.start_ms for chain in reference.chains if chain.start_name != "random")
+    simulator = Simulator(graph, machine, cost)
+    baseline_ms = {name: simulator.full(strategy).step_ms for name, strategy in baselines.items()}
+    best_baseline = min(baseline_ms, key=baseline_ms.get)
+    dp_ms = baseline_ms.get("data_parallel")
     flexflow = FLEXFLOW_S.get(num_devices, (None, None)) if graph.model == "alexnet" else (None, None)
     return {
         "gpus": num_devices, "reference_best_ms": reference.best_ms, "searched_ms": by_delta.best_ms,
         "full_s": time_to_within(by_full, target), "delta_s": time_to_within(by_delta, target),
         "flexflow_full_s": flexflow[0], "flexflow_delta_s": flexflow[1],
-        "speedup_over_dp": dp_ms / reference.best_ms, "best_baseline_ms": best_baseline,
-        "iterations": reference.iterations,
+        "speedup_over_dp": None if dp_ms is None else dp_ms / reference.best_ms,
+        "best_baseline": best_baseline, "best_baseline_ms": baseline_ms[best_baseline],
+        "speedup_over_best_baseline": baseline_ms[best_baseline] / reference.best_ms,
+        "iterations": reference.iterations, "reference_s": reference.seconds,
     }
 
 
@@ -71,21 +77,29 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _speedup(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_time", description=__doc__.splitlines()[0])
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = OneLineParser(prog="python -m benchmarks.search_time", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--iterations", type=int, default=40000,
+    parser.add_argument("--iterations", type=positive_int("--iterations"), default=40000,
                         help="iterations of the reference search (all chains); chains also stop when converged")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     add_model_flags(parser, tuple(FLEXFLOW_S))
     args = parser.parse_args(argv)
+    if args.json:
+        check_writable("--json", args.json)
     graph = graph_of(args)
-    if graph is None:
-        return 2
     print(f"{graph.model} {graph.dataset} batch {graph.batch_size}, {args.machine} machines; time to within 1% of "
           f"the best a search of {args.iterations} iterations finds (seed {args.seed})")
     print(f"{'GPUs':>5} {'full s':>8} {'delta s':>8} {'FlexFlow full/delta s':>22} {'best ms':>12} "
-          f"{'best baseline ms':>17} {'vs DP':>7}")
+          f"{'best baseline ms':>30} {'vs DP':>7} {'vs best baseline':>17}")
     rows = []
     for num_devices in args.sizes:
         row = run_size(graph, num_devices, args.iterations, args.seed, args.machine)
@@ -93,13 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{num_devices:>5} {_seconds(row['full_s']):>8} {_seconds(row['delta_s']):>8} "
               f"{_seconds(row['flexflow_full_s']):>11} / {_seconds(row['flexflow_delta_s']):<8} "
               f"{row['reference_best_ms']:>12.3f} "
-              f"{row['best_baseline_ms']:>17.3f} {row['speedup_over_dp']:>6.2f}x")
+              f"{row['best_baseline_ms']:>12.3f} ({row['best_baseline']:<15}) {_speedup(row['speedup_over_dp']):>7} "
+              f"{_speedup(row['speedup_over_best_baseline']):>17}")
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump({"benchmark": "search_time", "model": graph.model, "dataset": graph.dataset,
-                       "batch_size": graph.batch_size, "machine": args.machine, "iterations": args.iterations,
-                       "seed": args.seed, "rows": rows},
-                      file, indent=1)
+        write_atomic(args.json, json.dumps({"benchmark": "search_time", "model": graph.model, "dataset": graph.dataset,
+                                            "batch_size": graph.batch_size, "machine": args.machine,
+                                            "iterations": args.iterations, "seed": args.seed, "rows": rows}, indent=1))
     return 0
 
 

@@ -207,10 +207,11 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with tqdm(desc="search", unit=" sims", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-            def progress(start: str, iteration: int, best_ms: float) -> None:
-                if iteration % 64 == 0:
+            def progress(start: str, chain) -> None:  # chain: search.mcmc.Progress
+                if chain.iteration % 64 == 0:
                     bar.update(64)
-                    bar.set_postfix_str(f"from {start}, best {best_ms:.3f} ms", refresh=False)
+                    bar.set_postfix_str(f"from {start}, best {chain.best_cost:.3f} ms, stops: {chain.waiting_for()}",
+                                        refresh=False)
             return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
                                    stop_requested=interrupted.is_set)
     finally:

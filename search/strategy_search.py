@@ -2,11 +2,14 @@
 
     python -m search.optimize --model alexnet --gpus 2 --budget 20
 
-Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one)
-runs one chain with an equal share of the budget and its own random stream (seed, start index), so the
-same seed gives the same strategy whenever chains stop by convergence or by iterations. Chains run one
-after another, the cheapest start first, so a good start's chain is searched soonest. Each proposal
-changes one op: half of them give it a random config, its split drawn first
+Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one,
+then those search.starts derives by simulation: data parallel on the fastest narrower device block and
+the least additive cost by a dynamic program, each kept when faster than every start before it) runs one
+chain with an equal share of the budget and its own random stream (seed, start index), so the same seed
+gives the same strategy whenever chains stop by convergence or by iterations. Chains run one after
+another, the cheapest start first, so a good start's chain is searched soonest. A chain is judged
+converged (FlexFlow's rule) only after `adaptive_min_iterations`, unless the budget sets the minimum.
+Each proposal changes one op: half of them give it a random config, its split drawn first
 (search.proposals.random_op_random_split), half copy a neighbour's config (copy_from_neighbour). A
 strategy over a device's memory costs inf (never accepted). The result is the best over all chains,
 never worse than the best start.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,17 +30,21 @@ import numpy as np
 
 from models.errors import SoapError
 from models.graph import OpGraph
-from search.mcmc import Budget, MCMCResult, run_mcmc
-from search.proposals import copy_from_neighbour, mixture, random_op_random_split
+from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
+from search.proposals import Move, copy_from_neighbour, mixture, random_op_random_split
+from search.starts import additive_start, narrower_data_parallel
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy
 from soap.errors import BatchNotDivisibleError
+from soap.space import valid_degrees
 from soap.strategy import Strategy
 
 BETA_RELATIVE = 100.0  # a move 1% worse than the start's step time is accepted with p = exp(-1)
 RANDOM_START = "random"
+INIT_START = "init"
+ADDITIVE_START = "additive"
 # The share of proposals that copy a neighbour's config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
 # (2026-11-25): within 1% of the best known in 0.1-1.2 s, against 0.6-2.2 s (one seed never) with random
 # configs alone; shares of 0.3 and 0.7 did no better.
@@ -98,7 +105,7 @@ def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strateg
                   init: Strategy | None = None) -> list[tuple[str, Strategy]]:
     """Where the search starts: the user's strategy, data parallel, OWT, model parallel, one device (the
     fastest where the links are slow and the batch small) and a random one."""
-    starts = ([("init", init)] if init else []) + [(name, baselines[name]) for name in
+    starts = ([(INIT_START, init)] if init else []) + [(name, baselines[name]) for name in
                                                    ("data_parallel", "owt", "model_parallel", "single")
                                                    if name in baselines]
     return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed)))]
@@ -112,29 +119,32 @@ def search_strategy(
     budget: Budget,
     seed: int,
     beta_relative: float = BETA_RELATIVE,
-    on_iteration: Callable[[str, int, float], None] | None = None,
+    on_iteration: Callable[[str, Progress], None] | None = None,
     simulation: Literal["delta", "full"] = "delta",
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> SearchResult:
-    """Search from every start; `simulation="full"` prices each candidate by a full simulation instead
-    (same chain, same result, only slower: what benchmarks.search_time compares)."""
-    share = Budget(
-        seconds=None if budget.seconds is None else budget.seconds / len(starts),
-        iterations=None if budget.iterations is None else max(1, budget.iterations // len(starts)),
-        min_iterations=budget.min_iterations,
-    )
-    propose = mixture([(1 - COPY_SHARE, random_op_random_split(graph, machine.num_devices)),
-                       (COPY_SHARE, copy_from_neighbour(graph, machine.num_devices))])
+    """Search from every start, and from the starts search.starts derives (data parallelism on the
+    fastest narrower device block, then the least additive cost), each when faster than every start
+    before it; `simulation="full"` prices each candidate by a full simulation instead (same chain, same
+    result, only slower: what benchmarks.search_time compares). A budget without min_iterations gets
+    `adaptive_min_iterations`."""
     began = time.perf_counter()
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
     start_costs = [_priced(simulator.full(start)) for _, start in starts]
+    for derived in _derived_starts(graph, simulator):
+        if derived is not None and derived[2] < min(start_costs):
+            starts, start_costs = starts + [derived[:2]], start_costs + [derived[2]]
+    min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
+                      else budget.min_iterations)
+    propose = proposal(graph, machine.num_devices)
     order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
-    for index in order:
+    for position, index in enumerate(order):
         name, start, start_ms = starts[index][0], starts[index][1], start_costs[index]
         beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
-        report = (lambda i, best, name=name: on_iteration(name, i, best)) if on_iteration else None
+        report = (lambda progress, name=name: on_iteration(name, progress)) if on_iteration else None
+        share = _chain_budget(budget, len(starts), position, min_iterations)
         mcmc = run_mcmc(start, propose, lambda s: _priced(price(s)), np.random.default_rng([seed, index]),
                         beta, share, on_iteration=report, stop_requested=stop_requested)
         chains.append(ChainResult(name, start_ms, mcmc, time.perf_counter() - began - mcmc.seconds))
@@ -147,6 +157,42 @@ def search_strategy(
         seconds=time.perf_counter() - began, best_found_at_s=winner.began_at_s + winner.mcmc.best_found_at_s,
         interrupted=chains[-1].mcmc.stop_reason == "interrupted",
     )
+
+
+def _chain_budget(budget: Budget, num_chains: int, position: int, min_iterations: int) -> Budget:
+    """Chain `position`'s equal share of the budget; the iterations' remainder goes to the first chains, so
+    that the chains together run exactly the iterations asked for."""
+    iterations = None
+    if budget.iterations is not None:
+        iterations = max(1, budget.iterations // num_chains + (position < budget.iterations % num_chains))
+    seconds = None if budget.seconds is None else budget.seconds / num_chains
+    return Budget(seconds=seconds, iterations=iterations, min_iterations=min_iterations)
+
+
+def proposal(graph: OpGraph, num_devices: int) -> Move:
+    """The search's proposal: a random config for one op, or a neighbour's config copied (COPY_SHARE)."""
+    return mixture([(1 - COPY_SHARE, random_op_random_split(graph, num_devices)),
+                    (COPY_SHARE, copy_from_neighbour(graph, num_devices))])
+
+
+def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
+    """The iterations a chain runs before FlexFlow's convergence rule may stop it: one per (op, split)
+    pair of the space, at least FlexFlow's 1000 (AlexNet: 1000 up to 64 GPUs; Inception-v3: 1897 on 4
+    GPUs, 22165 on 64). Half the proposals draw a random split for a random op, so by then each (op,
+    split) pair has been proposed about half a time: FlexFlow's fixed 1000 stopped Inception-v3 and
+    ResNet-101 chains after a few proposals per op."""
+    num_splits = sum(len(valid_degrees(op, num_devices)) for op in graph.ops)
+    return max(FLEXFLOW_MIN_ITERATIONS, num_splits)
+
+
+def _derived_starts(graph: OpGraph, simulator: Simulator) -> Iterator[tuple[str, Strategy, float] | None]:
+    """search.starts' starts in order, each with its simulated ms (None for one the graph does not have)."""
+    def price(strategy: Strategy) -> float:
+        return _priced(simulator.full(strategy))
+
+    yield narrower_data_parallel(graph, simulator.machine.num_devices, price)
+    additive = additive_start(graph, simulator.builder)
+    yield None if additive is None else (ADDITIVE_START, additive, price(additive))
 
 
 def _priced(result) -> float:
@@ -165,8 +211,9 @@ class Recommendation:
 
 def recommend(result: SearchResult, min_gain: float = MIN_GAIN) -> Recommendation:
     """The search's best if it is simulated at least `min_gain` (a fraction) faster than every known start
-    (the baselines and --init; not the random one), else the fastest known start."""
-    known = [(ms, name, start) for name, start, ms in result.starts if name != RANDOM_START]
+    (the baselines and --init; not the random one, nor the starts the search derived by simulation, which
+    are found strategies like its best), else the fastest known start."""
+    known = [(ms, name, start) for name, start, ms in result.starts if name in BASELINES or name == INIT_START]
     if not known:
         return Recommendation(result.best, result.best_ms, None, "the search's best (no known start to compare)")
     known_ms, name, start = min(known, key=lambda entry: entry[0])

@@ -31,6 +31,7 @@ from simulator.machine import Machine
 from simulator.taskgraph import Segment, Task, TaskGraphBuilder, resource_name, task_name
 from simulator.trace import Trace, TraceEvent
 from soap.config import ParallelConfig
+from soap.errors import StrategyFileError
 from soap.strategy import Strategy
 
 
@@ -93,6 +94,11 @@ class Simulator:
     # rejecting a move, then pricing the next from the strategy before); after this many deltas without
     # one it stops copying, until one comes.
     KEEP_PREVIOUS_UNUSED = 8
+    # Segments a delta built, with their programs, kept by `TaskGraphBuilder.segment_key` (MCMC proposes
+    # the same op config beside the same neighbours again: 27-53% of the segments of AlexNet and
+    # Inception-v3 searches on 16-64 GPUs); the oldest goes first past this many (at 64 GPUs a segment
+    # and its program take up to about 100 KB).
+    MAX_BUILT_SEGMENTS = 4096
 
     def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
         self.graph = graph
@@ -108,11 +114,14 @@ class Simulator:
         self._previous: _Timeline | None = None
         self._previous_configs: tuple[ParallelConfig, ...] | None = None
         self._previous_unused = 0
+        self._built: dict[tuple, tuple[Segment, _Program]] = {}
 
     def _check(self, strategy: Strategy) -> tuple[ParallelConfig, ...]:
         if strategy.graph_signature != self.graph.signature or strategy.num_devices != self.machine.num_devices:
-            raise ValueError(f"strategy for graph {strategy.graph_signature} on {strategy.num_devices} devices given "
-                             f"to a simulator of graph {self.graph.signature} on {self.machine.num_devices}")
+            raise StrategyFileError(f"a strategy for graph {strategy.graph_signature} on {strategy.num_devices} devices "
+                                    f"cannot be simulated for graph {self.graph.signature} on "
+                                    f"{self.machine.num_devices}; search or load a strategy for this model and "
+                                    f"device count")
         return tuple(config for _, config in strategy.items_)
 
     # --- full ----------------------------------------------------------------------------------------
@@ -189,16 +198,27 @@ class Simulator:
         memory = self._memory
         for segment_id in affected:
             old = self._segments[segment_id]
-            new = self.builder.segment(segment_id, configs)
+            new, self._programs[segment_id] = self._built_segment(segment_id, configs)
             self._segments[segment_id] = new
             for device, num_bytes in old.memory_bytes.items():
                 memory[device] -= num_bytes
             for device, num_bytes in new.memory_bytes.items():
                 memory[device] += num_bytes
-            self._programs[segment_id] = self._program(new.tasks)
         self._configs = configs
         self._pass(affected[0])
         return self._result()
+
+    def _built_segment(self, segment_id: int, configs: tuple[ParallelConfig, ...]) -> tuple[Segment, _Program]:
+        """The segment under `configs` and its program, built once per segment key. A program holds
+        positions in the list of times, which a task key keeps for the simulator's life, so it stays valid."""
+        key = self.builder.segment_key(segment_id, configs)
+        built = self._built.get(key)
+        if built is None:
+            segment = self.builder.segment(segment_id, configs)
+            built = self._built[key] = (segment, self._program(segment.tasks))
+            if len(self._built) > self.MAX_BUILT_SEGMENTS:
+                del self._built[next(iter(self._built))]
+        return built
 
     def _timeline(self) -> _Timeline:
         """A copy of what a delta changes."""
@@ -261,16 +281,13 @@ class Simulator:
     def _pass(self, first_segment: int) -> None:
         """Run the programs from `first_segment` on, the slots first set to the free times there: every
         slot at 0.0, then each earlier segment's last task on each of its resources, in order. The step
-        time is the latest slot value: a resource's last task ends last on it."""
+        time is the latest slot: a resource's last task ends last on it."""
         times, programs = self._times, self._programs
         num_slots = len(self._slot)
         times[:num_slots] = [0.0] * num_slots
-        makespan_ms = 0.0
         for _, slots, last_tasks in programs[:first_segment]:
             for slot, last in zip(slots, last_tasks):
-                end_ms = times[slot] = times[last]
-                if end_ms > makespan_ms:
-                    makespan_ms = end_ms
+                times[slot] = times[last]
         for steps, slots, last_tasks in programs[first_segment:]:
             for at, a, b, more, duration_ms in steps:
                 begin, other = times[a], times[b]
@@ -283,10 +300,9 @@ class Simulator:
                             begin = other
                 times[at] = begin + duration_ms
             for slot, last in zip(slots, last_tasks):
-                end_ms = times[slot] = times[last]
-                if end_ms > makespan_ms:
-                    makespan_ms = end_ms
-        self._makespan_ms = makespan_ms
+                times[slot] = times[last]
+        # A slot only moves later (its resource's next task ends after it), so its last value is its latest.
+        self._makespan_ms = max(times[:num_slots], default=0.0)
 
     # --- trace ---------------------------------------------------------------------------------------
 

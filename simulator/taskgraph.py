@@ -41,6 +41,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 from models.graph import OpGraph
 from models.op import Op, local_op, shard_box, task_input_boxes
 from simulator.cost import CostModel
@@ -55,7 +57,8 @@ _TRANSFER, _COMPUTE, _ALLREDUCE, _UPDATE = 0 << 20, 1 << 20, 2 << 20, 3 << 20
 
 class Task(NamedTuple):
     """One task. `label` names it for traces: (op, task) for compute, all-reduce (op, slice), statistics
-    (op, slice) and update; (source op, op, source task, task, ...) for a transfer. See `task_name`."""
+    (op, slice) and update; (source op, op) for the all-reduce of partial sums; (source op, op, source
+    tasks, tasks) for a resharding, slice j from source task j to task j. See `task_name`."""
 
     key: int
     kind: str
@@ -65,19 +68,29 @@ class Task(NamedTuple):
     deps: tuple[int, ...]
 
 
+class Flows(NamedTuple):
+    """What a resharding may move: slice j goes from `source_tasks[j]` to `tasks[j]`, `num_bytes[j]`
+    bytes (arrays, so that a 64 x 64 resharding is priced by array operations, not 4096 Python steps)."""
+
+    source_tasks: np.ndarray
+    tasks: np.ndarray
+    num_bytes: np.ndarray
+
+
 _new_task = tuple.__new__  # _new_task(Task, fields): a Task without the Python-level __new__, for the hot loops
 
 
 def task_name(task: Task, graph: OpGraph) -> str:
     names = [op.name for op in graph.ops]
     if task.kind == TRANSFER:
-        source, op, *pairs = task.label
+        source, op, *moved = task.label
         prefix = "grad " if task.key >> 24 >= len(names) else ""
-        if not pairs:
+        if not moved:
             return f"{prefix}{names[source]} -> {names[op]} (partial sums all-reduced)"
-        if len(pairs) == 2:
-            return f"{prefix}{names[source]}[{pairs[0]}] -> {names[op]}[{pairs[1]}]"
-        return f"{prefix}{names[source]} -> {names[op]} ({len(pairs) // 2} slices)"
+        source_tasks, tasks = moved
+        if len(tasks) == 1:
+            return f"{prefix}{names[source]}[{source_tasks[0]}] -> {names[op]}[{tasks[0]}]"
+        return f"{prefix}{names[source]} -> {names[op]} ({len(tasks)} slices)"
     op, index = task.label
     if task.kind == STATS:
         return f"{'grad ' if task.key >> 24 >= len(names) else ''}stats {names[op]} slice {index}"
@@ -112,7 +125,8 @@ class TaskGraphBuilder:
         self._consumers = [tuple((graph.index(c), j) for c in graph.consumers(op.name)
                                  for j, p in enumerate(graph.producers(c)) if p == op.name) for op in graph.ops]
         self._volumes: dict = {}
-        self._backward_volumes: dict = {}
+        self._output_boxes: dict = {}
+        self._input_boxes: dict = {}
         self._op_costs: dict = {}
         self._param_slices: dict = {}
         self._replica_groups: dict = {}
@@ -120,17 +134,31 @@ class TaskGraphBuilder:
         self._kept_bytes: dict = {}
         self._op_rules: dict = {}
         self._stats_groups: dict = {}
+        # The distinct links of the machine; the link tables name them by position, as hashing a Link
+        # (a frozen dataclass, hashed field by field) for each of up to 4096 slices of a resharding costs
+        # more than the rest of the resharding.
+        self._distinct_links: list[Link] = []
         self._links = self._link_table(inner_dim=False)
         self._inner_dim_links = self._link_table(inner_dim=True)
+        self._link_ids = np.array([[link_id for link_id, _ in row] for row in self._links], dtype=np.int64)
+        self._inner_dim_link_ids = np.array([[link_id for link_id, _ in row] for row in self._inner_dim_links],
+                                            dtype=np.int64)
+        self._device_arrays: dict[tuple[int, ...], np.ndarray] = {}
 
-    def _link_table(self, inner_dim: bool) -> list[list[tuple[Link, tuple[int, ...]]]]:
-        """(link, resources) of every directed device pair, computed once; the machine's inner-dim
-        resharding link where `inner_dim` and the machine has one."""
+    def _link_table(self, inner_dim: bool) -> list[list[tuple[int, tuple[int, ...]]]]:
+        """(link id, resources) of every directed device pair, computed once: the link is
+        `_distinct_links[link id]`, the machine's inner-dim resharding link where `inner_dim` and the
+        machine has one."""
         n, overlap = self.machine.num_devices, self.machine.comm_overlaps_compute
         inner = self.machine.inner_dim_reshard if inner_dim else None
-        return [[(inner or self.machine.link(src, dst),
+        return [[(self._link_id(inner or self.machine.link(src, dst)),
                   (n + src * n + dst,) if overlap else (n + src * n + dst, src, dst)) for dst in range(n)]
                 for src in range(n)]
+
+    def _link_id(self, link: Link) -> int:
+        if link not in self._distinct_links:
+            self._distinct_links.append(link)
+        return self._distinct_links.index(link)
 
     def forward_segment_id(self, op_index: int) -> int:
         return op_index
@@ -145,6 +173,14 @@ class TaskGraphBuilder:
         segments.update(self.backward_segment_id(p) for p in self._producers[op_index])
         return tuple(sorted(segments))
 
+    def segment_key(self, segment: int, configs: tuple[ParallelConfig, ...]) -> tuple:
+        """What a segment's tasks depend on: its id and the configs of the ops it reads (an op's forward:
+        the op and its producers; its backward: the op and its consumers). Equal keys, equal segments."""
+        if segment < self.num_ops:
+            return (segment, configs[segment], *(configs[p] for p in self._producers[segment]))
+        i = 2 * self.num_ops - 1 - segment
+        return (segment, configs[i], *(configs[c] for c, _ in self._consumers[i]))
+
     def segment(self, segment: int, configs: tuple[ParallelConfig, ...]) -> Segment:
         if segment < self.num_ops:
             return self._forward(segment, configs)
@@ -153,25 +189,50 @@ class TaskGraphBuilder:
     # --- cached values -------------------------------------------------------------------------------
 
     def volumes(self, producer: int, consumer: int, input_index: int,
-                producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> tuple:
-        """(producer task, consumer task, bytes) for every non-empty intersection of what the consumer
-        task reads with what the producer task wrote. Independent of device ids, so cached by degrees."""
+                producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> Flows:
+        """Every non-empty intersection of what a consumer task reads with what a producer task wrote, from
+        producer task to consumer task. Independent of device ids, so cached by degrees."""
         key = (producer, consumer, input_index, producer_degrees, consumer_degrees)
         cached = self._volumes.get(key)
         if cached is None:
-            cached = _intersections(self.graph.ops[producer], producer_degrees, self.graph.ops[consumer],
-                                    consumer_degrees, input_index)
-            self._volumes[key] = cached
+            cached = self._volumes[key] = _intersections(self._shard_boxes(producer, producer_degrees),
+                                                         self._needed_boxes(consumer, consumer_degrees, input_index),
+                                                         self.graph.ops[producer].dtype_bytes)
+        return cached
+
+    def _shard_boxes(self, op_index: int, degrees: tuple[int, ...]) -> np.ndarray:
+        """[task, dim, (begin, end)]: the output box of each task of the op under `degrees`."""
+        key = (op_index, degrees)
+        cached = self._output_boxes.get(key)
+        if cached is None:
+            shape = self.graph.ops[op_index].output_shape
+            boxes = [shard_box(shape, degrees, index) for index in _grid(degrees)]
+            cached = self._output_boxes[key] = np.array(boxes, dtype=np.int64)
+        return cached
+
+    def _needed_boxes(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> np.ndarray:
+        """[task, dim, (begin, end)]: the box each task of the op under `degrees` reads from input
+        `input_index` (models.op.task_input_boxes)."""
+        key = (op_index, degrees, input_index)
+        cached = self._input_boxes.get(key)
+        if cached is None:
+            op = self.graph.ops[op_index]
+            cached = self._input_boxes[key] = np.array(
+                [task_input_boxes(op, degrees, shard_box(op.output_shape, degrees, index))[input_index]
+                 for index in _grid(degrees)], dtype=np.int64)
         return cached
 
     def backward_volumes(self, producer: int, consumer: int, input_index: int,
-                         producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> tuple:
-        """`volumes` as the gradient flows back: (consumer task, producer task, bytes), in the same order."""
-        key = (producer, consumer, input_index, producer_degrees, consumer_degrees)
-        cached = self._backward_volumes.get(key)
+                         producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> Flows:
+        """`volumes` as the gradient flows back, from consumer task to producer task, in the same order."""
+        source_tasks, tasks, num_bytes = self.volumes(producer, consumer, input_index, producer_degrees,
+                                                      consumer_degrees)
+        return Flows(tasks, source_tasks, num_bytes)
+
+    def _device_array(self, devices: tuple[int, ...]) -> np.ndarray:
+        cached = self._device_arrays.get(devices)
         if cached is None:
-            volumes = self.volumes(producer, consumer, input_index, producer_degrees, consumer_degrees)
-            cached = self._backward_volumes[key] = tuple((n, k, num_bytes) for k, n, num_bytes in volumes)
+            cached = self._device_arrays[devices] = np.array(devices, dtype=np.int64)
         return cached
 
     def op_cost(self, op_index: int, degrees: tuple[int, ...]):
@@ -240,10 +301,52 @@ class TaskGraphBuilder:
             cached = cache[key] = task_groups(op.output_dims, degrees, frozenset(op.output_dims) - varying(op))
         return cached
 
+    # --- additive costs (search.starts' dynamic program) -------------------------------------------
+
+    def op_ms(self, i: int, config: ParallelConfig) -> float:
+        """What op i's own tasks take under `config` when nothing else runs: forward and backward compute,
+        the statistics all-reduce before each, the slowest replica group's gradient all-reduce, the update."""
+        costs = self.op_cost(i, config.degrees)
+        stats: list[Task] = []
+        self._stats(self.forward_segment_id(i), i, config, [[] for _ in config.devices], stats)
+        slice_bytes = self.param_slice_bytes(i, config.degrees)
+        sync = self._sync_and_update(i, config, self.backward_segment_id(i), slice_bytes) if slice_bytes else []
+        allreduce_ms = max((task.duration_ms for task in sync if task.kind == ALLREDUCE), default=0.0)
+        update_ms = max((task.duration_ms for task in sync if task.kind == UPDATE), default=0.0)
+        return (costs.forward_ms + costs.backward_ms + 2 * max((task.duration_ms for task in stats), default=0.0)
+                + allreduce_ms + update_ms)
+
+    def edge_ms(self, p: int, c: int, input_index: int, source: ParallelConfig, config: ParallelConfig) -> float:
+        """What the edge from op p into input `input_index` of op c costs when nothing else runs: the
+        resharding of p's output into c's tasks and that of the gradient back (the partial sums' all-reduces
+        first where c's tasks hold them, side by side), one after the other."""
+        forward: list[Task] = []
+        flows = self.volumes(p, c, input_index, source.degrees, config.degrees)
+        self._incoming(self.forward_segment_id(c), p, p << 24 | _COMPUTE, source.devices, c, config.devices, flows,
+                       [[] for _ in config.devices], forward, None, inner_dim=_splits_inner_dim(source.degrees))
+        backward: list[Task] = []
+        flows = self.backward_volumes(p, c, input_index, source.degrees, config.degrees)
+        deps = [[] for _ in source.devices]
+        base = self.backward_segment_id(c) << 24 | _COMPUTE
+        if self.op_rules(c, config.degrees)[0]:
+            self._summed_incoming(self.backward_segment_id(p), c, base, config, p, source.devices, flows, deps,
+                                  backward, inner_dim=_splits_inner_dim(source.degrees))
+        else:
+            self._incoming(self.backward_segment_id(p), c, base, config.devices, p, source.devices, flows, deps,
+                           backward, None, inner_dim=_splits_inner_dim(source.degrees))
+        # The partial sums' all-reduces (one per channel group, labelled without slices) run side by side.
+        summed = [task.duration_ms for task in backward if len(task.label) == 2]
+        resharded = [task.duration_ms for task in forward + backward if len(task.label) > 2]
+        return max(summed, default=0.0) + sum(resharded)
+
+    def inputs(self, i: int) -> tuple[int, ...]:
+        """The producers of op i's inputs, in input order (one per input: an op read twice appears twice)."""
+        return self._producers[i]
+
     # --- segments ------------------------------------------------------------------------------------
 
     def _forward(self, i: int, configs: tuple[ParallelConfig, ...]) -> Segment:
-        op, config = self.graph.ops[i], configs[i]
+        config = configs[i]
         devices, degrees = config.devices, config.degrees
         seg = self.forward_segment_id(i)
         deps: list[list[int]] = [[] for _ in devices]
@@ -291,21 +394,24 @@ class TaskGraphBuilder:
         return Segment(tuple(tasks), {})
 
     def _incoming(self, seg: int, source_op: int, source_base: int, source_devices: tuple[int, ...], i: int,
-                  devices: tuple[int, ...], flows: tuple, deps: list[list[int]], tasks: list[Task],
+                  devices: tuple[int, ...], flows: Flows, deps: list[list[int]], tasks: list[Task],
                   memory: dict[int, int] | None, inner_dim: bool) -> None:
         """Wire the slices op i's tasks read from `source_op`'s tasks (activations forward, gradients
-        backward; `flows` holds (source task, task, bytes)): a dependency when on the same device; the
-        slices on other devices move in ONE resharding (see `_reshard`)."""
-        moves = []
-        for m, k, num_bytes in flows:
-            if source_devices[m] == devices[k]:
-                deps[k].append(source_base | m)
-            else:
-                moves.append((source_base | m, source_devices[m], m, k, num_bytes))
-        self._reshard(seg, source_op, i, devices, moves, deps, tasks, memory, inner_dim)
+        backward): a dependency when on the same device; the slices on other devices move in ONE
+        resharding (see `_reshard`)."""
+        src = self._device_array(source_devices)[flows.source_tasks]
+        dst = self._device_array(devices)[flows.tasks]
+        local = src == dst
+        for m, k in zip(flows.source_tasks[local].tolist(), flows.tasks[local].tolist()):
+            deps[k].append(source_base | m)
+        moved = ~local
+        if moved.any():
+            source_tasks = flows.source_tasks[moved]
+            self._reshard(seg, source_op, i, Flows(source_tasks, flows.tasks[moved], flows.num_bytes[moved]),
+                          source_base | source_tasks, src[moved], dst[moved], deps, tasks, memory, inner_dim)
 
     def _summed_incoming(self, seg: int, c: int, source_base: int, source: ParallelConfig, i: int,
-                         devices: tuple[int, ...], flows: tuple, deps: list[list[int]], tasks: list[Task],
+                         devices: tuple[int, ...], flows: Flows, deps: list[list[int]], tasks: list[Task],
                          inner_dim: bool) -> None:
         """The gradient flowing back into op i from consumer c, split on its output channels: the tasks of
         one channel group (same shard but for the channels) read the same input box, and each computes a
@@ -315,7 +421,7 @@ class TaskGraphBuilder:
         resharding from the group's first device."""
         groups = self.partial_sum_groups(c, source.degrees)
         reads: dict[int, list[tuple[int, int]]] = {}
-        for n, k, num_bytes in flows:
+        for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
             reads.setdefault(n, []).append((k, num_bytes))
         moves = []
         for group in groups:
@@ -334,31 +440,37 @@ class TaskGraphBuilder:
                     deps[k].append(key)
                 else:
                     moves.append((key, group_devices[0], group[0], k, num_bytes))
-        self._reshard(seg, c, i, devices, moves, deps, tasks, None, inner_dim)
+        if moves:
+            columns = (np.array(column, dtype=np.int64) for column in zip(*moves))
+            keys, src, source_tasks, moved_tasks, num_bytes = columns
+            self._reshard(seg, c, i, Flows(source_tasks, moved_tasks, num_bytes), keys, src,
+                          self._device_array(devices)[moved_tasks], deps, tasks, None, inner_dim)
 
-    def _reshard(self, seg: int, source_op: int, i: int, devices: tuple[int, ...], moves: list[tuple],
-                 deps: list[list[int]], tasks: list[Task], memory: dict[int, int] | None, inner_dim: bool) -> None:
-        """ONE TRANSFER task for `moves` ((source key, source device, source task, task, bytes)) into op
-        i's tasks (see the module docstring); `inner_dim`: the tensor moved is split on its last dim."""
-        if not moves:
-            return
-        links = self._inner_dim_links if inner_dim else self._links
-        received, incoming, resources = {}, {}, set()
-        for _, src, _, k, num_bytes in moves:
-            dst = devices[k]
-            link, link_resources = links[src][dst]
-            received[dst] = received.get(dst, 0) + num_bytes
-            incoming.setdefault(dst, set()).add(link)
-            resources.update(link_resources)
-            if memory is not None:
-                memory[dst] = memory.get(dst, 0) + num_bytes
+    def _reshard(self, seg: int, source_op: int, i: int, moves: Flows, source_keys: np.ndarray, src: np.ndarray,
+                 dst: np.ndarray, deps: list[list[int]], tasks: list[Task], memory: dict[int, int] | None,
+                 inner_dim: bool) -> None:
+        """ONE TRANSFER task for `moves` into op i's tasks (see the module docstring): slice j leaves task
+        `source_keys[j]` on device `src[j]` for device `dst[j]`; `inner_dim`: the tensor moved is split on
+        its last dim."""
+        n, num_links = self.machine.num_devices, len(self._distinct_links)
+        link_ids = (self._inner_dim_link_ids if inner_dim else self._link_ids)[src, dst]
+        # Byte counts stay far under 2**53, so the float sums are exact integers.
+        received = np.bincount(dst, weights=moves.num_bytes, minlength=n).astype(np.int64).tolist()
+        if memory is not None:
+            for device in np.unique(dst).tolist():
+                memory[device] = memory.get(device, 0) + received[device]
         key = seg << 24 | _TRANSFER | len(tasks)
         # Each receiving device takes in its bytes at its slowest incoming link's rate.
-        duration_ms = max(link.transfer_ms(received[dst]) for dst, dst_links in incoming.items() for link in dst_links)
-        label = (source_op, i, *(index for _, _, m, k, _ in moves for index in (m, k)))
-        sources = tuple(sorted({source_key for source_key, *_ in moves}))
-        tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(sorted(resources)), duration_ms, sources)))
-        for k in sorted({move[3] for move in moves}):
+        distinct = self._distinct_links
+        duration_ms = max(distinct[pair % num_links].transfer_ms(received[pair // num_links])
+                          for pair in np.unique(dst * num_links + link_ids).tolist())
+        link_resources = n + src * n + dst
+        resources = np.unique(link_resources if self.machine.comm_overlaps_compute
+                              else np.concatenate((link_resources, src, dst)))
+        label = (source_op, i, tuple(moves.source_tasks.tolist()), tuple(moves.tasks.tolist()))
+        tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(resources.tolist()), duration_ms,
+                                      tuple(np.unique(source_keys).tolist()))))
+        for k in np.unique(moves.tasks).tolist():
             deps[k].append(key)
 
     def _stats(self, seg: int, i: int, config: ParallelConfig, deps: list[list[int]], tasks: list[Task]) -> None:
@@ -433,23 +545,17 @@ def task_groups(dims: tuple, degrees: tuple[int, ...], key_dims: frozenset) -> l
     return list(groups.values())
 
 
-def _intersections(producer: Op, producer_degrees: tuple[int, ...], consumer: Op,
-                   consumer_degrees: tuple[int, ...], input_index: int) -> tuple[tuple[int, int, int], ...]:
-    producer_boxes = [shard_box(producer.output_shape, producer_degrees, index)
-                      for index in _grid(producer_degrees)]
-    result = []
-    for k, index in enumerate(_grid(consumer_degrees)):
-        out_box = shard_box(consumer.output_shape, consumer_degrees, index)
-        needed = task_input_boxes(consumer, consumer_degrees, out_box)[input_index]
-        for m, box in enumerate(producer_boxes):
-            volume = 1
-            for (a0, a1), (b0, b1) in zip(box, needed):
-                volume *= max(0, min(a1, b1) - max(a0, b0))
-                if not volume:
-                    break
-            if volume:
-                result.append((m, k, volume * producer.dtype_bytes))
-    return tuple(result)
+def _intersections(producer_boxes: np.ndarray, needed: np.ndarray, dtype_bytes: int) -> Flows:
+    """(producer task m, consumer task k, bytes) for every non-empty overlap of what consumer task k reads
+    (needed[k]) with producer shard m (producer_boxes[m]), ordered by k then m. Boxes are products of
+    intervals, so the overlap volume of every (k, m) pair is one array product over dims (64 x 64 tasks:
+    4096 pairs at once)."""
+    overlap = (np.minimum(producer_boxes[None, :, :, 1], needed[:, None, :, 1])
+               - np.maximum(producer_boxes[None, :, :, 0], needed[:, None, :, 0]))
+    volumes = np.clip(overlap, 0, None).prod(axis=2)  # [k, m]
+    ks, ms = np.nonzero(volumes)
+    num_bytes = volumes[ks, ms] * dtype_bytes
+    return Flows(ms, ks, num_bytes)
 
 
 def _grid(degrees: tuple[int, ...]) -> list[tuple[int, ...]]:

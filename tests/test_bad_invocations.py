@@ -93,6 +93,13 @@ CASES = [
     case("benchmarks.owt_table", ["--json", "{tmp}/missing/o.json"], "does not exist; create it", "owt-table-json"),
     case("benchmarks.zoo_table", ["--models", "lenet"], "--models: unknown model 'lenet'", "zoo-table-models"),
     case("benchmarks.zoo_table", ["--budget", "0"], f"--budget {SECONDS}, got 0.0", "zoo-table-budget"),
+    case("benchmarks.search_time", ["--model", "lenet"], "unknown model 'lenet'", "search-time-model"),
+    case("benchmarks.search_time", ["--sizes", "4", "0"], f"--sizes {POSITIVE}, got 0", "search-time-sizes"),
+    case("benchmarks.search_time", ["--machine", "tpu"], "--machine 'tpu' is not a preset", "search-time-machine"),
+    case("benchmarks.simulator_speed", ["--moves", "0"], f"--moves {POSITIVE}, got 0", "simulator-speed-moves"),
+    case("benchmarks.simulator_speed", ["--json", "{dir}"], "is a folder; pass a file path", "simulator-speed-json"),
+    case("benchmarks.simulator_speed", ["--batch-size", "-8"], f"--batch-size {POSITIVE}, got -8",
+         "simulator-speed-batch"),
     # the cluster: a job folder for workers started by hand, and the workers
     case("soap.cluster", ["{tmp}/job", "--model", "alexnet", "--workers", "2", "--coordinator", "host0",
                           "--strategy", "owt"], "--coordinator must be HOST:PORT", "cluster-coordinator"),
@@ -192,7 +199,8 @@ def test_there_are_at_least_40_bad_invocations_over_every_command():
     assert len(CASES) >= 40
     assert modules >= {"search.optimize", "models", "simulator.calibrate", "benchmarks.accuracy",
                        "benchmarks.concurrency", "benchmarks.epochs", "benchmarks.op_breakdown", "benchmarks.owt_table",
-                       "benchmarks.zoo_table", "soap.cluster"} | WORKERS
+                       "benchmarks.zoo_table", "benchmarks.search_time", "benchmarks.simulator_speed",
+                       "soap.cluster"} | WORKERS
 
 
 @pytest.mark.parametrize("args, env, message", [

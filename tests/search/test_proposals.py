@@ -43,8 +43,16 @@ def test_each_split_is_as_likely_and_the_current_config_never_comes_back():
 def test_same_seed_same_proposals_and_none_without_a_choice():
     graph = flatten_and_loss()
     start = single(graph, 16)
-    first = [random_op_random_split(graph, 16)(start, np.random.default_rng(7)) for _ in range(3)]
-    assert first[0] == first[1] == first[2]
+
+    def walk(seed: int) -> list:
+        """50 proposals, each applied to the last, from one move built once: no state outside the rng."""
+        move, rng, strategy, seen = random_op_random_split(graph, 16), np.random.default_rng(seed), start, []
+        for _ in range(50):
+            strategy = move(strategy, rng) or strategy
+            seen.append(strategy)
+        return seen
+
+    assert walk(7) == walk(7) and walk(7) != walk(8)
     one_device = single(graph, 1)
     assert random_op_random_split(graph, 1)(one_device, np.random.default_rng(0)) is None
 

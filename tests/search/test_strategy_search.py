@@ -8,10 +8,10 @@ import pytest
 
 from models.graph import GraphBuilder
 from search.mcmc import Budget
-from search.strategy_search import SearchResult, recommend, search_strategy
+from search.strategy_search import SearchResult, adaptive_min_iterations, proposal, recommend, search_strategy
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
-from soap.space import enumerate_configs
+from soap.space import enumerate_configs, valid_degrees
 from soap.strategy import Strategy
 from tests.simulator.fakes import FlopCost, fake_machine
 
@@ -100,3 +100,39 @@ def test_recommend_keeps_the_best_known_start_unless_the_gain_is_large_enough(be
 def test_recommend_never_keeps_a_start_over_memory():
     chosen = recommend(_result(500.0, data_parallel=math.inf, owt=math.inf), 0.02)
     assert chosen.kept is None and chosen.step_ms == 500.0
+
+
+def test_the_minimum_before_convergence_grows_with_the_graph_and_the_devices():
+    # Every (op, split) pair of the space once, at least FlexFlow's 1000.
+    assert adaptive_min_iterations(GRAPH, 2) == 1000
+    wide = GraphBuilder("wide", "toy", (64, 16, 16, 64))
+    for index in range(40):
+        wide.conv2d(f"conv{index}", 64, kernel=3)
+    wide.flatten("flatten")
+    wide.softmax_xent("loss")
+    graph = wide.build(64)
+    counts = [adaptive_min_iterations(graph, n) for n in (4, 16, 64)]
+    assert counts[0] < counts[1] < counts[2]
+    assert counts[2] == sum(len(valid_degrees(op, 64)) for op in graph.ops) > 1000
+
+
+def test_a_budget_without_a_minimum_gets_the_adaptive_one():
+    seen = set()
+    search_strategy(GRAPH, MACHINE, COST, starts()[:1], Budget(iterations=30), seed=0,
+                    on_iteration=lambda name, progress: seen.add(progress.budget.convergence_floor))
+    assert seen == {adaptive_min_iterations(GRAPH, 2)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_full_proposal_changes_valid_configs_and_same_seed_same_proposal(seed):
+    propose = proposal(GRAPH, 2)
+    strategy = data_parallel(GRAPH, 2)
+    rng, again = np.random.default_rng(seed), np.random.default_rng(seed)
+    for _ in range(300):
+        candidate = propose(strategy, rng)
+        assert candidate == propose(strategy, again)
+        if candidate is not None:
+            assert candidate != strategy
+            for op in GRAPH.ops:
+                assert candidate[op.name] in enumerate_configs(op, 2)
+            strategy = candidate

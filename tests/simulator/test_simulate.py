@@ -336,3 +336,20 @@ def test_partial_sums_of_a_channel_split_layer_are_all_reduced_then_moved():
     reduce, move = (next(e for e in trace.events if e.name == name and e.resource == "device 1")
                     for name in ("grad fc2 -> fc1 (partial sums all-reduced)", "grad fc2[0] -> fc1[0]"))
     assert move.start_ms == reduce.end_ms
+
+
+def test_a_strategy_for_another_graph_or_device_count_is_one_line():
+    from models.zoo import build_graph
+    from simulator.cost import RooflineCostModel
+    from simulator.machine import machine_preset
+    from simulator.simulate import Simulator
+    from soap.baselines import data_parallel
+    from soap.errors import StrategyFileError
+
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    machine = machine_preset("p100-4x4", 4)
+    simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
+    with pytest.raises(StrategyFileError, match=r"on 2 devices cannot be simulated for graph .* on 4; search or load"):
+        simulator.full(data_parallel(graph, 2))
+    with pytest.raises(StrategyFileError, match="cannot be simulated"):
+        simulator.delta(data_parallel(build_graph("alexnet", "tiny-imagenet", 64), 4))

@@ -1,0 +1,99 @@
+"""The starts search.strategy_search derives by simulation: data parallelism on a narrower device block, and
+the least additive cost over block candidates."""
+
+import itertools
+import math
+
+import pytest
+
+from models.graph import GraphBuilder
+from search.mcmc import Budget
+from search.starts import additive_start, block_candidates, data_parallel_on, narrower_data_parallel
+from search.strategy_search import search_strategy
+from simulator.simulate import Simulator
+from soap.baselines import data_parallel
+from soap.space import validate_config
+from tests.search.test_strategy_search import COST, GRAPH
+from tests.simulator.fakes import fake_machine
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_data_parallel_on_splits_every_op_on_its_batch_over_the_first_devices(width):
+    strategy = data_parallel_on(GRAPH, 8, width)
+    for op in GRAPH.ops:
+        config = strategy[op.name]
+        validate_config(op, config, 8)
+        assert config.devices == tuple(range(width)) and config.num_tasks == width
+        assert config.degrees[0] == width  # the sample dim comes first
+    assert data_parallel_on(GRAPH, 8, 8) == data_parallel(GRAPH, 8)
+
+
+def test_data_parallel_on_a_width_that_does_not_divide_the_batch_is_none():
+    builder = GraphBuilder("odd", "toy", (6, 4))
+    builder.dense("fc", 4)
+    builder.softmax_xent("loss")
+    assert data_parallel_on(builder.build(6), 8, 4) is None
+
+
+def test_the_narrower_start_is_the_cheapest_width_under_the_device_count_ties_to_the_narrower():
+    by_width = {2: 5.0, 4: 3.0, 8: 3.0, 16: 1.0}  # 16 is all the devices: not narrower
+    name, strategy, cost = narrower_data_parallel(GRAPH, 16, lambda s: by_width[s["conv1"].num_tasks])
+    assert (name, cost) == ("data_parallel_4", 3.0) and strategy == data_parallel_on(GRAPH, 16, 4)
+    assert narrower_data_parallel(GRAPH, 2, lambda s: 1.0) is None  # no width between 1 and 2
+
+
+def test_the_search_starts_from_the_narrower_block_when_it_beats_every_start_and_keeps_it_as_a_floor():
+    # Slow links: the gradient all-reduce over 4 devices costs more than the compute it saves.
+    machine = fake_machine(4, bandwidth_bytes_per_s=1e8, latency_s=1e-3)
+    simulator = Simulator(GRAPH, machine, COST)
+    narrower_ms = simulator.full(data_parallel_on(GRAPH, 4, 2)).step_ms
+    assert narrower_ms < simulator.full(data_parallel(GRAPH, 4)).step_ms
+    result = search_strategy(GRAPH, machine, COST, [("data_parallel", data_parallel(GRAPH, 4))],
+                             Budget(iterations=60, min_iterations=1), seed=0)
+    names = [name for name, _, _ in result.starts]
+    assert names[:2] == ["data_parallel", "data_parallel_2"]
+    assert result.best_ms <= min(ms for _, _, ms in result.starts) <= narrower_ms
+
+
+def _exhaustive_additive(graph, builder):
+    """The least additive cost over every combination of block candidates, by enumeration."""
+    candidates = [block_candidates(op, builder.machine.num_devices) for op in graph.ops]
+    best = math.inf
+    for configs in itertools.product(*candidates):
+        total = sum(builder.op_ms(i, config) for i, config in enumerate(configs))
+        total += sum(builder.edge_ms(p, c, j, configs[p], configs[c])
+                     for c in range(len(graph.ops)) for j, p in enumerate(builder.inputs(c)))
+        best = min(best, total)
+    return best
+
+
+def _additive_cost(graph, builder, strategy):
+    configs = [strategy[op.name] for op in graph.ops]
+    return (sum(builder.op_ms(i, config) for i, config in enumerate(configs))
+            + sum(builder.edge_ms(p, c, j, configs[p], configs[c])
+                  for c in range(len(graph.ops)) for j, p in enumerate(builder.inputs(c))))
+
+
+def test_the_additive_start_is_the_least_additive_cost_over_the_block_candidates():
+    builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e8, latency_s=1e-4), COST).builder
+    start = additive_start(GRAPH, builder)
+    for op in GRAPH.ops:
+        assert start[op.name] in block_candidates(op, 4)
+    assert _additive_cost(GRAPH, builder, start) == pytest.approx(_exhaustive_additive(GRAPH, builder), rel=1e-12)
+
+
+def test_block_candidates_split_batch_and_channels_only_from_device_0():
+    conv = GRAPH.op("conv1")  # sample, height, width, channel
+    candidates = block_candidates(conv, 4)
+    assert {config.degrees for config in candidates} == {(1, 1, 1, 1), (2, 1, 1, 1), (4, 1, 1, 1), (1, 1, 1, 2),
+                                                         (1, 1, 1, 4), (2, 1, 1, 2)}
+    assert all(config.devices == tuple(range(config.num_tasks)) for config in candidates)
+
+
+def test_an_edge_costs_nothing_where_every_slice_stays_on_its_device():
+    builder = Simulator(GRAPH, fake_machine(4), COST).builder
+    split = data_parallel(GRAPH, 4)
+    conv, pool = GRAPH.index("conv1"), GRAPH.index("pool1")
+    assert builder.edge_ms(conv, pool, 0, split["conv1"], split["pool1"]) == 0.0
+    whole = data_parallel_on(GRAPH, 4, 1)
+    assert builder.edge_ms(conv, pool, 0, whole["conv1"], split["pool1"]) > 0.0
