@@ -136,10 +136,17 @@ def write_atomic(path: str, data: str | bytes) -> None:
     try:
         with os.fdopen(handle, "wb" if isinstance(data, bytes) else "w") as file:
             file.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would create it: mkstemp's files are private
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_figure(path: str, figure) -> None:
