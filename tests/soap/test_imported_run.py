@@ -1,6 +1,6 @@
-"""A user's imported model runs its own parameters: every baseline and a random strategy of the test
-models (tests/models/test_importer.py) give the module's own loss, updated parameters and batch-norm
-averages after one SGD step, on 2 CPU devices here and on the 2-process local cluster."""
+"""A user's imported model runs its own parameters: every baseline, a random and a searched strategy of
+the test models (tests/models/test_importer.py) give the module's own loss, updated parameters and
+batch-norm averages after one SGD step, on 2 CPU devices here and on the 2-process local cluster."""
 
 from dataclasses import dataclass
 
@@ -78,7 +78,21 @@ def expected(request) -> Expected:
 def _strategies(graph):
     # Seed 6 draws strategies of 3-4 stages for these models (seed 3: up to 11, each a program to compile).
     return {**{name: baseline(graph, 2) for name, baseline in BASELINES.items()},
-            "random": random_strategy(graph, 2, np.random.default_rng(6))}
+            "random": random_strategy(graph, 2, np.random.default_rng(6)), "searched": _searched(graph)}
+
+
+def _searched(graph):
+    """What search.optimize would search for the model on 2 datasheet devices (a short search)."""
+    from search.mcmc import Budget
+    from search.strategy_search import baseline_strategies, search_starts, search_strategy
+    from simulator.cost import RooflineCostModel
+    from simulator.machine import machine_preset
+
+    machine = machine_preset("p100x2-pcie", 2)
+    baselines, _ = baseline_strategies(graph, 2)
+    starts = search_starts(graph, 2, baselines, seed=0)
+    return search_strategy(graph, machine, RooflineCostModel(machine.device), starts,
+                           Budget(iterations=300, min_iterations=1), seed=0).best
 
 
 def test_every_strategy_trains_the_module_s_own_parameters_as_one_device_does(expected):
