@@ -30,8 +30,9 @@ Params = dict[str, dict[str, jax.Array]]
 # its cache by it): bump it whenever an op's computation changes, so that stale timings are measured again.
 # 3: max_pool's own backward. 4: batch norm's own backward, im2col convs on small images, ops timed writing
 # fresh memory against a random output gradient (simulator.measure). 5: the forward and backward timed
-# with the forward's output kept (a conv's forward was left out of it).
-OPS_VERSION = 5
+# with the forward's output kept (a conv's forward was left out of it). 6: each op's optimizer update
+# timed with it, at its own parameter size.
+OPS_VERSION = 6
 
 
 def op_layer(op: Op, rngs: nnx.Rngs) -> nnx.Module | None:

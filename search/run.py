@@ -24,6 +24,7 @@ from models.graph import OpGraph
 from soap.devices import ClusterJob, run_on_cluster
 from soap.runner import InitialValues, RunConfig
 from soap.strategy import Strategy
+from soap.timing import OtherLoad
 
 
 class Measured(NamedTuple):
@@ -45,17 +46,20 @@ def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devi
     run = _run_here if jax.default_backend() != "cpu" else _run_on_cluster
     runs: dict[str, list] = {name: [] for name in strategies}
     failed: dict[str, str] = {}
-    for round_number in range(rounds):
-        for name, strategy in strategies.items():
-            if name in failed:
-                continue
-            print(f"running {name} on {num_devices} local devices (round {round_number + 1} of {rounds}) ...",
-                  file=sys.stderr, flush=True)
-            try:
-                runs[name].append(run(graph, strategy, num_devices, RunConfig(warmup_steps=2, timed_steps=timed_steps),
-                                      initial))
-            except SoapError as error:
-                failed[name] = f"not run: {error}"
+    with OtherLoad() as load:
+        for round_number in range(rounds):
+            for name, strategy in strategies.items():
+                if name in failed:
+                    continue
+                print(f"running {name} on {num_devices} local devices (round {round_number + 1} of {rounds}) ...",
+                      file=sys.stderr, flush=True)
+                try:
+                    runs[name].append(run(graph, strategy, num_devices,
+                                          RunConfig(warmup_steps=2, timed_steps=timed_steps), initial))
+                except SoapError as error:
+                    failed[name] = f"not run: {error}"
+    if note := load.busy_note("the measured runs"):
+        print(note, file=sys.stderr, flush=True)
     return {name: Measured(None, failed[name]) if name in failed else _fastest(runs[name]) for name in strategies}
 
 

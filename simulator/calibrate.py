@@ -64,7 +64,7 @@ class CachePaths:
 
 def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> TableCostModel:
     """The cached profile, or an empty one; a corrupt or foreign file is said, set aside and rebuilt."""
-    empty = TableCostModel(device_kind, jax_version, {}, 0.0, str(path))
+    empty = TableCostModel(device_kind, jax_version, {}, str(path))
     if not path.exists():
         return empty
     try:
@@ -94,7 +94,7 @@ def save_profile(path: Path, profile: TableCostModel) -> None:
 
 def with_entry(profile: TableCostModel, op: Op, cost: OpCost) -> TableCostModel:
     return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, op.cost_key: cost},
-                          profile.update_ms_per_mib, profile.source)
+                          profile.source)
 
 
 @dataclass(frozen=True)
@@ -170,17 +170,14 @@ def cpu_kind(busy_cores: int) -> str:
     return f"cpu-core {model} ({busy_cores} busy)"
 
 
-def _read_ops_log(folder: Path) -> tuple[dict[str, OpCost], float | None]:
-    entries, update = {}, None
+def _read_ops_log(folder: Path) -> dict[str, OpCost]:
+    entries = {}
     path = folder / "ops.jsonl"
     if path.exists():
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            if "update_ms_per_mib" in record:
-                update = record["update_ms_per_mib"]
-            else:
-                entries[record["key"]] = OpCost(record["forward_ms"], record["backward_ms"])
-    return entries, update
+            entries[record["key"]] = OpCost(record["forward_ms"], record["backward_ms"], record["update_ms"])
+    return entries
 
 
 def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
@@ -205,24 +202,24 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     profile = load_profile(paths.profile, kind, version, say)
     needed = needed_local_ops(graph, num_devices)
     missing = [op for op in needed if op.cost_key not in profile.entries]
-    if missing or not profile.update_ms_per_mib:
+    if missing:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
         job = {"graph": graph_to_json(graph),
                "num_devices": num_devices, "skip": sorted(profile.entries), "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
-                done, _ = _read_ops_log(folder)
+                done = _read_ops_log(folder)
                 measured_so_far.update(done)
                 bar.update(len(done) - bar.n)
             measured_so_far: dict[str, OpCost] = {}
             try:
-                (measured, update), _ = _run_job(job, _read_ops_log, timeout_s, in_process, on_poll=progress)
+                measured, _ = _run_job(job, _read_ops_log, timeout_s, in_process, say, on_poll=progress)
             except KeyboardInterrupt:  # what was measured is kept: the next run measures only the rest
-                save_profile(paths.profile, _with_entries(profile, measured_so_far, profile.update_ms_per_mib))
+                save_profile(paths.profile, _with_entries(profile, measured_so_far))
                 say(f"interrupted: kept the {len(measured_so_far)} op shapes measured so far in {paths.profile}")
                 raise
-        profile = _with_entries(profile, measured, update or 0.0)
+        profile = _with_entries(profile, measured)
         save_profile(paths.profile, profile)
     machine = _cached_machine(paths.machine, say)
     if machine is None:
@@ -231,9 +228,8 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     return machine, profile
 
 
-def _with_entries(profile: TableCostModel, entries: dict[str, OpCost], update_ms_per_mib: float) -> TableCostModel:
-    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, **entries}, update_ms_per_mib,
-                          profile.source)
+def _with_entries(profile: TableCostModel, entries: dict[str, OpCost]) -> TableCostModel:
+    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, **entries}, profile.source)
 
 
 def _cached_machine(path: Path, say) -> Machine | None:
@@ -247,19 +243,28 @@ def _cached_machine(path: Path, say) -> Machine | None:
         return None
 
 
-def _run_job(job: dict, read_results, timeout_s: float, in_process: bool, on_poll=None):
-    """(results, warning) of a calibration job: on a local cluster of pinned workers, or in this process."""
-    if not in_process:
-        from soap.devices import run_worker_job
+def _run_job(job: dict, read_results, timeout_s: float, in_process: bool, say, on_poll=None):
+    """(results, warning) of a calibration job: on a local cluster of pinned workers, or in this process.
+    Says so when other processes loaded the machine meanwhile (soap.timing.OtherLoad)."""
+    from soap.timing import OtherLoad
 
-        report = run_worker_job(json.dumps(job), job["num_devices"], read_results, "simulator.calibrate_worker",
-                                timeout_s, on_poll=on_poll)
-        return report.results, report.warning
-    from simulator.calibrate_worker import run_job
+    what = "the calibration of the ops" if job["ops"] else "the calibration of the links"
+    with OtherLoad() as load:
+        if not in_process:
+            from soap.devices import run_worker_job
 
-    with tempfile.TemporaryDirectory(prefix="soap-calibrate-") as folder:
-        run_job(job, Path(folder), reporter=True)
-        return read_results(Path(folder)), None
+            report = run_worker_job(json.dumps(job), job["num_devices"], read_results, "simulator.calibrate_worker",
+                                    timeout_s, on_poll=on_poll)
+            results, warning = report.results, report.warning
+        else:
+            from simulator.calibrate_worker import run_job
+
+            with tempfile.TemporaryDirectory(prefix="soap-calibrate-") as folder:
+                run_job(job, Path(folder), reporter=True)
+                results, warning = read_results(Path(folder)), None
+    if note := load.busy_note(what):
+        say(note)
+    return results, warning
 
 
 def local_device_kind(num_devices: int, in_process: bool) -> str:
@@ -281,7 +286,8 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     say(f"calibrating the links between {where} (4 KB - 64 MB, resharding and all-reduce)")
     job = {"graph": graph_to_json(graph),
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
-    results, warning = _run_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process)
+    results, warning = _run_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process,
+                                say)
     if warning:
         say(f"warning: {warning}")
     timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
@@ -304,11 +310,14 @@ def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices
     ops = needed_local_ops(graph, num_devices)
     flops_per_s = max(op.forward_flops / (profile.entries[op.cost_key].forward_ms / 1e3)
                       for op in ops if profile.entries[op.cost_key].forward_ms > 0)
-    if not profile.update_ms_per_mib > 0:
-        raise ProfileError(f"the profile {profile.source} has no measured optimizer update time; delete it and "
-                           f"calibrate again")
-    # An SGD-with-momentum update moves 5 arrays per parameter: param, grad, momentum read; momentum, param written.
-    bandwidth = 5 * 2**20 / (profile.update_ms_per_mib / 1e3)
+    largest = max((op for op in ops if op.param_bytes), key=lambda op: op.param_bytes, default=None)
+    update_ms = profile.entries[largest.cost_key].update_ms if largest else 0.0
+    if not update_ms > 0:
+        raise ProfileError(f"the profile {profile.source} has no measured optimizer update time for "
+                           f"[{largest.cost_key if largest else 'any op'}]; delete it and calibrate again")
+    # An SGD-with-momentum update moves 5 arrays per parameter: param, grad, momentum read; momentum, param
+    # written. The largest op's update is past the caches, as a memory-bound op's arrays are.
+    bandwidth = 5 * largest.param_bytes / (update_ms / 1e3)
     return DeviceSpec(kind, flops_per_s, bandwidth, _device_memory_bytes(num_devices, in_process, say))
 
 
@@ -343,7 +352,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     graph = build_graph(args.model, args.dataset, args.batch_size)
     machine, profile = calibrate(graph, args.gpus, args.cache_dir)
-    print(f"profile: {len(profile.entries)} op shapes, update {profile.update_ms_per_mib:.3f} ms/MiB ({profile.source})")
+    print(f"profile: {len(profile.entries)} op shapes ({profile.source})")
     print(machine_to_json(machine))
     return 0
 

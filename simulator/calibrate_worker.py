@@ -4,7 +4,7 @@ Job (FOLDER/job.json): {"model", "dataset", "batch_size", "num_devices", "skip":
 cached], "ops": bool, "links": bool}. With "ops", every process times every needed local op not in "skip"
 on its pinned core (all cores busy, as in a parallel step); process 0 appends one JSON line per op to
 FOLDER/ops.jsonl as it goes (the parent shows
-progress and keeps what was measured if stopped), and the optimizer update. With "links", all workers
+progress and keeps what was measured if stopped); an op's time includes its optimizer update. With "links", all workers
 time resharding (all-gather, split on the leading dim and on an inner dim) and all-reduce over MESSAGE_SIZES and the overlap probe; process 0 writes
 FOLDER/links.json.
 """
@@ -44,9 +44,8 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
                     continue
                 cost = measure.time_local_op(op)
                 log.write(json.dumps({"key": op.cost_key, "forward_ms": cost.forward_ms,
-                                      "backward_ms": cost.backward_ms}) + "\n")
+                                      "backward_ms": cost.backward_ms, "update_ms": cost.update_ms}) + "\n")
                 log.flush()
-            log.write(json.dumps({"update_ms_per_mib": measure.update_ms_per_mib()}) + "\n")
     if job["links"]:
         links = {
             "sizes_bytes": list(MESSAGE_SIZES),

@@ -9,12 +9,13 @@ is keyed by value, (local_op.cost_key, device kind), never by device id or objec
   64x64, batch 128, on a P100-PCIe (9.3 TFLOP/s): 1.52 GFLOP / (0.6 * 9.3e12) = 0.273 ms forward.
   Backward FLOPs and bytes are twice forward's for conv and dense (input and weight gradients).
 - TableCostModel: a measured profile (written by calibration), versioned JSON:
-    {"format": "soap-profile", "version": 1, "device_kind": "cpu-core", "jax_version": "0.10.2",
-     "entries": {"<local op cost_key>": {"forward_ms": 1.2, "backward_ms": 2.5}, ...},
-     "update_ms_per_mib": 0.05}
+    {"format": "soap-profile", "version": 2, "device_kind": "cpu-core", "jax_version": "0.10.2",
+     "entries": {"<local op cost_key>": {"forward_ms": 1.2, "backward_ms": 2.5, "update_ms": 0.3}, ...}}
 - ConstantCostModel and the table fake in tests: for simulator and search tests.
-The optimizer update of a parameter slice (SGD with momentum: read weight, gradient and momentum, write
-weight and momentum: 5 x bytes) is priced by `update_ms(num_param_bytes, device_kind)`.
+An op's cost includes the optimizer update of its parameter slice (SGD with momentum: read weight,
+gradient and momentum, write weight and momentum: 5 x bytes), measured per shard shape because its rate
+depends on the size: on one CPU core a 4 MiB kernel updates at 0.14 ms/MiB, a 64 MiB one at 0.72 (the
+caches), so one rate for every size was 2-4x off for some ops (benchmarks.op_breakdown).
 """
 
 from __future__ import annotations
@@ -29,22 +30,19 @@ from simulator.errors import ProfileError
 from simulator.machine import DeviceSpec
 
 PROFILE_FORMAT = "soap-profile"
-PROFILE_VERSION = 1
-MiB = 2**20
+PROFILE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class OpCost:
     forward_ms: float
     backward_ms: float
+    update_ms: float = 0.0  # the optimizer update of the op's parameter slice (0 without parameters)
 
 
 class CostModel(Protocol):
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
-        """Forward and backward time of the local op `op` (a task's computation) on `device_kind`."""
-
-    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
-        """Time of the optimizer update of `num_param_bytes` bytes of parameters."""
+        """Forward, backward and update time of the local op `op` (a task's computation) on `device_kind`."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,7 @@ class ConstantCostModel:
     update_ms_each: float = 0.0
 
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
-        return OpCost(self.forward_ms, self.backward_ms)
-
-    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
-        return self.update_ms_each if num_param_bytes else 0.0
+        return OpCost(self.forward_ms, self.backward_ms, self.update_ms_each if op.param_bytes else 0.0)
 
 
 @dataclass(frozen=True)
@@ -74,10 +69,8 @@ class RooflineCostModel:
 
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
         forward_bytes = op.input_bytes + op.output_bytes + op.param_bytes
-        return OpCost(self._ms(op.forward_flops, forward_bytes), self._ms(op.backward_flops, 2 * forward_bytes))
-
-    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
-        return self._ms(0, 5 * num_param_bytes)
+        return OpCost(self._ms(op.forward_flops, forward_bytes), self._ms(op.backward_flops, 2 * forward_bytes),
+                      self._ms(0, 5 * op.param_bytes))
 
 
 @dataclass(frozen=True)
@@ -87,7 +80,6 @@ class TableCostModel:
     device_kind: str
     jax_version: str
     entries: dict
-    update_ms_per_mib: float
     source: str = "profile"
 
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
@@ -100,15 +92,11 @@ class TableCostModel:
                                f"this model and device count (python -m simulator.calibrate)")
         return cost
 
-    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
-        return self.update_ms_per_mib * num_param_bytes / MiB
-
     def to_json(self) -> str:
-        entries = {key: {"forward_ms": c.forward_ms, "backward_ms": c.backward_ms}
+        entries = {key: {"forward_ms": c.forward_ms, "backward_ms": c.backward_ms, "update_ms": c.update_ms}
                    for key, c in sorted(self.entries.items())}
         return json.dumps({"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "device_kind": self.device_kind,
-                           "jax_version": self.jax_version, "update_ms_per_mib": self.update_ms_per_mib,
-                           "entries": entries}, indent=1)
+                           "jax_version": self.jax_version, "entries": entries}, indent=1)
 
 
 def profile_from_json(text: str, device_kind: str, jax_version: str, source: str = "profile") -> TableCostModel:
@@ -119,9 +107,8 @@ def profile_from_json(text: str, device_kind: str, jax_version: str, source: str
             raise ProfileError(f"{source} is for {field} {document.get(field)!r}, not {want!r}; "
                                f"calibrate on this machine")
     try:
-        entries = {key: OpCost(float(v["forward_ms"]), float(v["backward_ms"]))
+        entries = {key: OpCost(float(v["forward_ms"]), float(v["backward_ms"]), float(v["update_ms"]))
                    for key, v in document["entries"].items()}
-        update = float(document["update_ms_per_mib"])
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ProfileError(f"{source} has a malformed entry ({error!r}); delete it and calibrate again")
-    return TableCostModel(device_kind, jax_version, entries, update, source)
+    return TableCostModel(device_kind, jax_version, entries, source)

@@ -1,4 +1,4 @@
-"""Measurements on this process's JAX devices, for calibration: one op, the optimizer update, the links.
+"""Measurements on this process's JAX devices, for calibration: one op with its optimizer update, the links.
 
     python -m simulator.calibrate --model alexnet --gpus 2      # runs these inside pinned workers
 
@@ -6,7 +6,13 @@ Every timing compiles and warms up first, then takes the median of several runs,
 `block_until_ready` (soap.timing.time_steps). An op is timed as its local op (what one task computes,
 models.op.local_op): forward alone, and forward plus VJP returning the forward's output beside the
 gradients; backward = the difference, as a training step computes the backward after a forward whose
-output it keeps (the next op reads it).
+output it keeps (the next op reads it). An op's optimizer update (soap.step's SGD with momentum, each
+call's new parameters and momentum fed to the next as a training loop does) is timed at its own parameter
+shapes, two ways, and the smaller counts: alone, and as forward, VJP and update in one program minus
+forward and VJP. On one core the rate ranges 5x between a 4 MiB and a 64 MiB kernel (the caches), so one
+rate for all sizes was 2-4x off for some ops; alone, a 64 MiB update ran at 1.2 ms/MiB, after its
+gradient in one program at 0.63-0.72, as inside a step (benchmarks.op_breakdown: fc7's 40.6 ms); as a
+difference, a small update is lost in its op's noise (conv2's: 5.6 ms, against 0.4 alone and in a step).
 """
 
 from __future__ import annotations
@@ -23,12 +29,19 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 from models.network import apply_op, layer_params, op_layer
 from models.op import Op
 from soap.timing import time_steps
-from simulator.cost import MiB, OpCost
+from simulator.cost import OpCost
+from soap.step import sgd_momentum
+
+Program = tuple[Callable, tuple]  # a jitted function and its arguments
+MiB = 2**20
 
 
-def local_op_programs(op: Op) -> tuple[tuple[Callable, tuple], tuple[Callable, tuple]]:
-    """The two programs calibration times for `op` (a local op), jitted, each with its arguments: its
-    forward, and its forward plus VJP, which returns the forward's output beside the gradients."""
+def local_op_programs(op: Op) -> tuple[Program, Program, Program | None]:
+    """The programs calibration times for `op` (a local op), jitted, each with its arguments: its
+    forward; its forward plus VJP, which returns the forward's output beside the gradients; and, for an op
+    with parameters (else None), forward, VJP and the optimizer update, which returns the output, the new
+    parameters and the new optimizer state (the second and third arguments of the next call); it returns
+    the input's gradient too, which a step computes (XLA would drop an unused one)."""
     layer = op_layer(op, nnx.Rngs(0))
     params = layer_params(layer) if layer is not None else {}
     rng = np.random.default_rng(0)
@@ -54,36 +67,64 @@ def local_op_programs(op: Op) -> tuple[tuple[Callable, tuple], tuple[Callable, t
             output, pullback = jax.vjp(forward, params, inputs)
         return output, pullback(cotangent)
 
-    return (jax.jit(forward), (params, inputs)), (jax.jit(forward_backward), (params, inputs, cotangent))
+    optimizer = sgd_momentum()
+
+    def forward_backward_update(inputs, params, opt_state, cotangent):
+        output, (grads, *input_grads) = forward_backward(params, inputs, cotangent)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (output, input_grads), optax.apply_updates(params, updates), opt_state
+
+    update = ((jax.jit(forward_backward_update), (inputs, params, optimizer.init(params), cotangent))
+              if params else None)
+    return (jax.jit(forward), (params, inputs)), (jax.jit(forward_backward), (params, inputs, cotangent)), update
 
 
 def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
-    """Forward and backward milliseconds of `op` (a local op) on this process's first device."""
-    (forward, forward_args), (forward_backward, args) = local_op_programs(op)
+    """Forward, backward and update milliseconds of `op` (a local op) on this process's first device."""
+    (forward, forward_args), (forward_backward, args), update = local_op_programs(op)
     # Outputs kept, as a step keeps its activations: each call writes fresh memory (soap.timing.time_steps).
+    # Gradients are not kept: a step consumes them (the update, the previous op's backward) and frees them.
     forward_ms = time_steps(lambda: forward(*forward_args), warmup, repeats, keep_outputs=True).median_ms
-    total_ms = time_steps(lambda: forward_backward(*args), warmup, repeats, keep_outputs=True).median_ms
-    return OpCost(forward_ms, max(total_ms - forward_ms, 0.0))
+
+    def backward() -> jax.Array:
+        output, gradients = forward_backward(*args)
+        jax.block_until_ready(gradients)
+        return output
+
+    total_ms = time_steps(backward, warmup, repeats, keep_outputs=True).median_ms
+    update_ms = 0.0
+    if update is not None:
+        program, (inputs, *state, cotangent) = update
+
+        def train() -> jax.Array:  # the new parameters and momentum replace the old, as in a training loop
+            (output, input_grads), *state[:] = program(inputs, *state, cotangent)
+            jax.block_until_ready((input_grads, state))
+            return output
+
+        after_gradient_ms = max(time_steps(train, warmup, repeats, keep_outputs=True).median_ms - total_ms, 0.0)
+        update_ms = min(after_gradient_ms, time_update_alone_ms(state[0], warmup, repeats))
+    return OpCost(forward_ms, max(total_ms - forward_ms, 0.0), update_ms)
 
 
-def update_ms_per_mib(num_mib: int = 32, warmup: int = 2, repeats: int = 7) -> float:
-    """Milliseconds per MiB of parameters of one SGD-with-momentum update (optax), on the first device.
-
-    32 MiB of parameters (with gradients and momentum, 96 MiB) is past the CPU caches, as the large layers
-    whose updates matter are. Measured on this machine's core (benchmarks.op_breakdown): 16 MiB gave
-    0.23 ms/MiB and 64 MiB 1.04 ms/MiB, while the update of fc7 (32-64 MiB) took 0.3-0.66 ms/MiB inside
-    training steps."""
-    optimizer = optax.sgd(0.01, momentum=0.9)
-    params = jnp.zeros((num_mib * MiB // 4,), jnp.float32)
-    grads = jnp.ones_like(params)
-    state = optimizer.init(params)
+def time_update_alone_ms(params: dict, warmup: int = 2, repeats: int = 7) -> float:
+    """The optimizer update of `params` (arrays of an op's parameter shapes) against random gradients,
+    fed back from call to call."""
+    optimizer = sgd_momentum()
+    rng = np.random.default_rng(1)
+    grads = {name: jnp.asarray(rng.standard_normal(value.shape), value.dtype) for name, value in params.items()}
 
     @jax.jit
-    def update(params, state):
-        updates, state = optimizer.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+    def update(params, opt_state):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
 
-    return time_steps(lambda: update(params, state), warmup, repeats).median_ms / num_mib
+    state = [params, optimizer.init(params)]
+
+    def train() -> tuple:
+        state[:] = update(*state)
+        return state[0]
+
+    return time_steps(train, warmup, repeats).median_ms
 
 
 _INNER_DIM_ROWS = 128  # a batch of activations split on its features

@@ -506,7 +506,7 @@ class TaskGraphBuilder:
         runs a combined all-reduce array by array: OWT's 10 conv arrays, 9 MB, took 37-43 ms in a step
         against 20 ms priced per op, 2026-11-25), then the update of the task's slice."""
         tasks = []
-        update_ms = self.cost.update_ms(sum(slice_bytes), self.machine.device.kind)
+        update_ms = self.op_cost(i, config.degrees).update_ms
         compute_base, update_base = seg << 24 | _COMPUTE, seg << 24 | _UPDATE
         for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
             ready = tuple(compute_base | k for k in group)

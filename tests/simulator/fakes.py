@@ -19,11 +19,8 @@ class KindTableCost:
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
         for kind, forward_ms, backward_ms in self.table:
             if kind == op.kind.value:
-                return OpCost(forward_ms, backward_ms)
+                return OpCost(forward_ms, backward_ms, self.update_ms_each if op.param_bytes else 0.0)
         raise KeyError(op.kind)
-
-    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
-        return self.update_ms_each if num_param_bytes else 0.0
 
 
 @dataclass(frozen=True)
@@ -34,9 +31,6 @@ class FlopCost:
 
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
         return OpCost(op.forward_flops / 1e9 * self.ms_per_gflop, op.backward_flops / 1e9 * self.ms_per_gflop)
-
-    def update_ms(self, num_param_bytes: int, device_kind: str) -> float:
-        return 0.0
 
 
 def fake_machine(num_devices: int, bandwidth_bytes_per_s: float = 1e9, latency_s: float = 0.0,

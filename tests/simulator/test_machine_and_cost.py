@@ -92,7 +92,7 @@ def test_roofline_worked_number():
 
 def _profile(**changes):
     fc7 = local_op(GRAPH.op("fc7"), (2, 1))
-    table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: OpCost(3.0, 6.0)}, 0.5)
+    table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: OpCost(3.0, 6.0, 1.0)})
     document = json.loads(table.to_json())
     document.update(changes)
     return json.dumps(document)
@@ -101,19 +101,20 @@ def _profile(**changes):
 def test_profile_round_trip_and_lookup():
     table = profile_from_json(_profile(), "cpu-core", "0.10.2")
     fc7 = local_op(GRAPH.op("fc7"), (2, 1))
-    assert table.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0)
-    assert table.update_ms(2**21, "cpu-core") == 1.0
+    assert table.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0, 1.0)
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         pytest.param("nope", r"profile is not valid JSON", id="malformed"),
-        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads version 1", id="version"),
+        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads version 2", id="version"),
         pytest.param(_profile(jax_version="0.4.30"), r"profile is for jax_version '0.4.30', not '0.10.2'; "
                      r"calibrate on this machine", id="other-jax"),
         pytest.param(_profile(device_kind="gpu"), r"profile is for device_kind 'gpu', not 'cpu-core'", id="other-kind"),
         pytest.param(_profile(entries={"k": {"forward_ms": 1}}), r"profile has a malformed entry", id="bad-entry"),
+        pytest.param(_profile(entries={"k": {"forward_ms": 1, "backward_ms": 2}}), r"malformed entry \(KeyError\('update_ms'",
+                     id="no-update"),
     ],
 )
 def test_profile_errors(text, message):

@@ -32,3 +32,29 @@ def test_counts_must_be_positive():
     with pytest.raises(SoapError, match=r"timing needs warmup_steps >= 1 \(the first step compiles\) and "
                                         r"timed_steps >= 1, got 0 and 5"):
         time_steps(lambda: None, warmup_steps=0, timed_steps=5)
+
+
+def test_other_load_counts_a_process_that_is_not_ours_and_not_waited_for():
+    import subprocess
+    import sys
+    import time
+
+    from soap.timing import OtherLoad
+
+    with OtherLoad() as load:
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(1.5)
+        spinner.kill()
+    spinner.wait()
+    assert load.cores is not None and load.cores > 0.5  # one core kept busy for most of the block
+    note = load.busy_note("the calibration of the ops")
+    assert note.startswith("note: other processes kept ") and "busy during the calibration of the ops;" in note
+
+
+def test_other_load_is_silent_when_quiet_or_unknown():
+    from soap.timing import OtherLoad
+
+    load = OtherLoad()
+    assert load.busy_note("x") is None  # unknown (no /proc/stat): nothing said
+    load.cores = 0.05
+    assert load.busy_note("x") is None
