@@ -61,7 +61,8 @@ class Op:
     `state_shapes` its non-trainable state (batch norm's running averages). Spatial ops carry `kernel_hw`,
     `stride_hw` and `padding`; `relu` marks a fused ReLU; `im2col` a conv computed as patches times its
     kernel. `state_shapes` and `im2col` are left out of the repr: the graph signature adds them where set
-    (models.graph.OpGraph.signature), so graphs without them keep theirs.
+    (models.graph.OpGraph.signature), so graphs without them keep theirs. `halo` marks a task's local op
+    that is a height or width shard of a windowed op, read with its halo (never a graph's op).
     """
 
     name: str
@@ -77,6 +78,7 @@ class Op:
     input_grad: bool = True  # False for an op reading the data batch: no gradient flows to its input
     state_shapes: tuple[tuple[str, Shape], ...] = field(default=(), repr=False)
     im2col: bool = field(default=False, repr=False)  # a conv computed as patches @ kernel (models/kinds/conv.py)
+    halo: bool = field(default=False, repr=False)  # a spatial shard of a windowed op (models/kinds/window.py)
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPE_BYTES, self.dtype
@@ -142,6 +144,8 @@ class Op:
             parts.append("relu")
         if self.im2col:
             parts.append("im2col")
+        if self.halo:
+            parts.append("halo")
         if not self.input_grad:
             parts.append("no-input-grad")
         parts.append("in=" + ",".join(_shape_str(s) for s in self.input_shapes))

@@ -18,11 +18,24 @@ on one core, batch 64, forward / forward with both gradients (2026-11-30):
     4x4x256, 3x3x256x256, stride 1:  lax 12 / 38 ms,      patches 22 / 181 ms
     16x16x64, 3x3x64x64, stride 1:   lax 12 / 41 ms,      patches 67 / 681 ms
 (shared/REFERENCE.md has the same cliffs at batch 128.) Above 2x2 outputs the plain convolution wins.
+
+A task's local op split on height or width (`halo`: a VALID conv on its window, which only calibration
+computes) computes its input gradient as XLA's SPMD partitioner has each device compute a split conv's
+in a step: for the rows and columns the task owns only (its share of the input, about its output's size
+times the stride), a forward convolution of the output gradient with the flipped kernel; the halo's
+gradient is the neighbour's work there, and zero here (`_halo_conv`). Autodiff's gradient of a VALID
+conv over the whole window, a transposed convolution XLA:CPU runs slowly on small images, took 793 ms on
+128x6x4x256 (ResNet-18's res4 conv split on width) against about 100 ms for the whole backward stage of
+the step holding it (benchmarks.op_breakdown --strategy-file, 2026-11-30). The output and the kernel
+gradient are autodiff's, the input gradient equals it away from the halo (tests/models/test_kinds.py).
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
@@ -78,9 +91,60 @@ class Conv2D(KindSpec):
                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
             # The patches' features are ordered (input channel, kernel row, kernel column).
             y = patches @ params["kernel"].transpose(2, 0, 1, 3).reshape(ci * kh * kw, co)
+        elif op.halo:
+            y = _halo_conv(inputs[0], params["kernel"], op.stride_hw)
         else:
             y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, op.padding.value,
                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if "bias" in params:
             y = y + params["bias"]
         return relu_if(op, y)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _halo_conv(x: jax.Array, kernel: jax.Array, stride_hw: tuple[int, int]) -> jax.Array:
+    """A VALID conv whose input gradient is a forward convolution (see the module docstring)."""
+    return lax.conv_general_dilated(x, kernel, stride_hw, "VALID", dimension_numbers=_NHWC)
+
+
+def _halo_conv_forward(x, kernel, stride_hw):
+    return _halo_conv(x, kernel, stride_hw), (x, kernel)
+
+
+def _halo_conv_backward(stride_hw, residuals, dy):
+    x, kernel = residuals
+    (kh, kw), (sh, sw) = kernel.shape[:2], stride_hw
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # (kh, kw, Co, Ci)
+    # The owned rows: out_h * sh of them, after the top halo of (kh - sh) // 2 (a SAME split's); their
+    # gradient is the full transposed conv's rows there, computed alone as a forward convolution.
+    pads, owned = [], []
+    for size, out, k, s in ((x.shape[1], dy.shape[1], kh, sh), (x.shape[2], dy.shape[2], kw, sw)):
+        top, rows = (k - s) // 2, min(out * s, size - (k - s) // 2)
+        pads.append((k - 1 - top, rows + top - (out - 1) * s - 1))
+        owned.append((top, size - top - rows))
+    source = dy
+    if stride_hw == (1, 1):  # the halo is data in a step (the neighbour's gradient), not padding
+        source, pads = _with_halo(dy, pads), ((0, 0), (0, 0))
+    dx = lax.conv_general_dilated(source, flipped, (1, 1), pads, lhs_dilation=(sh, sw), dimension_numbers=_NHWC)
+    dx = jnp.pad(dx, ((0, 0), owned[0], owned[1], (0, 0)))
+    _, kernel_pullback = jax.vjp(lambda k: lax.conv_general_dilated(x, k, stride_hw, "VALID",
+                                                                    dimension_numbers=_NHWC), kernel)
+    return dx, kernel_pullback(dy)[0]
+
+
+def _with_halo(dy: jax.Array, pads) -> jax.Array:
+    """`dy` with `pads` rows and columns of zeros around it (a negative pad crops) that XLA cannot fold
+    into the convolution's padding: computed from dy's edge times zero, as a neighbour's halo is data.
+    Folded, XLA:CPU swaps a small padded image with the kernel and runs the convolution 25x slower."""
+    for axis, (low, high) in zip((1, 2), pads):
+        size = dy.shape[axis]
+        dy = lax.slice_in_dim(dy, max(-low, 0), size - max(-high, 0), axis=axis)
+        edge = lax.slice_in_dim(dy, 0, 1, axis=axis) * 0.0
+        dy = jnp.concatenate([edge] * max(low, 0) + [dy] + [edge] * max(high, 0), axis=axis)
+    return dy
+
+
+_halo_conv.defvjp(_halo_conv_forward, _halo_conv_backward)

@@ -46,4 +46,4 @@ def window_local_op(op: Op, degrees: tuple[int, ...], channels_in: int) -> Op:
                                    output_shape=out, param_shapes=params)
     window = (out[0], (out[1] - 1) * sh + kh, (out[2] - 1) * sw + kw, channels_in)
     return dataclasses.replace(op, name="", input_shapes=(window,), output_shape=out, param_shapes=params,
-                               padding=Padding.VALID)
+                               padding=Padding.VALID, halo=True)

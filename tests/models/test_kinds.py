@@ -472,3 +472,45 @@ def test_batch_norm_backward_is_autodiff_of_its_formula(shape, relu):
     for got, want in zip(ours, theirs):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(batch_norm(x, scale, bias, relu)[0], by_formula(x, scale, bias), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_hw, kernel_hw, stride_hw", [((6, 4), (3, 3), (1, 1)), ((9, 5), (3, 3), (2, 2)),
+                                                        ((7, 8), (1, 7), (1, 1)), ((11, 10), (3, 3), (2, 2))])
+def test_a_halo_shard_conv_has_autodiffs_gradients_on_the_rows_it_owns(in_hw, kernel_hw, stride_hw):
+    # A spatial shard's conv computes its input gradient for the rows and columns it owns only, as a
+    # forward convolution (what XLA's SPMD partitioner has each device do in a step, fast on small
+    # images); there it equals autodiff's, the halo's is zero; output and kernel gradient are autodiff's.
+    import jax
+    import numpy as np
+    from jax import lax
+
+    from models.kinds.conv import _halo_conv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *in_hw, 5)).astype(np.float32)
+    kernel = rng.standard_normal((*kernel_hw, 5, 4)).astype(np.float32)
+
+    def plain(x, kernel):
+        return lax.conv_general_dilated(x, kernel, stride_hw, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    y, pullback = jax.vjp(plain, x, kernel)
+    halo_y, halo_pullback = jax.vjp(lambda x, k: _halo_conv(x, k, stride_hw), x, kernel)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_allclose(halo_y, y, rtol=1e-6)
+    (dx, dkernel), (want_dx, want_dkernel) = halo_pullback(dy), pullback(dy)
+    np.testing.assert_allclose(dkernel, want_dkernel, rtol=1e-5, atol=1e-5)
+    owned = tuple(slice((k - s) // 2, (k - s) // 2 + min(out * s, size - (k - s) // 2))
+                  for size, out, k, s in zip(in_hw, y.shape[1:3], kernel_hw, stride_hw))
+    np.testing.assert_allclose(dx[:, owned[0], owned[1]], want_dx[:, owned[0], owned[1]], rtol=1e-5, atol=1e-5)
+    halo = np.ones(dx.shape, bool)
+    halo[:, owned[0], owned[1]] = False
+    assert not np.any(np.asarray(dx)[halo])
+
+
+def test_only_a_spatial_shard_of_a_conv_is_a_halo_op():
+    from models.op import local_op
+    from models.zoo import build_graph
+
+    conv = build_graph("resnet18", "tiny-imagenet", 8).op("res4a_branch2b")
+    assert local_op(conv, (1, 1, 2, 1)).halo and "halo" in local_op(conv, (1, 1, 2, 1)).cost_key
+    assert not local_op(conv, (2, 1, 1, 1)).halo and not local_op(conv, (1, 1, 1, 2)).halo
