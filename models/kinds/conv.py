@@ -118,11 +118,13 @@ def _halo_conv_backward(stride_hw, residuals, dy):
     x, kernel = residuals
     (kh, kw), (sh, sw) = kernel.shape[:2], stride_hw
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # (kh, kw, Co, Ci)
-    # The owned rows: out_h * sh of them, after the top halo of (kh - sh) // 2 (a SAME split's); their
+    # The owned rows: out_h * sh of them, after the top halo of (kh - sh) // 2 (a SAME split's), none for a
+    # kernel smaller than its stride (a 1x1 conv of stride 2 owns its whole window); their
     # gradient is the full transposed conv's rows there, computed alone as a forward convolution.
     pads, owned = [], []
     for size, out, k, s in ((x.shape[1], dy.shape[1], kh, sh), (x.shape[2], dy.shape[2], kw, sw)):
-        top, rows = (k - s) // 2, min(out * s, size - (k - s) // 2)
+        top = max((k - s) // 2, 0)
+        rows = min(out * s, size - top)
         pads.append((k - 1 - top, rows + top - (out - 1) * s - 1))
         owned.append((top, size - top - rows))
     source = dy

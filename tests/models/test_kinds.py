@@ -475,7 +475,9 @@ def test_batch_norm_backward_is_autodiff_of_its_formula(shape, relu):
 
 
 @pytest.mark.parametrize("in_hw, kernel_hw, stride_hw", [((6, 4), (3, 3), (1, 1)), ((9, 5), (3, 3), (2, 2)),
-                                                        ((7, 8), (1, 7), (1, 1)), ((11, 10), (3, 3), (2, 2))])
+                                                        ((7, 8), (1, 7), (1, 1)), ((11, 10), (3, 3), (2, 2)),
+                                                        ((9, 5), (1, 1), (2, 2)), ((8, 9), (5, 5), (1, 1)),
+                                                        ((8, 8), (3, 3), (2, 2))])
 def test_a_halo_shard_conv_has_autodiffs_gradients_on_the_rows_it_owns(in_hw, kernel_hw, stride_hw):
     # A spatial shard's conv computes its input gradient for the rows and columns it owns only, as a
     # forward convolution (what XLA's SPMD partitioner has each device do in a step, fast on small
@@ -499,7 +501,7 @@ def test_a_halo_shard_conv_has_autodiffs_gradients_on_the_rows_it_owns(in_hw, ke
     np.testing.assert_allclose(halo_y, y, rtol=1e-6)
     (dx, dkernel), (want_dx, want_dkernel) = halo_pullback(dy), pullback(dy)
     np.testing.assert_allclose(dkernel, want_dkernel, rtol=1e-5, atol=1e-5)
-    owned = tuple(slice((k - s) // 2, (k - s) // 2 + min(out * s, size - (k - s) // 2))
+    owned = tuple(slice(max((k - s) // 2, 0), max((k - s) // 2, 0) + min(out * s, size - max((k - s) // 2, 0)))
                   for size, out, k, s in zip(in_hw, y.shape[1:3], kernel_hw, stride_hw))
     np.testing.assert_allclose(dx[:, owned[0], owned[1]], want_dx[:, owned[0], owned[1]], rtol=1e-5, atol=1e-5)
     halo = np.ones(dx.shape, bool)
@@ -514,3 +516,24 @@ def test_only_a_spatial_shard_of_a_conv_is_a_halo_op():
     conv = build_graph("resnet18", "tiny-imagenet", 8).op("res4a_branch2b")
     assert local_op(conv, (1, 1, 2, 1)).halo and "halo" in local_op(conv, (1, 1, 2, 1)).cost_key
     assert not local_op(conv, (2, 1, 1, 1)).halo and not local_op(conv, (1, 1, 1, 2)).halo
+
+
+@pytest.mark.parametrize("model", ["resnet18", "inception_v3"])
+def test_every_spatial_shard_of_a_zoo_conv_computes_its_gradients(model):
+    # Each conv's local op split in two on height, then on width, runs its forward and backward (the
+    # programs calibration times) with the shapes autodiff gives; tiny batch, shapes as at full size.
+    import jax
+
+    from models.op import local_op
+    from models.zoo import build_graph, default_dataset
+    from simulator.measure import local_op_programs
+
+    graph = build_graph(model, default_dataset(model), 1)
+    shards = {local_op(op, degrees) for op in graph.ops if op.kind.value == "conv2d"
+              for degrees in ((1, 2, 1, 1), (1, 1, 2, 1)) if op.output_shape[1] >= 2 and op.output_shape[2] >= 2}
+    for op in sorted(shards, key=lambda op: op.cost_key):
+        _, (forward_backward, args), _ = local_op_programs(op)
+        output, grads = jax.eval_shape(forward_backward, *args)
+        assert output.shape == op.output_shape
+        differentiated = args[:2] if op.input_grad else args[:1]  # the data batch gets no gradient
+        assert [g.shape for g in jax.tree.leaves(grads)] == [a.shape for a in jax.tree.leaves(differentiated)]
