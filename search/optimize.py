@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 from models.datasets import DATASETS
@@ -193,9 +194,8 @@ def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, bas
 def _search(graph, machine, cost_model, starts, options: Options) -> SearchResult:
     from tqdm import tqdm
 
-    print(f"searching from {', '.join(name for name, _ in starts)} (budget {options.budget_s:g} s; "
-          f"Ctrl-C stops and keeps the best)", file=sys.stderr, flush=True)
     budget = Budget(seconds=options.budget_s, iterations=options.iterations)
+    began = time.perf_counter()
     # Ctrl-C sets a flag the search polls, rather than raising wherever Python happens to be (a
     # KeyboardInterrupt inside a library's callback is swallowed); a second Ctrl-C interrupts as usual.
     interrupted = threading.Event()
@@ -212,8 +212,18 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
                     bar.update(64)
                     bar.set_postfix_str(f"from {start}, best {chain.best_cost:.3f} ms, stops: {chain.waiting_for()}",
                                         refresh=False)
+
+            def building(what: str) -> None:
+                bar.set_postfix_str(f"building start: {what}")
+
+            def searching(priced: list[tuple[str, float]]) -> None:
+                tqdm.write(f"searching from {', '.join(name for name, _ in priced)} (budget "
+                           f"{options.budget_s:g} s, {time.perf_counter() - began:.1f} s of it spent building the "
+                           f"starts; Ctrl-C stops and keeps the best)", file=sys.stderr)
+                sys.stderr.flush()
+
             return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
-                                   stop_requested=interrupted.is_set)
+                                   stop_requested=interrupted.is_set, on_building=building, on_starts=searching)
     finally:
         signal.signal(signal.SIGINT, previous)
 

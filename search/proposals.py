@@ -27,17 +27,23 @@ def random_op_random_split(graph: OpGraph, num_devices: int) -> Move:
 
     def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
         i = int(rng.integers(len(graph.ops)))
-        if len(splits[i]) < 2 and len(splits[i][0]) < 2:
-            return None
-        name = graph.ops[i].name
-        current = strategy[name]
-        while True:
-            blocks = splits[i][int(rng.integers(len(splits[i])))]
-            config = blocks[int(rng.integers(len(blocks)))]
-            if config != current:
-                return strategy.with_config(name, config)
+        config = _other_config(splits[i], strategy[graph.ops[i].name], rng)
+        return None if config is None else strategy.with_config(graph.ops[i].name, config)
 
     return move
+
+
+def _other_config(splits: list[tuple[ParallelConfig, ...]], current: ParallelConfig,
+                  rng: np.random.Generator) -> ParallelConfig | None:
+    """A config other than `current`: a split uniformly among `splits`, then a device block of it; None
+    when the space has no other."""
+    if len(splits) < 2 and len(splits[0]) < 2:
+        return None
+    while True:
+        blocks = splits[int(rng.integers(len(splits)))]
+        config = blocks[int(rng.integers(len(blocks)))]
+        if config != current:
+            return config
 
 
 def _by_split(space: tuple[ParallelConfig, ...]) -> list[tuple[ParallelConfig, ...]]:
@@ -85,3 +91,41 @@ def mixture(moves: list[tuple[float, Move]]) -> Move:
         return moves[index][1](strategy, rng)
 
     return move
+
+
+def run_random_split(graph: OpGraph, num_devices: int) -> Move:
+    """A random op and the run around it (the ops joined to it by edges through ops of its own config) get
+    one random config, drawn as in `random_op_random_split`; each op of the run takes it where its space
+    has it. None when the op has no other config.
+
+    A run sharing one config needs no resharding inside it, so moving it one op at a time passes through a
+    resharding at each step, uphill; moving it whole does not (AlexNet's convs 2-5 and pools, split alike
+    on 8-64 GPUs, and fc6-fc7 on one device block).
+    """
+    names = [op.name for op in graph.ops]
+    neighbours = [tuple(graph.index(n) for n in dict.fromkeys(graph.producers(name) + graph.consumers(name)))
+                  for name in names]
+    spaces = [enumerate_configs(op, num_devices) for op in graph.ops]
+    splits, members = [_by_split(space) for space in spaces], [frozenset(space) for space in spaces]
+
+    def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
+        i = int(rng.integers(len(names)))
+        config = _other_config(splits[i], strategy[names[i]], rng)
+        if config is None:
+            return None
+        run = {names[j] for j in _run(strategy, names, neighbours, i) if config in members[j]}
+        items = tuple((name, config if name in run else current) for name, current in strategy.items_)
+        return Strategy(strategy.model, strategy.graph_signature, strategy.num_devices, items)
+
+    return move
+
+
+def _run(strategy: Strategy, names: list[str], neighbours: list[tuple[int, ...]], i: int) -> list[int]:
+    """Op i and every op joined to it by edges through ops of op i's config, in op order."""
+    config, seen, frontier = strategy[names[i]], {i}, [i]
+    while frontier:
+        for j in neighbours[frontier.pop()]:
+            if j not in seen and strategy[names[j]] == config:
+                seen.add(j)
+                frontier.append(j)
+    return sorted(seen)

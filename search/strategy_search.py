@@ -5,14 +5,16 @@
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one,
 then those search.starts derives by simulation: data parallel on the fastest narrower device block and
 the least additive cost by a dynamic program, each kept when faster than every start before it) runs one
-chain with an equal share of the budget and its own random stream (seed, start index), so the same seed
-gives the same strategy whenever chains stop by convergence or by iterations. Chains run one after
-another, the cheapest start first, so a good start's chain is searched soonest. A chain is judged
-converged (FlexFlow's rule) only after `adaptive_min_iterations`, unless the budget sets the minimum.
-Each proposal changes one op: half of them give it a random config, its split drawn first
-(search.proposals.random_op_random_split), half copy a neighbour's config (copy_from_neighbour). A
-strategy over a device's memory costs inf (never accepted). The result is the best over all chains,
-never worse than the best start.
+chain with an equal share of the iterations, or of the seconds left when it begins (building the derived
+starts counts in the budget), and its own random stream (seed, start index), so the same seed gives the
+same strategy whenever chains stop by convergence or by iterations. Chains run one after another, the
+cheapest start first, so a good start's chain is searched soonest. A chain is judged converged
+(FlexFlow's rule) only after `adaptive_min_iterations`, unless the budget sets the minimum. A third of
+the proposals give one op a random config, its split drawn first (search.proposals.random_op_random_split),
+a third copy a neighbour's config into one op (copy_from_neighbour), a third give one random config to
+an op and the run of ops around it sharing its config (run_random_split). A strategy over a device's
+memory costs inf (never accepted). The result is the best over all chains, never worse than the best
+start.
 
 `recommend(result)` is what SOAP hands the user: the search's best, or the best known start (a baseline,
 or the user's --init) when the search found nothing at least MIN_GAIN faster than it.
@@ -31,7 +33,7 @@ import numpy as np
 from models.errors import SoapError
 from models.graph import OpGraph
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
-from search.proposals import Move, copy_from_neighbour, mixture, random_op_random_split
+from search.proposals import Move, copy_from_neighbour, mixture, random_op_random_split, run_random_split
 from search.starts import additive_start, narrower_data_parallel
 from simulator.cost import CostModel
 from simulator.machine import Machine
@@ -41,19 +43,29 @@ from soap.errors import BatchNotDivisibleError
 from soap.space import valid_degrees
 from soap.strategy import Strategy
 
-BETA_RELATIVE = 100.0  # a move 1% worse than the start's step time is accepted with p = exp(-1)
+# A move 1% worse than the start's step time is accepted with p = exp(-3). AlexNet on p100-4x4 with run moves
+# (2026-11-30, seeds 0-3, median iterations to within 1% of the best a 40,000-iteration search finds, 8 /
+# 16 / 32 / 64 GPUs): 265 / 1687 / 3546 / 2015 at 300, 331 / 5027 / 1831 / 1590 at 100 (exp(-1)); at 30,
+# seeds 0 and 1 never came within 1% on 16 and 64 GPUs.
+BETA_RELATIVE = 300.0
 RANDOM_START = "random"
 INIT_START = "init"
 ADDITIVE_START = "additive"
-# The share of proposals that copy a neighbour's config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
-# (2026-11-25): within 1% of the best known in 0.1-1.2 s, against 0.6-2.2 s (one seed never) with random
-# configs alone; shares of 0.3 and 0.7 did no better.
-COPY_SHARE = 0.5
+# The shares of proposals that copy a neighbour's config and that move a run of ops; the rest give one op
+# a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2 (2026-11-25): copies at 0.5 found the
+# best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed never) with random configs alone (0.3
+# and 0.7 did no better). Thirds with run moves (2026-11-30, seeds 0-3, iterations to within 1% of the
+# best a 40,000-iteration search finds, median, beta 100): 8 GPUs 331 against 1295 without them, 16 GPUs
+# 5027 against 2 seeds of 4 never; see BETA_RELATIVE for both at 300.
+COPY_SHARE = 1 / 3
+RUN_SHARE = 1 / 3
 # A found strategy replaces the best known start only when simulated at least this fraction faster.
 # Closer than that, the simulator does not rank two strategies reliably: on the local 2-worker cluster
 # (README, Dogs vs Cats), OWT with fc8 and the loss whole on one device was simulated 0.3% faster than
 # OWT and measured 0.7-2.7% slower; one strategy's measured step time varies 1-3% from run to run.
 MIN_GAIN = 0.02
+# The seconds of a chain whose share of the budget is spent before it begins: it prices its start only.
+_NO_TIME_S = 1e-9
 
 
 @dataclass(frozen=True)
@@ -122,19 +134,33 @@ def search_strategy(
     on_iteration: Callable[[str, Progress], None] | None = None,
     simulation: Literal["delta", "full"] = "delta",
     stop_requested: Callable[[], bool] = lambda: False,
+    on_building: Callable[[str], None] | None = None,
+    on_starts: Callable[[list[tuple[str, float]]], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> SearchResult:
     """Search from every start, and from the starts search.starts derives (data parallelism on the
     fastest narrower device block, then the least additive cost), each when faster than every start
     before it; `simulation="full"` prices each candidate by a full simulation instead (same chain, same
     result, only slower: what benchmarks.search_time compares). A budget without min_iterations gets
-    `adaptive_min_iterations`."""
-    began = time.perf_counter()
+    `adaptive_min_iterations`. Building the derived starts counts in the budget's seconds and in the
+    time to the best; `on_building(what)` is called as each begins, `on_starts([(name, ms), ...])` once
+    every start is known, before the chains run. `clock` measures the budget and the times (the benchmarks
+    pass time.process_time: the search's own CPU seconds, which a process paused or sharing its core does
+    not spend)."""
+    began = clock()
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
     start_costs = [_priced(simulator.full(start)) for _, start in starts]
-    for derived in _derived_starts(graph, simulator):
+    for what, build in _derived_starts(graph, simulator, stop_requested):
+        if stop_requested():
+            break
+        if on_building is not None:
+            on_building(what)
+        derived = build()
         if derived is not None and derived[2] < min(start_costs):
             starts, start_costs = starts + [derived[:2]], start_costs + [derived[2]]
+    if on_starts is not None:
+        on_starts([(name, ms) for (name, _), ms in zip(starts, start_costs)])
     min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
                       else budget.min_iterations)
     propose = proposal(graph, machine.num_devices)
@@ -144,35 +170,41 @@ def search_strategy(
         name, start, start_ms = starts[index][0], starts[index][1], start_costs[index]
         beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
         report = (lambda progress, name=name: on_iteration(name, progress)) if on_iteration else None
-        share = _chain_budget(budget, len(starts), position, min_iterations)
+        share = _chain_budget(budget, len(starts), position, min_iterations, clock() - began)
         mcmc = run_mcmc(start, propose, lambda s: _priced(price(s)), np.random.default_rng([seed, index]),
-                        beta, share, on_iteration=report, stop_requested=stop_requested)
-        chains.append(ChainResult(name, start_ms, mcmc, time.perf_counter() - began - mcmc.seconds))
+                        beta, share, on_iteration=report, clock=clock, stop_requested=stop_requested)
+        chains.append(ChainResult(name, start_ms, mcmc, clock() - began - mcmc.seconds))
         if mcmc.stop_reason == "interrupted":
             break
     winner = min(chains, key=lambda chain: chain.mcmc.best_cost)
     return SearchResult(
         best=winner.mcmc.best, best_ms=winner.mcmc.best_cost, chains=tuple(chains),
         starts=tuple((name, start, ms) for (name, start), ms in zip(starts, start_costs)),
-        seconds=time.perf_counter() - began, best_found_at_s=winner.began_at_s + winner.mcmc.best_found_at_s,
+        seconds=clock() - began, best_found_at_s=winner.began_at_s + winner.mcmc.best_found_at_s,
         interrupted=chains[-1].mcmc.stop_reason == "interrupted",
     )
 
 
-def _chain_budget(budget: Budget, num_chains: int, position: int, min_iterations: int) -> Budget:
-    """Chain `position`'s equal share of the budget; the iterations' remainder goes to the first chains, so
-    that the chains together run exactly the iterations asked for."""
+def _chain_budget(budget: Budget, num_chains: int, position: int, min_iterations: int, spent_s: float) -> Budget:
+    """Chain `position`'s share of the budget: an equal share of the iterations (the remainder to the first
+    chains, so that the chains together run exactly the iterations asked for), and of the seconds left
+    after `spent_s` (building the starts, the chains before) among the chains not yet run. A chain left
+    no time still prices its start."""
     iterations = None
     if budget.iterations is not None:
         iterations = max(1, budget.iterations // num_chains + (position < budget.iterations % num_chains))
-    seconds = None if budget.seconds is None else budget.seconds / num_chains
+    seconds = None
+    if budget.seconds is not None:
+        seconds = max(budget.seconds - spent_s, 0.0) / (num_chains - position) or _NO_TIME_S
     return Budget(seconds=seconds, iterations=iterations, min_iterations=min_iterations)
 
 
 def proposal(graph: OpGraph, num_devices: int) -> Move:
-    """The search's proposal: a random config for one op, or a neighbour's config copied (COPY_SHARE)."""
-    return mixture([(1 - COPY_SHARE, random_op_random_split(graph, num_devices)),
-                    (COPY_SHARE, copy_from_neighbour(graph, num_devices))])
+    """The search's proposal: a random config for one op, a neighbour's config copied (COPY_SHARE), or a
+    random config for a run of ops sharing one (RUN_SHARE)."""
+    return mixture([(1 - COPY_SHARE - RUN_SHARE, random_op_random_split(graph, num_devices)),
+                    (COPY_SHARE, copy_from_neighbour(graph, num_devices)),
+                    (RUN_SHARE, run_random_split(graph, num_devices))])
 
 
 def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
@@ -185,14 +217,20 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
     return max(FLEXFLOW_MIN_ITERATIONS, num_splits)
 
 
-def _derived_starts(graph: OpGraph, simulator: Simulator) -> Iterator[tuple[str, Strategy, float] | None]:
-    """search.starts' starts in order, each with its simulated ms (None for one the graph does not have)."""
+def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callable[[], bool]
+                    ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
+    """search.starts' starts in order: (what is built, for a progress line; a function building it and
+    returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested)."""
     def price(strategy: Strategy) -> float:
         return _priced(simulator.full(strategy))
 
-    yield narrower_data_parallel(graph, simulator.machine.num_devices, price)
-    additive = additive_start(graph, simulator.builder)
-    yield None if additive is None else (ADDITIVE_START, additive, price(additive))
+    def additive() -> tuple[str, Strategy, float] | None:
+        strategy = additive_start(graph, simulator.builder, stop_requested)
+        return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))
+
+    yield ("data parallel on fewer devices",
+           lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
+    yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
 
 
 def _priced(result) -> float:

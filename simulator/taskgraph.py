@@ -39,6 +39,7 @@ bytes it received from other devices.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -134,6 +135,9 @@ class TaskGraphBuilder:
         self._kept_bytes: dict = {}
         self._op_rules: dict = {}
         self._stats_groups: dict = {}
+        self._leaders: dict = {}
+        self._members: dict = {}
+        self._rings: dict = {}
         # The distinct links of the machine; the link tables name them by position, as hashing a Link
         # (a frozen dataclass, hashed field by field) for each of up to 4096 slices of a resharding costs
         # more than the rest of the resharding.
@@ -316,28 +320,127 @@ class TaskGraphBuilder:
         return (costs.forward_ms + costs.backward_ms + 2 * max((task.duration_ms for task in stats), default=0.0)
                 + allreduce_ms + update_ms)
 
-    def edge_ms(self, p: int, c: int, input_index: int, source: ParallelConfig, config: ParallelConfig) -> float:
-        """What the edge from op p into input `input_index` of op c costs when nothing else runs: the
-        resharding of p's output into c's tasks and that of the gradient back (the partial sums' all-reduces
-        first where c's tasks hold them, side by side), one after the other."""
-        forward: list[Task] = []
-        flows = self.volumes(p, c, input_index, source.degrees, config.degrees)
-        self._incoming(self.forward_segment_id(c), p, p << 24 | _COMPUTE, source.devices, c, config.devices, flows,
-                       [[] for _ in config.devices], forward, None, inner_dim=_splits_inner_dim(source.degrees))
-        backward: list[Task] = []
-        flows = self.backward_volumes(p, c, input_index, source.degrees, config.degrees)
-        deps = [[] for _ in source.devices]
-        base = self.backward_segment_id(c) << 24 | _COMPUTE
-        if self.op_rules(c, config.degrees)[0]:
-            self._summed_incoming(self.backward_segment_id(p), c, base, config, p, source.devices, flows, deps,
-                                  backward, inner_dim=_splits_inner_dim(source.degrees))
-        else:
-            self._incoming(self.backward_segment_id(p), c, base, config.devices, p, source.devices, flows, deps,
-                           backward, None, inner_dim=_splits_inner_dim(source.degrees))
-        # The partial sums' all-reduces (one per channel group, labelled without slices) run side by side.
-        summed = [task.duration_ms for task in backward if len(task.label) == 2]
-        resharded = [task.duration_ms for task in forward + backward if len(task.label) > 2]
-        return max(summed, default=0.0) + sum(resharded)
+    def edge_ms_table(self, p: int, c: int, input_index: int, sources: Sequence[ParallelConfig],
+                      configs: Sequence[ParallelConfig]) -> np.ndarray:
+        """[a, b]: what the edge from op p (under `sources[a]`) into input `input_index` of op c (under
+        `configs[b]`) costs when nothing else runs: the resharding of p's output into c's tasks and that of
+        the gradient back (the partial sums' all-reduces first where c's tasks hold them, side by side),
+        one after the other. These are the durations of the tasks `_incoming` and `_summed_incoming`
+        build, priced without building them, every config of p at once for each config of c (the
+        additive start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
+        boxes = np.concatenate([self._shard_boxes(p, source.degrees) for source in sources])
+        owner = np.repeat(np.arange(len(sources)), [source.num_tasks for source in sources])
+        owner_devices = np.concatenate([self._device_array(source.devices) for source in sources])
+        owner_inner_dim = np.array([_splits_inner_dim(source.degrees) for source in sources])
+        table = np.empty((len(sources), len(configs)))
+        for b, config in enumerate(configs):
+            source_tasks, tasks, num_bytes = _intersections(
+                boxes, self._needed_boxes(c, config.degrees, input_index), self.graph.ops[p].dtype_bytes)
+            pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
+            devices, inner_dim = self._device_array(config.devices)[tasks], owner_inner_dim[pair]
+            forward_ms = self._reshards_ms(len(sources), pair, source_devices, devices, num_bytes, inner_dim)
+            if not self.op_rules(c, config.degrees)[0]:
+                table[:, b] = forward_ms + self._reshards_ms(len(sources), pair, devices, source_devices, num_bytes,
+                                                             inner_dim)
+                continue
+            leader_group = self._leader_groups(c, config.degrees)[tasks]
+            read = leader_group >= 0  # the box a group all-reduces is what its first task reads
+            pair, group, num_bytes = pair[read], leader_group[read], num_bytes[read]
+            devices, source_devices, inner_dim = devices[read], source_devices[read], inner_dim[read]
+            num_groups = len(self.partial_sum_groups(c, config.degrees))
+            box_bytes = np.bincount(pair * num_groups + group, weights=num_bytes,
+                                    minlength=len(sources) * num_groups).astype(np.int64)
+            summed_ms = self._partial_sums_ms(c, config, box_bytes.reshape(len(sources), num_groups))
+            # Slices for tasks of p on devices outside the group move from the group's first device.
+            outside = ~self._group_members(c, config)[group, source_devices]
+            backward_ms = self._reshards_ms(len(sources), pair[outside], devices[outside], source_devices[outside],
+                                            num_bytes[outside], inner_dim[outside])
+            table[:, b] = summed_ms + (forward_ms + backward_ms)
+        return table
+
+    def _reshards_ms(self, num_pairs: int, pair: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                     num_bytes: np.ndarray, inner_dim: np.ndarray) -> np.ndarray:
+        """[pair]: how long the resharding of pair `pair[j]`'s slices (slice j from device `src[j]` to
+        `dst[j]`, `num_bytes[j]` bytes, `inner_dim[j]`: of a tensor split on its last dim) lasts, priced as
+        `_reshard_ms` prices one; 0.0 where no slice changes device."""
+        moved = src != dst
+        pair, src, dst, num_bytes, inner_dim = pair[moved], src[moved], dst[moved], num_bytes[moved], inner_dim[moved]
+        n = self.machine.num_devices
+        link_ids = np.where(inner_dim, self._inner_dim_link_ids[src, dst], self._link_ids[src, dst])
+        at = pair * n + dst
+        # Byte counts stay far under 2**53, so the float sums are exact integers.
+        received = np.bincount(at, weights=num_bytes, minlength=num_pairs * n).astype(np.int64)[at]
+        durations = np.zeros(num_pairs)
+        for link_id, link in enumerate(self._distinct_links):
+            on_link = link_ids == link_id
+            if not on_link.any():
+                continue
+            if link.measured:
+                for a, b in set(zip(pair[on_link].tolist(), received[on_link].tolist())):
+                    durations[a] = max(durations[a], link.transfer_ms(b))
+                continue
+            most = np.full(num_pairs, -1, dtype=np.int64)  # a line never falls: the most bytes price the link
+            np.maximum.at(most, pair[on_link], received[on_link])
+            for a in np.flatnonzero(most >= 0).tolist():
+                durations[a] = max(durations[a], link.transfer_ms(int(most[a])))
+        return durations
+
+    def _partial_sums_ms(self, op_index: int, config: ParallelConfig, box_bytes: np.ndarray) -> np.ndarray:
+        """[pair]: the slowest of the op's partial-sum all-reduces under `config`, group g's of
+        `box_bytes[pair, g]` bytes over the ring of its devices. Where the machine has no measured
+        all-reduce, a ring's time grows with its bytes and depends on the ring only by its size and slowest
+        link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
+        rings, classes, class_links = self._group_rings(op_index, config)
+        if self.machine.allreduce is not None:
+            return np.array([max(self._allreduce_ms(b, ring) for b, ring in zip(row, rings))
+                             for row in box_bytes.tolist()])
+        durations = np.zeros(len(box_bytes))
+        for ring_class, (ring_size, slowest) in enumerate(class_links):
+            most = box_bytes[:, classes == ring_class].max(axis=1).tolist()
+            for a, b in enumerate(most):
+                durations[a] = max(durations[a], ring_allreduce_ms(b, ring_size, slowest.bandwidth_bytes_per_s,
+                                                                   slowest.latency_s))
+        return durations
+
+    def _leader_groups(self, op_index: int, degrees: tuple[int, ...]) -> np.ndarray:
+        """Per task of the op: the index of its partial-sum group if it is the group's first task, else -1."""
+        key = (op_index, degrees)
+        cached = self._leaders.get(key)
+        if cached is None:
+            cached = np.full(math.prod(degrees), -1, dtype=np.int64)
+            for group_index, group in enumerate(self.partial_sum_groups(op_index, degrees)):
+                cached[group[0]] = group_index
+            self._leaders[key] = cached
+        return cached
+
+    def _group_members(self, op_index: int, config: ParallelConfig) -> np.ndarray:
+        """[group, device]: whether the device runs a task of the op's partial-sum group under `config`."""
+        key = (op_index, config)
+        cached = self._members.get(key)
+        if cached is None:
+            groups = self.partial_sum_groups(op_index, config.degrees)
+            cached = np.zeros((len(groups), self.machine.num_devices), dtype=bool)
+            for group_index, group in enumerate(groups):
+                cached[group_index, [config.devices[k] for k in group]] = True
+            self._members[key] = cached
+        return cached
+
+    def _group_rings(self, op_index: int, config: ParallelConfig
+                     ) -> tuple[list[list[tuple[int, int]]], np.ndarray, list[tuple[int, Link]]]:
+        """The ring of each partial-sum group's devices under `config`; its class; and per class the ring
+        size and slowest link, what `_allreduce_ms` prices a ring by (rings alike in both share a class)."""
+        key = (op_index, config)
+        cached = self._rings.get(key)
+        if cached is None:
+            rings, classes, seen = [], [], {}
+            for group in self.partial_sum_groups(op_index, config.degrees):
+                devices = [config.devices[k] for k in group]
+                ring = list(zip(devices, devices[1:] + devices[:1]))
+                slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
+                rings.append(ring)
+                classes.append(seen.setdefault((len(ring), slowest), len(seen)))
+            cached = self._rings[key] = (rings, np.array(classes, dtype=np.int64), list(seen))
+        return cached
 
     def inputs(self, i: int) -> tuple[int, ...]:
         """The producers of op i's inputs, in input order (one per input: an op read twice appears twice)."""
@@ -452,18 +555,13 @@ class TaskGraphBuilder:
         """ONE TRANSFER task for `moves` into op i's tasks (see the module docstring): slice j leaves task
         `source_keys[j]` on device `src[j]` for device `dst[j]`; `inner_dim`: the tensor moved is split on
         its last dim."""
-        n, num_links = self.machine.num_devices, len(self._distinct_links)
-        link_ids = (self._inner_dim_link_ids if inner_dim else self._link_ids)[src, dst]
-        # Byte counts stay far under 2**53, so the float sums are exact integers.
-        received = np.bincount(dst, weights=moves.num_bytes, minlength=n).astype(np.int64).tolist()
+        n = self.machine.num_devices
+        duration_ms, received = self._reshard_ms(src, dst, moves.num_bytes, inner_dim)
         if memory is not None:
+            received = received.tolist()
             for device in np.unique(dst).tolist():
                 memory[device] = memory.get(device, 0) + received[device]
         key = seg << 24 | _TRANSFER | len(tasks)
-        # Each receiving device takes in its bytes at its slowest incoming link's rate.
-        distinct = self._distinct_links
-        duration_ms = max(distinct[pair % num_links].transfer_ms(received[pair // num_links])
-                          for pair in np.unique(dst * num_links + link_ids).tolist())
         link_resources = n + src * n + dst
         resources = np.unique(link_resources if self.machine.comm_overlaps_compute
                               else np.concatenate((link_resources, src, dst)))
@@ -472,6 +570,26 @@ class TaskGraphBuilder:
                                       tuple(np.unique(source_keys).tolist()))))
         for k in np.unique(moves.tasks).tolist():
             deps[k].append(key)
+
+    def _reshard_ms(self, src: np.ndarray, dst: np.ndarray, num_bytes: np.ndarray,
+                    inner_dim: bool) -> tuple[float, np.ndarray]:
+        """How long one resharding of slices from devices `src` to `dst` lasts (each receiving device takes
+        in its bytes at its slowest incoming link's rate; it lasts until the slowest device has them), and
+        the bytes each device receives. A link without measured timings prices bytes by a line, which
+        never falls, so the device receiving most on it prices it: one call per link, not per device."""
+        link_ids = (self._inner_dim_link_ids if inner_dim else self._link_ids)[src, dst]
+        # Byte counts stay far under 2**53, so the float sums are exact integers.
+        received = np.bincount(dst, weights=num_bytes, minlength=self.machine.num_devices).astype(np.int64)
+        durations = []
+        for link_id, link in enumerate(self._distinct_links):
+            on_link = received[dst[link_ids == link_id]]
+            if not on_link.size:
+                continue
+            if link.measured:
+                durations.extend(link.transfer_ms(b) for b in set(on_link.tolist()))
+            else:
+                durations.append(link.transfer_ms(int(on_link.max())))
+        return max(durations), received
 
     def _stats(self, seg: int, i: int, config: ParallelConfig, deps: list[list[int]], tasks: list[Task]) -> None:
         """One all-reduce of op i's statistics per group of `stats_groups`, after the group's tasks have
@@ -550,9 +668,12 @@ def _intersections(producer_boxes: np.ndarray, needed: np.ndarray, dtype_bytes: 
     (needed[k]) with producer shard m (producer_boxes[m]), ordered by k then m. Boxes are products of
     intervals, so the overlap volume of every (k, m) pair is one array product over dims (64 x 64 tasks:
     4096 pairs at once)."""
-    overlap = (np.minimum(producer_boxes[None, :, :, 1], needed[:, None, :, 1])
-               - np.maximum(producer_boxes[None, :, :, 0], needed[:, None, :, 0]))
-    volumes = np.clip(overlap, 0, None).prod(axis=2)  # [k, m]
+    volumes = None  # [k, m], dim by dim (one [k, m] array at a time, not [k, m, dims])
+    for d in range(needed.shape[1]):
+        overlap = (np.minimum(producer_boxes[None, :, d, 1], needed[:, None, d, 1])
+                   - np.maximum(producer_boxes[None, :, d, 0], needed[:, None, d, 0]))
+        np.maximum(overlap, 0, out=overlap)
+        volumes = overlap if volumes is None else np.multiply(volumes, overlap, out=volumes)
     ks, ms = np.nonzero(volumes)
     num_bytes = volumes[ks, ms] * dtype_bytes
     return Flows(ms, ks, num_bytes)

@@ -1,18 +1,22 @@
 """The starts search.strategy_search derives by simulation: data parallelism on a narrower device block, and
 the least additive cost over block candidates."""
 
+import dataclasses
 import itertools
 import math
 
+import numpy as np
 import pytest
 
 from models.graph import GraphBuilder
 from search.mcmc import Budget
 from search.starts import additive_start, block_candidates, data_parallel_on, narrower_data_parallel
 from search.strategy_search import search_strategy
+from simulator.machine import Link, Machine
 from simulator.simulate import Simulator
+from simulator.taskgraph import TRANSFER
 from soap.baselines import data_parallel
-from soap.space import validate_config
+from soap.space import enumerate_configs, validate_config
 from tests.search.test_strategy_search import COST, GRAPH
 from tests.simulator.fakes import fake_machine
 
@@ -55,13 +59,17 @@ def test_the_search_starts_from_the_narrower_block_when_it_beats_every_start_and
     assert result.best_ms <= min(ms for _, _, ms in result.starts) <= narrower_ms
 
 
+def _edge_ms(builder, p, c, input_index, source, config):
+    return builder.edge_ms_table(p, c, input_index, [source], [config])[0, 0]
+
+
 def _exhaustive_additive(graph, builder):
     """The least additive cost over every combination of block candidates, by enumeration."""
     candidates = [block_candidates(op, builder.machine.num_devices) for op in graph.ops]
     best = math.inf
     for configs in itertools.product(*candidates):
         total = sum(builder.op_ms(i, config) for i, config in enumerate(configs))
-        total += sum(builder.edge_ms(p, c, j, configs[p], configs[c])
+        total += sum(_edge_ms(builder, p, c, j, configs[p], configs[c])
                      for c in range(len(graph.ops)) for j, p in enumerate(builder.inputs(c)))
         best = min(best, total)
     return best
@@ -70,7 +78,7 @@ def _exhaustive_additive(graph, builder):
 def _additive_cost(graph, builder, strategy):
     configs = [strategy[op.name] for op in graph.ops]
     return (sum(builder.op_ms(i, config) for i, config in enumerate(configs))
-            + sum(builder.edge_ms(p, c, j, configs[p], configs[c])
+            + sum(_edge_ms(builder, p, c, j, configs[p], configs[c])
                   for c in range(len(graph.ops)) for j, p in enumerate(builder.inputs(c))))
 
 
@@ -94,6 +102,43 @@ def test_an_edge_costs_nothing_where_every_slice_stays_on_its_device():
     builder = Simulator(GRAPH, fake_machine(4), COST).builder
     split = data_parallel(GRAPH, 4)
     conv, pool = GRAPH.index("conv1"), GRAPH.index("pool1")
-    assert builder.edge_ms(conv, pool, 0, split["conv1"], split["pool1"]) == 0.0
+    assert _edge_ms(builder, conv, pool, 0, split["conv1"], split["pool1"]) == 0.0
     whole = data_parallel_on(GRAPH, 4, 1)
-    assert builder.edge_ms(conv, pool, 0, whole["conv1"], split["pool1"]) > 0.0
+    assert _edge_ms(builder, conv, pool, 0, whole["conv1"], split["pool1"]) > 0.0
+
+
+def _two_node_machine(measured: bool) -> Machine:
+    """8 devices, 4 a node; with `measured`, links and the all-reduce priced through measured points."""
+    points = ((4096.0, 1e-3), (2**20, 2e-3), (2**22, 1.5e-3), (2**26, 9e-3)) if measured else ()
+    intra, inter = Link(2e10, 1e-6, points), Link(1e9, 5e-6, points)
+    machine = fake_machine(8, devices_per_node=4)
+    return dataclasses.replace(machine, intra_node=intra, inter_node=inter,
+                               allreduce=Link(5e9, 2e-5, points) if measured else None)
+
+
+def _edge_tasks_ms(builder, p, c, configs):
+    """The edge p -> c priced from the tasks the simulator builds (p's only consumer is c, c's only
+    producer p): the forward resharding, then the slowest partial-sum all-reduce and the gradient's."""
+    forward = [task for task in builder.segment(builder.forward_segment_id(c), configs).tasks
+               if task.kind == TRANSFER]
+    backward = [task for task in builder.segment(builder.backward_segment_id(p), configs).tasks
+                if task.kind == TRANSFER]
+    summed = [task.duration_ms for task in backward if len(task.label) == 2]
+    resharded = [task.duration_ms for task in forward + backward if len(task.label) > 2]
+    return max(summed, default=0.0) + sum(resharded)
+
+
+@pytest.mark.parametrize("measured", [False, True], ids=["datasheet-links", "measured-links"])
+def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(measured):
+    builder = Simulator(GRAPH, _two_node_machine(measured), COST).builder
+    spaces = [enumerate_configs(op, 8) for op in GRAPH.ops]
+    rng = np.random.default_rng(0)
+    for p in range(len(GRAPH.ops) - 1):
+        sources = [spaces[p][int(k)] for k in rng.choice(len(spaces[p]), size=min(12, len(spaces[p])), replace=False)]
+        configs = [spaces[p + 1][int(k)] for k in rng.choice(len(spaces[p + 1]), size=min(12, len(spaces[p + 1])),
+                                                               replace=False)]
+        table = builder.edge_ms_table(p, p + 1, 0, sources, configs)
+        for (a, source), (b, config) in itertools.product(enumerate(sources), enumerate(configs)):
+            others = [space[0] for space in spaces]
+            others[p], others[p + 1] = source, config
+            assert table[a, b] == _edge_tasks_ms(builder, p, p + 1, tuple(others)), (source, config)

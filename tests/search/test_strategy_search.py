@@ -8,7 +8,8 @@ import pytest
 
 from models.graph import GraphBuilder
 from search.mcmc import Budget
-from search.strategy_search import SearchResult, adaptive_min_iterations, proposal, recommend, search_strategy
+from search.strategy_search import (SearchResult, _chain_budget, adaptive_min_iterations, proposal, recommend,
+                                    search_strategy)
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
 from soap.space import enumerate_configs, valid_degrees
@@ -136,3 +137,31 @@ def test_the_full_proposal_changes_valid_configs_and_same_seed_same_proposal(see
             for op in GRAPH.ops:
                 assert candidate[op.name] in enumerate_configs(op, 2)
             strategy = candidate
+
+
+def test_the_progress_hooks_name_the_starts_being_built_then_every_start_with_its_price():
+    events = []
+    result = search_strategy(GRAPH, fake_machine(4), COST, [("data_parallel", data_parallel(GRAPH, 4))],
+                             Budget(iterations=20), seed=0, on_building=lambda what: events.append(("building", what)),
+                             on_starts=lambda priced: events.append(("starts", priced)))
+    assert [kind for kind, _ in events] == ["building", "building", "starts"]
+    assert events[0][1] == "data parallel on fewer devices" and events[1][1].startswith("additive")
+    assert events[2][1] == [(name, ms) for name, _, ms in result.starts]
+
+
+@pytest.mark.parametrize("spent_s, position, expected_s", [
+    pytest.param(3.0, 0, 1.0, id="building-took-3-of-10-s"),
+    pytest.param(6.0, 6, 4.0, id="the-last-chain-gets-what-is-left"),
+    pytest.param(12.0, 0, 1e-9, id="nothing-left-the-chain-prices-its-start"),
+])
+def test_the_chains_share_the_seconds_left_after_building_the_starts(spent_s, position, expected_s):
+    share = _chain_budget(Budget(seconds=10.0), 7, position, min_iterations=5, spent_s=spent_s)
+    assert share.seconds == pytest.approx(expected_s) and share.min_iterations == 5 and share.iterations is None
+
+
+def test_a_stop_requested_before_the_starts_are_built_builds_none_and_keeps_the_best_start():
+    called = []
+    result = search_strategy(GRAPH, MACHINE, COST, starts(), Budget(iterations=50), seed=0,
+                             stop_requested=lambda: True, on_building=called.append)
+    assert called == [] and result.interrupted
+    assert result.best_ms == min(ms for _, _, ms in result.starts)

@@ -1,0 +1,62 @@
+"""The run move (search.proposals.run_random_split): a run of ops sharing one config moves whole, validly
+and reversibly."""
+
+import numpy as np
+import pytest
+
+from models.graph import GraphBuilder
+from search.proposals import run_random_split
+from soap.config import ParallelConfig
+from soap.space import enumerate_configs
+from soap.strategy import Strategy
+
+
+def dense_chain():
+    builder = GraphBuilder("chain", "toy", (16, 8))
+    for name in ("fc1", "fc2", "fc3"):
+        builder.dense(name, 8)
+    builder.softmax_xent("loss")
+    return builder.build(16)
+
+
+GRAPH = dense_chain()
+A, B = ParallelConfig((4, 1), (0, 1, 2, 3)), ParallelConfig((1, 2), (4, 5))
+START = Strategy.for_graph(GRAPH, 8, {"fc1": A, "fc2": A, "fc3": B, "loss": ParallelConfig((1,), (0,))})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_run_move_gives_the_drawn_op_and_its_run_one_valid_config(seed):
+    move, rng = run_random_split(GRAPH, 8), np.random.default_rng(seed)
+    for _ in range(200):
+        proposal = move(START, rng)
+        changed = [op.name for op in GRAPH.ops if proposal[op.name] != START[op.name]]
+        assert changed in (["fc1", "fc2"], ["fc3"], ["loss"])  # fc1 and fc2 share A: one run
+        assert len({proposal[name] for name in changed}) == 1
+        for name in changed:
+            assert proposal[name] in enumerate_configs(GRAPH.op(name), 8)
+
+
+def test_a_run_move_is_undone_by_a_run_move():
+    move, rng = run_random_split(GRAPH, 8), np.random.default_rng(0)
+    for _ in range(20):
+        proposal = move(START, rng)
+        if proposal["fc1"] == B:  # the run joined fc3: moving it back moves fc3 too
+            continue
+        back = np.random.default_rng(1)
+        assert any(move(proposal, back) == START for _ in range(20000)), proposal
+
+
+def test_same_seed_same_run_moves_and_none_on_one_device():
+    def walk(seed):
+        move, rng, strategy = run_random_split(GRAPH, 8), np.random.default_rng(seed), START
+        seen = []
+        for _ in range(50):
+            strategy = move(strategy, rng) or strategy
+            seen.append(strategy)
+        return seen
+
+    assert walk(3) == walk(3) != walk(4)
+    whole = ParallelConfig((1, 1), (0,))
+    one_device = Strategy.for_graph(GRAPH, 1, {"fc1": whole, "fc2": whole, "fc3": whole,
+                                               "loss": ParallelConfig((1,), (0,))})
+    assert run_random_split(GRAPH, 1)(one_device, np.random.default_rng(0)) is None
