@@ -36,8 +36,10 @@ class Run:
         self.tmp = tmp
         env = {**os.environ, "SOAP_CACHE": str(cache), "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
         env.pop("XLA_FLAGS", None)  # as in a user's shell: this test process forces 8 CPU devices
+        # Ctrl-C as in a terminal: a shell's background job (a CI runner's) inherits SIGINT ignored.
         self.process = subprocess.Popen([*COMMAND, "--out", str(out)], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+                                        stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
