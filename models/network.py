@@ -31,8 +31,9 @@ Params = dict[str, dict[str, jax.Array]]
 # 3: max_pool's own backward. 4: batch norm's own backward, im2col convs on small images, ops timed writing
 # fresh memory against a random output gradient (simulator.measure). 5: the forward and backward timed
 # with the forward's output kept (a conv's forward was left out of it). 6: each op's optimizer update
-# timed with it, at its own parameter size.
-OPS_VERSION = 6
+# timed with it, at its own parameter size. 7: workers keep the memory they free (soap.join), so an op's
+# scratch buffers stop paying page faults on every call.
+OPS_VERSION = 7
 
 
 def op_layer(op: Op, rngs: nnx.Rngs) -> nnx.Module | None:

@@ -4,6 +4,14 @@
 
 This module imports only the standard library and models.cli: a worker must pin itself before numpy or
 JAX start their thread pools, because threads inherit the affinity of their creator.
+
+A worker also keeps the memory it frees (`keep_freed_memory`), as a GPU's caching allocator does. glibc's
+malloc hands a block over 32 MiB straight back to the kernel, or trims it from a thread's arena, so a
+program that allocates such scratch on every call pays its page faults on every call. XLA:CPU's convolution
+does: Inception-v3's Mixed_6a 3x3 stride-2 conv, batch 16, took 300 ms a call on one core, half of it in the
+kernel (70,000 page faults a call, five 48 MB im2col buffers), and 146 ms with the memory kept (0 faults).
+Whether a process paid them depended on which thread's arena served the buffer, so the same op measured
+142 ms inside one program and 302 ms inside another (benchmarks.op_breakdown, 2026-12-01).
 """
 
 import json
@@ -49,6 +57,7 @@ def parse_worker_args(prog: str, argv: list[str]) -> tuple[Path, int]:
 def join_cluster(folder: Path, process_id: int) -> str:
     """Pin to this worker's core, join the cluster (jax.distributed, gloo collectives on CPU); the job JSON."""
     cluster = json.loads((folder / "cluster.json").read_text())
+    keep_freed_memory()
     core = cluster["cores"][process_id]
     if core is not None:
         os.sched_setaffinity(0, {core})
@@ -59,6 +68,20 @@ def join_cluster(folder: Path, process_id: int) -> str:
                                process_id=process_id, initialization_timeout=_INITIALIZATION_TIMEOUT_S,
                                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     return (folder / "job.json").read_text()
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc serve every block from one arena it never trims (see the module docstring);
+    False where the C library is not glibc. Call it before any thread starts: a thread keeps its arena."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
+    return all(mallopt(option, value) == 1
+               for option, value in ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1)))
 
 
 def barrier(name: str, timeout_s: float = 24 * 3600) -> None:
