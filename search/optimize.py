@@ -49,7 +49,7 @@ class Options:
     gpus: int
     batch_size: int
     machine: str | None
-    budget_s: float
+    budget_s: float | None  # None, and no iterations: the adaptive default (search.strategy_search.adaptive_budget)
     iterations: int | None
     seed: int
     out: str | None
@@ -69,8 +69,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--machine", default="local",
                         help=f"local (default: the devices at hand, calibrated on first use and cached), a preset "
                              f"({', '.join(PRESETS)}) priced by roofline, or a machine JSON path")
-    parser.add_argument("--budget", type=positive_float("--budget"), default=30.0, metavar="SECONDS",
-                        help="search time budget (default 30); chains also stop when converged")
+    parser.add_argument("--budget", type=positive_float("--budget"), metavar="SECONDS",
+                        help="search time budget (default: adapted to the model and the device count, said when "
+                             "the search begins); chains also stop when converged")
     parser.add_argument("--iterations", type=positive_int("--iterations"), help="search iteration budget")
     parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
@@ -194,7 +195,8 @@ def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, bas
 def _search(graph, machine, cost_model, starts, options: Options) -> SearchResult:
     from tqdm import tqdm
 
-    budget = Budget(seconds=options.budget_s, iterations=options.iterations)
+    given = options.budget_s is not None or options.iterations is not None
+    budget = Budget(seconds=options.budget_s, iterations=options.iterations) if given else None
     began = time.perf_counter()
     # Ctrl-C sets a flag the search polls, rather than raising wherever Python happens to be (a
     # KeyboardInterrupt inside a library's callback is swallowed); a second Ctrl-C interrupts as usual.
@@ -216,16 +218,26 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
             def building(what: str) -> None:
                 bar.set_postfix_str(f"building start: {what}")
 
-            def searching(priced: list[tuple[str, float]]) -> None:
-                tqdm.write(f"searching from {', '.join(name for name, _ in priced)} (budget "
-                           f"{options.budget_s:g} s, {time.perf_counter() - began:.1f} s of it spent building the "
-                           f"starts; Ctrl-C stops and keeps the best)", file=sys.stderr)
+            def searching(priced: list[tuple[str, float]], chosen: Budget) -> None:
+                tqdm.write(f"searching from {', '.join(name for name, _ in priced)} ({_budget_text(chosen, given)}; "
+                           f"{time.perf_counter() - began:.1f} s spent building the starts; Ctrl-C stops and keeps "
+                           f"the best)", file=sys.stderr)
                 sys.stderr.flush()
 
             return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
                                    stop_requested=interrupted.is_set, on_building=building, on_starts=searching)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _budget_text(budget: Budget, given: bool) -> str:
+    """The budget in words: what was given, or the adaptive default and what it is made of."""
+    limits = " or ".join(([f"{budget.iterations} iterations"] if budget.iterations is not None else [])
+                         + ([f"{budget.seconds:.0f} s"] if budget.seconds is not None else []))
+    if given:
+        return f"budget {limits}"
+    return (f"adaptive budget {limits}: each chain runs twice the {budget.convergence_floor} iterations before "
+            f"FlexFlow's rule (no gain in the last half) may stop it; --budget or --iterations sets another")
 
 
 def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 
 import numpy as np
@@ -12,6 +13,12 @@ from soap.space import enumerate_configs
 from soap.strategy import Strategy
 
 Move = Callable[[Strategy, np.random.Generator], "Strategy | None"]
+
+# The most ops one run move changes. Each op it changes rebuilds up to four segments of the delta
+# simulation (its forward and backward, its consumers' forwards, its producers' backwards): on Inception-v3
+# (219 ops) from data parallelism, where every op shares one config, a whole run is a full rebuild.
+# 16 keeps AlexNet's runs (13 ops) whole.
+MAX_RUN_OPS = 16
 
 
 def random_op_random_split(graph: OpGraph, num_devices: int) -> Move:
@@ -93,10 +100,10 @@ def mixture(moves: list[tuple[float, Move]]) -> Move:
     return move
 
 
-def run_random_split(graph: OpGraph, num_devices: int) -> Move:
-    """A random op and the run around it (the ops joined to it by edges through ops of its own config) get
-    one random config, drawn as in `random_op_random_split`; each op of the run takes it where its space
-    has it. None when the op has no other config.
+def run_random_split(graph: OpGraph, num_devices: int, max_ops: int = MAX_RUN_OPS) -> Move:
+    """A random op and the run around it (the ops joined to it by edges through ops of its own config, the
+    `max_ops` nearest) get one random config, drawn as in `random_op_random_split`; each op of the run
+    takes it where its space has it. None when the op has no other config.
 
     A run sharing one config needs no resharding inside it, so moving it one op at a time passes through a
     resharding at each step, uphill; moving it whole does not (AlexNet's convs 2-5 and pools, split alike
@@ -113,19 +120,22 @@ def run_random_split(graph: OpGraph, num_devices: int) -> Move:
         config = _other_config(splits[i], strategy[names[i]], rng)
         if config is None:
             return None
-        run = {names[j] for j in _run(strategy, names, neighbours, i) if config in members[j]}
+        run = {names[j] for j in _run(strategy, names, neighbours, i, max_ops) if config in members[j]}
         items = tuple((name, config if name in run else current) for name, current in strategy.items_)
         return Strategy(strategy.model, strategy.graph_signature, strategy.num_devices, items)
 
     return move
 
 
-def _run(strategy: Strategy, names: list[str], neighbours: list[tuple[int, ...]], i: int) -> list[int]:
-    """Op i and every op joined to it by edges through ops of op i's config, in op order."""
-    config, seen, frontier = strategy[names[i]], {i}, [i]
-    while frontier:
-        for j in neighbours[frontier.pop()]:
+def _run(strategy: Strategy, names: list[str], neighbours: list[tuple[int, ...]], i: int, max_ops: int) -> list[int]:
+    """Op i and the ops joined to it by edges through ops of op i's config, at most `max_ops` of them, the
+    nearest first (breadth first, neighbours in graph order); in op order."""
+    config, seen, frontier = strategy[names[i]], {i}, collections.deque([i])
+    while frontier and len(seen) < max_ops:
+        for j in neighbours[frontier.popleft()]:
             if j not in seen and strategy[names[j]] == config:
                 seen.add(j)
                 frontier.append(j)
+                if len(seen) == max_ops:
+                    break
     return sorted(seen)

@@ -1,6 +1,6 @@
 """The SOAP search: MCMC chains from several starts, each candidate priced by delta simulation.
 
-    python -m search.optimize --model alexnet --gpus 2 --budget 20
+    python -m search.optimize --model alexnet --gpus 2 [--budget 20]
 
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one,
 then those search.starts derives by simulation: data parallel on the fastest narrower device block and
@@ -8,8 +8,9 @@ the least additive cost by a dynamic program, each kept when faster than every s
 chain with an equal share of the iterations, or of the seconds left when it begins (building the derived
 starts counts in the budget), and its own random stream (seed, start index), so the same seed gives the
 same strategy whenever chains stop by convergence or by iterations. Chains run one after another, the
-cheapest start first, so a good start's chain is searched soonest. A chain is judged converged
-(FlexFlow's rule) only after `adaptive_min_iterations`, unless the budget sets the minimum. A third of
+cheapest start first, so a good start's chain is searched soonest. Without a budget, the search sizes
+one by the graph, the device count and what a simulation takes (`adaptive_budget`). A chain is judged
+converged (FlexFlow's rule) only after `adaptive_min_iterations`, unless the budget sets the minimum. A third of
 the proposals give one op a random config, its split drawn first (search.proposals.random_op_random_split),
 a third copy a neighbour's config into one op (copy_from_neighbour), a third give one random config to
 an op and the run of ops around it sharing its config (run_random_split). A strategy over a device's
@@ -64,6 +65,9 @@ RUN_SHARE = 1 / 3
 # (README, Dogs vs Cats), OWT with fc8 and the loss whole on one device was simulated 0.3% faster than
 # OWT and measured 0.7-2.7% slower; one strategy's measured step time varies 1-3% from run to run.
 MIN_GAIN = 0.02
+# The most seconds the default budget (`adaptive_budget`) allows: FlexFlow's longest search budget, 30
+# minutes, for Inception-v3 and ResNet-101-sized graphs (the estimate for Inception-v3 on 64 GPUs is hours).
+MAX_ADAPTIVE_BUDGET_S = 1800.0
 # The seconds of a chain whose share of the budget is spent before it begins: it prices its start only.
 _NO_TIME_S = 1e-9
 
@@ -128,29 +132,31 @@ def search_strategy(
     machine: Machine,
     cost_model: CostModel,
     starts: list[tuple[str, Strategy]],
-    budget: Budget,
+    budget: Budget | None,
     seed: int,
     beta_relative: float = BETA_RELATIVE,
     on_iteration: Callable[[str, Progress], None] | None = None,
     simulation: Literal["delta", "full"] = "delta",
     stop_requested: Callable[[], bool] = lambda: False,
     on_building: Callable[[str], None] | None = None,
-    on_starts: Callable[[list[tuple[str, float]]], None] | None = None,
+    on_starts: Callable[[list[tuple[str, float]], Budget], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> SearchResult:
     """Search from every start, and from the starts search.starts derives (data parallelism on the
     fastest narrower device block, then the least additive cost), each when faster than every start
     before it; `simulation="full"` prices each candidate by a full simulation instead (same chain, same
     result, only slower: what benchmarks.search_time compares). A budget without min_iterations gets
-    `adaptive_min_iterations`. Building the derived starts counts in the budget's seconds and in the
-    time to the best; `on_building(what)` is called as each begins, `on_starts([(name, ms), ...])` once
-    every start is known, before the chains run. `clock` measures the budget and the times (the benchmarks
-    pass time.process_time: the search's own CPU seconds, which a process paused or sharing its core does
-    not spend)."""
+    `adaptive_min_iterations`; no budget (None) gets `adaptive_budget`. Building the derived starts counts
+    in the budget's seconds and in the time to the best; `on_building(what)` is called as each begins,
+    `on_starts([(name, ms), ...], budget)` once every start and the budget are known, before the chains
+    run. `clock` measures the budget and the times (the benchmarks pass time.process_time: the search's own
+    CPU seconds, which a process paused or sharing its core does not spend)."""
     began = clock()
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
+    pricing_began = clock()
     start_costs = [_priced(simulator.full(start)) for _, start in starts]
+    simulation_s = (clock() - pricing_began) / len(starts)
     for what, build in _derived_starts(graph, simulator, stop_requested):
         if stop_requested():
             break
@@ -159,8 +165,11 @@ def search_strategy(
         derived = build()
         if derived is not None and derived[2] < min(start_costs):
             starts, start_costs = starts + [derived[:2]], start_costs + [derived[2]]
+    if budget is None:
+        budget = adaptive_budget(len(starts), adaptive_min_iterations(graph, machine.num_devices), simulation_s,
+                                 clock() - began)
     if on_starts is not None:
-        on_starts([(name, ms) for (name, _), ms in zip(starts, start_costs)])
+        on_starts([(name, ms) for (name, _), ms in zip(starts, start_costs)], budget)
     min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
                       else budget.min_iterations)
     propose = proposal(graph, machine.num_devices)
@@ -205,6 +214,19 @@ def proposal(graph: OpGraph, num_devices: int) -> Move:
     return mixture([(1 - COPY_SHARE - RUN_SHARE, random_op_random_split(graph, num_devices)),
                     (COPY_SHARE, copy_from_neighbour(graph, num_devices)),
                     (RUN_SHARE, run_random_split(graph, num_devices))])
+
+
+def adaptive_budget(num_chains: int, min_iterations: int, simulation_s: float, spent_s: float) -> Budget:
+    """The default budget, once the starts are built (in `spent_s`): twice its convergence floor
+    (`min_iterations`) for each of `num_chains` chains, so that FlexFlow's rule judges every chain whose
+    best came in its first half; and, in case simulations run slower than the starts' did, seconds for
+    twice those iterations at `simulation_s` a candidate (what a full simulation of a start took; a delta
+    takes less), at most MAX_ADAPTIVE_BUDGET_S. Both grow with the graph and the device count (the floor
+    counts their (op, split) pairs, a simulation their tasks). While the iterations bind, the same seed
+    gives the same strategy."""
+    iterations = num_chains * 2 * min_iterations
+    seconds = min(spent_s + 2 * iterations * simulation_s, MAX_ADAPTIVE_BUDGET_S)
+    return Budget(seconds=max(seconds, _NO_TIME_S), iterations=iterations, min_iterations=min_iterations)
 
 
 def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:

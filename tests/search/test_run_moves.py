@@ -60,3 +60,21 @@ def test_same_seed_same_run_moves_and_none_on_one_device():
     one_device = Strategy.for_graph(GRAPH, 1, {"fc1": whole, "fc2": whole, "fc3": whole,
                                                "loss": ParallelConfig((1,), (0,))})
     assert run_random_split(GRAPH, 1)(one_device, np.random.default_rng(0)) is None
+
+
+def test_a_run_longer_than_max_ops_moves_its_max_ops_nearest_ops_around_the_drawn_one():
+    builder = GraphBuilder("long", "toy", (16, 8))
+    for index in range(8):
+        builder.dense(f"fc{index}", 8)
+    builder.softmax_xent("loss")
+    graph = builder.build(16)
+    shared = {f"fc{index}": A for index in range(8)}
+    start = Strategy.for_graph(graph, 8, {**shared, "loss": ParallelConfig((1,), (0,))})
+    move, rng = run_random_split(graph, 8, max_ops=3), np.random.default_rng(0)
+    for _ in range(200):
+        proposal = move(start, rng)
+        changed = [index for index, op in enumerate(graph.ops) if proposal[op.name] != start[op.name]]
+        if graph.ops[changed[0]].name == "loss":
+            continue
+        # Breadth first along the chain: the drawn op and its neighbours, or two on one side at an end.
+        assert len(changed) == 3 and changed == list(range(changed[0], changed[0] + 3)), changed

@@ -8,8 +8,8 @@ import pytest
 
 from models.graph import GraphBuilder
 from search.mcmc import Budget
-from search.strategy_search import (SearchResult, _chain_budget, adaptive_min_iterations, proposal, recommend,
-                                    search_strategy)
+from search.strategy_search import (MAX_ADAPTIVE_BUDGET_S, SearchResult, _chain_budget, adaptive_budget,
+                                    adaptive_min_iterations, proposal, recommend, search_strategy)
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
 from soap.space import enumerate_configs, valid_degrees
@@ -143,10 +143,32 @@ def test_the_progress_hooks_name_the_starts_being_built_then_every_start_with_it
     events = []
     result = search_strategy(GRAPH, fake_machine(4), COST, [("data_parallel", data_parallel(GRAPH, 4))],
                              Budget(iterations=20), seed=0, on_building=lambda what: events.append(("building", what)),
-                             on_starts=lambda priced: events.append(("starts", priced)))
+                             on_starts=lambda priced, budget: events.append(("starts", (priced, budget))))
     assert [kind for kind, _ in events] == ["building", "building", "starts"]
     assert events[0][1] == "data parallel on fewer devices" and events[1][1].startswith("additive")
-    assert events[2][1] == [(name, ms) for name, _, ms in result.starts]
+    assert events[2][1] == ([(name, ms) for name, _, ms in result.starts], Budget(iterations=20))
+
+
+def test_the_adaptive_budget_gives_each_chain_twice_its_floor_and_seconds_for_twice_that_capped():
+    budget = adaptive_budget(num_chains=7, min_iterations=1000, simulation_s=1e-4, spent_s=0.5)
+    assert budget.iterations == 14_000 and budget.min_iterations == 1000
+    assert budget.seconds == pytest.approx(0.5 + 2 * 14_000 * 1e-4)
+    assert adaptive_budget(7, 22_165, 0.1, 30.0).seconds == MAX_ADAPTIVE_BUDGET_S
+
+
+def test_no_budget_gets_the_adaptive_one_and_the_same_seed_the_same_strategy():
+    def run():
+        budgets = []
+        # A clock that stands still: no seconds pass, so the iterations bind, whatever the machine's load.
+        result = search_strategy(GRAPH, MACHINE, COST, starts()[:2], None, seed=3, clock=lambda: 0.0,
+                                 on_starts=lambda priced, budget: budgets.append(budget))
+        return result, budgets[0]
+
+    (first, budget), (again, _) = run(), run()
+    floor = adaptive_min_iterations(GRAPH, 2)
+    assert budget.iterations == 2 * len(first.starts) * floor and budget.min_iterations == floor
+    assert all(chain.mcmc.iterations <= 2 * floor for chain in first.chains)
+    assert first.best == again.best and first.iterations == again.iterations
 
 
 @pytest.mark.parametrize("spent_s, position, expected_s", [
