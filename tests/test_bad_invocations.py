@@ -96,6 +96,7 @@ CASES = [
     case("benchmarks.search_time", ["--model", "lenet"], "unknown model 'lenet'", "search-time-model"),
     case("benchmarks.search_time", ["--sizes", "4", "0"], f"--sizes {POSITIVE}, got 0", "search-time-sizes"),
     case("benchmarks.search_time", ["--machine", "tpu"], "--machine 'tpu' is not a preset", "search-time-machine"),
+    case("benchmarks.search_time", ["--seeds", "0", "-1"], "--seeds must be an integer >= 0, got -1", "search-time-seeds"),
     case("benchmarks.simulator_speed", ["--moves", "0"], f"--moves {POSITIVE}, got 0", "simulator-speed-moves"),
     case("benchmarks.simulator_speed", ["--json", "{dir}"], "is a folder; pass a file path", "simulator-speed-json"),
     case("benchmarks.simulator_speed", ["--batch-size", "-8"], f"--batch-size {POSITIVE}, got -8",
