@@ -23,6 +23,8 @@ or the user's --init) when the search found nothing at least MIN_GAIN faster tha
 
 from __future__ import annotations
 
+import functools
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -129,6 +131,27 @@ def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strateg
     return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed)))]
 
 
+def _without_cyclic_collector(search: Callable) -> Callable:
+    """`search` run with CPython's cyclic garbage collector off, then on again if it was. A search
+    allocates millions of short-lived tuples (tasks, configs, strategies), which refcounting frees; each
+    700 of them set off a collection that walks the live ones, and the simulator keeps up to 4,096 built
+    segments alive. Off, the same search (same strategy, same peak memory) takes less CPU: AlexNet on
+    p100-4x4, 4,000 iterations, 2.26 -> 1.52 s on 16 GPUs and 7.83 -> 6.10 s on 64 (364 MB either way);
+    Inception-v3, 300 iterations on 64 GPUs, 16.6 -> 14.6 s (431 MB either way)."""
+    @functools.wraps(search)
+    def run(*args, **kwargs):
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return search(*args, **kwargs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    return run
+
+
+@_without_cyclic_collector
 def search_strategy(
     graph: OpGraph,
     machine: Machine,

@@ -187,3 +187,26 @@ def test_a_stop_requested_before_the_starts_are_built_builds_none_and_keeps_the_
                              stop_requested=lambda: True, on_building=called.append)
     assert called == [] and result.interrupted
     assert result.best_ms == min(ms for _, _, ms in result.starts)
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_the_cyclic_collector_is_off_while_searching_and_as_it_was_after(collector_on):
+    import gc
+
+    seen = []
+    gc.enable() if collector_on else gc.disable()
+    try:
+        search_strategy(GRAPH, MACHINE, COST, starts(), Budget(iterations=8, min_iterations=1), seed=0,
+                        on_iteration=lambda _name, _progress: seen.append(gc.isenabled()))
+        assert seen and not any(seen)
+        assert gc.isenabled() == collector_on
+
+        def interrupted(_name, _progress):
+            raise RuntimeError("stopped from a progress hook")
+
+        with pytest.raises(RuntimeError):
+            search_strategy(GRAPH, MACHINE, COST, starts(), Budget(iterations=8, min_iterations=1), seed=0,
+                            on_iteration=interrupted)
+        assert gc.isenabled() == collector_on
+    finally:
+        gc.enable()
