@@ -149,7 +149,8 @@ def _main(argv: list[str] | None) -> int:
     if args.json:
         write_atomic(args.json, json.dumps({"benchmark": "search_time", "model": graph.model, "dataset": graph.dataset,
                                             "batch_size": graph.batch_size, "machine": args.machine,
-                                            "iterations": args.iterations, "seeds": args.seeds, "rows": rows}, indent=1))
+                                            "iterations": args.iterations, "seeds": args.seeds, "rows": rows},
+                                           indent=1))
     return 0
 
 

@@ -131,7 +131,7 @@ def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strateg
     return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed)))]
 
 
-def _without_cyclic_collector(search: Callable) -> Callable:
+def without_cyclic_collector(search: Callable) -> Callable:
     """`search` run with CPython's cyclic garbage collector off, then on again if it was. A search
     allocates millions of short-lived tuples (tasks, configs, strategies), which refcounting frees; each
     700 of them set off a collection that walks the live ones, and the simulator keeps up to 4,096 built
@@ -151,7 +151,7 @@ def _without_cyclic_collector(search: Callable) -> Callable:
     return run
 
 
-@_without_cyclic_collector
+@without_cyclic_collector
 def search_strategy(
     graph: OpGraph,
     machine: Machine,

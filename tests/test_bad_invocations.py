@@ -97,6 +97,8 @@ CASES = [
     case("benchmarks.search_time", ["--sizes", "4", "0"], f"--sizes {POSITIVE}, got 0", "search-time-sizes"),
     case("benchmarks.search_time", ["--machine", "tpu"], "--machine 'tpu' is not a preset", "search-time-machine"),
     case("benchmarks.search_time", ["--seeds", "0", "-1"], "--seeds must be an integer >= 0, got -1", "search-time-seeds"),
+    case("benchmarks.search_profile", ["--start", "best", "--sizes", "4"],
+         "--start best does not exist for alexnet on 4 devices", "search-profile-start"),
     case("benchmarks.simulator_speed", ["--moves", "0"], f"--moves {POSITIVE}, got 0", "simulator-speed-moves"),
     case("benchmarks.simulator_speed", ["--json", "{dir}"], "is a folder; pass a file path", "simulator-speed-json"),
     case("benchmarks.simulator_speed", ["--batch-size", "-8"], f"--batch-size {POSITIVE}, got -8",
@@ -200,8 +202,8 @@ def test_there_are_at_least_40_bad_invocations_over_every_command():
     assert len(CASES) >= 40
     assert modules >= {"search.optimize", "models", "simulator.calibrate", "benchmarks.accuracy",
                        "benchmarks.concurrency", "benchmarks.epochs", "benchmarks.op_breakdown", "benchmarks.owt_table",
-                       "benchmarks.zoo_table", "benchmarks.search_time", "benchmarks.simulator_speed",
-                       "soap.cluster"} | WORKERS
+                       "benchmarks.zoo_table", "benchmarks.search_time", "benchmarks.search_profile",
+                       "benchmarks.simulator_speed", "soap.cluster"} | WORKERS
 
 
 @pytest.mark.parametrize("args, env, message", [
