@@ -61,7 +61,8 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
                            stop_requested=lambda: reached, clock=time.process_time)
 
 
-def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = (0,), preset: str = "p100-4x4") -> dict:
+def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = (0,),
+             preset: str = "p100-4x4") -> dict:
     machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device)
     baselines = baseline_strategies(graph, num_devices)[0]
