@@ -27,8 +27,8 @@ from benchmarks.model_flags import add_model_flags, graph_of
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_int, run_command, write_atomic
 from search.mcmc import Budget, run_mcmc
 from search.starts import additive_start, narrower_data_parallel
-from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, RANDOM_START, baseline_strategies, proposal,
-                                    without_cyclic_collector)
+from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, RANDOM_START, baseline_strategies, priced_ms,
+                                    proposal, without_cyclic_collector)
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
@@ -68,8 +68,7 @@ def run_chain(graph, num_devices: int, start_name: str, iterations: int, seed: i
     beta = BETA_RELATIVE / start_ms if math.isfinite(start_ms) else 0.0
 
     def price(strategy):
-        result = simulator.delta(strategy)
-        return result.step_ms if result.fits_memory else math.inf
+        return priced_ms(simulator.delta(strategy))
 
     propose = proposal(graph, num_devices)
     clock = time.process_time if profiler is None else time.perf_counter

@@ -180,7 +180,7 @@ def search_strategy(
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
     pricing_began = clock()
-    start_costs = [_priced(simulator.full(start)) for _, start in starts]
+    start_costs = [priced_ms(simulator.full(start)) for _, start in starts]
     simulation_s = (clock() - pricing_began) / len(starts)
     for what, build in _derived_starts(graph, simulator, stop_requested):
         if stop_requested():
@@ -205,7 +205,7 @@ def search_strategy(
         beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
         report = (lambda progress, name=name: on_iteration(name, progress)) if on_iteration else None
         share = _chain_budget(budget, len(starts), position, min_iterations, clock() - began)
-        mcmc = run_mcmc(start, propose, lambda s: _priced(price(s)), np.random.default_rng([seed, index]),
+        mcmc = run_mcmc(start, propose, lambda s: priced_ms(price(s)), np.random.default_rng([seed, index]),
                         beta, share, on_iteration=report, clock=clock, stop_requested=stop_requested)
         chains.append(ChainResult(name, start_ms, mcmc, clock() - began - mcmc.seconds))
         if mcmc.stop_reason == "interrupted":
@@ -269,7 +269,7 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callab
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested)."""
     def price(strategy: Strategy) -> float:
-        return _priced(simulator.full(strategy))
+        return priced_ms(simulator.full(strategy))
 
     def additive() -> tuple[str, Strategy, float] | None:
         strategy = additive_start(graph, simulator.builder, stop_requested)
@@ -280,7 +280,8 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callab
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
 
 
-def _priced(result) -> float:
+def priced_ms(result) -> float:
+    """What the search optimises: the simulated step time, inf over a device's memory (never accepted)."""
     return result.step_ms if result.fits_memory else math.inf
 
 
