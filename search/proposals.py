@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from models.graph import OpGraph
 from soap.config import ParallelConfig
-from soap.space import enumerate_configs
+from soap.space import enumerate_configs, valid_degrees
 from soap.strategy import Strategy
 
 Move = Callable[[Strategy, np.random.Generator], "Strategy | None"]
@@ -85,6 +86,52 @@ def copy_from_neighbour(graph: OpGraph, num_devices: int) -> Move:
         return strategy.with_config(names[i], choices[int(rng.integers(len(choices)))])
 
     return move
+
+
+def adjacent_split(graph: OpGraph, num_devices: int) -> Move:
+    """A random op moves to an adjacent split (`adjacent_splits`, drawn uniformly): on the block of the new
+    size that holds its current block where the split has more tasks, on one inside it (drawn uniformly)
+    where it has fewer, on the same block otherwise. None when the op has no adjacent split or the block is
+    not in its space (the op is not on an aligned block of its size). Moving back is one such move.
+
+    A random config is mostly far from a good one: a conv on 64 devices has about 1700, and a chain near
+    the best rejects nearly all of them. The best AlexNet strategies on 16-64 devices differ from good
+    ones by such steps (conv4 split 8 x 2 where conv3 is 4 x 8; fc7 2 x 16 on the other half of the
+    devices), which this move takes one at a time (benchmarks.search_time).
+    """
+    names = [op.name for op in graph.ops]
+    splits = [valid_degrees(op, num_devices) for op in graph.ops]
+    spaces = [frozenset(enumerate_configs(op, num_devices)) for op in graph.ops]
+    adjacent: dict[tuple[int, tuple[int, ...]], tuple[tuple[int, ...], ...]] = {}
+
+    def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
+        i = int(rng.integers(len(names)))
+        current = strategy[names[i]]
+        choices = adjacent.get((i, current.degrees))
+        if choices is None:
+            choices = adjacent[i, current.degrees] = adjacent_splits(current.degrees, splits[i])
+        if not choices:
+            return None
+        degrees = choices[int(rng.integers(len(choices)))]
+        num_tasks, first = math.prod(degrees), current.devices[0]
+        if num_tasks > current.num_tasks:
+            first -= first % num_tasks
+        elif num_tasks < current.num_tasks:
+            first += num_tasks * int(rng.integers(current.num_tasks // num_tasks))
+        config = ParallelConfig(degrees, tuple(range(first, first + num_tasks)))
+        return strategy.with_config(names[i], config) if config in spaces[i] else None
+
+    return move
+
+
+def adjacent_splits(degrees: tuple[int, ...], splits: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """The splits among `splits` that differ from `degrees` in one or two dims, each doubled or halved
+    (4 x 8 -> 8 x 8, 2 x 8, 8 x 4, 2 x 16, 8 x 16, ...), in the order of `splits`."""
+    def adjacent(other: tuple[int, ...]) -> bool:
+        changed = [(a, b) for a, b in zip(degrees, other) if a != b]
+        return 0 < len(changed) <= 2 and all(a == 2 * b or b == 2 * a for a, b in changed)
+
+    return tuple(other for other in splits if adjacent(other))
 
 
 def mixture(moves: list[tuple[float, Move]]) -> Move:

@@ -5,10 +5,10 @@ import collections
 import numpy as np
 
 from models.graph import GraphBuilder
-from search.proposals import copy_from_neighbour, mixture, random_op_random_split
+from search.proposals import adjacent_split, adjacent_splits, copy_from_neighbour, mixture, random_op_random_split
 from soap.baselines import single
 from soap.config import ParallelConfig
-from soap.space import enumerate_configs
+from soap.space import enumerate_configs, valid_degrees
 from soap.strategy import Strategy
 
 
@@ -99,3 +99,45 @@ def test_mixture_draws_each_move_by_its_weight():
     for _ in range(4000):
         move(None, rng)
     assert 0.22 < calls["a"] / 4000 < 0.28 and calls["a"] + calls["b"] == 4000
+
+
+def test_adjacent_splits_double_or_halve_one_or_two_dims():
+    splits = ((1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (1, 4), (4, 2), (2, 4), (4, 4), (8, 2), (3, 1))
+    assert adjacent_splits((2, 2), splits) == ((1, 1), (1, 2), (2, 1), (4, 1), (1, 4), (4, 2), (2, 4), (4, 4))
+    assert adjacent_splits((4, 4), splits) == ((2, 2), (4, 2), (2, 4), (8, 2))
+    assert adjacent_splits((3, 1), splits) == ()  # 6 and 1.5 are not splits
+
+
+def test_an_adjacent_split_is_valid_near_and_undone_by_one_more():
+    builder = GraphBuilder("chain", "toy", (16, 8))
+    builder.dense("fc1", 8)
+    builder.dense("fc2", 8)
+    builder.softmax_xent("loss")
+    graph = builder.build(16)
+    move, rng = adjacent_split(graph, 16), np.random.default_rng(0)
+    start = Strategy.for_graph(graph, 16, {"fc1": ParallelConfig((2, 2), (4, 5, 6, 7)),
+                                           "fc2": ParallelConfig((8, 1), tuple(range(8, 16))),
+                                           "loss": ParallelConfig((1,), (3,))})
+    seen = set()
+    for _ in range(300):
+        proposal = move(start, rng)
+        if proposal is None:
+            continue
+        (name,) = [op.name for op in graph.ops if proposal[op.name] != start[op.name]]
+        old, new = start[name], proposal[name]
+        assert new in enumerate_configs(graph.op(name), 16)
+        assert new.degrees in adjacent_splits(old.degrees, valid_degrees(graph.op(name), 16))
+        small, large = sorted((old.devices, new.devices), key=len)
+        assert set(small) <= set(large)
+        back = np.random.default_rng(1)
+        assert any(move(proposal, back) == start for _ in range(400)), (name, new)
+        seen.add((name, new))
+    # fc1 (2 x 2 on 4-7) may go to 1 x 2 or 2 x 1 on 4-5 or 6-7, 4 x 1 or 1 x 4 on 4-7, 4 x 2 or 2 x 4 on 0-7, 4 x 4
+    # on 0-15; the loss (whole on device 3) only to a 2-way split on 2-3 (one dim: 4 ways is two doublings).
+    assert ("fc1", ParallelConfig((1, 2), (6, 7))) in seen and ("fc1", ParallelConfig((4, 2), tuple(range(8)))) in seen
+    assert {new for name, new in seen if name == "loss"} == {ParallelConfig((2,), (2, 3))}
+
+
+def test_no_adjacent_split_on_one_device():
+    graph = flatten_and_loss()
+    assert adjacent_split(graph, 1)(single(graph, 1), np.random.default_rng(0)) is None
