@@ -19,6 +19,14 @@ def flatten_and_loss(batch: int = 16):
     return builder.build(batch)
 
 
+def two_dense_and_loss():
+    builder = GraphBuilder("chain", "toy", (16, 8))
+    builder.dense("fc1", 8)
+    builder.dense("fc2", 8)
+    builder.softmax_xent("loss")
+    return builder.build(16)
+
+
 def test_each_split_is_as_likely_and_the_current_config_never_comes_back():
     # On 16 devices the loss (batch 16) has 31 configs: whole on any of 16 devices, and batch splits
     # 2/4/8/16 on 8/4/2/1 blocks. Drawn uniformly over configs, the 16-way split would come 1 in 31.
@@ -58,11 +66,7 @@ def test_same_seed_same_proposals_and_none_without_a_choice():
 
 
 def test_copy_from_neighbour_takes_a_valid_neighbour_config_or_none():
-    builder = GraphBuilder("chain", "toy", (16, 8))
-    builder.dense("fc1", 8)
-    builder.dense("fc2", 8)
-    builder.softmax_xent("loss")
-    graph = builder.build(16)
+    graph = two_dense_and_loss()
     move = copy_from_neighbour(graph, 16)
     rng = np.random.default_rng(0)
     # fc1 split 4 ways on the batch, fc2 and the loss whole on device 0. fc1 may take fc2's config and fc2
@@ -109,11 +113,7 @@ def test_adjacent_splits_double_or_halve_one_or_two_dims():
 
 
 def test_an_adjacent_split_is_valid_near_and_undone_by_one_more():
-    builder = GraphBuilder("chain", "toy", (16, 8))
-    builder.dense("fc1", 8)
-    builder.dense("fc2", 8)
-    builder.softmax_xent("loss")
-    graph = builder.build(16)
+    graph = two_dense_and_loss()
     move, rng = adjacent_split(graph, 16), np.random.default_rng(0)
     start = Strategy.for_graph(graph, 16, {"fc1": ParallelConfig((2, 2), (4, 5, 6, 7)),
                                            "fc2": ParallelConfig((8, 1), tuple(range(8, 16))),
