@@ -2,6 +2,7 @@
 
     python -m benchmarks.search_time [--model alexnet] [--json PATH] [--iterations 4000] [--seeds 0 1 2 3]
     python -m benchmarks.search_time --model inception_v3 --sizes 16 64 --iterations 300
+    python -m benchmarks.search_time --sizes 16 32 64 --seeds 0 1 2 3 --reference-ms 1.894 1.549 1.313
 
 A zoo model (AlexNet by default: tiny-imagenet shapes, batch 128) on 4, 8, 16, 32, 64 GPUs of
 p100-4x4-shaped machines (roofline costs from the datasheet; --machine for another preset). For each size: a
@@ -14,7 +15,10 @@ time; a process paused or sharing its core does not spend them). Full and delta 
 (their costs are equal), so only the time differs. With several --seeds, each seed runs both searches;
 the reference best is the best of every seed's reference search, a time is the median over the seeds (a
 seed not within 1% counts as the slowest; "-" when half or more are not), and "within 1%" says how many
-seeds got there: MCMC's time to a good strategy varies several-fold from seed to seed.
+seeds got there: MCMC's time to a good strategy varies several-fold from seed to seed. With
+--reference-ms (one step time per size, a best known from an earlier run), the timed searches are measured
+against those instead, and no reference search runs: a change to the search is compared with the one
+before it on the same targets, without the ten-times-longer reference searches.
 Beside it: FlexFlow's figures where FlexFlow has them (AlexNet on its P100 cluster, the p100-4x4 preset;
 SysML 2019, as quoted in the seed; "-" elsewhere) and the reference best's simulated speedup over data
 parallelism and over the fastest baseline (soap.baselines: data parallel, OWT, model parallel, single; "-"
@@ -29,7 +33,8 @@ import statistics
 import time
 
 from benchmarks.model_flags import add_model_flags, graph_of
-from models.cli import OneLineParser, check_writable, natural_int, positive_int, run_command, write_atomic
+from models.cli import (OneLineParser, UsageError, check_writable, natural_int, positive_float, positive_int,
+                        run_command, write_atomic)
 from search.mcmc import Budget, Progress
 from search.strategy_search import SearchResult, baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
@@ -62,16 +67,20 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
 
 
 def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = (0,),
-             preset: str = "p100-4x4") -> dict:
+             preset: str = "p100-4x4", reference_ms: float | None = None) -> dict:
+    """One row of the table; `reference_ms`, when given, is the best the seeds are timed against, and no
+    reference search runs (the row's reference fields are then empty)."""
     machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device)
     baselines = baseline_strategies(graph, num_devices)[0]
     starts = {seed: search_starts(graph, num_devices, baselines, seed) for seed in seeds}
     budget = Budget(iterations=iterations)
-    references = [search_strategy(graph, machine, cost, starts[seed], Budget(iterations=REFERENCE_FACTOR * iterations),
-                                  seed, clock=time.process_time) for seed in seeds]
-    reference = min(references, key=lambda result: result.best_ms)
-    target = reference.best_ms * 1.01
+    references = [] if reference_ms is not None else [
+        search_strategy(graph, machine, cost, starts[seed], Budget(iterations=REFERENCE_FACTOR * iterations), seed,
+                        clock=time.process_time) for seed in seeds]
+    if reference_ms is None:
+        reference_ms = min(result.best_ms for result in references)
+    target = reference_ms * 1.01
     delta_s, full_s, searched_ms = [], [], []
     for seed in seeds:
         by_delta = _search_until(graph, machine, cost, starts[seed], budget, seed, "delta", target)
@@ -86,15 +95,15 @@ def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = 
     dp_ms = baseline_ms.get("data_parallel")
     flexflow = FLEXFLOW_S.get((graph.model, preset), {}).get(num_devices, (None, None))
     return {
-        "gpus": num_devices, "reference_best_ms": reference.best_ms, "seeds": list(seeds),
+        "gpus": num_devices, "reference_best_ms": reference_ms, "seeds": list(seeds),
         "full_s": median_seconds(full_s), "delta_s": median_seconds(delta_s),
         "within_1pct": sum(seconds is not None for seconds in delta_s),
         "full_s_by_seed": full_s, "delta_s_by_seed": delta_s, "searched_ms_by_seed": searched_ms,
         "reference_best_ms_by_seed": [result.best_ms for result in references],
         "flexflow_full_s": flexflow[0], "flexflow_delta_s": flexflow[1],
-        "speedup_over_dp": None if dp_ms is None else dp_ms / reference.best_ms,
+        "speedup_over_dp": None if dp_ms is None else dp_ms / reference_ms,
         "best_baseline": best_baseline, "best_baseline_ms": baseline_ms[best_baseline],
-        "speedup_over_best_baseline": baseline_ms[best_baseline] / reference.best_ms,
+        "speedup_over_best_baseline": baseline_ms[best_baseline] / reference_ms,
         "iterations": iterations, "reference_iterations": [result.iterations for result in references],
         "reference_s": [result.seconds for result in references],
     }
@@ -127,19 +136,28 @@ def _main(argv: list[str] | None) -> int:
                              f"{REFERENCE_FACTOR}x as many); chains also stop when converged")
     parser.add_argument("--seeds", type=natural_int("--seeds"), nargs="+", default=[0], metavar="SEED",
                         help="run the searches with each seed; times are medians over them")
+    parser.add_argument("--reference-ms", type=positive_float("--reference-ms", "a step time in ms > 0"), nargs="+",
+                        metavar="MS", help="one best step time per --sizes entry to time the seeds against, "
+                                           "instead of running reference searches")
     add_model_flags(parser, SIZES)
     args = parser.parse_args(argv)
+    if args.reference_ms is not None and len(args.reference_ms) != len(args.sizes):
+        raise UsageError(f"--reference-ms takes one step time per --sizes entry (--sizes lists {len(args.sizes)}, "
+                         f"--reference-ms {len(args.reference_ms)}); give one ms per size, in the order of --sizes")
     if args.json:
         check_writable("--json", args.json)
     graph = graph_of(args)
+    against = ("the given bests" if args.reference_ms else
+               f"the best a search of {REFERENCE_FACTOR * args.iterations} iterations finds")
     print(f"{graph.model} {graph.dataset} batch {graph.batch_size}, {args.machine} machines; time to within 1% of "
-          f"the best a search of {REFERENCE_FACTOR * args.iterations} iterations finds, in at most "
-          f"{args.iterations} (seeds {' '.join(map(str, args.seeds))}; times are medians over them)")
+          f"{against}, in at most {args.iterations} (seeds {' '.join(map(str, args.seeds))}; times are medians "
+          f"over them)")
     print(f"{'GPUs':>5} {'full s':>8} {'delta s':>8} {'within 1%':>10} {'FlexFlow full/delta s':>22} {'best ms':>12} "
           f"{'best baseline ms':>30} {'vs DP':>7} {'vs best baseline':>17}")
     rows = []
-    for num_devices in args.sizes:
-        row = run_size(graph, num_devices, args.iterations, tuple(args.seeds), args.machine)
+    for position, num_devices in enumerate(args.sizes):
+        reference_ms = args.reference_ms[position] if args.reference_ms else None
+        row = run_size(graph, num_devices, args.iterations, tuple(args.seeds), args.machine, reference_ms)
         rows.append(row)
         print(f"{num_devices:>5} {_seconds(row['full_s']):>8} {_seconds(row['delta_s']):>8} "
               f"{row['within_1pct']:>4} of {len(args.seeds):<3} "

@@ -29,3 +29,18 @@ def test_every_seed_is_timed_against_the_best_reference_of_all_seeds():
     assert row["within_1pct"] == sum(seconds is not None for seconds in row["delta_s_by_seed"])
     assert row["delta_s"] == median_seconds(row["delta_s_by_seed"])
     assert row["best_baseline_ms"] / row["reference_best_ms"] == pytest.approx(row["speedup_over_best_baseline"])
+
+
+def test_a_given_reference_replaces_the_reference_searches():
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    searched = run_size(graph, 4, iterations=40, seeds=(0,))["searched_ms_by_seed"][0]
+    # Just above what the seed's search ends at: within 1% from some iteration on. Far below: never.
+    reachable = run_size(graph, 4, iterations=40, seeds=(0,), reference_ms=searched)
+    unreachable = run_size(graph, 4, iterations=40, seeds=(0,), reference_ms=searched / 2)
+    for row in (reachable, unreachable):
+        assert row["reference_best_ms_by_seed"] == [] and row["reference_iterations"] == []
+    # The same search, stopped as soon as it is within 1% of the target, or run to its end.
+    assert reachable["reference_best_ms"] == searched and reachable["within_1pct"] == 1
+    assert searched <= reachable["searched_ms_by_seed"][0] <= 1.01 * searched
+    assert unreachable["within_1pct"] == 0 and unreachable["delta_s"] is None
+    assert unreachable["searched_ms_by_seed"] == [searched]
