@@ -75,10 +75,11 @@ def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = 
     baselines = baseline_strategies(graph, num_devices)[0]
     starts = {seed: search_starts(graph, num_devices, baselines, seed) for seed in seeds}
     budget = Budget(iterations=iterations)
-    references = [] if reference_ms is not None else [
-        search_strategy(graph, machine, cost, starts[seed], Budget(iterations=REFERENCE_FACTOR * iterations), seed,
-                        clock=time.process_time) for seed in seeds]
+    references = []
     if reference_ms is None:
+        references = [search_strategy(graph, machine, cost, starts[seed],
+                                      Budget(iterations=REFERENCE_FACTOR * iterations), seed, clock=time.process_time)
+                      for seed in seeds]
         reference_ms = min(result.best_ms for result in references)
     target = reference_ms * 1.01
     delta_s, full_s, searched_ms = [], [], []

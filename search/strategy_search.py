@@ -14,8 +14,8 @@ converged (FlexFlow's rule) only after `adaptive_min_iterations`, unless the bud
 proposals give one op a random config, its split drawn first (search.proposals.random_op_random_split),
 copy a neighbour's config into one op (copy_from_neighbour), give one random config to an op and the run
 of ops around it sharing its config (run_random_split), or move one op to an adjacent split, one or two
-of its degrees doubled or halved on a block holding or inside its own (adjacent_split). A strategy over a device's
-memory costs inf (never accepted). The result is the best over all chains, never worse than the best
+of its degrees doubled or halved on a block holding or inside its own (adjacent_split). A strategy over a
+device's memory costs inf (never accepted). The result is the best over all chains, never worse than the best
 start.
 
 `recommend(result)` is what SOAP hands the user: the search's best, or the best known start (a baseline,
@@ -57,14 +57,15 @@ RANDOM_START = "random"
 INIT_START = "init"
 ADDITIVE_START = "additive"
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
-# adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2 (2026-11-25): copies at 0.5 found the
-# best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed never) with random configs alone (0.3
-# and 0.7 did no better). Thirds with run moves (2026-11-30, seeds 0-3, iterations to within 1% of the
+# adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
+# (2026-11-25): copies at 0.5 found the best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed
+# never) with random configs alone (0.3 and 0.7 did no better). Thirds with run moves (2026-11-30, seeds 0-3, iterations to within 1% of the
 # best a 40,000-iteration search finds, median, beta 100): 8 GPUs 331 against 1295 without them, 16 GPUs
-# 5027 against 2 seeds of 4 never; see BETA_RELATIVE for both at 300. Adjacent splits (2026-12-01, seeds
-# 0-15, within 1% of the best of seeds 0-3's 40,000-iteration references, 4,000 iterations): at 0.25 and
-# 0.35 of the proposals (the random configs' share lowered) 10 and 13 of 16 seeds on 16 GPUs (main: 3 of
-# 4), 12 and 12 on 32 (main: 1 of 4, most in under 0.5 s), 5 of 19 and 2 of 16 on 64 (main: 0 of 20).
+# 5027 against 2 seeds of 4 never; see BETA_RELATIVE for both at 300. Adjacent splits at 0.3, the random
+# configs' share lowered to 0.2 (2026-12-01, 4,000 iterations, within 1% of the bests found without them,
+# 1.941 / 1.637 / 1.342 ms: benchmarks.search_time --sizes 16 32 64 --seeds 0 1 2 3 4 5 6 7 --reference-ms
+# 1.941 1.637 1.342): 5 / 5 / 4 of 8 seeds on 16 / 32 / 64 GPUs, against about 13 / 10 / 0 of 20 without;
+# shares of 0.25 and 0.35 did about as well (10-13 of 16 on 16 and 32 GPUs, 5 of 19 and 2 of 16 on 64).
 COPY_SHARE = 0.25
 RUN_SHARE = 0.25
 ADJACENT_SHARE = 0.3
