@@ -58,14 +58,15 @@ INIT_START = "init"
 ADDITIVE_START = "additive"
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
 # adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
-# (2026-11-25): copies at 0.5 found the best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed
-# never) with random configs alone (0.3 and 0.7 did no better). Thirds with run moves (2026-11-30, seeds 0-3, iterations to within 1% of the
-# best a 40,000-iteration search finds, median, beta 100): 8 GPUs 331 against 1295 without them, 16 GPUs
-# 5027 against 2 seeds of 4 never; see BETA_RELATIVE for both at 300. Adjacent splits at 0.3, the random
-# configs' share lowered to 0.2 (2026-12-01, 4,000 iterations, within 1% of the bests found without them,
-# 1.941 / 1.637 / 1.342 ms: benchmarks.search_time --sizes 16 32 64 --seeds 0 1 2 3 4 5 6 7 --reference-ms
-# 1.941 1.637 1.342): 5 / 5 / 4 of 8 seeds on 16 / 32 / 64 GPUs, against about 13 / 10 / 0 of 20 without;
-# shares of 0.25 and 0.35 did about as well (10-13 of 16 on 16 and 32 GPUs, 5 of 19 and 2 of 16 on 64).
+# (2026-11-25): copies at 0.5 found the best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed never)
+# with random configs alone (0.3 and 0.7 did no better). Thirds with run moves (2026-11-30, seeds 0-3,
+# iterations to within 1% of the best a 40,000-iteration search finds, median, beta 100): 8 GPUs 331 against
+# 1295 without them, 16 GPUs 5027 against 2 seeds of 4 never; see BETA_RELATIVE for both at 300. Adjacent
+# splits at 0.3, the random configs' share lowered to 0.2 (2026-12-01, 4,000 iterations, within 1% of the
+# bests found without them, 1.941 / 1.637 / 1.342 ms: benchmarks.search_time --sizes 16 32 64 --seeds 0 1 2 3
+# 4 5 6 7 --reference-ms 1.941 1.637 1.342): 5 / 5 / 4 of 8 seeds on 16 / 32 / 64 GPUs, against about 13 / 10
+# / 0 of 20 without; shares of 0.25 and 0.35 did about as well (10-13 of 16 on 16 and 32 GPUs, 5 of 19 and 2
+# of 16 on 64).
 COPY_SHARE = 0.25
 RUN_SHARE = 0.25
 ADJACENT_SHARE = 0.3
