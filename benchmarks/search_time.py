@@ -3,6 +3,7 @@
     python -m benchmarks.search_time [--model alexnet] [--json PATH] [--iterations 4000] [--seeds 0 1 2 3]
     python -m benchmarks.search_time --model inception_v3 --sizes 16 64 --iterations 300
     python -m benchmarks.search_time --sizes 16 32 64 --seeds 0 1 2 3 --reference-ms 1.894 1.549 1.313
+    python -m benchmarks.search_time --descent --sizes 16 --seeds 0 1 2 3 --reference-ms 1.894
 
 A zoo model (AlexNet by default: tiny-imagenet shapes, batch 128) on 4, 8, 16, 32, 64 GPUs of
 p100-4x4-shaped machines (roofline costs from the datasheet; --machine for another preset). For each size: a
@@ -54,7 +55,8 @@ def time_to_within(result: SearchResult, target_ms: float) -> float | None:
     return min(moments) if moments else None
 
 
-def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simulation: str, target_ms: float):
+def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simulation: str, target_ms: float,
+                  descent: bool = False):
     """The search, stopped as soon as its best is within `target_ms` (same chains, same decisions)."""
     reached = False
 
@@ -63,13 +65,14 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
         reached = reached or progress.best_cost <= target_ms
 
     return search_strategy(graph, machine, cost, starts, budget, seed, on_iteration=note, simulation=simulation,
-                           stop_requested=lambda: reached, clock=time.process_time)
+                           stop_requested=lambda: reached, clock=time.process_time, descent=descent)
 
 
 def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = (0,),
-             preset: str = "p100-4x4", reference_ms: float | None = None) -> dict:
+             preset: str = "p100-4x4", reference_ms: float | None = None, descent: bool = False) -> dict:
     """One row of the table; `reference_ms`, when given, is the best the seeds are timed against, and no
-    reference search runs (the row's reference fields are then empty)."""
+    reference search runs (the row's reference fields are then empty); `descent`: every search, the
+    reference's included, with greedy descents among its moves."""
     machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device)
     baselines = baseline_strategies(graph, num_devices)[0]
@@ -78,14 +81,15 @@ def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = 
     references = []
     if reference_ms is None:
         references = [search_strategy(graph, machine, cost, starts[seed],
-                                      Budget(iterations=REFERENCE_FACTOR * iterations), seed, clock=time.process_time)
+                                      Budget(iterations=REFERENCE_FACTOR * iterations), seed, clock=time.process_time,
+                                      descent=descent)
                       for seed in seeds]
         reference_ms = min(result.best_ms for result in references)
     target = reference_ms * 1.01
     delta_s, full_s, searched_ms = [], [], []
     for seed in seeds:
-        by_delta = _search_until(graph, machine, cost, starts[seed], budget, seed, "delta", target)
-        by_full = _search_until(graph, machine, cost, starts[seed], budget, seed, "full", target)
+        by_delta = _search_until(graph, machine, cost, starts[seed], budget, seed, "delta", target, descent)
+        by_full = _search_until(graph, machine, cost, starts[seed], budget, seed, "full", target, descent)
         assert by_delta.best == by_full.best, "full and delta simulation led the same search apart"
         delta_s.append(time_to_within(by_delta, target))
         full_s.append(time_to_within(by_full, target))
@@ -140,6 +144,8 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--reference-ms", type=positive_float("--reference-ms", "a step time in ms > 0"), nargs="+",
                         metavar="MS", help="one best step time per --sizes entry to time the seeds against, "
                                            "instead of running reference searches")
+    parser.add_argument("--descent", action="store_true",
+                        help="every search with greedy descents among its moves (search.optimize --descent)")
     add_model_flags(parser, SIZES)
     args = parser.parse_args(argv)
     if args.reference_ms is not None and len(args.reference_ms) != len(args.sizes):
@@ -152,13 +158,14 @@ def _main(argv: list[str] | None) -> int:
                f"the best a search of {REFERENCE_FACTOR * args.iterations} iterations finds")
     print(f"{graph.model} {graph.dataset} batch {graph.batch_size}, {args.machine} machines; time to within 1% of "
           f"{against}, in at most {args.iterations} (seeds {' '.join(map(str, args.seeds))}; times are medians "
-          f"over them)")
+          f"over them){'; with greedy descents' if args.descent else ''}")
     print(f"{'GPUs':>5} {'full s':>8} {'delta s':>8} {'within 1%':>10} {'FlexFlow full/delta s':>22} {'best ms':>12} "
           f"{'best baseline ms':>30} {'vs DP':>7} {'vs best baseline':>17}")
     rows = []
     for position, num_devices in enumerate(args.sizes):
         reference_ms = args.reference_ms[position] if args.reference_ms else None
-        row = run_size(graph, num_devices, args.iterations, tuple(args.seeds), args.machine, reference_ms)
+        row = run_size(graph, num_devices, args.iterations, tuple(args.seeds), args.machine, reference_ms,
+                       args.descent)
         rows.append(row)
         print(f"{num_devices:>5} {_seconds(row['full_s']):>8} {_seconds(row['delta_s']):>8} "
               f"{row['within_1pct']:>4} of {len(args.seeds):<3} "
@@ -169,7 +176,8 @@ def _main(argv: list[str] | None) -> int:
     if args.json:
         write_atomic(args.json, json.dumps({"benchmark": "search_time", "model": graph.model, "dataset": graph.dataset,
                                             "batch_size": graph.batch_size, "machine": args.machine,
-                                            "iterations": args.iterations, "seeds": args.seeds, "rows": rows},
+                                            "iterations": args.iterations, "seeds": args.seeds,
+                                            "descent": args.descent, "rows": rows},
                                            indent=1))
     return 0
 

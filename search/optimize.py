@@ -58,6 +58,7 @@ class Options:
     timed_steps: int
     rounds: int
     min_gain: float  # a fraction
+    descent: bool = False  # search.strategy_search.search_strategy(descent=...)
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -83,9 +84,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--min-gain", type=percent("--min-gain"), default=MIN_GAIN, metavar="PERCENT",
                         help=f"recommend the searched strategy only if simulated at least this much faster than "
                              f"the best baseline (default {MIN_GAIN * 100:g})")
+    parser.add_argument("--descent", action="store_true",
+                        help="add greedy descents to the search's moves (search.descent): deeper optima, each "
+                             "descent hundreds to thousands of simulations")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
-                   args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain)
+                   args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain,
+                   args.descent)
 
 
 def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
@@ -225,7 +230,8 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
                 sys.stderr.flush()
 
             return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
-                                   stop_requested=interrupted.is_set, on_building=building, on_starts=searching)
+                                   stop_requested=interrupted.is_set, on_building=building, on_starts=searching,
+                                   descent=options.descent)
     finally:
         signal.signal(signal.SIGINT, previous)
 

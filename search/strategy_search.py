@@ -14,7 +14,8 @@ converged (FlexFlow's rule) only after `adaptive_min_iterations`, unless the bud
 proposals give one op a random config, its split drawn first (search.proposals.random_op_random_split),
 copy a neighbour's config into one op (copy_from_neighbour), give one random config to an op and the run
 of ops around it sharing its config (run_random_split), or move one op to an adjacent split, one or two
-of its degrees doubled or halved on a block holding or inside its own (adjacent_split). A strategy over a
+of its degrees doubled or halved on a block holding or inside its own (adjacent_split); with --descent,
+they also descend greedily from the current strategy (search.descent.descent_move). A strategy over a
 device's memory costs inf (never accepted). The result is the best over all chains, never worse than the best
 start.
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from models.errors import SoapError
 from models.graph import OpGraph
+from search.descent import descent_move
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
 from search.proposals import (Move, adjacent_split, copy_from_neighbour, mixture, random_op_random_split,
                               run_random_split)
@@ -70,6 +72,13 @@ ADDITIVE_START = "additive"
 COPY_SHARE = 0.25
 RUN_SHARE = 0.25
 ADJACENT_SHARE = 0.3
+# The share of the greedy descent (search.descent) among the proposals, with search_strategy(descent=True),
+# out of the random configs' share. AlexNet on p100-4x4, 16 GPUs, seeds 4-11, 4,000 iterations, within 1% of
+# 1.894 ms (the best of four 40,000-iteration searches without it; /tmp harness on the benchmark's
+# _search_until): 8 of 8 seeds at 0.005 (0.65-1.93 s), 6 of 8 at 0.01, 8 of 8 at 0.02 (slower: 0.81-2.80 s),
+# 5 of 8 at 0.0025, 0 of 8 without. One descent prices an op's whole neighbourhood for each op visited:
+# hundreds of simulations on AlexNet, 3,538 (98 s) on Inception-v3 on 64 GPUs.
+DESCENT_SHARE = 0.005
 # A found strategy replaces the best known start only when simulated at least this fraction faster.
 # Closer than that, the simulator does not rank two strategies reliably. On the local 2-worker cluster,
 # AlexNet strategies simulated 2.4%, 3.5% and 3.6% faster than OWT measured 6%, 3.6% and 3.2% slower
@@ -174,6 +183,7 @@ def search_strategy(
     on_building: Callable[[str], None] | None = None,
     on_starts: Callable[[list[tuple[str, float]], Budget], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    descent: bool = False,
 ) -> SearchResult:
     """Search from every start, and from the starts search.starts derives (data parallelism on the
     fastest narrower device block, then the least additive cost), each when faster than every start
@@ -183,7 +193,8 @@ def search_strategy(
     in the budget's seconds and in the time to the best; `on_building(what)` is called as each begins,
     `on_starts([(name, ms), ...], budget)` once every start and the budget are known, before the chains
     run. `clock` measures the budget and the times (the benchmarks pass time.process_time: the search's own
-    CPU seconds, which a process paused or sharing its core does not spend)."""
+    CPU seconds, which a process paused or sharing its core does not spend). `descent=True` adds the greedy
+    descent (search.descent) to the proposals, DESCENT_SHARE of them."""
     began = clock()
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
@@ -205,7 +216,8 @@ def search_strategy(
         on_starts([(name, ms) for (name, _), ms in zip(starts, start_costs)], budget)
     min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
                       else budget.min_iterations)
-    propose = proposal(graph, machine.num_devices)
+    descend = descent_move(graph, machine.num_devices, lambda s: priced_ms(price(s)), stop_requested) if descent else None
+    propose = proposal(graph, machine.num_devices, descend)
     order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
     for position, index in enumerate(order):
@@ -241,14 +253,18 @@ def _chain_budget(budget: Budget, num_chains: int, position: int, min_iterations
     return Budget(seconds=seconds, iterations=iterations, min_iterations=min_iterations)
 
 
-def proposal(graph: OpGraph, num_devices: int) -> Move:
+def proposal(graph: OpGraph, num_devices: int, descent: Move | None = None) -> Move:
     """The search's proposal: a random config for one op, a neighbour's config copied (COPY_SHARE), a
-    random config for a run of ops sharing one (RUN_SHARE), or an adjacent split for one op
-    (ADJACENT_SHARE)."""
-    return mixture([(1 - COPY_SHARE - RUN_SHARE - ADJACENT_SHARE, random_op_random_split(graph, num_devices)),
-                    (COPY_SHARE, copy_from_neighbour(graph, num_devices)),
-                    (RUN_SHARE, run_random_split(graph, num_devices)),
-                    (ADJACENT_SHARE, adjacent_split(graph, num_devices))])
+    random config for a run of ops sharing one (RUN_SHARE), an adjacent split for one op (ADJACENT_SHARE),
+    and, when given, `descent` (search.descent.descent_move: DESCENT_SHARE, out of the random configs'
+    share)."""
+    moves = [(COPY_SHARE, copy_from_neighbour(graph, num_devices)),
+             (RUN_SHARE, run_random_split(graph, num_devices)),
+             (ADJACENT_SHARE, adjacent_split(graph, num_devices))] + ([(DESCENT_SHARE, descent)] if descent else [])
+    random_share = 1.0
+    for share, _ in moves:
+        random_share -= share
+    return mixture([(random_share, random_op_random_split(graph, num_devices)), *moves])
 
 
 def adaptive_budget(num_chains: int, min_iterations: int, simulation_s: float, spent_s: float) -> Budget:

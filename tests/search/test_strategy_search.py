@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from models.graph import GraphBuilder
+from search.descent import descent_move
 from search.mcmc import Budget
 from search.strategy_search import (MAX_ADAPTIVE_BUDGET_S, SearchResult, _chain_budget, adaptive_budget,
-                                    adaptive_min_iterations, proposal, recommend, search_strategy)
+                                    adaptive_min_iterations, priced_ms, proposal, recommend,
+                                    search_strategy)
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
 from soap.space import enumerate_configs, valid_degrees
@@ -126,7 +128,8 @@ def test_a_budget_without_a_minimum_gets_the_adaptive_one():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_full_proposal_changes_valid_configs_and_same_seed_same_proposal(seed):
-    propose = proposal(GRAPH, 2)
+    simulator = Simulator(GRAPH, MACHINE, COST)
+    propose = proposal(GRAPH, 2, descent_move(GRAPH, 2, lambda strategy: priced_ms(simulator.full(strategy))))
     strategy = data_parallel(GRAPH, 2)
     rng, again = np.random.default_rng(seed), np.random.default_rng(seed)
     for _ in range(300):
