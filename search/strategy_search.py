@@ -216,7 +216,12 @@ def search_strategy(
         on_starts([(name, ms) for (name, _), ms in zip(starts, start_costs)], budget)
     min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
                       else budget.min_iterations)
-    descend = descent_move(graph, machine.num_devices, lambda s: priced_ms(price(s)), stop_requested) if descent else None
+    chain_ends_at = math.inf  # a descent stops at its chain's time budget too, like a Ctrl-C
+
+    def descent_stops() -> bool:
+        return stop_requested() or clock() >= chain_ends_at
+
+    descend = descent_move(graph, machine.num_devices, lambda s: priced_ms(price(s)), descent_stops) if descent else None
     propose = proposal(graph, machine.num_devices, descend)
     order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
@@ -225,6 +230,7 @@ def search_strategy(
         beta = beta_relative / start_ms if math.isfinite(start_ms) else 0.0
         report = (lambda progress, name=name: on_iteration(name, progress)) if on_iteration else None
         share = _chain_budget(budget, len(starts), position, min_iterations, clock() - began)
+        chain_ends_at = math.inf if share.seconds is None else clock() + share.seconds
         mcmc = run_mcmc(start, propose, lambda s: priced_ms(price(s)), np.random.default_rng([seed, index]),
                         beta, share, on_iteration=report, clock=clock, stop_requested=stop_requested)
         chains.append(ChainResult(name, start_ms, mcmc, clock() - began - mcmc.seconds))

@@ -1,5 +1,7 @@
 """The greedy descent: its neighbourhood, local optimality, and the search with it among the moves."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from models.zoo import build_graph
 from search.descent import descend, descent_move, op_neighbourhoods
 from search.mcmc import Budget
 from search.proposals import adjacent_splits
+from search import strategy_search
 from search.strategy_search import priced_ms, search_starts, baseline_strategies, search_strategy
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, single
@@ -92,3 +95,16 @@ def test_full_and_delta_simulation_lead_a_search_with_descents_alike():
     row = run_size(build_graph("alexnet", "tiny-imagenet", 128), 8, iterations=300, seeds=(0,), descent=True)
     assert (row["delta_s_by_seed"][0] is None) == (row["full_s_by_seed"][0] is None)
     assert row["reference_best_ms"] <= row["searched_ms_by_seed"][0] * (1 + 1e-12) or row["within_1pct"] == 1
+
+
+def test_a_descent_stops_at_its_chains_time_budget(monkeypatch):
+    # Every proposal a descent, and a clock that advances one second each time it is read (the descent reads
+    # it before each op it visits): a chain's share of the budget ends inside its first descent, which then
+    # stops there, as the chain does.
+    monkeypatch.setattr(strategy_search, "DESCENT_SHARE", 1.0)
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    ticks = itertools.count()
+    result = search_strategy(graph, fake_machine(16), COST, [("single", single(graph, 16))],
+                             Budget(seconds=100.0, iterations=10**6), seed=0, descent=True,
+                             clock=lambda: float(next(ticks)))
+    assert result.seconds <= 100 + len(result.chains) * 3
