@@ -70,7 +70,7 @@ def run_chain(graph, num_devices: int, start_name: str, iterations: int, seed: i
     def price(strategy):
         return priced_ms(simulator.delta(strategy))
 
-    propose = proposal(graph, num_devices, price)
+    propose = proposal(graph, num_devices)
     clock = time.process_time if profiler is None else time.perf_counter
     if profiler is not None:
         profiler.enable()
