@@ -221,8 +221,10 @@ def search_strategy(
     def descent_stops() -> bool:
         return stop_requested() or clock() >= chain_ends_at
 
-    descend = descent_move(graph, machine.num_devices, lambda s: priced_ms(price(s)), descent_stops)
-    propose = proposal(graph, machine.num_devices, descend if descent else None)
+    descend = None
+    if descent:
+        descend = descent_move(graph, machine.num_devices, lambda s: priced_ms(price(s)), descent_stops)
+    propose = proposal(graph, machine.num_devices, descend)
     order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
     for position, index in enumerate(order):
