@@ -165,7 +165,8 @@ def _main(argv: list[str] | None) -> int:
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
-    print(f"\nsearched strategy ({result.iterations} iterations in {result.seconds:.1f} s, "
+    descents = f" ({result.descent_simulations} simulations in descents)" if options.descent else ""
+    print(f"\nsearched strategy ({result.iterations} iterations{descents} in {result.seconds:.1f} s, "
           f"best found at {result.best_found_at_s:.1f} s): {chosen.note}")
     print(chosen.strategy.describe(graph))
     print(f"\nwrote {strategy_file}, report.json, trace.json, search.png in {out}")

@@ -110,6 +110,7 @@ class SearchResult:
     seconds: float
     best_found_at_s: float
     interrupted: bool
+    descent_simulations: int = 0  # the strategies the descents priced (a descent is one iteration)
 
     @property
     def iterations(self) -> int:
@@ -117,7 +118,8 @@ class SearchResult:
 
     @property
     def simulations_per_second(self) -> float:
-        return self.iterations / self.seconds if self.seconds > 0 else 0.0
+        """Strategies priced a second: one per iteration, and each a descent priced."""
+        return (self.iterations + self.descent_simulations) / self.seconds if self.seconds > 0 else 0.0
 
 
 def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Strategy], list[str]]:
@@ -217,13 +219,17 @@ def search_strategy(
     min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
                       else budget.min_iterations)
     chain_ends_at = math.inf  # a descent stops at its chain's time budget too, like a Ctrl-C
+    descent_simulations = 0
 
     def descent_stops() -> bool:
         return stop_requested() or clock() >= chain_ends_at
 
-    descend = None
-    if descent:
-        descend = descent_move(graph, machine.num_devices, lambda s: priced_ms(price(s)), descent_stops)
+    def descent_price(strategy: Strategy) -> float:
+        nonlocal descent_simulations
+        descent_simulations += 1
+        return priced_ms(price(strategy))
+
+    descend = descent_move(graph, machine.num_devices, descent_price, descent_stops) if descent else None
     propose = proposal(graph, machine.num_devices, descend)
     order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
@@ -243,7 +249,7 @@ def search_strategy(
         best=winner.mcmc.best, best_ms=winner.mcmc.best_cost, chains=tuple(chains),
         starts=tuple((name, start, ms) for (name, start), ms in zip(starts, start_costs)),
         seconds=clock() - began, best_found_at_s=winner.began_at_s + winner.mcmc.best_found_at_s,
-        interrupted=chains[-1].mcmc.stop_reason == "interrupted",
+        interrupted=chains[-1].mcmc.stop_reason == "interrupted", descent_simulations=descent_simulations,
     )
 
 

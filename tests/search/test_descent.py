@@ -87,6 +87,9 @@ def test_a_search_with_descents_is_no_worse_than_its_best_start_and_repeats_with
             for _ in range(2)]
     assert runs[0].best == runs[1].best and runs[0].iterations == runs[1].iterations
     assert runs[0].best_ms <= min(ms for _, _, ms in runs[0].starts)
+    assert runs[0].descent_simulations > 0  # 600 iterations at 0.5%: about 3 descents
+    assert runs[0].simulations_per_second == pytest.approx(
+        (runs[0].iterations + runs[0].descent_simulations) / runs[0].seconds)
 
 
 def test_full_and_delta_simulation_lead_a_search_with_descents_alike():

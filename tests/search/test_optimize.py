@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,18 @@ def test_same_seed_same_strategy(tmp_path):
         assert main(["--model", "alexnet", "--gpus", "2", "--machine", "p100x2-pcie", "--iterations", "300",
                      "--seed", "5", "--out", str(tmp_path / name)]) == 0
     assert (tmp_path / "a" / "strategy.json").read_text() == (tmp_path / "b" / "strategy.json").read_text()
+
+
+def test_descents_are_said_and_counted_and_repeat_with_the_seed(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert main(["--model", "alexnet", "--gpus", "8", "--machine", "p100-4x4", "--iterations", "1200",
+                     "--seed", "1", "--descent", "--out", str(tmp_path / name)]) == 0
+    out = capsys.readouterr().out
+    counted = re.findall(r"1200 iterations \((\d+) simulations in descents\)", out)
+    assert len(counted) == 2 and counted[0] == counted[1] and int(counted[0]) > 0
+    assert (tmp_path / "a" / "strategy.json").read_text() == (tmp_path / "b" / "strategy.json").read_text()
+    search = json.loads((tmp_path / "a" / "report.json").read_text())["search"]
+    assert search["simulations_per_second"] > search["iterations"] / search["seconds"]
 
 
 def test_init_strategy_is_a_start(tmp_path, capsys):
