@@ -1,7 +1,8 @@
 """Greedy descent: one op's config at a time changed to any in its neighbourhood that the simulator prices
 faster, until no op has one.
 
-    result = descend(strategy, price, neighbourhood)       # result.strategy, result.ms, result.simulations
+    result = descend(strategy, price, graph, op_neighbourhoods(graph, num_devices))
+    result.strategy, result.ms, result.simulations
 
 An op's neighbourhood (`op_neighbourhoods`) is its current split and its adjacent splits (one or two
 degrees doubled or halved: search.proposals.adjacent_splits), each on every aligned block of devices of its
