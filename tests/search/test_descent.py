@@ -97,7 +97,6 @@ def test_full_and_delta_simulation_lead_a_search_with_descents_alike():
     # same iteration: as soon as its best is within 1% of the reference.
     row = run_size(build_graph("alexnet", "tiny-imagenet", 128), 8, iterations=300, seeds=(0,), descent=True)
     assert (row["delta_s_by_seed"][0] is None) == (row["full_s_by_seed"][0] is None)
-    assert row["reference_best_ms"] <= row["searched_ms_by_seed"][0] * (1 + 1e-12) or row["within_1pct"] == 1
 
 
 def test_a_descent_stops_at_its_chains_time_budget(monkeypatch):
