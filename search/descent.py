@@ -17,6 +17,7 @@ config of an op's neighbourhood is taken, so the result is the same for the same
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,12 +44,12 @@ def op_neighbourhoods(graph: OpGraph, num_devices: int) -> Neighbourhood:
     adjacent ones in the order of valid_degrees, each on its blocks from device 0 up."""
     spaces = [enumerate_configs(op, num_devices) for op in graph.ops]
     splits = [valid_degrees(op, num_devices) for op in graph.ops]
-    aligned = [{config.degrees: () for config in space} for space in spaces]
-    for i, space in enumerate(spaces):
+    aligned: list[dict[tuple[int, ...], list[ParallelConfig]]] = [{} for _ in spaces]
+    for blocks, space in zip(aligned, spaces):
         for config in space:
-            if config.devices[0] % config.num_tasks == 0 and config.devices == tuple(
-                    range(config.devices[0], config.devices[0] + config.num_tasks)):
-                aligned[i][config.degrees] += (config,)
+            first = config.devices[0]
+            if first % config.num_tasks == 0 and config.devices == tuple(range(first, first + config.num_tasks)):
+                blocks.setdefault(config.degrees, []).append(config)
     cached: dict[tuple[int, tuple[int, ...]], tuple[ParallelConfig, ...]] = {}
 
     def neighbourhood(i: int, config: ParallelConfig) -> tuple[ParallelConfig, ...]:
@@ -68,9 +69,9 @@ def descend(strategy: Strategy, price: Callable[[Strategy], float], graph: OpGra
     names = [op.name for op in graph.ops]
     joined = [sorted({graph.index(n) for n in graph.producers(name) + graph.consumers(name)}) for name in names]
     best_ms, simulations = price(strategy), 1
-    to_visit, queued = list(range(len(names))), set(range(len(names)))
+    to_visit, queued = collections.deque(range(len(names))), set(range(len(names)))
     while to_visit and math.isfinite(best_ms) and not stop_requested():
-        i = to_visit.pop(0)
+        i = to_visit.popleft()
         queued.discard(i)
         improved = False
         for config in neighbourhood(i, strategy[names[i]]):
