@@ -4,7 +4,7 @@
     python -m benchmarks.search_profile --model alexnet --sizes 16 64 --start data_parallel --iterations 2000
 
 For each size, the chain the search would run from --start (a baseline, `random`, or a start the search
-derives: `additive`, `data_parallel_narrower`) runs --iterations iterations with the search's proposals,
+derives: `additive`, `placed`, `data_parallel_narrower`) runs --iterations iterations with the search's proposals,
 delta simulation and temperature, twice with the same seed: once timed (CPU seconds; simulations per
 second), once under cProfile, whose top functions by own time say where an iteration's time goes (their
 shares are of the profiled chain, which cProfile slows, Python calls most; that chain reads the wall clock,
@@ -26,9 +26,9 @@ import numpy as np
 from benchmarks.model_flags import add_model_flags, graph_of
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_int, run_command, write_atomic
 from search.mcmc import Budget, run_mcmc
-from search.starts import additive_start, narrower_data_parallel
-from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, RANDOM_START, baseline_strategies, priced_ms,
-                                    proposal, without_cyclic_collector)
+from search.starts import additive_start, narrower_data_parallel, placed_start
+from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, PLACED_START, RANDOM_START, baseline_strategies,
+                                    priced_ms, proposal, without_cyclic_collector)
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
@@ -46,6 +46,8 @@ def build_start(name: str, graph, simulator: Simulator, seed: int):
         return random_strategy(graph, num_devices, np.random.default_rng(seed))
     if name == ADDITIVE_START:
         strategy = additive_start(graph, simulator.builder)
+    elif name == PLACED_START:
+        strategy = placed_start(graph, simulator.builder)
     elif name == NARROWER_START:
         found = narrower_data_parallel(graph, num_devices, lambda s: simulator.full(s).step_ms)
         strategy = None if found is None else found[1]
@@ -111,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = OneLineParser(prog="python -m benchmarks.search_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--start", default=ADDITIVE_START,
-                        help=f"data_parallel, owt, model_parallel, single, {RANDOM_START}, {ADDITIVE_START} "
-                             f"or {NARROWER_START}")
+                        help=f"data_parallel, owt, model_parallel, single, {RANDOM_START}, {ADDITIVE_START}, "
+                             f"{PLACED_START} or {NARROWER_START}")
     parser.add_argument("--iterations", type=positive_int("--iterations"), default=150)
     parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--json", metavar="PATH")

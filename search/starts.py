@@ -12,6 +12,14 @@ The additive start goes further: each op picks its own split (batch and channels
 (TaskGraphBuilder.op_ms) and of one edge (edge_ms_table) take alone. The sum leaves out what runs at the same
 time (a gradient all-reduce beside the backward of the ops before it), so it is a start, priced again by
 the simulator, not an answer.
+
+The placed start sees what the additive one leaves out, where an op runs. In a step each device runs its
+tasks in program order, so an op's update, after its gradient all-reduce, holds its devices until the
+all-reduce ends, and the backward of a producer on those devices waits for it; on other devices the
+producer's backward runs beside the all-reduce. AlexNet's best strategies on 16-64 GPUs put neighbouring
+ops on alternate halves of the devices for that reason (README). The placed start chooses among the
+additive start's splits on the first and on the second half of the devices, charging HIDDEN_SHARE of an
+op's all-reduce and update only where it shares a device with a producer.
 """
 
 from __future__ import annotations
@@ -29,6 +37,14 @@ from simulator.taskgraph import TaskGraphBuilder
 from soap.config import ParallelConfig
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
+
+# The share of an op's gradient all-reduce and update that the placed start charges only where the op shares
+# a device with a producer; the rest is charged always (all-reduces on one half's links queue one after the
+# other). AlexNet on p100-4x4, the placed start then a greedy descent (search.descent) from it: on 32 GPUs
+# 1.5691 ms at shares 0.3-0.5 (the additive start descends to 1.6367), on 64 GPUs 1.3313 at 0.3-0.4 and
+# 1.3456 at 0.5 (additive: 1.3534); at 0.7 1.6736 / 1.3396; at 1.0 (all of it hidden) the start itself is
+# 2.2-3.1x slower than the additive start on 16-64 GPUs.
+HIDDEN_SHARE = 0.4
 
 
 def data_parallel_on(graph: OpGraph, num_devices: int, width: int) -> Strategy | None:
@@ -65,33 +81,73 @@ def additive_start(graph: OpGraph, builder: TaskGraphBuilder,
                    stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
     """The strategy of least additive cost among `block_candidates` per op, or None when the graph is not
     series-parallel or `stop_requested()` turned true while its edges were priced (a Ctrl-C: Inception-v3
-    on 64 devices prices about 180,000 pairs of configs). Costs are kept by value (the ops without their
-    names, the configs), so a block repeated through the graph (ResNet-101's 23 bottlenecks of one shape)
-    is priced once."""
-    num_devices = builder.machine.num_devices
-    candidates = [block_candidates(op, num_devices) for op in graph.ops]
+    on 64 devices prices about 180,000 pairs of configs)."""
+    return _least_cost(graph, builder, [block_candidates(op, builder.machine.num_devices) for op in graph.ops],
+                       0.0, stop_requested)
+
+
+def placed_start(graph: OpGraph, builder: TaskGraphBuilder,
+                 stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
+    """The strategy of least additive cost among `half_block_candidates` per op, where HIDDEN_SHARE of an
+    op's gradient all-reduce and update is charged only where it shares devices with a producer (else it
+    runs beside their backward); None as for `additive_start`."""
+    return _least_cost(graph, builder, [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops],
+                       HIDDEN_SHARE, stop_requested)
+
+
+def _least_cost(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
+                hidden_share: float, stop_requested: Callable[[], bool]) -> Strategy | None:
+    """The choice among `candidates` (per op) of least cost: each op's `op_ms`, less `hidden_share` of its
+    `op_sync_ms` unless it has no producers (its all-reduce is the step's last), and each edge's
+    `edge_ms_table`, plus that share over the consumer's producers where the two share a device. Costs
+    are kept by value (the ops without their names, the configs), so a block repeated through the graph
+    (ResNet-101's 23 bottlenecks of one shape) is priced once."""
     unnamed = [dataclasses.replace(op, name="") for op in graph.ops]
-    op_costs, priced = [], {}
+    op_costs, sync_costs, priced = [], [], {}
     for i, configs in enumerate(candidates):
         key = (unnamed[i], configs)
         if key not in priced:
-            priced[key] = np.array([builder.op_ms(i, config) for config in configs])
-        op_costs.append(priced[key])
+            priced[key] = (np.array([builder.op_ms(i, config) for config in configs]),
+                           np.array([builder.op_sync_ms(i, config) for config in configs]) if hidden_share
+                           else np.zeros(len(configs)))
+        op_ms, sync_ms = priced[key]
+        hidden = hidden_share * sync_ms if builder.inputs(i) else 0.0
+        op_costs.append(op_ms - hidden)
+        sync_costs.append(hidden)
     edge_costs: dict[tuple[int, int], np.ndarray] = {}
     for c in range(len(graph.ops)):
         if stop_requested():
             return None
-        for input_index, p in enumerate(builder.inputs(c)):
+        producers = builder.inputs(c)
+        for input_index, p in enumerate(producers):
             key = (unnamed[p], unnamed[c], input_index, candidates[p], candidates[c])
             if key not in priced:
                 priced[key] = builder.edge_ms_table(p, c, input_index, candidates[p], candidates[c])
-            edge_costs[p, c] = edge_costs.get((p, c), 0.0) + priced[key]
+            edge = priced[key]
+            if hidden_share:
+                edge = edge + _shares_a_device(candidates[p], candidates[c]) * (sync_costs[c] / len(producers))
+            edge_costs[p, c] = edge_costs.get((p, c), 0.0) + edge
     try:
         choices, _ = min_cost_choices(len(graph.ops), list(edge_costs), op_costs, edge_costs)
     except NotSeriesParallelError:
         return None
-    return Strategy.for_graph(graph, num_devices, {op.name: candidates[i][choice]
-                                                   for i, (op, choice) in enumerate(zip(graph.ops, choices))})
+    configs = {op.name: candidates[i][choice] for i, (op, choice) in enumerate(zip(graph.ops, choices))}
+    return Strategy.for_graph(graph, builder.machine.num_devices, configs)
+
+
+def _shares_a_device(sources: tuple[ParallelConfig, ...], configs: tuple[ParallelConfig, ...]) -> np.ndarray:
+    """[a, b]: whether sources[a] and configs[b] have a device in common."""
+    def uses(group: tuple[ParallelConfig, ...]) -> np.ndarray:
+        width = 1 + max(device for config in group for device in config.devices)
+        used = np.zeros((len(group), width), dtype=np.int64)
+        for row, config in enumerate(group):
+            used[row, list(config.devices)] = 1
+        return used
+
+    a, b = uses(sources), uses(configs)
+    width = max(a.shape[1], b.shape[1])
+    a, b = np.pad(a, ((0, 0), (0, width - a.shape[1]))), np.pad(b, ((0, 0), (0, width - b.shape[1])))
+    return (a @ b.T) > 0
 
 
 def block_candidates(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
@@ -101,4 +157,14 @@ def block_candidates(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
     split_dims = {Dim.SAMPLE, Dim.CHANNEL}
     return tuple(config for config in enumerate_configs(op, num_devices)
                  if config.devices[0] == 0
+                 and all(d == 1 or dim in split_dims for dim, d in zip(op.output_dims, config.degrees)))
+
+
+def half_block_candidates(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
+    """`block_candidates`' splits on devices 0 up and, where they fit in half the devices, on the second
+    half too: the choices of the placed start."""
+    half = num_devices // 2
+    split_dims = {Dim.SAMPLE, Dim.CHANNEL}
+    return tuple(config for config in enumerate_configs(op, num_devices)
+                 if config.devices[0] in (0, half) and config.devices[0] % config.num_tasks == 0
                  and all(d == 1 or dim in split_dims for dim, d in zip(op.output_dims, config.degrees)))

@@ -3,8 +3,9 @@
     python -m search.optimize --model alexnet --gpus 2 [--budget 20]
 
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one,
-then those search.starts derives by simulation: data parallel on the fastest narrower device block and
-the least additive cost by a dynamic program, each kept when faster than every start before it) runs one
+then those search.starts derives by simulation: data parallel on the fastest narrower device block, the
+least additive cost by a dynamic program and, on graphs of at most PLACED_MAX_OPS ops, the least cost of
+each op on either half of the devices, each kept when faster than every start before it) runs one
 chain with an equal share of the iterations, or of the seconds left when it begins (building the derived
 starts counts in the budget), and its own random stream (seed, start index), so the same seed gives the
 same strategy whenever chains stop by convergence or by iterations. Chains run one after another, the
@@ -41,7 +42,7 @@ from search.descent import descent_move
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
 from search.proposals import (Move, adjacent_split, copy_from_neighbour, mixture, random_op_random_split,
                               run_random_split)
-from search.starts import additive_start, narrower_data_parallel
+from search.starts import additive_start, narrower_data_parallel, placed_start
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
@@ -58,6 +59,12 @@ BETA_RELATIVE = 300.0
 RANDOM_START = "random"
 INIT_START = "init"
 ADDITIVE_START = "additive"
+PLACED_START = "placed"
+# The most ops of a graph the placed start is built for. Its dynamic program prices twice the additive
+# start's candidates, four times its pairs: on Inception-v3 (219 ops) on 64 p100-4x4 GPUs 13.7 s (the
+# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms); on AlexNet (13 ops) 0.22 /
+# 0.76 s on 32 / 64 GPUs for starts 7% / 19% faster (search.starts.HIDDEN_SHARE).
+PLACED_MAX_OPS = 32
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
 # adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
 # (2026-11-25): copies at 0.5 found the best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed never)
@@ -188,8 +195,8 @@ def search_strategy(
     descent: bool = False,
 ) -> SearchResult:
     """Search from every start, and from the starts search.starts derives (data parallelism on the
-    fastest narrower device block, then the least additive cost), each when faster than every start
-    before it; `simulation="full"` prices each candidate by a full simulation instead (same chain, same
+    fastest narrower device block, the least additive cost, then the placed start), each when faster
+    than every start before it; `simulation="full"` prices each candidate by a full simulation instead (same chain, same
     result, only slower: what benchmarks.search_time compares). A budget without min_iterations gets
     `adaptive_min_iterations`; no budget (None) gets `adaptive_budget`. Building the derived starts counts
     in the budget's seconds and in the time to the best; `on_building(what)` is called as each begins,
@@ -317,7 +324,13 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callab
 
     yield ("data parallel on fewer devices",
            lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
+    def placed() -> tuple[str, Strategy, float] | None:
+        strategy = placed_start(graph, simulator.builder, stop_requested)
+        return None if strategy is None else (PLACED_START, strategy, price(strategy))
+
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
+    if len(graph.ops) <= PLACED_MAX_OPS:
+        yield f"{PLACED_START} (the dynamic program with each op on either half of the devices)", placed
 
 
 def priced_ms(result) -> float:

@@ -147,9 +147,10 @@ def test_the_progress_hooks_name_the_starts_being_built_then_every_start_with_it
     result = search_strategy(GRAPH, fake_machine(4), COST, [("data_parallel", data_parallel(GRAPH, 4))],
                              Budget(iterations=20), seed=0, on_building=lambda what: events.append(("building", what)),
                              on_starts=lambda priced, budget: events.append(("starts", (priced, budget))))
-    assert [kind for kind, _ in events] == ["building", "building", "starts"]
+    assert [kind for kind, _ in events] == ["building", "building", "building", "starts"]
     assert events[0][1] == "data parallel on fewer devices" and events[1][1].startswith("additive")
-    assert events[2][1] == ([(name, ms) for name, _, ms in result.starts], Budget(iterations=20))
+    assert events[2][1].startswith("placed")
+    assert events[3][1] == ([(name, ms) for name, _, ms in result.starts], Budget(iterations=20))
 
 
 def test_the_adaptive_budget_gives_each_chain_twice_its_floor_and_seconds_for_twice_that_capped():
