@@ -47,7 +47,7 @@ def build_start(name: str, graph, simulator: Simulator, seed: int):
     if name == ADDITIVE_START:
         strategy = additive_start(graph, simulator.builder)
     elif name == PLACED_START:
-        strategy = placed_start(graph, simulator.builder)
+        strategy = placed_start(graph, simulator.builder, lambda s: simulator.full(s).step_ms)
     elif name == NARROWER_START:
         found = narrower_data_parallel(graph, num_devices, lambda s: simulator.full(s).step_ms)
         strategy = None if found is None else found[1]

@@ -18,8 +18,11 @@ tasks in program order, so an op's update, after its gradient all-reduce, holds 
 all-reduce ends, and the backward of a producer on those devices waits for it; on other devices the
 producer's backward runs beside the all-reduce. AlexNet's best strategies on 16-64 GPUs put neighbouring
 ops on alternate halves of the devices for that reason (README). The placed start chooses among the
-additive start's splits on the first and on the second half of the devices, charging HIDDEN_SHARE of an
-op's all-reduce and update only where it shares a device with a producer.
+additive start's splits on the first and on the second half of the devices, under a placed cost: an op's
+compute alone, each edge's reshardings, and on each edge from a producer a charge for the op's all-reduce
+and update (its sync), all of it where the two share a device and less where they do not. How much less
+is a guess either way, so the dynamic program runs under each of SYNC_CHARGES (the same priced tables)
+and the simulator keeps the fastest.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,12 +42,12 @@ from soap.config import ParallelConfig
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
 
-# The share of an op's gradient all-reduce and update that the placed start charges only where the op shares
-# a device with a producer; the rest is charged always (all-reduces on one half's links queue one after the
-# other). AlexNet on p100-4x4, the placed start then a greedy descent (search.descent) from it: on 32 GPUs
-# 1.5691 ms at shares 0.3-0.5 (the additive start descends to 1.6367), on 64 GPUs 1.3313 at 0.3-0.4 and
-# 1.3456 at 0.5 (additive: 1.3534); at 0.7 1.6736 / 1.3396; at 1.0 (all of it hidden) the start itself is
-# 2.2-3.1x slower than the additive start on 16-64 GPUs.
+# The share of an op's sync that `shared_links_charge` leaves out where the op shares no device with a producer
+# (the rest queues behind other all-reduces on the same links). AlexNet on p100-4x4, the placed start under
+# that charge alone, then a greedy descent (search.descent) from it: on 32 GPUs 1.5691 ms at shares 0.3-0.5
+# (the additive start descends to 1.6367), on 64 GPUs 1.3313 at 0.3-0.4 and 1.3456 at 0.5 (additive:
+# 1.3534); at 0.7 1.6736 / 1.3396; at 1.0 (all of it hidden) the start itself is 2.2-3.1x slower than the
+# additive start on 16-64 GPUs.
 HIDDEN_SHARE = 0.4
 
 
@@ -82,39 +86,63 @@ def additive_start(graph: OpGraph, builder: TaskGraphBuilder,
     """The strategy of least additive cost among `block_candidates` per op, or None when the graph is not
     series-parallel or `stop_requested()` turned true while its edges were priced (a Ctrl-C: Inception-v3
     on 64 devices prices about 180,000 pairs of configs)."""
-    return _least_cost(graph, builder, [block_candidates(op, builder.machine.num_devices) for op in graph.ops],
-                       0.0, stop_requested)
+    candidates = [block_candidates(op, builder.machine.num_devices) for op in graph.ops]
+    chosen = least_cost_strategies(graph, builder, candidates, (), stop_requested)
+    return None if chosen is None else chosen[0]
 
 
-def placed_start(graph: OpGraph, builder: TaskGraphBuilder,
+def placed_start(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Strategy], float],
                  stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
-    """The strategy of least additive cost among `half_block_candidates` per op, where HIDDEN_SHARE of an
-    op's gradient all-reduce and update is charged only where it shares devices with a producer (else it
-    runs beside their backward); None as for `additive_start`."""
-    return _least_cost(graph, builder, [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops],
-                       HIDDEN_SHARE, stop_requested)
+    """Of the strategies of least placed cost among `half_block_candidates` per op, one for each of
+    SYNC_CHARGES, the one `price` finds fastest (the first of equals); None as for `additive_start`."""
+    candidates = [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops]
+    chosen = least_cost_strategies(graph, builder, candidates, SYNC_CHARGES, stop_requested)
+    return None if chosen is None else min(chosen, key=price)
 
 
-def _least_cost(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
-                hidden_share: float, stop_requested: Callable[[], bool]) -> Strategy | None:
-    """The choice among `candidates` (per op) of least cost: each op's `op_ms`, less `hidden_share` of its
-    `op_sync_ms` unless it has no producers (its all-reduce is the step's last), and each edge's
-    `edge_ms_table`, plus that share over the consumer's producers where the two share a device. Costs
-    are kept by value (the ops without their names, the configs), so a block repeated through the graph
-    (ResNet-101's 23 bottlenecks of one shape) is priced once."""
+def shared_links_charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
+    """[a, b]: all of the consumer's sync (under its config b) where it shares a device with the producer
+    (under a), else all but HIDDEN_SHARE of it: all-reduces on one half's links queue one after another."""
+    return np.where(shares_device, sync_ms[None, :], (1 - HIDDEN_SHARE) * sync_ms[None, :])
+
+
+def overlap_charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
+    """[a, b]: all of the consumer's sync where it shares a device with the producer, else what outlasts
+    the producer's backward compute, which it runs beside."""
+    return np.where(shares_device, sync_ms[None, :], np.maximum(0.0, sync_ms[None, :] - backward_ms[:, None]))
+
+
+SyncCharge = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# How the placed start charges an op's sync (`op_sync_ms`: its gradient all-reduce and update) on each edge
+# from a producer, given the sync under each config of the op, the producer's backward compute under each
+# of its configs, and whether the two share a device. AlexNet on p100-4x4, the start priced by the
+# simulator, then after a greedy descent (search.descent) from it, ms (the additive start: 2.256 -> 2.079
+# / 2.062 -> 2.059 / 1.868 -> 1.637 / 1.868 -> 1.353 on 8 / 16 / 32 / 64 GPUs): shared links 2.256 ->
+# 2.079 / 2.062 -> 2.059 / 1.735 -> 1.569 / 1.511 -> 1.331, overlap 2.079 -> 2.079 / 1.964 -> 1.952 /
+# 1.813 -> 1.642 / 1.828 -> 1.348. Each is the better start where its start is the faster.
+SYNC_CHARGES: tuple[SyncCharge, ...] = (shared_links_charge, overlap_charge)
+
+
+def least_cost_strategies(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
+                 charges: tuple[SyncCharge, ...], stop_requested: Callable[[], bool]) -> list[Strategy] | None:
+    """The choices among `candidates` (per op) of least cost, one per charge of `charges`, or the one of
+    least additive cost without charges: each op's `op_ms` and each edge's `edge_ms_table`; with a charge,
+    an op with producers costs `op_ms` less its sync, and each edge from a producer adds the charge of
+    that sync, shared among its producers. Costs are kept by value (the ops without their names, the
+    configs), so a block repeated through the graph (ResNet-101's 23 bottlenecks of one shape) is priced
+    once. None where the graph is not series-parallel or `stop_requested()` turned true."""
     unnamed = [dataclasses.replace(op, name="") for op in graph.ops]
-    op_costs, sync_costs, priced = [], [], {}
+    op_costs, priced = [], {}
     for i, configs in enumerate(candidates):
         key = (unnamed[i], configs)
         if key not in priced:
-            priced[key] = (np.array([builder.op_ms(i, config) for config in configs]),
-                           np.array([builder.op_sync_ms(i, config) for config in configs]) if hidden_share
-                           else np.zeros(len(configs)))
-        op_ms, sync_ms = priced[key]
-        hidden = hidden_share * sync_ms if builder.inputs(i) else 0.0
-        op_costs.append(op_ms - hidden)
-        sync_costs.append(hidden)
+            priced[key] = _OpCosts(np.array([builder.op_ms(i, config) for config in configs]),
+                                   np.array([builder.op_sync_ms(i, config) for config in configs]) if charges else None,
+                                   np.array([builder.op_cost(i, config.degrees).backward_ms for config in configs])
+                                   if charges else None)
+        op_costs.append(priced[key])
     edge_costs: dict[tuple[int, int], np.ndarray] = {}
+    charged: list[dict[tuple[int, int], np.ndarray]] = [{} for _ in charges]
     for c in range(len(graph.ops)):
         if stop_requested():
             return None
@@ -123,10 +151,33 @@ def _least_cost(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tupl
             key = (unnamed[p], unnamed[c], input_index, candidates[p], candidates[c])
             if key not in priced:
                 priced[key] = builder.edge_ms_table(p, c, input_index, candidates[p], candidates[c])
-            edge = priced[key]
-            if hidden_share:
-                edge = edge + _shares_a_device(candidates[p], candidates[c]) * (sync_costs[c] / len(producers))
-            edge_costs[p, c] = edge_costs.get((p, c), 0.0) + edge
+            edge_costs[p, c] = edge_costs.get((p, c), 0.0) + priced[key]
+            if charges:
+                shares_device = _shares_a_device(candidates[p], candidates[c])
+                for charge, edges in zip(charges, charged):
+                    share = charge(op_costs[c].sync_ms, op_costs[p].backward_ms, shares_device) / len(producers)
+                    edges[p, c] = edges.get((p, c), 0.0) + share
+    if not charges:
+        solved = [_solved(graph, builder, candidates, [costs.op_ms for costs in op_costs], edge_costs)]
+    else:
+        own = [costs.op_ms - costs.sync_ms if builder.inputs(i) else costs.op_ms for i, costs in enumerate(op_costs)]
+        solved = [_solved(graph, builder, candidates, own, {pair: table + edges[pair]
+                                                              for pair, table in edge_costs.items()})
+                  for edges in charged]
+    return None if None in solved else solved
+
+
+class _OpCosts(NamedTuple):
+    """One op's costs under each of its candidates: `op_ms`, its sync (`op_sync_ms`) and backward compute."""
+
+    op_ms: np.ndarray
+    sync_ms: np.ndarray | None
+    backward_ms: np.ndarray | None
+
+
+def _solved(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
+            op_costs: list[np.ndarray], edge_costs: dict[tuple[int, int], np.ndarray]) -> Strategy | None:
+    """The strategy of least cost by search.series_parallel, or None where the graph is not series-parallel."""
     try:
         choices, _ = min_cost_choices(len(graph.ops), list(edge_costs), op_costs, edge_costs)
     except NotSeriesParallelError:

@@ -62,8 +62,8 @@ ADDITIVE_START = "additive"
 PLACED_START = "placed"
 # The most ops of a graph the placed start is built for. Its dynamic program prices twice the additive
 # start's candidates, four times its pairs: on Inception-v3 (219 ops) on 64 p100-4x4 GPUs 13.7 s (the
-# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms); on AlexNet (13 ops) 0.22 /
-# 0.76 s on 32 / 64 GPUs for starts 7% / 19% faster (search.starts.HIDDEN_SHARE).
+# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms); on AlexNet (13 ops) 0.07 /
+# 0.14 / 0.41 / 1.07 s on 8 / 16 / 32 / 64 GPUs for starts 8% / 5% / 7% / 19% faster (search.starts).
 PLACED_MAX_OPS = 32
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
 # adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
@@ -325,7 +325,7 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callab
     yield ("data parallel on fewer devices",
            lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
     def placed() -> tuple[str, Strategy, float] | None:
-        strategy = placed_start(graph, simulator.builder, stop_requested)
+        strategy = placed_start(graph, simulator.builder, price, stop_requested)
         return None if strategy is None else (PLACED_START, strategy, price(strategy))
 
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive

@@ -2,6 +2,7 @@
 the least additive cost over block candidates, and the placed start over half-block candidates."""
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -94,37 +95,66 @@ def test_the_additive_start_is_the_least_additive_cost_over_the_block_candidates
     assert _additive_cost(GRAPH, builder, start) == pytest.approx(_exhaustive_additive(GRAPH, builder), rel=1e-12)
 
 
-def _placed_cost(graph, builder, configs):
-    """The placed start's cost of one choice per op, term by term as its docstring states."""
-    share = starts.HIDDEN_SHARE
-    total = 0.0
-    for i, config in enumerate(configs):
-        producers = builder.inputs(i)
-        hidden = share * builder.op_sync_ms(i, config) if producers else 0.0
-        total += builder.op_ms(i, config) - hidden
-        for j, p in enumerate(producers):
-            total += _edge_ms(builder, p, i, j, configs[p], config)
-            if configs[p].device_set & config.device_set:
-                total += hidden / len(producers)
-    return total
+def _placed_cost(graph, builder, configs, charge):
+    """The placed cost of one choice per op under `charge`, term by term as least_cost_strategies states it."""
+    return (sum(_placed_op_ms(builder, i, config) for i, config in enumerate(configs))
+            + sum(_placed_edge_ms(builder, p, i, j, configs[p], configs[i], charge)
+                  for i in range(len(configs)) for j, p in enumerate(builder.inputs(i))))
 
 
-def test_the_placed_start_is_the_least_placed_cost_over_the_half_block_candidates():
-    # Slow links: all-reduces cost as much as compute, so where an op sits changes its cost.
-    builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e8, latency_s=1e-4), COST).builder
-    start = placed_start(GRAPH, builder)
+@functools.cache
+def _placed_op_ms(builder, i, config):
+    return builder.op_ms(i, config) - (builder.op_sync_ms(i, config) if builder.inputs(i) else 0.0)
+
+
+@functools.cache
+def _placed_edge_ms(builder, p, c, input_index, source, config, charge):
+    shares_device = np.array([[bool(source.device_set & config.device_set)]])
+    backward_ms = builder.op_cost(p, source.degrees).backward_ms
+    charged = charge(np.array([builder.op_sync_ms(c, config)]), np.array([backward_ms]), shares_device)[0, 0]
+    return _edge_ms(builder, p, c, input_index, source, config) + float(charged) / len(builder.inputs(c))
+
+
+@pytest.mark.parametrize("charge", starts.SYNC_CHARGES)
+def test_each_placed_strategy_is_the_least_placed_cost_under_its_charge(charge):
+    builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e9, latency_s=1e-5), COST).builder
     candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
+    chosen = starts.least_cost_strategies(GRAPH, builder, candidates, starts.SYNC_CHARGES, lambda: False)
+    strategy = chosen[starts.SYNC_CHARGES.index(charge)]
     for op, own in zip(GRAPH.ops, candidates):
-        assert start[op.name] in own
-    costs = [_placed_cost(GRAPH, builder, configs) for configs in itertools.product(*candidates)]
-    assert _placed_cost(GRAPH, builder, [start[op.name] for op in GRAPH.ops]) == pytest.approx(min(costs), rel=1e-12)
+        assert strategy[op.name] in own
+    least = min(_placed_cost(GRAPH, builder, configs, charge) for configs in itertools.product(*candidates))
+    assert _placed_cost(GRAPH, builder, [strategy[op.name] for op in GRAPH.ops], charge) == pytest.approx(least,
+                                                                                                        rel=1e-12)
+
+
+def test_the_charges_charge_all_of_the_sync_on_a_shared_device_and_less_on_others():
+    sync_ms, backward_ms = np.array([1.0, 4.0]), np.array([0.5, 3.0, 10.0])
+    shares_device = np.array([[True, False], [False, True], [False, False]])
+    shared_links = starts.shared_links_charge(sync_ms, backward_ms, shares_device)
+    overlap = starts.overlap_charge(sync_ms, backward_ms, shares_device)
+    kept = 1 - starts.HIDDEN_SHARE
+    assert shared_links.tolist() == [[1.0, kept * 4.0], [kept * 1.0, 4.0], [kept * 1.0, kept * 4.0]]
+    assert overlap.tolist() == [[1.0, 3.5], [0.0, 4.0], [0.0, 0.0]]  # what outlasts the producer's backward
+
+
+def test_the_placed_start_is_the_fastest_of_the_placed_strategies():
+    builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e9, latency_s=1e-5), COST).builder
+    candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
+    chosen = starts.least_cost_strategies(GRAPH, builder, candidates, starts.SYNC_CHARGES, lambda: False)
+    for fastest in range(len(chosen)):
+        price = {strategy: (0.0 if k == fastest else 1.0) for k, strategy in enumerate(chosen)}
+        expected = chosen[min(range(len(chosen)), key=lambda k: price[chosen[k]])]
+        assert placed_start(GRAPH, builder, price.__getitem__) == expected
+    assert placed_start(GRAPH, builder, lambda strategy: 1.0, stop_requested=lambda: True) is None
 
 
 def test_on_alexnet_at_32_gpus_the_placed_start_alternates_halves_and_beats_the_additive_one():
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     machine = machine_preset("p100-4x4", 32)
     simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
-    placed, additive = placed_start(graph, simulator.builder), additive_start(graph, simulator.builder)
+    placed = placed_start(graph, simulator.builder, lambda strategy: simulator.full(strategy).step_ms)
+    additive = additive_start(graph, simulator.builder)
     assert {placed[op.name].devices[0] for op in graph.ops} == {0, 16}
     assert simulator.full(placed).step_ms < 0.95 * simulator.full(additive).step_ms  # 1.7345 against 1.8682 ms
 
