@@ -42,13 +42,15 @@ from soap.config import ParallelConfig
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
 
-# The share of an op's sync that `shared_links_charge` leaves out where the op shares no device with a producer
-# (the rest queues behind other all-reduces on the same links). AlexNet on p100-4x4, the placed start under
-# that charge alone, then a greedy descent (search.descent) from it: on 32 GPUs 1.5691 ms at shares 0.3-0.5
-# (the additive start descends to 1.6367), on 64 GPUs 1.3313 at 0.3-0.4 and 1.3456 at 0.5 (additive:
-# 1.3534); at 0.7 1.6736 / 1.3396; at 1.0 (all of it hidden) the start itself is 2.2-3.1x slower than the
-# additive start on 16-64 GPUs.
-HIDDEN_SHARE = 0.4
+# The shares of an op's sync that the `shared_links_charge`s leave out where the op shares no device with a
+# producer (the rest queues behind other all-reduces on the same links). AlexNet on p100-4x4, the placed
+# start under each charge alone, ms on 8 / 16 / 32 / 64 GPUs: shares 0.2: 2.2563 / 2.0621 / 1.7345 / 1.7667;
+# 0.4: 2.2563 / 2.0621 / 1.7345 / 1.5106; 0.6: 2.2563 / 2.0312 / 2.0139 / 1.3933; 0.8: 2.3147 / 3.2908 /
+# 2.1044 / 2.0852; the overlap charge: 2.0793 / 1.9642 / 1.8127 / 1.8284 (the additive start: 2.2563 /
+# 2.0621 / 1.8682 / 1.8679). No one charge is best everywhere.
+HIDDEN_SHARES = (0.2, 0.4, 0.6, 0.8)
+
+SyncCharge = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def data_parallel_on(graph: OpGraph, num_devices: int, width: int) -> Strategy | None:
@@ -100,10 +102,14 @@ def placed_start(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Str
     return None if chosen is None else min(chosen, key=price)
 
 
-def shared_links_charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
-    """[a, b]: all of the consumer's sync (under its config b) where it shares a device with the producer
-    (under a), else all but HIDDEN_SHARE of it: all-reduces on one half's links queue one after another."""
-    return np.where(shares_device, sync_ms[None, :], (1 - HIDDEN_SHARE) * sync_ms[None, :])
+def shared_links_charge(hidden_share: float) -> SyncCharge:
+    """charge(...)[a, b]: all of the consumer's sync (under its config b) where it shares a device with the
+    producer (under a), else all but `hidden_share` of it: all-reduces on one half's links queue one after
+    another."""
+    def charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
+        return np.where(shares_device, sync_ms[None, :], (1 - hidden_share) * sync_ms[None, :])
+
+    return charge
 
 
 def overlap_charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
@@ -112,15 +118,10 @@ def overlap_charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: 
     return np.where(shares_device, sync_ms[None, :], np.maximum(0.0, sync_ms[None, :] - backward_ms[:, None]))
 
 
-SyncCharge = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # How the placed start charges an op's sync (`op_sync_ms`: its gradient all-reduce and update) on each edge
 # from a producer, given the sync under each config of the op, the producer's backward compute under each
-# of its configs, and whether the two share a device. AlexNet on p100-4x4, the start priced by the
-# simulator, then after a greedy descent (search.descent) from it, ms (the additive start: 2.256 -> 2.079
-# / 2.062 -> 2.059 / 1.868 -> 1.637 / 1.868 -> 1.353 on 8 / 16 / 32 / 64 GPUs): shared links 2.256 ->
-# 2.079 / 2.062 -> 2.059 / 1.735 -> 1.569 / 1.511 -> 1.331, overlap 2.079 -> 2.079 / 1.964 -> 1.952 /
-# 1.813 -> 1.642 / 1.828 -> 1.348. Each is the better start where its start is the faster.
-SYNC_CHARGES: tuple[SyncCharge, ...] = (shared_links_charge, overlap_charge)
+# of its configs, and whether the two share a device (HIDDEN_SHARES has the figures).
+SYNC_CHARGES: tuple[SyncCharge, ...] = (*map(shared_links_charge, HIDDEN_SHARES), overlap_charge)
 
 
 def least_cost_strategies(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],

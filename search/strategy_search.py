@@ -62,8 +62,9 @@ ADDITIVE_START = "additive"
 PLACED_START = "placed"
 # The most ops of a graph the placed start is built for. Its dynamic program prices twice the additive
 # start's candidates, four times its pairs: on Inception-v3 (219 ops) on 64 p100-4x4 GPUs 13.7 s (the
-# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms); on AlexNet (13 ops) 0.07 /
-# 0.14 / 0.41 / 1.07 s on 8 / 16 / 32 / 64 GPUs for starts 8% / 5% / 7% / 19% faster (search.starts).
+# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms, one charge); on AlexNet (13
+# ops) 0.10 / 0.18 / 0.49 / 1.20 s on 8 / 16 / 32 / 64 GPUs for starts 8% / 5% / 7% / 25% faster
+# (search.starts.HIDDEN_SHARES).
 PLACED_MAX_OPS = 32
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
 # adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2

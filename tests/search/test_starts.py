@@ -115,7 +115,7 @@ def _placed_edge_ms(builder, p, c, input_index, source, config, charge):
     return _edge_ms(builder, p, c, input_index, source, config) + float(charged) / len(builder.inputs(c))
 
 
-@pytest.mark.parametrize("charge", starts.SYNC_CHARGES)
+@pytest.mark.parametrize("charge", starts.SYNC_CHARGES, ids=[*map(str, starts.HIDDEN_SHARES), "overlap"])
 def test_each_placed_strategy_is_the_least_placed_cost_under_its_charge(charge):
     builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e9, latency_s=1e-5), COST).builder
     candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
@@ -131,10 +131,9 @@ def test_each_placed_strategy_is_the_least_placed_cost_under_its_charge(charge):
 def test_the_charges_charge_all_of_the_sync_on_a_shared_device_and_less_on_others():
     sync_ms, backward_ms = np.array([1.0, 4.0]), np.array([0.5, 3.0, 10.0])
     shares_device = np.array([[True, False], [False, True], [False, False]])
-    shared_links = starts.shared_links_charge(sync_ms, backward_ms, shares_device)
+    shared_links = starts.shared_links_charge(0.25)(sync_ms, backward_ms, shares_device)
     overlap = starts.overlap_charge(sync_ms, backward_ms, shares_device)
-    kept = 1 - starts.HIDDEN_SHARE
-    assert shared_links.tolist() == [[1.0, kept * 4.0], [kept * 1.0, 4.0], [kept * 1.0, kept * 4.0]]
+    assert shared_links.tolist() == [[1.0, 3.0], [0.75, 4.0], [0.75, 3.0]]
     assert overlap.tolist() == [[1.0, 3.5], [0.0, 4.0], [0.0, 0.0]]  # what outlasts the producer's backward
 
 
