@@ -27,8 +27,8 @@ from benchmarks.model_flags import add_model_flags, graph_of
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_int, run_command, write_atomic
 from search.mcmc import Budget, run_mcmc
 from search.starts import additive_start, narrower_data_parallel, placed_start
-from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, PLACED_START, RANDOM_START, baseline_strategies,
-                                    priced_ms, proposal, without_cyclic_collector)
+from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, PLACED_START, PLACED_STREAM, RANDOM_START,
+                                    baseline_strategies, priced_ms, proposal, without_cyclic_collector)
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
@@ -47,7 +47,8 @@ def build_start(name: str, graph, simulator: Simulator, seed: int):
     if name == ADDITIVE_START:
         strategy = additive_start(graph, simulator.builder)
     elif name == PLACED_START:
-        strategy = placed_start(graph, simulator.builder, lambda s: simulator.full(s).step_ms)
+        strategy = placed_start(graph, simulator.builder, lambda s: simulator.full(s).step_ms,
+                                np.random.default_rng([seed, PLACED_STREAM]))
     elif name == NARROWER_START:
         found = narrower_data_parallel(graph, num_devices, lambda s: simulator.full(s).step_ms)
         strategy = None if found is None else found[1]

@@ -50,7 +50,7 @@ from soap.strategy import Strategy
 # 2.0621 / 1.8682 / 1.8679). No one charge is best everywhere.
 HIDDEN_SHARES = (0.2, 0.4, 0.6, 0.8)
 
-SyncCharge = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+SyncCharge = Callable[[int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def data_parallel_on(graph: OpGraph, num_devices: int, width: int) -> Strategy | None:
@@ -94,34 +94,47 @@ def additive_start(graph: OpGraph, builder: TaskGraphBuilder,
 
 
 def placed_start(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Strategy], float],
-                 stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
+                 rng: np.random.Generator, stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
     """Of the strategies of least placed cost among `half_block_candidates` per op, one for each of
-    SYNC_CHARGES, the one `price` finds fastest (the first of equals); None as for `additive_start`."""
+    `placed_charges(num ops, rng)`, the one `price` finds fastest (the first of equals; each priced once);
+    None as for `additive_start`."""
     candidates = [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops]
-    chosen = least_cost_strategies(graph, builder, candidates, SYNC_CHARGES, stop_requested)
-    return None if chosen is None else min(chosen, key=price)
+    chosen = least_cost_strategies(graph, builder, candidates, placed_charges(len(graph.ops), rng), stop_requested)
+    return None if chosen is None else min(dict.fromkeys(chosen), key=price)
 
 
-def shared_links_charge(hidden_share: float) -> SyncCharge:
-    """charge(...)[a, b]: all of the consumer's sync (under its config b) where it shares a device with the
-    producer (under a), else all but `hidden_share` of it: all-reduces on one half's links queue one after
-    another."""
-    def charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
-        return np.where(shares_device, sync_ms[None, :], (1 - hidden_share) * sync_ms[None, :])
+def placed_charges(num_ops: int, rng: np.random.Generator) -> tuple[SyncCharge, ...]:
+    """SYNC_CHARGES, then RANDOM_CHARGES shared-links charges with a share hidden per op drawn uniformly
+    from [0, 1)."""
+    return SYNC_CHARGES + tuple(shared_links_charge(rng.uniform(0.0, 1.0, num_ops)) for _ in range(RANDOM_CHARGES))
+
+
+def shared_links_charge(hidden_share: float | np.ndarray) -> SyncCharge:
+    """charge(c, ...)[a, b]: all of consumer c's sync (under its config b) where it shares a device with
+    the producer (under a), else all but `hidden_share` of it (one share, or one per op: `hidden_share[c]`):
+    all-reduces on one half's links queue one after another."""
+    def charge(c: int, sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
+        share = hidden_share[c] if np.ndim(hidden_share) else hidden_share
+        return np.where(shares_device, sync_ms[None, :], (1 - share) * sync_ms[None, :])
 
     return charge
 
 
-def overlap_charge(sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
-    """[a, b]: all of the consumer's sync where it shares a device with the producer, else what outlasts
+def overlap_charge(c: int, sync_ms: np.ndarray, backward_ms: np.ndarray, shares_device: np.ndarray) -> np.ndarray:
+    """[a, b]: all of consumer c's sync where it shares a device with the producer, else what outlasts
     the producer's backward compute, which it runs beside."""
     return np.where(shares_device, sync_ms[None, :], np.maximum(0.0, sync_ms[None, :] - backward_ms[:, None]))
 
 
 # How the placed start charges an op's sync (`op_sync_ms`: its gradient all-reduce and update) on each edge
-# from a producer, given the sync under each config of the op, the producer's backward compute under each
-# of its configs, and whether the two share a device (HIDDEN_SHARES has the figures).
+# from a producer, given the op's index, its sync under each of its configs, the producer's backward compute
+# under each of its configs, and whether the two share a device (HIDDEN_SHARES has the figures).
 SYNC_CHARGES: tuple[SyncCharge, ...] = (*map(shared_links_charge, HIDDEN_SHARES), overlap_charge)
+# How many charges with a random share hidden per op the placed start adds to SYNC_CHARGES. AlexNet on
+# p100-4x4, the fastest of 16 / 32 / 64 / 100 such placed strategies (one seed), ms: 16 GPUs 1.9517 / 1.9397
+# / 1.9397 / 1.9374, 32 GPUs 1.6921 / 1.7345 / 1.7345 / 1.6536, 64 GPUs 1.4474 / 1.3733 / 1.3765 / 1.3521
+# (SYNC_CHARGES alone: 1.9642 / 1.7345 / 1.3933), in 0.14-0.35 s on 16 GPUs, 0.9-1.4 s on 64.
+RANDOM_CHARGES = 32
 
 
 def least_cost_strategies(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
@@ -156,7 +169,7 @@ def least_cost_strategies(graph: OpGraph, builder: TaskGraphBuilder, candidates:
             if charges:
                 shares_device = _shares_a_device(candidates[p], candidates[c])
                 for charge, edges in zip(charges, charged):
-                    share = charge(op_costs[c].sync_ms, op_costs[p].backward_ms, shares_device) / len(producers)
+                    share = charge(c, op_costs[c].sync_ms, op_costs[p].backward_ms, shares_device) / len(producers)
                     edges[p, c] = edges.get((p, c), 0.0) + share
     if not charges:
         solved = [_solved(graph, builder, candidates, [costs.op_ms for costs in op_costs], edge_costs)]

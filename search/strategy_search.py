@@ -66,6 +66,9 @@ PLACED_START = "placed"
 # ops) 0.10 / 0.18 / 0.49 / 1.20 s on 8 / 16 / 32 / 64 GPUs for starts 8% / 5% / 7% / 25% faster
 # (search.starts.HIDDEN_SHARES).
 PLACED_MAX_OPS = 32
+# The placed start's random charges come from the stream (seed, PLACED_STREAM), apart from the chains'
+# streams (seed, start index).
+PLACED_STREAM = 2**20
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
 # adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
 # (2026-11-25): copies at 0.5 found the best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed never)
@@ -211,7 +214,7 @@ def search_strategy(
     pricing_began = clock()
     start_costs = [priced_ms(simulator.full(start)) for _, start in starts]
     simulation_s = (clock() - pricing_began) / len(starts)
-    for what, build in _derived_starts(graph, simulator, stop_requested):
+    for what, build in _derived_starts(graph, simulator, seed, stop_requested):
         if stop_requested():
             break
         if on_building is not None:
@@ -312,7 +315,7 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
     return max(FLEXFLOW_MIN_ITERATIONS, num_splits)
 
 
-def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callable[[], bool]
+def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool]
                     ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested)."""
@@ -323,12 +326,13 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, stop_requested: Callab
         strategy = additive_start(graph, simulator.builder, stop_requested)
         return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))
 
-    yield ("data parallel on fewer devices",
-           lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
     def placed() -> tuple[str, Strategy, float] | None:
-        strategy = placed_start(graph, simulator.builder, price, stop_requested)
+        strategy = placed_start(graph, simulator.builder, price, np.random.default_rng([seed, PLACED_STREAM]),
+                                stop_requested)
         return None if strategy is None else (PLACED_START, strategy, price(strategy))
 
+    yield ("data parallel on fewer devices",
+           lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
     if len(graph.ops) <= PLACED_MAX_OPS:
         yield f"{PLACED_START} (the dynamic program with each op on either half of the devices)", placed

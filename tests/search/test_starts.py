@@ -111,7 +111,7 @@ def _placed_op_ms(builder, i, config):
 def _placed_edge_ms(builder, p, c, input_index, source, config, charge):
     shares_device = np.array([[bool(source.device_set & config.device_set)]])
     backward_ms = builder.op_cost(p, source.degrees).backward_ms
-    charged = charge(np.array([builder.op_sync_ms(c, config)]), np.array([backward_ms]), shares_device)[0, 0]
+    charged = charge(c, np.array([builder.op_sync_ms(c, config)]), np.array([backward_ms]), shares_device)[0, 0]
     return _edge_ms(builder, p, c, input_index, source, config) + float(charged) / len(builder.inputs(c))
 
 
@@ -131,31 +131,37 @@ def test_each_placed_strategy_is_the_least_placed_cost_under_its_charge(charge):
 def test_the_charges_charge_all_of_the_sync_on_a_shared_device_and_less_on_others():
     sync_ms, backward_ms = np.array([1.0, 4.0]), np.array([0.5, 3.0, 10.0])
     shares_device = np.array([[True, False], [False, True], [False, False]])
-    shared_links = starts.shared_links_charge(0.25)(sync_ms, backward_ms, shares_device)
-    overlap = starts.overlap_charge(sync_ms, backward_ms, shares_device)
+    shared_links = starts.shared_links_charge(0.25)(1, sync_ms, backward_ms, shares_device)
+    overlap = starts.overlap_charge(1, sync_ms, backward_ms, shares_device)
     assert shared_links.tolist() == [[1.0, 3.0], [0.75, 4.0], [0.75, 3.0]]
+    per_op = starts.shared_links_charge(np.array([0.0, 0.5]))  # op 1's share
+    assert per_op(1, sync_ms, backward_ms, shares_device).tolist() == [[1.0, 2.0], [0.5, 4.0], [0.5, 2.0]]
     assert overlap.tolist() == [[1.0, 3.5], [0.0, 4.0], [0.0, 0.0]]  # what outlasts the producer's backward
 
 
 def test_the_placed_start_is_the_fastest_of_the_placed_strategies():
     builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e9, latency_s=1e-5), COST).builder
     candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
-    chosen = starts.least_cost_strategies(GRAPH, builder, candidates, starts.SYNC_CHARGES, lambda: False)
-    for fastest in range(len(chosen)):
+    charges = starts.placed_charges(len(GRAPH.ops), np.random.default_rng(7))
+    assert len(charges) == len(starts.SYNC_CHARGES) + starts.RANDOM_CHARGES
+    chosen = starts.least_cost_strategies(GRAPH, builder, candidates, charges, lambda: False)
+    for fastest in range(0, len(chosen), 5):
         price = {strategy: (0.0 if k == fastest else 1.0) for k, strategy in enumerate(chosen)}
         expected = chosen[min(range(len(chosen)), key=lambda k: price[chosen[k]])]
-        assert placed_start(GRAPH, builder, price.__getitem__) == expected
-    assert placed_start(GRAPH, builder, lambda strategy: 1.0, stop_requested=lambda: True) is None
+        assert placed_start(GRAPH, builder, price.__getitem__, np.random.default_rng(7)) == expected
+    assert placed_start(GRAPH, builder, lambda strategy: 1.0, np.random.default_rng(7),
+                        stop_requested=lambda: True) is None
 
 
 def test_on_alexnet_at_32_gpus_the_placed_start_alternates_halves_and_beats_the_additive_one():
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     machine = machine_preset("p100-4x4", 32)
     simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
-    placed = placed_start(graph, simulator.builder, lambda strategy: simulator.full(strategy).step_ms)
+    placed = placed_start(graph, simulator.builder, lambda strategy: simulator.full(strategy).step_ms,
+                          np.random.default_rng(0))
     additive = additive_start(graph, simulator.builder)
     assert {placed[op.name].devices[0] for op in graph.ops} == {0, 16}
-    assert simulator.full(placed).step_ms < 0.95 * simulator.full(additive).step_ms  # 1.7345 against 1.8682 ms
+    assert simulator.full(placed).step_ms < 0.95 * simulator.full(additive).step_ms  # 1.7345 or less against 1.8682
 
 
 def test_the_sync_is_the_all_reduce_and_update_part_of_an_ops_additive_cost():
