@@ -93,14 +93,17 @@ def additive_start(graph: OpGraph, builder: TaskGraphBuilder,
     return None if chosen is None else chosen[0]
 
 
-def placed_start(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Strategy], float],
-                 rng: np.random.Generator, stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
-    """Of the strategies of least placed cost among `half_block_candidates` per op, one for each of
-    `placed_charges(num ops, rng)`, the one `price` finds fastest (the first of equals; each priced once);
-    None as for `additive_start`."""
+def placed_starts(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Strategy], float],
+                  rng: np.random.Generator, stop_requested: Callable[[], bool] = lambda: False) -> list[Strategy] | None:
+    """The distinct strategies of least placed cost among `half_block_candidates` per op, one for each of
+    `placed_charges(num ops, rng)`, the fastest by `price` first (each priced once; equals in the order of
+    the charges); None as for `additive_start`."""
     candidates = [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops]
     chosen = least_cost_strategies(graph, builder, candidates, placed_charges(len(graph.ops), rng), stop_requested)
-    return None if chosen is None else min(dict.fromkeys(chosen), key=price)
+    if chosen is None:
+        return None
+    prices = {strategy: price(strategy) for strategy in dict.fromkeys(chosen)}
+    return sorted(prices, key=prices.__getitem__)
 
 
 def placed_charges(num_ops: int, rng: np.random.Generator) -> tuple[SyncCharge, ...]:

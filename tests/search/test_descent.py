@@ -11,7 +11,9 @@ from search.descent import descend, descent_move, op_neighbourhoods
 from search.mcmc import Budget
 from search.proposals import adjacent_splits
 from search import strategy_search
-from search.strategy_search import priced_ms, search_starts, baseline_strategies, search_strategy
+from search.starts import placed_starts
+from search.strategy_search import (PLACED_DESCENTS, PLACED_START, PLACED_STREAM, baseline_strategies, priced_ms,
+                                     search_starts, search_strategy)
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, single
 from soap.config import ParallelConfig
@@ -110,3 +112,19 @@ def test_a_descent_stops_at_its_chains_time_budget(monkeypatch):
                              Budget(seconds=100.0, iterations=10**6), seed=0, descent=True,
                              clock=lambda: float(next(ticks)))
     assert result.seconds <= 100 + len(result.chains) * 3
+
+
+def test_with_descents_the_placed_start_is_the_fastest_descent_from_the_fastest_placed_strategies():
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    machine = fake_machine(16, bandwidth_bytes_per_s=1e9, latency_s=1e-5)
+    result = search_strategy(graph, machine, COST, [("single", single(graph, 16))], Budget(iterations=1), seed=0,
+                             descent=True)
+    simulator = Simulator(graph, machine, COST)
+    price = lambda strategy: priced_ms(simulator.full(strategy))  # noqa: E731
+    ranked = placed_starts(graph, simulator.builder, price, np.random.default_rng([0, PLACED_STREAM]))
+    descents = [descend(strategy, price, graph, op_neighbourhoods(graph, 16))
+                for strategy in ranked[:PLACED_DESCENTS]]
+    placed = [(strategy, ms) for name, strategy, ms in result.starts if name == PLACED_START]
+    assert placed == [min(((found.strategy, found.ms) for found in descents), key=lambda entry: entry[1])]
+    assert placed[0][1] < price(ranked[0])  # 41.630 against 41.675 ms
+    assert result.descent_simulations >= sum(found.simulations for found in descents)

@@ -14,7 +14,7 @@ from models.zoo import build_graph
 from search.mcmc import Budget
 from search import starts
 from search.starts import (additive_start, block_candidates, data_parallel_on, half_block_candidates,
-                          narrower_data_parallel, placed_start)
+                          narrower_data_parallel, placed_starts)
 from search.strategy_search import search_strategy
 from simulator.cost import RooflineCostModel
 from simulator.machine import Link, Machine, machine_preset
@@ -139,26 +139,29 @@ def test_the_charges_charge_all_of_the_sync_on_a_shared_device_and_less_on_other
     assert overlap.tolist() == [[1.0, 3.5], [0.0, 4.0], [0.0, 0.0]]  # what outlasts the producer's backward
 
 
-def test_the_placed_start_is_the_fastest_of_the_placed_strategies():
+def test_the_placed_starts_are_the_distinct_placed_strategies_fastest_first():
     builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e9, latency_s=1e-5), COST).builder
     candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
     charges = starts.placed_charges(len(GRAPH.ops), np.random.default_rng(7))
     assert len(charges) == len(starts.SYNC_CHARGES) + starts.RANDOM_CHARGES
     chosen = starts.least_cost_strategies(GRAPH, builder, candidates, charges, lambda: False)
-    for fastest in range(0, len(chosen), 5):
-        price = {strategy: (0.0 if k == fastest else 1.0) for k, strategy in enumerate(chosen)}
-        expected = chosen[min(range(len(chosen)), key=lambda k: price[chosen[k]])]
-        assert placed_start(GRAPH, builder, price.__getitem__, np.random.default_rng(7)) == expected
-    assert placed_start(GRAPH, builder, lambda strategy: 1.0, np.random.default_rng(7),
-                        stop_requested=lambda: True) is None
+    distinct = list(dict.fromkeys(chosen))
+    for fastest in distinct:
+        priced = []
+        ranked = placed_starts(GRAPH, builder, lambda strategy: priced.append(strategy) or (strategy != fastest),
+                               np.random.default_rng(7))
+        assert ranked == [fastest] + [strategy for strategy in distinct if strategy != fastest]
+        assert sorted(priced, key=distinct.index) == distinct  # each priced once
+    assert placed_starts(GRAPH, builder, lambda strategy: 1.0, np.random.default_rng(7),
+                         stop_requested=lambda: True) is None
 
 
 def test_on_alexnet_at_32_gpus_the_placed_start_alternates_halves_and_beats_the_additive_one():
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     machine = machine_preset("p100-4x4", 32)
     simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
-    placed = placed_start(graph, simulator.builder, lambda strategy: simulator.full(strategy).step_ms,
-                          np.random.default_rng(0))
+    placed = placed_starts(graph, simulator.builder, lambda strategy: simulator.full(strategy).step_ms,
+                           np.random.default_rng(0))[0]
     additive = additive_start(graph, simulator.builder)
     assert {placed[op.name].devices[0] for op in graph.ops} == {0, 16}
     assert simulator.full(placed).step_ms < 0.95 * simulator.full(additive).step_ms  # 1.7345 or less against 1.8682
