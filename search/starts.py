@@ -94,7 +94,8 @@ def additive_start(graph: OpGraph, builder: TaskGraphBuilder,
 
 
 def placed_starts(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Strategy], float],
-                  rng: np.random.Generator, stop_requested: Callable[[], bool] = lambda: False) -> list[Strategy] | None:
+                  rng: np.random.Generator,
+                  stop_requested: Callable[[], bool] = lambda: False) -> list[Strategy] | None:
     """The distinct strategies of least placed cost among `half_block_candidates` per op, one for each of
     `placed_charges(num ops, rng)`, the fastest by `price` first (each priced once; equals in the order of
     the charges); None as for `additive_start`."""
