@@ -237,7 +237,8 @@ def search_strategy(
         def descend_start(strategy: Strategy) -> Strategy:
             return descend(strategy, descent_price, graph, neighbourhood, start_descent_stops).strategy
 
-    for what, build in _derived_starts(graph, simulator, seed, stop_requested, descend_start):
+    for what, build in _derived_starts(graph, simulator, seed, stop_requested, lambda s: priced_ms(price(s)),
+                                       descend_start):
         if stop_requested():
             break
         if on_building is not None:
@@ -333,12 +334,14 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
 
 
 def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool],
+                    search_price: Callable[[Strategy], float],
                     descend_start: Callable[[Strategy], Strategy] | None = None
                     ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested).
-    With `descend_start` (a greedy descent), the placed start is the fastest of the descents from the
-    PLACED_DESCENTS fastest placed strategies."""
+    The placed strategies are ranked by `search_price` (the search's own simulation: a delta prices the
+    many alike strategies faster than a full simulation). With `descend_start` (a greedy descent), the
+    placed start is the fastest of the descents from the PLACED_DESCENTS fastest placed strategies."""
     def price(strategy: Strategy) -> float:
         return priced_ms(simulator.full(strategy))
 
@@ -347,13 +350,13 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
         return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))
 
     def placed() -> tuple[str, Strategy, float] | None:
-        ranked = placed_starts(graph, simulator.builder, price, np.random.default_rng([seed, PLACED_STREAM]),
+        ranked = placed_starts(graph, simulator.builder, search_price, np.random.default_rng([seed, PLACED_STREAM]),
                                stop_requested)
         if not ranked:
             return None
         if descend_start is not None:
             ranked = [descend_start(strategy) for strategy in ranked[:PLACED_DESCENTS]]
-        best = min(ranked, key=price)
+        best = min(ranked, key=search_price)
         return PLACED_START, best, price(best)
 
     yield ("data parallel on fewer devices",
