@@ -50,8 +50,9 @@ REFERENCE_FACTOR = 10  # the reference search runs this many times the timed sea
 
 
 def time_to_within(result: SearchResult, target_ms: float) -> float | None:
-    """Seconds since the search began at which its best first came within `target_ms`."""
-    moments = [chain.began_at_s + t for chain in result.chains for t, cost in chain.mcmc.history if cost <= target_ms]
+    """Seconds since the search began at which a strategy it priced (a start, one its derivation priced, a
+    descent's step, a chain's best) first came within `target_ms`."""
+    moments = [seconds for seconds, ms in result.improvements if ms <= target_ms]
     return min(moments) if moments else None
 
 

@@ -127,6 +127,9 @@ class SearchResult:
     best_found_at_s: float
     interrupted: bool
     descent_simulations: int = 0  # the strategies the descents priced (a descent is one iteration)
+    # (seconds since the search began, ms) each time a strategy it priced was faster than every one before:
+    # the starts, the strategies their derivation priced, the descents' steps, the chains' bests.
+    improvements: tuple[tuple[float, float], ...] = ()
 
     @property
     def iterations(self) -> int:
@@ -216,15 +219,22 @@ def search_strategy(
     began = clock()
     simulator = Simulator(graph, machine, cost_model)
     price = simulator.delta if simulation == "delta" else simulator.full
+    improvements: list[tuple[float, float]] = []
+
+    def noted(ms: float) -> float:
+        if not improvements or ms < improvements[-1][1]:
+            improvements.append((clock() - began, ms))
+        return ms
+
     pricing_began = clock()
-    start_costs = [priced_ms(simulator.full(start)) for _, start in starts]
+    start_costs = [noted(priced_ms(simulator.full(start))) for _, start in starts]
     simulation_s = (clock() - pricing_began) / len(starts)
     descent_simulations = 0
 
     def descent_price(strategy: Strategy) -> float:
         nonlocal descent_simulations
         descent_simulations += 1
-        return priced_ms(price(strategy))
+        return noted(priced_ms(price(strategy)))
 
     def start_descent_stops() -> bool:
         return stop_requested() or (budget is not None and budget.seconds is not None
@@ -237,8 +247,9 @@ def search_strategy(
         def descend_start(strategy: Strategy) -> Strategy:
             return descend(strategy, descent_price, graph, neighbourhood, start_descent_stops).strategy
 
-    for what, build in _derived_starts(graph, simulator, seed, stop_requested, lambda s: priced_ms(price(s)),
-                                       descend_start):
+    for what, build in _derived_starts(graph, simulator, seed, stop_requested,
+                                       lambda s: noted(priced_ms(simulator.full(s))),
+                                       lambda s: noted(priced_ms(price(s))), descend_start):
         if stop_requested():
             break
         if on_building is not None:
@@ -274,12 +285,24 @@ def search_strategy(
         if mcmc.stop_reason == "interrupted":
             break
     winner = min(chains, key=lambda chain: chain.mcmc.best_cost)
+    for chain in chains:
+        improvements.extend((chain.began_at_s + seconds, ms) for seconds, ms in chain.mcmc.history)
     return SearchResult(
         best=winner.mcmc.best, best_ms=winner.mcmc.best_cost, chains=tuple(chains),
         starts=tuple((name, start, ms) for (name, start), ms in zip(starts, start_costs)),
         seconds=clock() - began, best_found_at_s=winner.began_at_s + winner.mcmc.best_found_at_s,
         interrupted=chains[-1].mcmc.stop_reason == "interrupted", descent_simulations=descent_simulations,
+        improvements=_running_bests(improvements),
     )
+
+
+def _running_bests(events: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """The (seconds, ms) events in time order that are faster than every one before them."""
+    bests: list[tuple[float, float]] = []
+    for seconds, ms in sorted(events):
+        if not bests or ms < bests[-1][1]:
+            bests.append((seconds, ms))
+    return tuple(bests)
 
 
 def _chain_budget(budget: Budget, num_chains: int, position: int, min_iterations: int, spent_s: float) -> Budget:
@@ -334,17 +357,15 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
 
 
 def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool],
-                    search_price: Callable[[Strategy], float],
+                    price: Callable[[Strategy], float], search_price: Callable[[Strategy], float],
                     descend_start: Callable[[Strategy], Strategy] | None = None
                     ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested).
-    The placed strategies are ranked by `search_price` (the search's own simulation: a delta prices the
-    many alike strategies faster than a full simulation). With `descend_start` (a greedy descent), the
-    placed start is the fastest of the descents from the PLACED_DESCENTS fastest placed strategies."""
-    def price(strategy: Strategy) -> float:
-        return priced_ms(simulator.full(strategy))
-
+    A start is priced by `price` (a full simulation); the placed strategies are ranked by `search_price`
+    (the search's own simulation: a delta prices the many alike strategies faster). With `descend_start`
+    (a greedy descent), the placed start is the fastest of the descents from the PLACED_DESCENTS fastest
+    placed strategies."""
     def additive() -> tuple[str, Strategy, float] | None:
         strategy = additive_start(graph, simulator.builder, stop_requested)
         return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))

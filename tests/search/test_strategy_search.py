@@ -10,8 +10,8 @@ from models.graph import GraphBuilder
 from search.descent import descent_move
 from search.mcmc import Budget
 from search.strategy_search import (MAX_ADAPTIVE_BUDGET_S, SearchResult, _chain_budget, adaptive_budget,
-                                    adaptive_min_iterations, priced_ms, proposal, recommend,
-                                    search_strategy)
+                                    adaptive_min_iterations, baseline_strategies, priced_ms, proposal, recommend,
+                                    search_starts, search_strategy)
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
 from soap.space import enumerate_configs, valid_degrees
@@ -214,3 +214,17 @@ def test_the_cyclic_collector_is_off_while_searching_and_as_it_was_after(collect
         assert gc.isenabled() == collector_on
     finally:
         gc.enable()
+
+
+def test_the_improvements_run_from_the_first_start_priced_to_the_best_in_time_order():
+    starts = search_starts(GRAPH, 4, baseline_strategies(GRAPH, 4)[0], seed=0)
+    result = search_strategy(GRAPH, fake_machine(4), COST, starts, Budget(iterations=300), seed=0, descent=True)
+    times, costs = zip(*result.improvements)
+    assert list(times) == sorted(times) and all(a > b for a, b in zip(costs, costs[1:]))
+    assert costs[0] == result.starts[0][2] and costs[-1] == result.best_ms
+    assert max(times) <= result.seconds
+    fastest_start = min(ms for _, _, ms in result.starts)
+    assert any(ms <= fastest_start for _, ms in result.improvements)  # priced while the starts were built
+    chain_bests = [chain.began_at_s + t for chain in result.chains for t, ms in chain.mcmc.history
+                   if ms == result.best_ms]
+    assert times[-1] <= min(chain_bests)
