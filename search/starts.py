@@ -1,5 +1,6 @@
 """Starts for the search derived by simulation, beside the baselines (search.strategy_search uses them):
-data parallelism on a narrower device block, and the cheapest strategy under an additive cost.
+data parallelism on a narrower device block, the cheapest strategy under an additive cost, and the
+cheapest strategies under a placed cost.
 
 Data parallelism on all N devices is the common baseline, but on many devices with a small batch its
 gradient all-reduces and per-op overheads outweigh the compute it splits: Inception-v3 (batch 128) on
@@ -21,8 +22,8 @@ ops on alternate halves of the devices for that reason (README). The placed star
 additive start's splits on the first and on the second half of the devices, under a placed cost: an op's
 compute alone, each edge's reshardings, and on each edge from a producer a charge for the op's all-reduce
 and update (its sync), all of it where the two share a device and less where they do not. How much less
-is a guess either way, so the dynamic program runs under each of SYNC_CHARGES (the same priced tables)
-and the simulator keeps the fastest.
+is a guess either way, so the dynamic program runs under each of `placed_charges` (SYNC_CHARGES and
+RANDOM_CHARGES random ones, on the same priced tables) and the simulator ranks what it finds.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ RANDOM_CHARGES = 32
 
 
 def least_cost_strategies(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
-                 charges: tuple[SyncCharge, ...], stop_requested: Callable[[], bool]) -> list[Strategy] | None:
+                          charges: tuple[SyncCharge, ...], stop_requested: Callable[[], bool]
+                          ) -> list[Strategy] | None:
     """The choices among `candidates` (per op) of least cost, one per charge of `charges`, or the one of
     least additive cost without charges: each op's `op_ms` and each edge's `edge_ms_table`; with a charge,
     an op with producers costs `op_ms` less its sync, and each edge from a producer adds the charge of

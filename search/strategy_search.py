@@ -4,8 +4,9 @@
 
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one,
 then those search.starts derives by simulation: data parallel on the fastest narrower device block, the
-least additive cost by a dynamic program and, on graphs of at most PLACED_MAX_OPS ops, the least cost of
-each op on either half of the devices, each kept when faster than every start before it) runs one
+least additive cost by a dynamic program and, on graphs of at most PLACED_MAX_OPS ops, the fastest least
+placed cost of each op on either half of the devices (with --descent, descended), each kept when faster
+than every start before it) runs one
 chain with an equal share of the iterations, or of the seconds left when it begins (building the derived
 starts counts in the budget), and its own random stream (seed, start index), so the same seed gives the
 same strategy whenever chains stop by convergence or by iterations. Chains run one after another, the
