@@ -313,22 +313,23 @@ class TaskGraphBuilder:
         costs = self.op_cost(i, config.degrees)
         stats: list[Task] = []
         self._stats(self.forward_segment_id(i), i, config, [[] for _ in config.devices], stats)
-        slice_bytes = self.param_slice_bytes(i, config.degrees)
-        sync = self._sync_and_update(i, config, self.backward_segment_id(i), slice_bytes) if slice_bytes else []
-        allreduce_ms = max((task.duration_ms for task in sync if task.kind == ALLREDUCE), default=0.0)
-        update_ms = max((task.duration_ms for task in sync if task.kind == UPDATE), default=0.0)
+        allreduce_ms, update_ms = self._sync_parts_ms(i, config)
         return (costs.forward_ms + costs.backward_ms + 2 * max((task.duration_ms for task in stats), default=0.0)
                 + allreduce_ms + update_ms)
 
     def op_sync_ms(self, i: int, config: ParallelConfig) -> float:
         """The part of `op_ms` after op i's backward compute: the slowest replica group's gradient
         all-reduce and the update, which hold op i's devices (program order) until they end."""
+        allreduce_ms, update_ms = self._sync_parts_ms(i, config)
+        return allreduce_ms + update_ms
+
+    def _sync_parts_ms(self, i: int, config: ParallelConfig) -> tuple[float, float]:
+        """(the slowest replica group's gradient all-reduce, the update) of op i alone; (0, 0) without
+        parameters."""
         slice_bytes = self.param_slice_bytes(i, config.degrees)
-        if not slice_bytes:
-            return 0.0
-        sync = self._sync_and_update(i, config, self.backward_segment_id(i), slice_bytes)
-        return (max((task.duration_ms for task in sync if task.kind == ALLREDUCE), default=0.0)
-                + max((task.duration_ms for task in sync if task.kind == UPDATE), default=0.0))
+        sync = self._sync_and_update(i, config, self.backward_segment_id(i), slice_bytes) if slice_bytes else []
+        return (max((task.duration_ms for task in sync if task.kind == ALLREDUCE), default=0.0),
+                max((task.duration_ms for task in sync if task.kind == UPDATE), default=0.0))
 
     def edge_ms_table(self, p: int, c: int, input_index: int, sources: Sequence[ParallelConfig],
                       configs: Sequence[ParallelConfig]) -> np.ndarray:
