@@ -39,7 +39,7 @@ import numpy as np
 
 from models.errors import SoapError
 from models.graph import OpGraph
-from search.descent import descend, descent_move, op_neighbourhoods
+from search.descent import Descent, descend, descent_move, op_neighbourhoods
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
 from search.proposals import (Move, adjacent_split, copy_from_neighbour, mixture, random_op_random_split,
                               run_random_split)
@@ -209,8 +209,8 @@ def search_strategy(
 ) -> SearchResult:
     """Search from every start, and from the starts search.starts derives (data parallelism on the
     fastest narrower device block, the least additive cost, then the placed start), each when faster
-    than every start before it; `simulation="full"` prices each candidate by a full simulation instead (same chain, same
-    result, only slower: what benchmarks.search_time compares). A budget without min_iterations gets
+    than every start before it; `simulation="full"` prices each candidate by a full simulation instead
+    (same chain, same result, only slower: what benchmarks.search_time compares). A budget without min_iterations gets
     `adaptive_min_iterations`; no budget (None) gets `adaptive_budget`. Building the derived starts counts
     in the budget's seconds and in the time to the best; `on_building(what)` is called as each begins,
     `on_starts([(name, ms), ...], budget)` once every start and the budget are known, before the chains
@@ -245,8 +245,8 @@ def search_strategy(
     if descent:
         neighbourhood = op_neighbourhoods(graph, machine.num_devices)
 
-        def descend_start(strategy: Strategy) -> Strategy:
-            return descend(strategy, descent_price, graph, neighbourhood, start_descent_stops).strategy
+        def descend_start(strategy: Strategy) -> Descent:
+            return descend(strategy, descent_price, graph, neighbourhood, start_descent_stops)
 
     for what, build in _derived_starts(graph, simulator, seed, stop_requested,
                                        lambda s: noted(priced_ms(simulator.full(s))),
@@ -359,7 +359,7 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
 
 def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool],
                     price: Callable[[Strategy], float], search_price: Callable[[Strategy], float],
-                    descend_start: Callable[[Strategy], Strategy] | None = None
+                    descend_start: Callable[[Strategy], Descent] | None = None
                     ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested).
@@ -376,9 +376,10 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
                                stop_requested)
         if not ranked:
             return None
+        best = ranked[0]
         if descend_start is not None:
-            ranked = [descend_start(strategy) for strategy in ranked[:PLACED_DESCENTS]]
-        best = min(ranked, key=search_price)
+            best = min((descend_start(strategy) for strategy in ranked[:PLACED_DESCENTS]),
+                       key=lambda descent: descent.ms).strategy
         return PLACED_START, best, price(best)
 
     yield ("data parallel on fewer devices",
