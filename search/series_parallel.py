@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-Choose = Callable[[int, int], dict[int, int]]
+Choose = Callable[[int, int, int], dict[int, int]]
 
 
 class NotSeriesParallelError(ValueError):
@@ -33,20 +33,33 @@ def min_cost_choices(num_ops: int, edges: Sequence[tuple[int, int]], op_costs: S
                      edge_costs: dict[tuple[int, int], np.ndarray]) -> tuple[list[int], float]:
     """The choice index of every op minimising the sum of op and edge costs, and that sum. Edges listed
     twice (an op read twice by one consumer) count once in `edge_costs`; the caller sums them there."""
+    return batched_min_cost_choices(num_ops, edges, op_costs, edge_costs)[0]
+
+
+def batched_min_cost_choices(num_ops: int, edges: Sequence[tuple[int, int]], op_costs: Sequence[np.ndarray],
+                             edge_costs: dict[tuple[int, int], np.ndarray]) -> list[tuple[list[int], float]]:
+    """`min_cost_choices` for several cost sets on one graph at once: each cost may have a leading axis
+    over the sets (op i's [set, choice], an edge's [set, choice of p, choice of c]; one without it is the
+    same in every set). One (choices, cost) per set, each what `min_cost_choices` gives for that set, bit
+    for bit. The tables hold sets x K^3 floats per series step: the caller sizes the sets."""
     problem = _Problem(num_ops, edges, op_costs, edge_costs)
     table, choose = problem.solve(problem.source, problem.sink, tuple(range(num_ops)))
-    chosen = choose(0, 0)
-    return [chosen[i] for i in range(num_ops)], float(table[0, 0])
+    solved = []
+    for r in range(table.shape[0]):
+        chosen = choose(r, 0, 0)
+        solved.append(([chosen[i] for i in range(num_ops)], float(table[r, 0, 0])))
+    return solved
 
 
 class _Problem:
-    """The graph with a virtual source and sink (one choice each, costs 0), and the recursive solve."""
+    """The graph with a virtual source and sink (one choice each, costs 0), and the recursive solve. Costs
+    and tables carry a leading axis over the cost sets (of length 1 where one serves every set)."""
 
     def __init__(self, num_ops: int, edges: Sequence[tuple[int, int]], op_costs: Sequence[np.ndarray],
                  edge_costs: dict[tuple[int, int], np.ndarray]):
         self.source, self.sink = -1, num_ops
-        self.op_costs = {i: np.asarray(op_costs[i], dtype=float) for i in range(num_ops)}
-        self.op_costs[self.source] = self.op_costs[self.sink] = np.zeros(1)
+        self.op_costs = {i: _with_sets(op_costs[i], 1) for i in range(num_ops)}
+        self.op_costs[self.source] = self.op_costs[self.sink] = np.zeros((1, 1))
         pairs = set(edges)
         has_producer = {c for _, c in pairs}
         has_consumer = {p for p, _ in pairs}
@@ -55,20 +68,20 @@ class _Problem:
         self.consumers: dict[int, list[int]] = {}
         for p, c in sorted(pairs):
             self.consumers.setdefault(p, []).append(c)
-        self.edge_costs = {pair: np.asarray(edge_costs.get(pair, 0.0), dtype=float) * np.ones(
-            (len(self.op_costs[pair[0]]), len(self.op_costs[pair[1]]))) for pair in pairs}
+        self.edge_costs = {pair: _with_sets(edge_costs.get(pair, 0.0), 2) * np.ones(
+            (1, self.op_costs[pair[0]].shape[1], self.op_costs[pair[1]].shape[1])) for pair in pairs}
 
     def solve(self, s: int, t: int, inner: tuple[int, ...]) -> tuple[np.ndarray, Choose]:
-        """(table, choose): table[a, b] is the least cost of the `inner` ops and of every edge among s, the
-        inner ops and t but a direct s -> t edge, given choices a of s and b of t; choose(a, b) gives the
-        inner ops' choices reaching it. `inner` is in topological order."""
+        """(table, choose): table[r, a, b] is the least cost in set r of the `inner` ops and of every edge
+        among s, the inner ops and t but a direct s -> t edge, given choices a of s and b of t; choose(r, a,
+        b) gives the inner ops' choices reaching it. `inner` is in topological order."""
         if not inner:
-            return np.zeros((len(self.op_costs[s]), len(self.op_costs[t]))), lambda a, b: {}
+            return np.zeros((1, self.op_costs[s].shape[1], self.op_costs[t].shape[1])), lambda r, a, b: {}
         parts = self._parts(inner)
         if len(parts) > 1:
             solved = [self.solve(s, t, part) for part in parts]
-            return sum(table for table, _ in solved), lambda a, b: {
-                op: choice for _, choose in solved for op, choice in choose(a, b).items()}
+            return sum(table for table, _ in solved), lambda r, a, b: {
+                op: choice for _, choose in solved for op, choice in choose(r, a, b).items()}
         return self._series(s, t, inner)
 
     def _series(self, s: int, t: int, inner: tuple[int, ...]) -> tuple[np.ndarray, Choose]:
@@ -83,22 +96,22 @@ class _Problem:
         solved = [self.solve(u, v, stretch) for u, v, stretch in zip(stops, stops[1:], stretches)]
         steps = [table + self.edge_costs.get((u, v), 0.0) for (table, _), u, v in zip(solved, stops, stops[1:])]
         # The cuts' own costs; t's is the caller's.
-        stop_costs = [self.op_costs[v] for v in stops[1:-1]] + [np.zeros(len(self.op_costs[t]))]
-        reached = steps[0] + stop_costs[0][None, :]  # [choice of s, choice of the first cut]
+        stop_costs = [self.op_costs[v] for v in stops[1:-1]] + [np.zeros((1, self.op_costs[t].shape[1]))]
+        reached = steps[0] + stop_costs[0][:, None, :]  # [set, choice of s, choice of the first cut]
         came_from = []
         for step, cost in zip(steps[1:], stop_costs[1:]):
-            through = reached[:, :, None] + step[None, :, :] + cost[None, None, :]
-            came_from.append(through.argmin(axis=1))
-            reached = through.min(axis=1)
+            through = reached[:, :, :, None] + step[:, None, :, :] + cost[:, None, None, :]
+            came_from.append(through.argmin(axis=2))
+            reached = through.min(axis=2)
 
-        def choose(a: int, b: int) -> dict[int, int]:
+        def choose(r: int, a: int, b: int) -> dict[int, int]:
             choices = [b]
             for back in reversed(came_from):
-                choices.append(int(back[a, choices[-1]]))
+                choices.append(int(back[r if len(back) > 1 else 0, a, choices[-1]]))
             choices = [a, *reversed(choices)]
             chosen = {stop: choice for stop, choice in zip(stops[1:-1], choices[1:-1])}
             for (_, stretch_choose), u_choice, v_choice in zip(solved, choices, choices[1:]):
-                chosen.update(stretch_choose(u_choice, v_choice))
+                chosen.update(stretch_choose(r, u_choice, v_choice))
             return chosen
 
         return reached, choose
@@ -139,3 +152,9 @@ class _Problem:
         for op in inner:
             parts.setdefault(find(op), []).append(op)
         return [tuple(part) for part in parts.values()]
+
+
+def _with_sets(costs, rank: int) -> np.ndarray:
+    """`costs` as floats with a leading axis over the cost sets (length 1 where it has none)."""
+    costs = np.asarray(costs, dtype=float)
+    return costs if costs.ndim == rank + 1 else costs.reshape((1,) * (rank + 1 - costs.ndim) + costs.shape)

@@ -23,7 +23,9 @@ additive start's splits on the first and on the second half of the devices, unde
 compute alone, each edge's reshardings, and on each edge from a producer a charge for the op's all-reduce
 and update (its sync), all of it where the two share a device and less where they do not. How much less
 is a guess either way, so the dynamic program runs under each of `placed_charges` (SYNC_CHARGES and
-RANDOM_CHARGES random ones, on the same priced tables) and the simulator ranks what it finds.
+RANDOM_CHARGES random ones, on the same priced tables) and the simulator ranks what it finds. The search
+descends from the fastest with search.joint_descent, which reads the same candidates and the edges' placed
+costs under SYNC_CHARGES (`PlacedStarts`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 
 from models.graph import OpGraph
 from models.op import Dim, Op
-from search.series_parallel import NotSeriesParallelError, min_cost_choices
+from search.series_parallel import NotSeriesParallelError, batched_min_cost_choices, min_cost_choices
 from simulator.taskgraph import TaskGraphBuilder
 from soap.config import ParallelConfig
 from soap.space import enumerate_configs
@@ -84,28 +86,67 @@ def narrower_data_parallel(graph: OpGraph, num_devices: int,
     return best if best is not None and math.isfinite(best[2]) else None
 
 
-def additive_start(graph: OpGraph, builder: TaskGraphBuilder,
-                   stop_requested: Callable[[], bool] = lambda: False) -> Strategy | None:
+def additive_start(graph: OpGraph, builder: TaskGraphBuilder, stop_requested: Callable[[], bool] = lambda: False,
+                   placed: PricedCandidates | None = None) -> Strategy | None:
     """The strategy of least additive cost among `block_candidates` per op, or None when the graph is not
     series-parallel or `stop_requested()` turned true while its edges were priced (a Ctrl-C: Inception-v3
-    on 64 devices prices about 180,000 pairs of configs)."""
+    on 64 devices prices about 180,000 pairs of configs). With `placed` (`placed_candidates`), whose
+    candidates hold these, their prices are read from it instead of priced again."""
     candidates = [block_candidates(op, builder.machine.num_devices) for op in graph.ops]
-    chosen = least_cost_strategies(graph, builder, candidates, (), stop_requested)
-    return None if chosen is None else chosen[0]
+    if placed is None:
+        priced = priced_candidates(graph, builder, candidates, False, stop_requested)
+    else:
+        priced = restricted(placed, [[own.index(config) for config in block]
+                                     for own, block in zip(placed.candidates, candidates)])
+    return None if priced is None else least_cost_strategy(graph, builder.machine.num_devices, priced)
+
+
+def placed_candidates(graph: OpGraph, builder: TaskGraphBuilder,
+                      stop_requested: Callable[[], bool] = lambda: False) -> PricedCandidates | None:
+    """`half_block_candidates` per op, priced with their syncs: what `placed_starts` solves over (None on a
+    stop)."""
+    candidates = [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops]
+    return priced_candidates(graph, builder, candidates, True, stop_requested)
+
+
+class PlacedStarts(NamedTuple):
+    """The placed strategies, fastest first, and what a joint descent from them reads (search.joint_descent):
+    each op's `half_block_candidates` and the placed cost of every edge under each of SYNC_CHARGES."""
+
+    ranked: list[Strategy]
+    candidates: list[tuple[ParallelConfig, ...]]
+    pair_tables: tuple[dict[tuple[int, int], np.ndarray], ...]
 
 
 def placed_starts(graph: OpGraph, builder: TaskGraphBuilder, price: Callable[[Strategy], float],
-                  rng: np.random.Generator,
-                  stop_requested: Callable[[], bool] = lambda: False) -> list[Strategy] | None:
+                  rng: np.random.Generator, stop_requested: Callable[[], bool] = lambda: False,
+                  placed: PricedCandidates | None = None) -> PlacedStarts | None:
     """The distinct strategies of least placed cost among `half_block_candidates` per op, one for each of
     `placed_charges(num ops, rng)`, the fastest by `price` first (each priced once; equals in the order of
-    the charges); None as for `additive_start`."""
-    candidates = [half_block_candidates(op, builder.machine.num_devices) for op in graph.ops]
-    chosen = least_cost_strategies(graph, builder, candidates, placed_charges(len(graph.ops), rng), stop_requested)
-    if chosen is None:
+    the charges); None as for `additive_start`. `placed`: those candidates already priced
+    (`placed_candidates`)."""
+    priced = placed if placed is not None else placed_candidates(graph, builder, stop_requested)
+    if priced is None:
         return None
-    prices = {strategy: price(strategy) for strategy in dict.fromkeys(chosen)}
-    return sorted(prices, key=prices.__getitem__)
+    candidates = priced.candidates
+    charges = placed_charges(len(graph.ops), rng)
+    pair_tables, chosen = [], []
+    for first in range(0, len(charges), CHARGES_PER_SOLVE):
+        tables = [charged_edge_ms(priced, charge) for charge in charges[first:first + CHARGES_PER_SOLVE]]
+        pair_tables += tables[:max(0, len(SYNC_CHARGES) - first)]
+        stacked = {pair: np.stack([table[pair] for table in tables]) for pair in priced.edge_ms}
+        try:
+            solved = batched_min_cost_choices(len(graph.ops), list(stacked), _placed_op_ms(priced), stacked)
+        except NotSeriesParallelError:
+            return None
+        chosen += [tuple(choices) for choices, _ in solved]
+        if stop_requested():
+            return None
+    prices = {}
+    for choices in dict.fromkeys(chosen):
+        strategy = chosen_strategy(graph, builder.machine.num_devices, candidates, choices)
+        prices[strategy] = price(strategy)
+    return PlacedStarts(sorted(prices, key=prices.__getitem__), candidates, tuple(pair_tables))
 
 
 def placed_charges(num_ops: int, rng: np.random.Generator) -> tuple[SyncCharge, ...]:
@@ -136,74 +177,126 @@ def overlap_charge(c: int, sync_ms: np.ndarray, backward_ms: np.ndarray, shares_
 # under each of its configs, and whether the two share a device (HIDDEN_SHARES has the figures).
 SYNC_CHARGES: tuple[SyncCharge, ...] = (*map(shared_links_charge, HIDDEN_SHARES), overlap_charge)
 # How many charges with a random share hidden per op the placed start adds to SYNC_CHARGES. AlexNet on
-# p100-4x4, the fastest of 16 / 32 / 64 / 100 such placed strategies (one seed), ms: 16 GPUs 1.9517 / 1.9397
-# / 1.9397 / 1.9374, 32 GPUs 1.6921 / 1.7345 / 1.7345 / 1.6536, 64 GPUs 1.4474 / 1.3733 / 1.3765 / 1.3521
-# (SYNC_CHARGES alone: 1.9642 / 1.7345 / 1.3933), in 0.14-0.35 s on 16 GPUs, 0.9-1.4 s on 64.
-RANDOM_CHARGES = 32
+# p100-4x4, seeds 0-3, the joint descent (search.joint_descent) from the fastest placed strategy, ms: on 32
+# GPUs with 32 such charges 1.5691 / 1.6488 / 1.5956 / 1.5081, with 128 1.5081 / 1.5081 / 1.6513 / 1.5081,
+# with 256 1.5081 on every seed (the best known); on 64 GPUs with 32 1.3261 / 1.3287 / 1.3287 / 1.3287, with
+# 256 1.3261 / 1.3232 / 1.3287 / 1.3253. The placed start on 8 / 16 GPUs takes 0.054 / 0.12 CPU s with 32,
+# 0.082 / 0.21 s with 256, its dynamic programs solved CHARGES_PER_SOLVE at a time.
+RANDOM_CHARGES = 256
+# How many charges one dynamic program solves at once (search.series_parallel.batched_min_cost_choices): a
+# series step's table holds this many times K^3 floats where the graph branches (K^2 along a chain), K the
+# candidates per op (up to 64 on AlexNet on 64 devices).
+CHARGES_PER_SOLVE = 32
 
 
-def least_cost_strategies(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
-                          charges: tuple[SyncCharge, ...], stop_requested: Callable[[], bool]
-                          ) -> list[Strategy] | None:
-    """The choices among `candidates` (per op) of least cost, one per charge of `charges`, or the one of
-    least additive cost without charges: each op's `op_ms` and each edge's `edge_ms_table`; with a charge,
-    an op with producers costs `op_ms` less its sync, and each edge from a producer adds the charge of
-    that sync, shared among its producers. Costs are kept by value (the ops without their names, the
-    configs), so a block repeated through the graph (ResNet-101's 23 bottlenecks of one shape) is priced
-    once. None where the graph is not series-parallel or `stop_requested()` turned true."""
+class PricedCandidates(NamedTuple):
+    """Each op's candidate configs and what they cost alone, priced once for the dynamic programs: `op_ms`,
+    with `sync` its sync (`op_sync_ms`) and backward compute (else None), every edge's `edge_ms_table`
+    (an op's inputs from one producer summed) and, with `sync`, whether the edge's two ends share a device
+    (`_shares_a_device`; else empty)."""
+
+    candidates: list[tuple[ParallelConfig, ...]]
+    op_ms: list[np.ndarray]
+    sync_ms: list[np.ndarray] | None
+    backward_ms: list[np.ndarray] | None
+    edge_ms: dict[tuple[int, int], np.ndarray]
+    inputs: list[tuple[int, ...]]  # the producer of each input of each op (TaskGraphBuilder.inputs)
+    shares_device: dict[tuple[int, int], np.ndarray]
+
+
+def priced_candidates(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
+                      sync: bool, stop_requested: Callable[[], bool]) -> PricedCandidates | None:
+    """`candidates` priced (None where `stop_requested()` turned true). Costs are kept by value (the ops
+    without their names, the configs), so a block repeated through the graph (ResNet-101's 23 bottlenecks
+    of one shape) is priced once."""
     unnamed = [dataclasses.replace(op, name="") for op in graph.ops]
-    op_costs, priced = [], {}
+    op_ms, sync_ms, backward_ms, priced = [], [], [], {}
     for i, configs in enumerate(candidates):
         key = (unnamed[i], configs)
         if key not in priced:
-            priced[key] = _OpCosts(np.array([builder.op_ms(i, config) for config in configs]),
-                                   np.array([builder.op_sync_ms(i, config) for config in configs]) if charges else None,
-                                   np.array([builder.op_cost(i, config.degrees).backward_ms for config in configs])
-                                   if charges else None)
-        op_costs.append(priced[key])
-    edge_costs: dict[tuple[int, int], np.ndarray] = {}
-    charged: list[dict[tuple[int, int], np.ndarray]] = [{} for _ in charges]
-    for c in range(len(graph.ops)):
+            priced[key] = (np.array([builder.op_ms(i, config) for config in configs]),
+                           np.array([builder.op_sync_ms(i, config) for config in configs]) if sync else None,
+                           np.array([builder.op_cost(i, config.degrees).backward_ms for config in configs])
+                           if sync else None)
+        op_ms.append(priced[key][0])
+        sync_ms.append(priced[key][1])
+        backward_ms.append(priced[key][2])
+    edge_ms: dict[tuple[int, int], np.ndarray] = {}
+    shares_device: dict[tuple[int, int], np.ndarray] = {}
+    inputs = [builder.inputs(c) for c in range(len(graph.ops))]
+    for c, producers in enumerate(inputs):
         if stop_requested():
             return None
-        producers = builder.inputs(c)
         for input_index, p in enumerate(producers):
             key = (unnamed[p], unnamed[c], input_index, candidates[p], candidates[c])
             if key not in priced:
                 priced[key] = builder.edge_ms_table(p, c, input_index, candidates[p], candidates[c])
-            edge_costs[p, c] = edge_costs.get((p, c), 0.0) + priced[key]
-            if charges:
-                shares_device = _shares_a_device(candidates[p], candidates[c])
-                for charge, edges in zip(charges, charged):
-                    share = charge(c, op_costs[c].sync_ms, op_costs[p].backward_ms, shares_device) / len(producers)
-                    edges[p, c] = edges.get((p, c), 0.0) + share
-    if not charges:
-        solved = [_solved(graph, builder, candidates, [costs.op_ms for costs in op_costs], edge_costs)]
+            edge_ms[p, c] = edge_ms.get((p, c), 0.0) + priced[key]
+            if sync and (p, c) not in shares_device:
+                shares_device[p, c] = _shares_a_device(candidates[p], candidates[c])
+    return PricedCandidates(candidates, op_ms, sync_ms if sync else None, backward_ms if sync else None, edge_ms,
+                            inputs, shares_device)
+
+
+def restricted(priced: PricedCandidates, keep: list[list[int]]) -> PricedCandidates:
+    """`priced` for the candidates keep[i] (positions) of each op i only: its arrays sliced. Each entry is
+    priced alone, so these are bit for bit what pricing those candidates gives."""
+    def sliced(arrays: list[np.ndarray] | None) -> list[np.ndarray] | None:
+        return None if arrays is None else [array[own] for array, own in zip(arrays, keep)]
+
+    def pairs(tables: dict[tuple[int, int], np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+        return {(p, c): table[np.ix_(keep[p], keep[c])] for (p, c), table in tables.items()}
+
+    candidates = [tuple(own[k] for k in kept) for own, kept in zip(priced.candidates, keep)]
+    return PricedCandidates(candidates, sliced(priced.op_ms), sliced(priced.sync_ms), sliced(priced.backward_ms),
+                            pairs(priced.edge_ms), priced.inputs, pairs(priced.shares_device))
+
+
+def charged_edge_ms(priced: PricedCandidates, charge: SyncCharge) -> dict[tuple[int, int], np.ndarray]:
+    """Every edge's placed cost: its `edge_ms` and, from each input, `charge` of the consumer's sync shared
+    among the consumer's inputs."""
+    charged: dict[tuple[int, int], np.ndarray] = {}
+    for c, producers in enumerate(priced.inputs):
+        for p in producers:
+            share = charge(c, priced.sync_ms[c], priced.backward_ms[p], priced.shares_device[p, c]) / len(producers)
+            charged[p, c] = charged.get((p, c), 0.0) + share
+    return {pair: table + charged[pair] for pair, table in priced.edge_ms.items()}
+
+
+def least_cost_strategy(graph: OpGraph, num_devices: int, priced: PricedCandidates,
+                        charged_edges: dict[tuple[int, int], np.ndarray] | None = None) -> Strategy | None:
+    """The strategy of `least_cost_choices`, or None where the graph is not series-parallel."""
+    choices = least_cost_choices(len(graph.ops), priced, charged_edges)
+    return None if choices is None else chosen_strategy(graph, num_devices, priced.candidates, choices)
+
+
+def least_cost_choices(num_ops: int, priced: PricedCandidates,
+                       charged_edges: dict[tuple[int, int], np.ndarray] | None = None) -> tuple[int, ...] | None:
+    """The choice of candidate per op of least cost by search.series_parallel (None where the graph is not
+    series-parallel): the additive cost (each op's `op_ms`, each edge's `edge_ms`), or with `charged_edges`
+    (`charged_edge_ms`), the placed cost: an op with producers costs `op_ms` less its sync, which the
+    edges from its producers charge."""
+    if charged_edges is None:
+        op_costs, edge_costs = priced.op_ms, priced.edge_ms
     else:
-        own = [costs.op_ms - costs.sync_ms if builder.inputs(i) else costs.op_ms for i, costs in enumerate(op_costs)]
-        solved = [_solved(graph, builder, candidates, own, {pair: table + edges[pair]
-                                                              for pair, table in edge_costs.items()})
-                  for edges in charged]
-    return None if None in solved else solved
-
-
-class _OpCosts(NamedTuple):
-    """One op's costs under each of its candidates: `op_ms`, its sync (`op_sync_ms`) and backward compute."""
-
-    op_ms: np.ndarray
-    sync_ms: np.ndarray | None
-    backward_ms: np.ndarray | None
-
-
-def _solved(graph: OpGraph, builder: TaskGraphBuilder, candidates: list[tuple[ParallelConfig, ...]],
-            op_costs: list[np.ndarray], edge_costs: dict[tuple[int, int], np.ndarray]) -> Strategy | None:
-    """The strategy of least cost by search.series_parallel, or None where the graph is not series-parallel."""
+        op_costs, edge_costs = _placed_op_ms(priced), charged_edges
     try:
-        choices, _ = min_cost_choices(len(graph.ops), list(edge_costs), op_costs, edge_costs)
+        choices, _ = min_cost_choices(num_ops, list(edge_costs), op_costs, edge_costs)
     except NotSeriesParallelError:
         return None
-    configs = {op.name: candidates[i][choice] for i, (op, choice) in enumerate(zip(graph.ops, choices))}
-    return Strategy.for_graph(graph, builder.machine.num_devices, configs)
+    return tuple(choices)
+
+
+def _placed_op_ms(priced: PricedCandidates) -> list[np.ndarray]:
+    """Each op's placed cost: `op_ms`, less its sync where it has producers (their edges charge it)."""
+    return [ms - sync if producers else ms for ms, sync, producers in zip(priced.op_ms, priced.sync_ms, priced.inputs)]
+
+
+def chosen_strategy(graph: OpGraph, num_devices: int, candidates: list[tuple[ParallelConfig, ...]],
+                    choices: tuple[int, ...]) -> Strategy:
+    """The strategy with candidates[i][choices[i]] for each op i."""
+    configs = {op.name: own[choice] for op, own, choice in zip(graph.ops, candidates, choices)}
+    return Strategy.for_graph(graph, num_devices, configs)
 
 
 def _shares_a_device(sources: tuple[ParallelConfig, ...], configs: tuple[ParallelConfig, ...]) -> np.ndarray:

@@ -4,22 +4,22 @@
 
 Each start (the user's --init strategy if any, data parallel, OWT, model parallel, single, a random one,
 then those search.starts derives by simulation: data parallel on the fastest narrower device block, the
-least additive cost by a dynamic program and, on graphs of at most PLACED_MAX_OPS ops, the fastest least
-placed cost of each op on either half of the devices (with --descent, descended), each kept when faster
-than every start before it) runs one
-chain with an equal share of the iterations, or of the seconds left when it begins (building the derived
-starts counts in the budget), and its own random stream (seed, start index), so the same seed gives the
-same strategy whenever chains stop by convergence or by iterations. Chains run one after another, the
-cheapest start first, so a good start's chain is searched soonest. Without a budget, the search sizes
-one by the graph, the device count and what a simulation takes (`adaptive_budget`). A chain is judged
-converged (FlexFlow's rule) only after `adaptive_min_iterations`, unless the budget sets the minimum. The
-proposals give one op a random config, its split drawn first (search.proposals.random_op_random_split),
-copy a neighbour's config into one op (copy_from_neighbour), give one random config to an op and the run
-of ops around it sharing its config (run_random_split), or move one op to an adjacent split, one or two
-of its degrees doubled or halved on a block holding or inside its own (adjacent_split); with --descent,
-they also descend greedily from the current strategy (search.descent.descent_move). A strategy over a
-device's memory costs inf (never accepted). The result is the best over all chains, never worse than the best
-start.
+least additive cost by a dynamic program and, on graphs of at most PLACED_MAX_OPS ops, the placed start:
+the joint descent (search.joint_descent) from the fastest least placed cost of each op on either half of
+the devices (with --descent, descended greedily from there), each kept when faster than every start
+before it) runs one chain with an equal share of the iterations, or of the seconds left when it begins
+(building the derived starts counts in the budget), and its own random stream (seed, start index), so
+the same seed gives the same strategy whenever chains stop by convergence or by iterations. Chains run
+one after another, the cheapest start first, so a good start's chain is searched soonest. Without a
+budget, the search sizes one by the graph, the device count and what a simulation takes
+(`adaptive_budget`). A chain is judged converged (FlexFlow's rule) only after `adaptive_min_iterations`,
+unless the budget sets the minimum. The proposals give one op a random config, its split drawn first
+(search.proposals.random_op_random_split), copy a neighbour's config into one op (copy_from_neighbour),
+give one random config to an op and the run of ops around it sharing its config (run_random_split), or
+move one op to an adjacent split, one or two of its degrees doubled or halved on a block holding or
+inside its own (adjacent_split); with --descent, they also descend greedily from the current strategy
+(search.descent.descent_move). A strategy over a device's memory costs inf (never accepted). The result
+is the best over all chains, never worse than the best start.
 
 `recommend(result)` is what SOAP hands the user: the search's best, or the best known start (a baseline,
 or the user's --init) when the search found nothing at least MIN_GAIN faster than it.
@@ -40,10 +40,11 @@ import numpy as np
 from models.errors import SoapError
 from models.graph import OpGraph
 from search.descent import Descent, descend, descent_move, op_neighbourhoods
+from search.joint_descent import joint_descent
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
 from search.proposals import (Move, adjacent_split, copy_from_neighbour, mixture, random_op_random_split,
                               run_random_split)
-from search.starts import additive_start, narrower_data_parallel, placed_starts
+from search.starts import additive_start, narrower_data_parallel, placed_candidates, placed_starts
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
@@ -70,11 +71,6 @@ PLACED_MAX_OPS = 32
 # The placed start's random charges come from the stream (seed, PLACED_STREAM), apart from the chains'
 # streams (seed, start index).
 PLACED_STREAM = 2**20
-# With descents, the placed start is the fastest of the descents (search.descent) from this many of the
-# fastest placed strategies. AlexNet on p100-4x4, seeds 0-7: a descent from the fastest alone comes within
-# 1% of the best known (1.549 / 1.313 ms) on 1 / 1 seed of 8 on 32 / 64 GPUs, from each of the 4 fastest on
-# 2 / 4 (bests 1.5358 and 1.2834 ms), in 1.0-2.1 / 4.2-5.1 CPU s with the dynamic program.
-PLACED_DESCENTS = 4
 # The shares of proposals that copy a neighbour's config, that move a run of ops and that move one op to an
 # adjacent split; the rest give one op a random config. AlexNet on p100-4x4, 8 and 16 GPUs, seeds 0-2
 # (2026-11-25): copies at 0.5 found the best known within 1% in 0.1-1.2 s, against 0.6-2.2 s (one seed never)
@@ -127,7 +123,7 @@ class SearchResult:
     seconds: float
     best_found_at_s: float
     interrupted: bool
-    descent_simulations: int = 0  # the strategies the descents priced (a descent is one iteration)
+    descent_simulations: int = 0  # the strategies the descents priced (greedy ones: one iteration each; joint)
     # (seconds since the search began, ms) each time a strategy it priced was faster than every one before:
     # the starts, the strategies their derivation priced, the descents' steps, the chains' bests.
     improvements: tuple[tuple[float, float], ...] = ()
@@ -250,7 +246,8 @@ def search_strategy(
 
     for what, build in _derived_starts(graph, simulator, seed, stop_requested,
                                        lambda s: noted(priced_ms(simulator.full(s))),
-                                       lambda s: noted(priced_ms(price(s))), descend_start):
+                                       lambda s: noted(priced_ms(price(s))), descent_price, start_descent_stops,
+                                       descend_start):
         if stop_requested():
             break
         if on_building is not None:
@@ -359,34 +356,43 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
 
 def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool],
                     price: Callable[[Strategy], float], search_price: Callable[[Strategy], float],
+                    descent_price: Callable[[Strategy], float], descent_stops: Callable[[], bool],
                     descend_start: Callable[[Strategy], Descent] | None = None
                     ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested).
     A start is priced by `price` (a full simulation); the placed strategies are ranked by `search_price`
-    (the search's own simulation: a delta prices the many alike strategies faster). With `descend_start`
-    (a greedy descent), the placed start is the fastest of the descents from the PLACED_DESCENTS fastest
-    placed strategies."""
+    (the search's own simulation: a delta prices the many alike strategies faster). The placed start is
+    the joint descent (search.joint_descent, priced by `descent_price`, stopped by `descent_stops`) from
+    the fastest of them; with `descend_start` (a greedy descent), descended from there."""
+    with_placed = len(graph.ops) <= PLACED_MAX_OPS
+    priced = []  # the placed start's candidates, priced once for the additive start (a part of them) and it
+
     def additive() -> tuple[str, Strategy, float] | None:
-        strategy = additive_start(graph, simulator.builder, stop_requested)
+        if with_placed:
+            priced.append(placed_candidates(graph, simulator.builder, stop_requested))
+            if priced[0] is None:
+                return None
+        strategy = additive_start(graph, simulator.builder, stop_requested, priced[0] if priced else None)
         return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))
 
     def placed() -> tuple[str, Strategy, float] | None:
-        ranked = placed_starts(graph, simulator.builder, search_price, np.random.default_rng([seed, PLACED_STREAM]),
-                               stop_requested)
-        if not ranked:
+        found = placed_starts(graph, simulator.builder, search_price, np.random.default_rng([seed, PLACED_STREAM]),
+                              stop_requested, priced[0] if priced else None)
+        if found is None:
             return None
-        best = ranked[0]
+        best = joint_descent(found.ranked[0], descent_price, graph, found.candidates, found.pair_tables,
+                             descent_stops).strategy
         if descend_start is not None:
-            best = min((descend_start(strategy) for strategy in ranked[:PLACED_DESCENTS]),
-                       key=lambda descent: descent.ms).strategy
+            best = descend_start(best).strategy
         return PLACED_START, best, price(best)
 
     yield ("data parallel on fewer devices",
            lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
-    if len(graph.ops) <= PLACED_MAX_OPS:
-        yield f"{PLACED_START} (the dynamic program with each op on either half of the devices)", placed
+    if with_placed:
+        yield (f"{PLACED_START} (the dynamic program with each op on either half of the devices, then a joint "
+               f"descent)", placed)
 
 
 def priced_ms(result) -> float:

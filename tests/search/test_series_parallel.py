@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from search.series_parallel import NotSeriesParallelError, min_cost_choices
+from search.series_parallel import NotSeriesParallelError, batched_min_cost_choices, min_cost_choices
 
 GRAPHS = {
     "chain": (6, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),
@@ -61,3 +61,18 @@ def test_a_graph_that_is_not_series_parallel_is_refused():
     edges = [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)]
     with pytest.raises(NotSeriesParallelError, match="neither in series nor in parallel"):
         min_cost_choices(4, edges, [np.zeros(2)] * 4, {edge: np.zeros((2, 2)) for edge in edges})
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_several_cost_sets_at_once_give_each_set_s_own_solution_bit_for_bit(name):
+    num_ops, edges = GRAPHS[name]
+    rng = np.random.default_rng(5)
+    num_choices = [int(k) for k in rng.integers(1, 4, size=num_ops)]
+    sets = [_random_costs(num_ops, edges, num_choices, rng) for _ in range(4)]
+    shared_op_costs = sets[0][0]  # one op cost for every set, edge costs per set
+    stacked_edges = {edge: np.stack([edge_costs[edge] for _, edge_costs in sets]) for edge in edges}
+    solved = batched_min_cost_choices(num_ops, edges, shared_op_costs, stacked_edges)
+    assert solved == [min_cost_choices(num_ops, edges, shared_op_costs, edge_costs) for _, edge_costs in sets]
+    stacked_ops = [np.stack([op_costs[i] for op_costs, _ in sets]) for i in range(num_ops)]
+    solved = batched_min_cost_choices(num_ops, edges, stacked_ops, stacked_edges)
+    assert solved == [min_cost_choices(num_ops, edges, op_costs, edge_costs) for op_costs, edge_costs in sets]

@@ -96,7 +96,7 @@ def test_the_additive_start_is_the_least_additive_cost_over_the_block_candidates
 
 
 def _placed_cost(graph, builder, configs, charge):
-    """The placed cost of one choice per op under `charge`, term by term as least_cost_strategies states it."""
+    """The placed cost of one choice per op under `charge`, term by term as least_cost_strategy states it."""
     return (sum(_placed_op_ms(builder, i, config) for i, config in enumerate(configs))
             + sum(_placed_edge_ms(builder, p, i, j, configs[p], configs[i], charge)
                   for i in range(len(configs)) for j, p in enumerate(builder.inputs(i))))
@@ -119,8 +119,8 @@ def _placed_edge_ms(builder, p, c, input_index, source, config, charge):
 def test_each_placed_strategy_is_the_least_placed_cost_under_its_charge(charge):
     builder = Simulator(GRAPH, fake_machine(4, bandwidth_bytes_per_s=1e9, latency_s=1e-5), COST).builder
     candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
-    chosen = starts.least_cost_strategies(GRAPH, builder, candidates, starts.SYNC_CHARGES, lambda: False)
-    strategy = chosen[starts.SYNC_CHARGES.index(charge)]
+    priced = starts.priced_candidates(GRAPH, builder, candidates, True, lambda: False)
+    strategy = starts.least_cost_strategy(GRAPH, 4, priced, starts.charged_edge_ms(priced, charge))
     for op, own in zip(GRAPH.ops, candidates):
         assert strategy[op.name] in own
     least = min(_placed_cost(GRAPH, builder, configs, charge) for configs in itertools.product(*candidates))
@@ -144,14 +144,20 @@ def test_the_placed_starts_are_the_distinct_placed_strategies_fastest_first():
     candidates = [half_block_candidates(op, 4) for op in GRAPH.ops]
     charges = starts.placed_charges(len(GRAPH.ops), np.random.default_rng(7))
     assert len(charges) == len(starts.SYNC_CHARGES) + starts.RANDOM_CHARGES
-    chosen = starts.least_cost_strategies(GRAPH, builder, candidates, charges, lambda: False)
+    priced_candidates = starts.priced_candidates(GRAPH, builder, candidates, True, lambda: False)
+    tables = [starts.charged_edge_ms(priced_candidates, charge) for charge in charges]
+    chosen = [starts.least_cost_strategy(GRAPH, 4, priced_candidates, table) for table in tables]
     distinct = list(dict.fromkeys(chosen))
     for fastest in distinct:
         priced = []
-        ranked = placed_starts(GRAPH, builder, lambda strategy: priced.append(strategy) or (strategy != fastest),
-                               np.random.default_rng(7))
-        assert ranked == [fastest] + [strategy for strategy in distinct if strategy != fastest]
+        found = placed_starts(GRAPH, builder, lambda strategy: priced.append(strategy) or (strategy != fastest),
+                              np.random.default_rng(7))
+        assert found.ranked == [fastest] + [strategy for strategy in distinct if strategy != fastest]
         assert sorted(priced, key=distinct.index) == distinct  # each priced once
+        assert found.candidates == candidates
+        assert len(found.pair_tables) == len(starts.SYNC_CHARGES)
+        for table, expected in zip(found.pair_tables, tables):  # the SYNC_CHARGES' tables, first of the charges
+            assert table.keys() == expected.keys() and all(np.array_equal(table[k], expected[k]) for k in table)
     assert placed_starts(GRAPH, builder, lambda strategy: 1.0, np.random.default_rng(7),
                          stop_requested=lambda: True) is None
 
@@ -161,7 +167,7 @@ def test_on_alexnet_at_32_gpus_the_placed_start_alternates_halves_and_beats_the_
     machine = machine_preset("p100-4x4", 32)
     simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
     placed = placed_starts(graph, simulator.builder, lambda strategy: simulator.full(strategy).step_ms,
-                           np.random.default_rng(0))[0]
+                           np.random.default_rng(0)).ranked[0]
     additive = additive_start(graph, simulator.builder)
     assert {placed[op.name].devices[0] for op in graph.ops} == {0, 16}
     assert simulator.full(placed).step_ms < 0.95 * simulator.full(additive).step_ms  # 1.7345 or less against 1.8682
@@ -241,3 +247,19 @@ def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(m
             others = [space[0] for space in spaces]
             others[p], others[p + 1] = source, config
             assert table[a, b] == _edge_tasks_ms(builder, p, p + 1, tuple(others)), (source, config)
+
+
+def test_the_additive_start_reads_the_placed_candidates_prices_bit_for_bit():
+    graph = build_graph("alexnet", "tiny-imagenet", 128)
+    machine = machine_preset("p100-4x4", 16)
+    builder = Simulator(graph, machine, RooflineCostModel(machine.device)).builder
+    candidates = [block_candidates(op, 16) for op in graph.ops]
+    direct = starts.priced_candidates(graph, builder, candidates, False, lambda: False)
+    placed = starts.placed_candidates(graph, builder)
+    sliced = starts.restricted(placed, [[own.index(config) for config in block]
+                                        for own, block in zip(placed.candidates, candidates)])
+    assert sliced.candidates == direct.candidates
+    assert all(np.array_equal(a, b) for a, b in zip(sliced.op_ms, direct.op_ms))
+    assert sliced.edge_ms.keys() == direct.edge_ms.keys()
+    assert all(np.array_equal(sliced.edge_ms[pair], direct.edge_ms[pair]) for pair in direct.edge_ms)
+    assert additive_start(graph, builder, placed=placed) == additive_start(graph, builder)
