@@ -64,9 +64,10 @@ ADDITIVE_START = "additive"
 PLACED_START = "placed"
 # The most ops of a graph the placed start is built for. Its dynamic program prices twice the additive
 # start's candidates, four times its pairs: on Inception-v3 (219 ops) on 64 p100-4x4 GPUs 13.7 s (the
-# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms, one charge); on AlexNet (13
-# ops) 0.10 / 0.18 / 0.49 / 1.20 s on 8 / 16 / 32 / 64 GPUs for starts 8% / 5% / 7% / 25% faster
-# (search.starts.HIDDEN_SHARES).
+# additive start 9.2 s) for a start 0.15% faster (71.528 against 71.634 ms, one charge). On AlexNet (13
+# ops, seed 0) the placed start with its joint descent takes 0.11 / 0.30 / 1.09 / 1.91 CPU s on 8 / 16 / 32
+# / 64 GPUs, after the additive start has priced its candidates (0.04 / 0.09 / 0.22 / 0.98 s), and is 8% /
+# 9% / 19% / 29% faster than the additive start.
 PLACED_MAX_OPS = 32
 # The placed start's random charges come from the stream (seed, PLACED_STREAM), apart from the chains'
 # streams (seed, start index).
