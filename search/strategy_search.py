@@ -6,7 +6,7 @@ Each start (the user's --init strategy if any, data parallel, OWT, model paralle
 then those search.starts derives by simulation: data parallel on the fastest narrower device block, the
 least additive cost by a dynamic program and, on graphs of at most PLACED_MAX_OPS ops, the placed start:
 the joint descent (search.joint_descent) from the fastest least placed cost of each op on either half of
-the devices (with --descent, descended greedily from there), each kept when faster than every start
+the devices, then the greedy descent (search.descent) from there; each kept when faster than every start
 before it) runs one chain with an equal share of the iterations, or of the seconds left when it begins
 (building the derived starts counts in the budget), and its own random stream (seed, start index), so
 the same seed gives the same strategy whenever chains stop by convergence or by iterations. Chains run
@@ -39,7 +39,7 @@ import numpy as np
 
 from models.errors import SoapError
 from models.graph import OpGraph
-from search.descent import Descent, descend, descent_move, op_neighbourhoods
+from search.descent import descend, descent_move, op_neighbourhoods
 from search.joint_descent import joint_descent
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
 from search.proposals import (Move, adjacent_split, copy_from_neighbour, mixture, random_op_random_split,
@@ -124,7 +124,7 @@ class SearchResult:
     seconds: float
     best_found_at_s: float
     interrupted: bool
-    descent_simulations: int = 0  # the strategies the descents priced (greedy ones: one iteration each; joint)
+    descent_simulations: int = 0  # the strategies the descents priced (the placed start's; the chains' with descent)
     # (seconds since the search began, ms) each time a strategy it priced was faster than every one before:
     # the starts, the strategies their derivation priced, the descents' steps, the chains' bests.
     improvements: tuple[tuple[float, float], ...] = ()
@@ -238,17 +238,9 @@ def search_strategy(
         return stop_requested() or (budget is not None and budget.seconds is not None
                                     and clock() - began >= budget.seconds)
 
-    descend_start = None
-    if descent:
-        neighbourhood = op_neighbourhoods(graph, machine.num_devices)
-
-        def descend_start(strategy: Strategy) -> Descent:
-            return descend(strategy, descent_price, graph, neighbourhood, start_descent_stops)
-
     for what, build in _derived_starts(graph, simulator, seed, stop_requested,
                                        lambda s: noted(priced_ms(simulator.full(s))),
-                                       lambda s: noted(priced_ms(price(s))), descent_price, start_descent_stops,
-                                       descend_start):
+                                       lambda s: noted(priced_ms(price(s))), descent_price, start_descent_stops):
         if stop_requested():
             break
         if on_building is not None:
@@ -357,15 +349,14 @@ def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
 
 def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool],
                     price: Callable[[Strategy], float], search_price: Callable[[Strategy], float],
-                    descent_price: Callable[[Strategy], float], descent_stops: Callable[[], bool],
-                    descend_start: Callable[[Strategy], Descent] | None = None
+                    descent_price: Callable[[Strategy], float], descent_stops: Callable[[], bool]
                     ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested).
     A start is priced by `price` (a full simulation); the placed strategies are ranked by `search_price`
     (the search's own simulation: a delta prices the many alike strategies faster). The placed start is
-    the joint descent (search.joint_descent, priced by `descent_price`, stopped by `descent_stops`) from
-    the fastest of them; with `descend_start` (a greedy descent), descended from there."""
+    the joint descent (search.joint_descent) from the fastest of them, then the greedy descent
+    (search.descent) from there, both priced by `descent_price` and stopped by `descent_stops`."""
     with_placed = len(graph.ops) <= PLACED_MAX_OPS
     priced = []  # the placed start's candidates, priced once for the additive start (a part of them) and it
 
@@ -382,10 +373,10 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
                               stop_requested, priced[0] if priced else None)
         if found is None:
             return None
-        best = joint_descent(found.ranked[0], descent_price, graph, found.candidates, found.pair_tables,
-                             descent_stops).strategy
-        if descend_start is not None:
-            best = descend_start(best).strategy
+        joint = joint_descent(found.ranked[0], descent_price, graph, found.candidates, found.pair_tables,
+                              descent_stops)
+        best = descend(joint.strategy, descent_price, graph, op_neighbourhoods(graph, simulator.machine.num_devices),
+                       descent_stops).strategy
         return PLACED_START, best, price(best)
 
     yield ("data parallel on fewer devices",
@@ -393,7 +384,7 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
     if with_placed:
         yield (f"{PLACED_START} (the dynamic program with each op on either half of the devices, then a joint "
-               f"descent)", placed)
+               f"and a greedy descent)", placed)
 
 
 def priced_ms(result) -> float:

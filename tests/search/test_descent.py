@@ -11,10 +11,7 @@ from search.descent import descend, descent_move, op_neighbourhoods
 from search.mcmc import Budget
 from search.proposals import adjacent_splits
 from search import strategy_search
-from search.joint_descent import joint_descent
-from search.starts import placed_starts
-from search.strategy_search import (PLACED_START, PLACED_STREAM, baseline_strategies, priced_ms,
-                                     search_starts, search_strategy)
+from search.strategy_search import baseline_strategies, priced_ms, search_starts, search_strategy
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, single
 from soap.config import ParallelConfig
@@ -114,19 +111,3 @@ def test_a_descent_stops_at_its_chains_time_budget(monkeypatch):
                              clock=lambda: float(next(ticks)))
     assert result.chains[0].began_at_s < 3000 - 100
     assert result.seconds <= 3000 + len(result.chains) * 3
-
-
-def test_with_descents_the_placed_start_is_the_descent_from_the_joint_descent_from_the_fastest_placed_strategy():
-    graph = build_graph("alexnet", "tiny-imagenet", 128)
-    machine = fake_machine(16, bandwidth_bytes_per_s=1e9, latency_s=1e-5)
-    result = search_strategy(graph, machine, COST, [("single", single(graph, 16))], Budget(iterations=1), seed=0,
-                             descent=True)
-    simulator = Simulator(graph, machine, COST)
-    price = lambda strategy: priced_ms(simulator.full(strategy))  # noqa: E731
-    placed = placed_starts(graph, simulator.builder, price, np.random.default_rng([0, PLACED_STREAM]))
-    joint = joint_descent(placed.ranked[0], price, graph, placed.candidates, placed.pair_tables)
-    found = descend(joint.strategy, price, graph, op_neighbourhoods(graph, 16))
-    assert [(strategy, ms) for name, strategy, ms in result.starts if name == PLACED_START] == [(found.strategy,
-                                                                                              found.ms)]
-    assert found.ms <= joint.ms < price(placed.ranked[0])  # here the greedy descent finds nothing more
-    assert result.descent_simulations >= joint.simulations + found.simulations
