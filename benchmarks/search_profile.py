@@ -25,12 +25,10 @@ import numpy as np
 
 from benchmarks.model_flags import add_model_flags, graph_of
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_int, run_command, write_atomic
-from search.descent import descend, op_neighbourhoods
-from search.joint_descent import joint_descent
 from search.mcmc import Budget, run_mcmc
-from search.starts import additive_start, narrower_data_parallel, placed_starts
-from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, PLACED_START, PLACED_STREAM, RANDOM_START,
-                                    baseline_strategies, priced_ms, proposal, without_cyclic_collector)
+from search.starts import additive_start, narrower_data_parallel
+from search.strategy_search import (ADDITIVE_START, BETA_RELATIVE, PLACED_START, RANDOM_START, baseline_strategies,
+                                    placed_start, priced_ms, proposal, without_cyclic_collector)
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
@@ -49,14 +47,8 @@ def build_start(name: str, graph, simulator: Simulator, seed: int):
     if name == ADDITIVE_START:
         strategy = additive_start(graph, simulator.builder)
     elif name == PLACED_START:
-        found = placed_starts(graph, simulator.builder, lambda s: simulator.delta(s).step_ms,
-                              np.random.default_rng([seed, PLACED_STREAM]))
-        strategy = None
-        if found is not None:
-            joint = joint_descent(found.ranked[0], lambda s: simulator.delta(s).step_ms, graph, found.candidates,
-                                  found.pair_tables)
-            strategy = descend(joint.strategy, lambda s: simulator.delta(s).step_ms, graph,
-                               op_neighbourhoods(graph, num_devices)).strategy
+        strategy = placed_start(graph, simulator, seed, lambda s: simulator.delta(s).step_ms,
+                                lambda s: simulator.delta(s).step_ms)
     elif name == NARROWER_START:
         found = narrower_data_parallel(graph, num_devices, lambda s: simulator.full(s).step_ms)
         strategy = None if found is None else found[1]

@@ -44,7 +44,8 @@ from search.joint_descent import joint_descent
 from search.mcmc import FLEXFLOW_MIN_ITERATIONS, Budget, MCMCResult, Progress, run_mcmc
 from search.proposals import (Move, adjacent_split, copy_from_neighbour, mixture, random_op_random_split,
                               run_random_split)
-from search.starts import additive_start, narrower_data_parallel, placed_candidates, placed_starts
+from search.starts import (PricedCandidates, additive_start, narrower_data_parallel, placed_candidates,
+                           placed_starts)
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
@@ -369,15 +370,9 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
         return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))
 
     def placed() -> tuple[str, Strategy, float] | None:
-        found = placed_starts(graph, simulator.builder, search_price, np.random.default_rng([seed, PLACED_STREAM]),
-                              stop_requested, priced[0] if priced else None)
-        if found is None:
-            return None
-        joint = joint_descent(found.ranked[0], descent_price, graph, found.candidates, found.pair_tables,
-                              descent_stops)
-        best = descend(joint.strategy, descent_price, graph, op_neighbourhoods(graph, simulator.machine.num_devices),
-                       descent_stops).strategy
-        return PLACED_START, best, price(best)
+        best = placed_start(graph, simulator, seed, search_price, descent_price, stop_requested, descent_stops,
+                            priced[0] if priced else None)
+        return None if best is None else (PLACED_START, best, price(best))
 
     yield ("data parallel on fewer devices",
            lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
@@ -385,6 +380,22 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
     if with_placed:
         yield (f"{PLACED_START} (the dynamic program with each op on either half of the devices, then a joint "
                f"and a greedy descent)", placed)
+
+
+def placed_start(graph: OpGraph, simulator: Simulator, seed: int, search_price: Callable[[Strategy], float],
+                 descent_price: Callable[[Strategy], float], stop_requested: Callable[[], bool] = lambda: False,
+                 descent_stops: Callable[[], bool] = lambda: False, priced: PricedCandidates | None = None
+                 ) -> Strategy | None:
+    """The placed start: the placed strategies (search.starts.placed_starts; `priced`: their candidates
+    already priced) ranked by `search_price`, the joint descent from the fastest, then the greedy descent
+    from there, both priced by `descent_price` and stopped by `descent_stops`; None as for placed_starts."""
+    found = placed_starts(graph, simulator.builder, search_price, np.random.default_rng([seed, PLACED_STREAM]),
+                          stop_requested, priced)
+    if found is None:
+        return None
+    joint = joint_descent(found.ranked[0], descent_price, graph, found.candidates, found.pair_tables, descent_stops)
+    return descend(joint.strategy, descent_price, graph, op_neighbourhoods(graph, simulator.machine.num_devices),
+                   descent_stops).strategy
 
 
 def priced_ms(result) -> float:
