@@ -2,25 +2,26 @@
 
     python -m models resnet50 --dataset imagenet    # prints every op's shapes, FLOPs, parameters
 
-An op's parallelizable dims are the dims of its OUTPUT tensor (FlexFlow's SOAP): Sample (batch), Attribute
-(height, width of images) and Parameter (output channels, which splits the weights). Images are NHWC and
-dense activations NC. ReLU is fused into conv2d, dense, batch_norm and add, as FlexFlow does.
+An op's computation is a labelled iteration space (`Op.space`, models.labels): a config gives a degree to
+each of its config labels, Sample (batch), Attribute (height, width of images) and Parameter (output
+channels, which splits the weights) for the CNN kinds. Images are NHWC and dense activations NC. ReLU is
+fused into conv2d, dense, batch_norm and add, as FlexFlow does.
 
-Everything that depends on an op's kind (its dims, FLOPs, the box a task reads, the computation one task
-performs, its JAX computation) lives in the kind's module under models/kinds/, found through `Op.spec`;
-the properties and functions here only ask it. FLOP conventions are stated in each kind's module (one
+Everything that depends on an op's kind (its labels, FLOPs, the computation one task performs, its JAX
+computation) lives in the kind's module under models/kinds/, found through `Op.spec`; what a split of
+the labels implies (boxes, shards, groups) lives in models.labels; the functions here only ask them. FLOP conventions are stated in each kind's module (one
 multiply-add = 2 FLOPs; bias and ReLU are not counted).
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 
-Shape = tuple[int, ...]
-# A box is a half-open [start, stop) range per dim of a tensor, in that tensor's global coordinates.
-Box = tuple[tuple[int, int], ...]
+from models import labels
+from models.labels import Box, Label, Shape, Space, shard_box, shard_shape  # noqa: F401 (re-exported)
 
 
 class OpKind(str, enum.Enum):
@@ -34,15 +35,6 @@ class OpKind(str, enum.Enum):
     FLATTEN = "flatten"
     DENSE = "dense"
     SOFTMAX_XENT = "softmax_xent"
-
-
-class Dim(str, enum.Enum):
-    """A named dim of an op's output tensor: what a parallel degree splits."""
-
-    SAMPLE = "sample"
-    HEIGHT = "height"
-    WIDTH = "width"
-    CHANNEL = "channel"
 
 
 class Padding(str, enum.Enum):
@@ -82,20 +74,21 @@ class Op:
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPE_BYTES, self.dtype
-        assert len(self.output_shape) == len(self.output_dims), (self.kind, self.output_shape)
 
     @property
     def spec(self):
         """The kind's rules (models.kinds.KindSpec)."""
         return kind_spec(self.kind)
 
-    @property
-    def output_dims(self) -> tuple[Dim, ...]:
-        return self.spec.output_dims(self)
+    @functools.cached_property
+    def space(self) -> Space:
+        """The op's labelled iteration space (models.labels), declared by its kind."""
+        return self.spec.space(self)
 
     @property
-    def parallel_dims(self) -> frozenset[Dim]:
-        return self.spec.parallel_dims(self)
+    def config_labels(self) -> tuple[Label, ...]:
+        """The labels a config gives degrees to, in the order of its degrees."""
+        return tuple(self.space.by_name[name] for name in self.space.config_labels)
 
     @property
     def dtype_bytes(self) -> int:
@@ -196,39 +189,30 @@ def spatial_output_size(size: int, kernel: int, stride: int, padding: Padding) -
 def input_boxes(op: Op, out_box: Box) -> tuple[Box, ...]:
     """The region of each input that computing `out_box` of the output reads (clipped to the input; an
     input the box does not need at all gets an empty range)."""
-    return op.spec.input_boxes(op, out_box)
+    ranges = dict(zip(op.space.output, out_box))
+    return tuple(labels.input_box(op.space, j, ranges) for j in range(len(op.input_shapes)))
 
 
 def task_input_boxes(op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Box, ...]:
-    """What a task of `op` under `degrees` reads at run time (`input_boxes`, or more where the runtime
-    reads more: a conv split on its output channels reads its input whole in height and width; an input
-    dim that its split does not divide, e.g. height 55 under a split of 3 for an output height 27, is read
-    whole, as soap.step.input_sharding places it). The simulator charges exactly this."""
-    boxes = op.spec.task_input_boxes(op, degrees, out_box)
-    return tuple(tuple((0, size) if size % degree else extent for extent, size, degree in zip(box, shape, split))
-                 for box, shape, split in zip(boxes, op.input_shapes, input_degrees(op, degrees)))
+    """What a task of `op` under `degrees` computing `out_box` reads at run time (models.labels.input_box
+    with the labels its kind reads whole and the run-time split of `input_degrees`: a conv split on its
+    output channels reads its input whole in height and width; an input dim that its split does not
+    divide, e.g. height 55 under a split of 3 for an output height 27, is read whole, as
+    soap.step.input_sharding places it). The simulator charges exactly this."""
+    space = op.space
+    ranges = dict(zip(space.output, out_box))
+    whole = labels.whole_labels(space, degrees)
+    return tuple(labels.input_box(space, j, ranges, whole, split)
+                 for j, split in enumerate(labels.input_degrees(space, degrees)))
 
 
 def input_degrees(op: Op, degrees: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """For each input, the degree each of its dims is split by at run time (KindSpec.input_split)."""
-    labels = tuple(dim if degree > 1 else None for dim, degree in enumerate(degrees))
-    return tuple(tuple(1 if label is None else degrees[label] for label in split)
-                 for split in op.spec.input_split(op, labels))
+    """For each input, the degree each of its dims is split by at run time (models.labels.input_axes)."""
+    return labels.input_degrees(op.space, degrees)
 
 
 def local_op(op: Op, degrees: tuple[int, ...]) -> Op:
     """What ONE task of `op` computes when its output is split by `degrees` (equal partitions): a name-less
     op on the shard's shapes, whose cost_key keys measured profiles."""
-    assert len(degrees) == len(op.output_shape)
+    assert len(degrees) == len(op.space.config_labels)
     return op.spec.local_op(op, degrees)
-
-
-def shard_shape(shape: Shape, degrees: tuple[int, ...]) -> Shape:
-    return tuple(size // d for size, d in zip(shape, degrees))
-
-
-def shard_box(shape: Shape, degrees: tuple[int, ...], index: tuple[int, ...]) -> Box:
-    """The box of shard `index` (one index per dim) of a tensor split into equal parts by `degrees`."""
-    return tuple(
-        (i * (size // d), (i + 1) * (size // d)) for size, d, i in zip(shape, degrees, index)
-    )

@@ -38,7 +38,8 @@ from typing import NamedTuple
 import numpy as np
 
 from models.graph import OpGraph
-from models.op import Dim, Op
+from models.labels import Role
+from models.op import Op
 from search.series_parallel import NotSeriesParallelError, batched_min_cost_choices, min_cost_choices
 from simulator.taskgraph import TaskGraphBuilder
 from soap.config import ParallelConfig
@@ -61,7 +62,7 @@ def data_parallel_on(graph: OpGraph, num_devices: int, width: int) -> Strategy |
     None when some op cannot take that split (its batch is not divisible by `width`)."""
     configs = {}
     for op in graph.ops:
-        degrees = tuple(width if dim == Dim.SAMPLE else 1 for dim in op.output_dims)
+        degrees = tuple(width if label.role is Role.SAMPLE else 1 for label in op.config_labels)
         config = ParallelConfig(degrees, tuple(range(width)))
         if config not in enumerate_configs(op, num_devices):
             return None
@@ -318,17 +319,21 @@ def block_candidates(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
     """The configs of `op`'s space on devices 0 up that split only its batch and its channels: the
     choices of the additive start (K per op costs K^2 edge prices per edge; these are up to 28 on 64
     devices, where every config of a conv is about 1700)."""
-    split_dims = {Dim.SAMPLE, Dim.CHANNEL}
     return tuple(config for config in enumerate_configs(op, num_devices)
-                 if config.devices[0] == 0
-                 and all(d == 1 or dim in split_dims for dim, d in zip(op.output_dims, config.degrees)))
+                 if config.devices[0] == 0 and _splits_only(op, config, _BLOCK_ROLES))
 
 
 def half_block_candidates(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
     """`block_candidates`' splits on devices 0 up and, where they fit in half the devices, on the second
     half too: the choices of the placed start."""
     half = num_devices // 2
-    split_dims = {Dim.SAMPLE, Dim.CHANNEL}
     return tuple(config for config in enumerate_configs(op, num_devices)
                  if config.devices[0] in (0, half) and config.devices[0] % config.num_tasks == 0
-                 and all(d == 1 or dim in split_dims for dim, d in zip(op.output_dims, config.degrees)))
+                 and _splits_only(op, config, _BLOCK_ROLES))
+
+
+_BLOCK_ROLES = frozenset({Role.SAMPLE, Role.CHANNEL})
+
+
+def _splits_only(op: Op, config: ParallelConfig, roles: frozenset[Role]) -> bool:
+    return all(d == 1 or label.role in roles for label, d in zip(op.config_labels, config.degrees))

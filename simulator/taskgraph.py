@@ -2,8 +2,10 @@
 
 Following shared/ARCHITECTURE.md ("One execution semantics"):
 - Task k of op i computes output shard k on devices[k] (forward) and, later, its backward there.
-- It reads the slices of its producers' outputs that it needs (models.op.task_input_boxes: the halo of
-  a spatial split, all input features of a dense layer, the whole image of a channel-split conv). The
+- It reads the slices of its producers' outputs that it needs (models.labels.tasks_input_boxes: the halo
+  of a spatial split, all input features of a dense layer, the whole image of a channel-split conv). Every
+  box, shard, replica, partial-sum and statistics group here is asked of the op's labelled space
+  (models.labels); this module keeps only the tasks and their timing. The
   slices on other devices move in ONE resharding per producer -> consumer edge, a TRANSFER task, as XLA
   runs one collective (all-gather, collective-permute, ...) per resharding and the runtime one transfer
   program per stage boundary: it starts when all its source tasks are done, occupies every link it uses,
@@ -11,11 +13,12 @@ Following shared/ARCHITECTURE.md ("One execution semantics"):
   tensor split on its last dim (channels, features) moves on the machine's inner-dim link where the machine
   has one (XLA transposes around the collective). Backward sends the gradient back along the same
   intersections, as one resharding too; but where the consumer's tasks hold partial sums of their input's
-  gradient (KindSpec.partial_input_gradient: a dense layer or conv split on its output channels): one
-  all-reduce of the whole input box per channel group, then a resharding to the tasks outside the group.
+  gradient (models.labels.has_partial_input_gradient: the split divides a label the input does not carry,
+  a dense layer or conv split on its output channels): one all-reduce of the whole input box per
+  partial-sum group, then a resharding to the tasks outside the group.
   An op read by several consumers waits for all their gradients (their sum).
-- An op whose kind keeps statistics over dims a split divides (batch norm split on its batch, height or
-  width: KindSpec.stats_dims, stats_bytes) all-reduces them over the tasks that differ only in their
+- An op whose kind keeps statistics over labels a split divides (batch norm split on its batch, height or
+  width: models.labels.Space.statistics, KindSpec.stats_bytes) all-reduces them over the tasks that differ only in their
   index on those dims, once in the forward after its inputs arrive and once in the backward after its
   gradients arrive (a STATS task), before its tasks compute.
 - Tasks that hold the same parameter slice (same channel shard; replicas from sample/height/width splits)
@@ -45,7 +48,8 @@ from typing import NamedTuple
 import numpy as np
 
 from models.graph import OpGraph
-from models.op import Op, local_op, shard_box, task_input_boxes
+from models import labels
+from models.op import local_op
 from simulator.cost import CostModel
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
@@ -133,7 +137,8 @@ class TaskGraphBuilder:
         self._replica_groups: dict = {}
         self._partial_sum_groups: dict = {}
         self._kept_bytes: dict = {}
-        self._op_rules: dict = {}
+        self._partial_inputs: dict = {}
+        self._stats_bytes: dict = {}
         self._stats_groups: dict = {}
         self._leaders: dict = {}
         self._members: dict = {}
@@ -209,21 +214,19 @@ class TaskGraphBuilder:
         key = (op_index, degrees)
         cached = self._output_boxes.get(key)
         if cached is None:
-            shape = self.graph.ops[op_index].output_shape
-            boxes = [shard_box(shape, degrees, index) for index in _grid(degrees)]
+            boxes = labels.tasks_output_boxes(self.graph.ops[op_index].space, degrees)
             cached = self._output_boxes[key] = np.array(boxes, dtype=np.int64)
         return cached
 
     def _needed_boxes(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> np.ndarray:
         """[task, dim, (begin, end)]: the box each task of the op under `degrees` reads from input
-        `input_index` (models.op.task_input_boxes)."""
+        `input_index` (models.labels.tasks_input_boxes)."""
         key = (op_index, degrees, input_index)
         cached = self._input_boxes.get(key)
         if cached is None:
-            op = self.graph.ops[op_index]
-            cached = self._input_boxes[key] = np.array(
-                [task_input_boxes(op, degrees, shard_box(op.output_shape, degrees, index))[input_index]
-                 for index in _grid(degrees)], dtype=np.int64)
+            space = self.graph.ops[op_index].space
+            cached = self._input_boxes[key] = np.array(labels.tasks_input_boxes(space, degrees, input_index),
+                                                       dtype=np.int64)
         return cached
 
     def backward_volumes(self, producer: int, consumer: int, input_index: int,
@@ -263,46 +266,51 @@ class TaskGraphBuilder:
         key = (op_index, degrees)
         cached = self._kept_bytes.get(key)
         if cached is None:
-            op = self.graph.ops[op_index]
-            local = local_op(op, degrees)
+            local = local_op(self.graph.ops[op_index], degrees)
             cached = self._kept_bytes[key] = (3 * sum(self.param_slice_bytes(op_index, degrees))
                                               + local.state_count * local.dtype_bytes
-                                              + op.output_bytes // math.prod(degrees))
+                                              + math.prod(local.output_shape) * local.dtype_bytes)
         return cached
 
-    def op_rules(self, op_index: int, degrees: tuple[int, ...]) -> tuple[bool, int]:
-        """(whether its tasks hold partial sums of their input's gradient, bytes of one task's statistics)."""
+    def partial_input(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> bool:
+        """Whether the op's tasks hold partial sums of input `input_index`'s gradient under `degrees`."""
+        key = (op_index, degrees, input_index)
+        cached = self._partial_inputs.get(key)
+        if cached is None:
+            space = self.graph.ops[op_index].space
+            cached = self._partial_inputs[key] = labels.has_partial_input_gradient(space, degrees, input_index)
+        return cached
+
+    def _splits_inner_dim(self, op_index: int, degrees: tuple[int, ...]) -> bool:
+        return labels.splits_inner_dim(self.graph.ops[op_index].space, degrees)
+
+    def stats_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
+        """The bytes of one task's statistics, all-reduced before its forward and its backward (0: none)."""
         key = (op_index, degrees)
-        cached = self._op_rules.get(key)
+        cached = self._stats_bytes.get(key)
         if cached is None:
             op = self.graph.ops[op_index]
-            cached = self._op_rules[key] = (op.spec.partial_input_gradient(op, degrees), op.spec.stats_bytes(op, degrees))
+            cached = self._stats_bytes[key] = op.spec.stats_bytes(op, degrees)
         return cached
 
     def replica_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
-        key = (op_index, degrees)
-        cached = self._replica_groups.get(key)
-        if cached is None:
-            cached = self._replica_groups[key] = replica_groups(self.graph.ops[op_index], degrees)
-        return cached
+        """Tasks holding the same parameter slice (models.labels.replica_groups)."""
+        return self._groups(self._replica_groups, (op_index, degrees), labels.replica_groups, op_index, degrees)
 
-    def partial_sum_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
-        """Tasks that read the same input box and each hold a partial sum of its gradient: those that
-        differ only in their index on the dims that split the parameters (the channels)."""
-        return self._groups(self._partial_sum_groups, op_index, degrees, lambda op: op.spec.param_dims(op))
+    def partial_sum_groups(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> list[list[int]]:
+        """Tasks that read the same box of input `input_index`, each holding a partial sum of its gradient
+        where `partial_input` (models.labels.partial_sum_groups)."""
+        return self._groups(self._partial_sum_groups, (op_index, degrees, input_index), labels.partial_sum_groups,
+                            op_index, degrees, input_index)
 
     def stats_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
-        """Tasks that all-reduce one slice of the op's statistics: those that differ only in their index
-        on the dims the statistics reduce over."""
-        return self._groups(self._stats_groups, op_index, degrees, lambda op: op.spec.stats_dims(op))
+        """Tasks that all-reduce one slice of the op's statistics (models.labels.statistics_groups)."""
+        return self._groups(self._stats_groups, (op_index, degrees), labels.statistics_groups, op_index, degrees)
 
-    def _groups(self, cache: dict, op_index: int, degrees: tuple[int, ...], varying) -> list[list[int]]:
-        """Tasks grouped by their index on every dim but `varying(op)`, cached by (op, degrees)."""
-        key = (op_index, degrees)
+    def _groups(self, cache: dict, key: tuple, derive, op_index: int, *args) -> list[list[int]]:
         cached = cache.get(key)
         if cached is None:
-            op = self.graph.ops[op_index]
-            cached = cache[key] = task_groups(op.output_dims, degrees, frozenset(op.output_dims) - varying(op))
+            cached = cache[key] = derive(self.graph.ops[op_index].space, *args)
         return cached
 
     # --- additive costs (search.starts' dynamic program) -------------------------------------------
@@ -342,7 +350,7 @@ class TaskGraphBuilder:
         boxes = np.concatenate([self._shard_boxes(p, source.degrees) for source in sources])
         owner = np.repeat(np.arange(len(sources)), [source.num_tasks for source in sources])
         owner_devices = np.concatenate([self._device_array(source.devices) for source in sources])
-        owner_inner_dim = np.array([_splits_inner_dim(source.degrees) for source in sources])
+        owner_inner_dim = np.array([self._splits_inner_dim(p, source.degrees) for source in sources])
         table = np.empty((len(sources), len(configs)))
         for b, config in enumerate(configs):
             source_tasks, tasks, num_bytes = _intersections(
@@ -350,20 +358,20 @@ class TaskGraphBuilder:
             pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
             devices, inner_dim = self._device_array(config.devices)[tasks], owner_inner_dim[pair]
             forward_ms = self._reshards_ms(len(sources), pair, source_devices, devices, num_bytes, inner_dim)
-            if not self.op_rules(c, config.degrees)[0]:
+            if not self.partial_input(c, config.degrees, input_index):
                 table[:, b] = forward_ms + self._reshards_ms(len(sources), pair, devices, source_devices, num_bytes,
                                                              inner_dim)
                 continue
-            leader_group = self._leader_groups(c, config.degrees)[tasks]
+            leader_group = self._leader_groups(c, config.degrees, input_index)[tasks]
             read = leader_group >= 0  # the box a group all-reduces is what its first task reads
             pair, group, num_bytes = pair[read], leader_group[read], num_bytes[read]
             devices, source_devices, inner_dim = devices[read], source_devices[read], inner_dim[read]
-            num_groups = len(self.partial_sum_groups(c, config.degrees))
+            num_groups = len(self.partial_sum_groups(c, config.degrees, input_index))
             box_bytes = np.bincount(pair * num_groups + group, weights=num_bytes,
                                     minlength=len(sources) * num_groups).astype(np.int64)
-            summed_ms = self._partial_sums_ms(c, config, box_bytes.reshape(len(sources), num_groups))
+            summed_ms = self._partial_sums_ms(c, config, input_index, box_bytes.reshape(len(sources), num_groups))
             # Slices for tasks of p on devices outside the group move from the group's first device.
-            outside = ~self._group_members(c, config)[group, source_devices]
+            outside = ~self._group_members(c, config, input_index)[group, source_devices]
             backward_ms = self._reshards_ms(len(sources), pair[outside], devices[outside], source_devices[outside],
                                             num_bytes[outside], inner_dim[outside])
             table[:, b] = summed_ms + (forward_ms + backward_ms)
@@ -396,12 +404,13 @@ class TaskGraphBuilder:
                 durations[a] = max(durations[a], link.transfer_ms(int(most[a])))
         return durations
 
-    def _partial_sums_ms(self, op_index: int, config: ParallelConfig, box_bytes: np.ndarray) -> np.ndarray:
+    def _partial_sums_ms(self, op_index: int, config: ParallelConfig, input_index: int,
+                         box_bytes: np.ndarray) -> np.ndarray:
         """[pair]: the slowest of the op's partial-sum all-reduces under `config`, group g's of
         `box_bytes[pair, g]` bytes over the ring of its devices. Where the machine has no measured
         all-reduce, a ring's time grows with its bytes and depends on the ring only by its size and slowest
         link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
-        rings, classes, class_links = self._group_rings(op_index, config)
+        rings, classes, class_links = self._group_rings(op_index, config, input_index)
         if self.machine.allreduce is not None:
             return np.array([max(self._allreduce_ms(b, ring) for b, ring in zip(row, rings))
                              for row in box_bytes.tolist()])
@@ -413,38 +422,40 @@ class TaskGraphBuilder:
                                                                    slowest.latency_s))
         return durations
 
-    def _leader_groups(self, op_index: int, degrees: tuple[int, ...]) -> np.ndarray:
-        """Per task of the op: the index of its partial-sum group if it is the group's first task, else -1."""
-        key = (op_index, degrees)
+    def _leader_groups(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> np.ndarray:
+        """Per task of the op: the index of its partial-sum group (of input `input_index`'s gradient) if it is
+        the group's first task, else -1."""
+        key = (op_index, degrees, input_index)
         cached = self._leaders.get(key)
         if cached is None:
             cached = np.full(math.prod(degrees), -1, dtype=np.int64)
-            for group_index, group in enumerate(self.partial_sum_groups(op_index, degrees)):
+            for group_index, group in enumerate(self.partial_sum_groups(op_index, degrees, input_index)):
                 cached[group[0]] = group_index
             self._leaders[key] = cached
         return cached
 
-    def _group_members(self, op_index: int, config: ParallelConfig) -> np.ndarray:
-        """[group, device]: whether the device runs a task of the op's partial-sum group under `config`."""
-        key = (op_index, config)
+    def _group_members(self, op_index: int, config: ParallelConfig, input_index: int) -> np.ndarray:
+        """[group, device]: whether the device runs a task of the op's partial-sum group (of input
+        `input_index`'s gradient) under `config`."""
+        key = (op_index, config, input_index)
         cached = self._members.get(key)
         if cached is None:
-            groups = self.partial_sum_groups(op_index, config.degrees)
+            groups = self.partial_sum_groups(op_index, config.degrees, input_index)
             cached = np.zeros((len(groups), self.machine.num_devices), dtype=bool)
             for group_index, group in enumerate(groups):
                 cached[group_index, [config.devices[k] for k in group]] = True
             self._members[key] = cached
         return cached
 
-    def _group_rings(self, op_index: int, config: ParallelConfig
+    def _group_rings(self, op_index: int, config: ParallelConfig, input_index: int
                      ) -> tuple[list[list[tuple[int, int]]], np.ndarray, list[tuple[int, Link]]]:
         """The ring of each partial-sum group's devices under `config`; its class; and per class the ring
         size and slowest link, what `_allreduce_ms` prices a ring by (rings alike in both share a class)."""
-        key = (op_index, config)
+        key = (op_index, config, input_index)
         cached = self._rings.get(key)
         if cached is None:
             rings, classes, seen = [], [], {}
-            for group in self.partial_sum_groups(op_index, config.degrees):
+            for group in self.partial_sum_groups(op_index, config.degrees, input_index):
                 devices = [config.devices[k] for k in group]
                 ring = list(zip(devices, devices[1:] + devices[:1]))
                 slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
@@ -470,7 +481,7 @@ class TaskGraphBuilder:
             source = configs[p]
             flows = self.volumes(p, i, input_index, source.degrees, degrees)
             self._incoming(seg, p, p << 24 | _COMPUTE, source.devices, i, devices, flows, deps, tasks, memory,
-                           inner_dim=_splits_inner_dim(source.degrees))
+                           inner_dim=self._splits_inner_dim(p, source.degrees))
         self._stats(seg, i, config, deps, tasks)
         forward_ms = self.op_cost(i, degrees).forward_ms
         kept_bytes = self.kept_bytes(i, degrees)
@@ -491,12 +502,12 @@ class TaskGraphBuilder:
             source = configs[c]
             flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
-            if self.op_rules(c, source.degrees)[0]:
-                self._summed_incoming(seg, c, source_base, source, i, devices, flows, deps, tasks,
-                                      inner_dim=_splits_inner_dim(degrees))
+            if self.partial_input(c, source.degrees, input_index):
+                self._summed_incoming(seg, c, input_index, source_base, source, i, devices, flows, deps, tasks,
+                                      inner_dim=self._splits_inner_dim(i, degrees))
             else:
                 self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None,
-                               inner_dim=_splits_inner_dim(degrees))
+                               inner_dim=self._splits_inner_dim(i, degrees))
         self._stats(seg, i, config, deps, tasks)
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
@@ -524,7 +535,7 @@ class TaskGraphBuilder:
             self._reshard(seg, source_op, i, Flows(source_tasks, flows.tasks[moved], flows.num_bytes[moved]),
                           source_base | source_tasks, src[moved], dst[moved], deps, tasks, memory, inner_dim)
 
-    def _summed_incoming(self, seg: int, c: int, source_base: int, source: ParallelConfig, i: int,
+    def _summed_incoming(self, seg: int, c: int, input_index: int, source_base: int, source: ParallelConfig, i: int,
                          devices: tuple[int, ...], flows: Flows, deps: list[list[int]], tasks: list[Task],
                          inner_dim: bool) -> None:
         """The gradient flowing back into op i from consumer c, split on its output channels: the tasks of
@@ -533,7 +544,7 @@ class TaskGraphBuilder:
         channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input, f32[128,4096] for fc7's),
         then each task of op i takes its slice: where it is, if its device is in the group, else in one
         resharding from the group's first device."""
-        groups = self.partial_sum_groups(c, source.degrees)
+        groups = self.partial_sum_groups(c, source.degrees, input_index)
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
             reads.setdefault(n, []).append((k, num_bytes))
@@ -605,7 +616,7 @@ class TaskGraphBuilder:
     def _stats(self, seg: int, i: int, config: ParallelConfig, deps: list[list[int]], tasks: list[Task]) -> None:
         """One all-reduce of op i's statistics per group of `stats_groups`, after the group's tasks have
         their inputs; its tasks compute after it (see the module docstring)."""
-        num_bytes = self.op_rules(i, config.degrees)[1]
+        num_bytes = self.stats_bytes(i, config.degrees)
         if not num_bytes:
             return
         for group_index, group in enumerate(self.stats_groups(i, config.degrees)):
@@ -654,26 +665,6 @@ class TaskGraphBuilder:
         return tasks
 
 
-def _splits_inner_dim(degrees: tuple[int, ...]) -> bool:
-    """Whether an output with these degrees is split on its last dim (channels, features), not its only one."""
-    return len(degrees) > 1 and degrees[-1] > 1
-
-
-def replica_groups(op: Op, degrees: tuple[int, ...]) -> list[list[int]]:
-    """Tasks grouped by the parameter slice they hold: same shard index on the dims that split the
-    parameters (KindSpec.param_dims: the channels), in task order."""
-    return task_groups(op.output_dims, degrees, op.spec.param_dims(op))
-
-
-def task_groups(dims: tuple, degrees: tuple[int, ...], key_dims: frozenset) -> list[list[int]]:
-    """Task indices grouped by their shard index on `key_dims` (of the output's `dims`), in task order."""
-    axes = [axis for axis, dim in enumerate(dims) if dim in key_dims]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for k, index in enumerate(_grid(degrees)):
-        groups.setdefault(tuple(index[axis] for axis in axes), []).append(k)
-    return list(groups.values())
-
-
 def _intersections(producer_boxes: np.ndarray, needed: np.ndarray, dtype_bytes: int) -> Flows:
     """(producer task m, consumer task k, bytes) for every non-empty overlap of what consumer task k reads
     (needed[k]) with producer shard m (producer_boxes[m]), ordered by k then m. Boxes are products of
@@ -688,14 +679,6 @@ def _intersections(producer_boxes: np.ndarray, needed: np.ndarray, dtype_bytes: 
     ks, ms = np.nonzero(volumes)
     num_bytes = volumes[ks, ms] * dtype_bytes
     return Flows(ms, ks, num_bytes)
-
-
-def _grid(degrees: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Shard indices in task order (row-major over the degree grid)."""
-    indices = [()]
-    for d in degrees:
-        indices = [index + (i,) for index in indices for i in range(d)]
-    return indices
 
 
 def resource_name(resource: int, num_devices: int) -> str:

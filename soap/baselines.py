@@ -20,15 +20,18 @@ from collections.abc import Callable
 import numpy as np
 
 from models.graph import OpGraph
-from models.op import Dim, Op
+from models.labels import Role
+from models.op import Op
 from soap.config import ParallelConfig
 from soap.errors import BatchNotDivisibleError
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
 
 
-def _degrees(op: Op, **by_dim: int) -> tuple[int, ...]:
-    return tuple(by_dim.get(dim.value, 1) for dim in op.output_dims)
+def _degrees(op: Op, **by_role: int) -> tuple[int, ...]:
+    """A degree for each config label of `op`: `by_role[role]` on its output's labels of that role, else 1."""
+    output = op.space.output
+    return tuple(by_role.get(label.role.value, 1) if label.name in output else 1 for label in op.config_labels)
 
 
 def _largest_common_degree(size: int, num_devices: int) -> int:
@@ -89,9 +92,12 @@ def model_parallel(graph: OpGraph, num_devices: int) -> Strategy:
 
 
 def _channel_degree(op: Op, num_devices: int) -> int:
-    if Dim.CHANNEL not in op.parallel_dims:
+    space = op.space
+    channels = [label for label in op.config_labels
+                if label.role is Role.CHANNEL and label.name in space.output and label.name in space.splittable]
+    if not channels:
         return 1
-    return _largest_common_degree(op.output_shape[op.output_dims.index(Dim.CHANNEL)], num_devices)
+    return _largest_common_degree(channels[0].size, num_devices)
 
 
 def owt(graph: OpGraph, num_devices: int) -> Strategy:

@@ -1,6 +1,6 @@
 """`ParallelConfig`: how one op is split over devices (FlexFlow's per-op parallel configuration).
 
-A config has one degree per dim of the op's OUTPUT tensor (the op's `output_dims`: sample, height,
+A config has one degree per config label of the op (`Op.config_labels`, models.labels: sample, height,
 width, channel as they apply) and one device id per task. The product of the degrees is the number of
 tasks; task k, in row-major order over the degree grid, computes output shard k on `devices[k]`.
 """

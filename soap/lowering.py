@@ -4,11 +4,11 @@
     shardings.params["fc7"]["kernel"]                        # NamedSharding, e.g. P(None, 'channel')
     step = TrainStep(graph, shardings, sgd_momentum())
 
-Op i's mesh holds its devices in the shape of its degrees, one axis per output dim named after the dim
-(sample, height, width, channel), so that task k (row-major over the degree grid) runs on devices[k].
-Its output is split along every dim of degree > 1 on that dim's axis. Its kind says which dim splits
-which axis of each parameter (KindSpec.param_split: a channel split splits the LAST axis of a conv kernel
-HWIO, a dense kernel IO, a bias, a batch norm's scale); the other splits replicate the parameters. Meshes use AxisType.Auto, so with_sharding_constraint
+Op i's mesh holds its devices in the shape of its degrees, one axis per config label named after it
+(sample, height, width, channel: models.labels), so that task k (row-major over the degree grid) runs on
+devices[k]. Its output and each parameter are split on the axes of the labels they carry that have a
+degree > 1 (models.labels.param_axes: a channel split splits the LAST axis of a conv kernel HWIO, a dense
+kernel IO, a bias, a batch norm's scale); the other splits replicate them. Meshes use AxisType.Auto, so with_sharding_constraint
 constrains (jax.make_mesh's default, Explicit, would assert instead). Strategy device id i is
 `devices[i]`, by default `jax.devices()[i]` (in a cluster, ordered by process).
 """
@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from models.labels import param_axes
 from models.errors import SoapError
 from models.graph import OpGraph
 from models.op import Op
@@ -47,21 +48,20 @@ def _strategy_devices(strategy: Strategy, devices: Sequence[jax.Device] | None =
 
 def op_mesh(op: Op, config: ParallelConfig, devices: Sequence[jax.Device]) -> Mesh:
     grid = np.array([devices[i] for i in config.devices], dtype=object).reshape(config.degrees)
-    return Mesh(grid, tuple(dim.value for dim in op.output_dims), axis_types=(AxisType.Auto,) * len(op.output_dims))
+    names = op.space.config_labels
+    return Mesh(grid, names, axis_types=(AxisType.Auto,) * len(names))
 
 
 def output_sharding(op: Op, config: ParallelConfig, mesh: Mesh) -> NamedSharding:
-    spec = tuple(dim.value if degree > 1 else None for dim, degree in zip(op.output_dims, config.degrees))
-    return NamedSharding(mesh, PartitionSpec(*spec))
+    return NamedSharding(mesh, PartitionSpec(*param_axes(op.space, op.space.output, config.degrees)))
 
 
-def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh, shapes=None) -> dict[str, NamedSharding]:
-    """Each parameter (or, with `shapes=op.state_shapes`, state array) split where its kind says an output
-    dim splits it (KindSpec.param_split) and that dim has a degree above 1; replicated otherwise."""
-    degree = dict(zip(op.output_dims, config.degrees))
-    return {name: NamedSharding(mesh, PartitionSpec(*(dim.value if dim is not None and degree[dim] > 1 else None
-                                                      for dim in op.spec.param_split(op, shape))))
-            for name, shape in (op.param_shapes if shapes is None else shapes)}
+def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh, state: bool = False) -> dict[str, NamedSharding]:
+    """Each parameter (or, with `state=True`, state array) split on the labels it carries that the config
+    splits (models.labels.param_axes); replicated otherwise."""
+    arrays = op.space.state if state else op.space.params
+    return {name: NamedSharding(mesh, PartitionSpec(*param_axes(op.space, names, config.degrees)))
+            for name, names in arrays}
 
 
 def strategy_shardings(graph: OpGraph, strategy: Strategy,
@@ -79,6 +79,6 @@ def strategy_shardings(graph: OpGraph, strategy: Strategy,
         if op.param_shapes:
             params[op.name] = param_shardings(op, config, mesh)
         if op.state_shapes:
-            state[op.name] = param_shardings(op, config, mesh, op.state_shapes)
+            state[op.name] = param_shardings(op, config, mesh, state=True)
     return Shardings(activations, params, state)
 

@@ -1,7 +1,7 @@
 """The SOAP space of an op: validating a config and enumerating every valid one.
 
-A config is valid for an op on N devices when it has one degree per output dim, splits only the op's
-parallelizable dims, every degree divides its dim exactly (equal partitions), and its device ids are
+A config is valid for an op on N devices when it has one degree per config label of the op (models.labels),
+splits only the labels its kind lets split, every degree divides its label's size exactly (equal partitions), and its device ids are
 distinct and in 0..N-1. Enumeration yields, for every valid degree tuple with t = product <= N tasks,
 each contiguous block of t devices that starts at a multiple of t (FlexFlow's contiguous blocks; the
 alignment keeps blocks inside nodes of 2^k devices).
@@ -24,21 +24,22 @@ def divisors(n: int) -> tuple[int, ...]:
 
 def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
     """Raise InvalidConfigError (one line: rule, value, fix) unless `config` fits `op` on `num_devices`."""
-    dims = tuple(d.value for d in op.output_dims)
+    space = op.space
+    dims = space.config_labels
     where = f"{op.kind.value} {op.name!r}"
     if len(config.degrees) != len(dims):
         raise InvalidConfigError(
             f"{where}: needs one degree per output dim {dims}, got {len(config.degrees)}: {config.degrees}"
         )
-    for dim, size, degree in zip(op.output_dims, op.output_shape, config.degrees):
-        if degree > 1 and dim not in op.parallel_dims:
-            allowed = ", ".join(d.value for d in op.output_dims if d in op.parallel_dims)
-            raise InvalidConfigError(f"{where}: dim {dim.value} cannot be split (degree {degree}); "
+    for label, degree in zip(op.config_labels, config.degrees):
+        if degree > 1 and label.name not in space.splittable:
+            allowed = ", ".join(name for name in dims if name in space.splittable)
+            raise InvalidConfigError(f"{where}: dim {label.name} cannot be split (degree {degree}); "
                                      f"splittable dims: {allowed}")
-        if size % degree:
-            valid = ", ".join(str(d) for d in divisors(size) if d <= num_devices)
+        if label.size % degree:
+            valid = ", ".join(str(d) for d in divisors(label.size) if d <= num_devices)
             raise InvalidConfigError(
-                f"{where}: output dim {dim.value}={size} is not divisible by degree {degree}; "
+                f"{where}: output dim {label.name}={label.size} is not divisible by degree {degree}; "
                 f"valid degrees on {num_devices} devices: {valid}"
             )
     if config.num_tasks > num_devices:
@@ -54,8 +55,8 @@ def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
 def valid_degrees(op: Op, num_devices: int) -> tuple[tuple[int, ...], ...]:
     """Every degree tuple that splits `op` into at most `num_devices` equal tasks."""
     per_dim = [
-        tuple(d for d in divisors(size) if d <= num_devices) if dim in op.parallel_dims else (1,)
-        for dim, size in zip(op.output_dims, op.output_shape)
+        tuple(d for d in divisors(label.size) if d <= num_devices) if label.name in op.space.splittable else (1,)
+        for label in op.config_labels
     ]
     return tuple(combo for combo in itertools.product(*per_dim) if math.prod(combo) <= num_devices)
 

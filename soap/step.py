@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from models.labels import input_axes
 from models.errors import PlacementError
 from models.graph import OpGraph
 from models.network import Params, init_state, loss_op, require_loss_last
@@ -85,23 +86,19 @@ def step_stages(graph: OpGraph, shardings: Shardings) -> tuple[Stage, ...]:
     return split_stages(graph, device_sets, orders)
 
 
-def _axis_size(entry: str | tuple[str, ...], mesh: Mesh) -> int:
-    names = (entry,) if isinstance(entry, str) else entry
-    return math.prod(mesh.shape[name] for name in names)
-
-
 def input_sharding(op: Op, output: NamedSharding, input_index: int = 0) -> NamedSharding:
     """Where `op`'s tasks read input `input_index`: every op's input is pinned there, and stage inputs
-    placed there.
+    placed there. `output` is the op's output sharding on its mesh (soap.lowering.op_mesh: one axis per
+    config label).
 
-    Split as the op's kind says (KindSpec.input_split: like the output on the dims the two share, whole
-    on the others, whole in height and width for a conv split on its output channels), and whole where
-    the input size does not divide; XLA moves the halos.
+    Split on the labels it shares with the split (models.labels.input_axes: whole on the others, whole in
+    height and width for a conv split on its output channels), and whole where the input size does not
+    divide; XLA moves the halos.
     """
-    spec = tuple(output.spec) + (None,) * (len(op.output_shape) - len(output.spec))
-    shared = op.spec.input_split(op, spec)[input_index]
-    entries = tuple(e if e is None or size % _axis_size(e, output.mesh) == 0 else None
-                    for e, size in zip(shared, op.input_shapes[input_index]))
+    degrees = tuple(output.mesh.shape[name] for name in op.space.config_labels)
+    axes = input_axes(op.space, degrees)[input_index]
+    entries = tuple(name if name is not None and size % output.mesh.shape[name] == 0 else None
+                    for name, size in zip(axes, op.input_shapes[input_index]))
     return NamedSharding(output.mesh, PartitionSpec(*entries))
 
 

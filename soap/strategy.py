@@ -2,7 +2,7 @@
 
     python -m search.optimize --model alexnet --gpus 2 --init runs/.../strategy.json
 
-File format (version 1), degrees keyed by the op's output dim names, degree-1 dims may be left out:
+File format (version 1), degrees keyed by the op's config label names, degree-1 labels may be left out:
     {"format": "soap-strategy", "version": 1, "model": "alexnet", "dataset": "tiny-imagenet",
      "batch_size": 128, "graph_signature": "59a39a26afea61d7", "num_devices": 2,
      "ops": {"conv1": {"degrees": {"sample": 2}, "devices": [0, 1]}, ...}}
@@ -77,7 +77,7 @@ class Strategy(Mapping):
         """One line per op: 'conv1    sample=2 @ 0-1'."""
         width = max(8, *(len(name) for name, _ in self.items_))
         return "\n".join(
-            f"{name:<{width}} {config.describe(tuple(d.value for d in graph.op(name).output_dims))}"
+            f"{name:<{width}} {config.describe(graph.op(name).space.config_labels)}"
             for name, config in self.items_
         )
 
@@ -85,8 +85,8 @@ class Strategy(Mapping):
 def strategy_to_json(strategy: Strategy, graph: OpGraph) -> str:
     ops = {}
     for name, config in strategy.items_:
-        dims = graph.op(name).output_dims
-        degrees = {dim.value: d for dim, d in zip(dims, config.degrees) if d > 1}
+        dims = graph.op(name).space.config_labels
+        degrees = {dim: d for dim, d in zip(dims, config.degrees) if d > 1}
         ops[name] = {"degrees": degrees, "devices": list(config.devices)}
     header = {
         "format": FORMAT, "version": VERSION, "model": graph.model, "dataset": graph.dataset,
@@ -127,7 +127,7 @@ def _config_from_json(entry: object, graph: OpGraph, name: str, source: str) -> 
     if not isinstance(entry, dict) or not isinstance(entry.get("degrees"), dict) \
             or not isinstance(entry.get("devices"), list):
         raise StrategyFileError(f"{source}: op {name!r} needs {{\"degrees\": {{dim: degree}}, \"devices\": [ids]}}")
-    dims = [d.value for d in graph.op(name).output_dims]
+    dims = list(graph.op(name).space.config_labels)
     bad = sorted(set(entry["degrees"]) - set(dims))
     if bad:
         raise StrategyFileError(f"{source}: op {name!r} has no dims {bad}; its dims: {', '.join(dims)}")

@@ -1,22 +1,18 @@
-"""`KindSpec`: what every op kind declares, with the defaults of an element-wise op.
+"""`KindSpec`: what every op kind declares: its labelled iteration space, FLOPs and JAX computation.
 
 One subclass per kind (or small family) lives in its own module beside this one and is registered in
-models/kinds/__init__.py. The simulator, the space, the lowering, the runtime and calibration ask these
-methods instead of branching on kinds; a new kind (embedding, layer_norm, attention, ...) is a new module.
+models/kinds/__init__.py. The simulator, the space, the lowering, the runtime and calibration ask the
+kind's labelled space (models.labels) instead of branching on kinds; a new kind is a new module.
 
-- `output_dims` / `parallel_dims`: the dims of the output tensor and which of them a config may split.
-- `param_dims`: the output dims whose split also splits the parameters (replicas of one parameter slice
-  all-reduce their gradients); `param_split(op, shape)`: which of them splits each axis of a parameter;
-  `partial_input_gradient`: whether a task's input gradient is a partial sum that the step all-reduces
-  over the tasks that differ only in their index on the param dims (a dense or conv split on its outputs);
-  `stats_dims` / `stats_bytes`: the dims the op's statistics reduce over, and the bytes of one task's
-  statistics, all-reduced in the forward and again in the backward over the tasks that differ only in
-  their index on those dims, when the split divides one of them (batch norm: every dim but the channels).
+- `space(op)`: the op's computation over labelled dims (models.labels.Space): which labels each input,
+  parameter, state array and the output carry, which a config may split, what its statistics reduce
+  over. Boxes, shards, shardings, replica and partial-sum groups and the local op all derive from it.
+- `stats_bytes(op, degrees)`: the bytes of one task's statistics, all-reduced in the forward and again in
+  the backward over the tasks that differ only on the labels the statistics reduce over, when the split
+  divides one of them (batch norm).
 - `forward_flops` / `backward_flops`: one multiply-add = 2 FLOPs, bias and ReLU not counted.
-- `input_boxes(op, out_box)`: the box of each input that computing `out_box` reads (halo included);
-  `task_input_boxes` what a task reads at run time where that is more; `input_split` the same at the
-  level of a sharding (which output split each input dim carries).
-- `local_op(op, degrees)`: the name-less op one task computes; its cost_key keys measured profiles.
+- `local_op(op, degrees)`: the name-less op one task computes, shapes from the labels; its cost_key keys
+  measured profiles. A split of a windowed label makes it a VALID window with its halo (`halo`).
 - `init_state(op)` / `apply_with_state(...)`: the op's initial non-trainable state, and its computation
   in a training step that also returns the new state (batch norm's running averages).
 - `layer(op, rngs)`: the nnx module that initializes the op's parameters (flax's default initializers;
@@ -32,13 +28,24 @@ import math
 import jax
 import numpy as np
 
-from models.op import Box, Dim, Op, OpKind, shard_shape
+from models.labels import Label, Role, Space, local_input_shape, local_shape, splits_window
+from models.op import Op, OpKind, Padding
 
-_DIMS_BY_RANK = {
-    4: (Dim.SAMPLE, Dim.HEIGHT, Dim.WIDTH, Dim.CHANNEL),
-    2: (Dim.SAMPLE, Dim.CHANNEL),
-    1: (Dim.SAMPLE,),
+_ROLES_BY_RANK = {
+    4: (Role.SAMPLE, Role.HEIGHT, Role.WIDTH, Role.CHANNEL),
+    2: (Role.SAMPLE, Role.CHANNEL),
+    1: (Role.SAMPLE,),
 }
+
+
+def tensor_labels(shape: tuple[int, ...]) -> tuple[Label, ...]:
+    """The labels of an NHWC image, an (N, C) matrix or an (N,) vector, named by their roles."""
+    return tuple(Label(role.value, size, role) for role, size in zip(_ROLES_BY_RANK[len(shape)], shape))
+
+
+def channel_arrays(shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Per-channel arrays (batch norm's scale, bias, running statistics): each carries the channel label."""
+    return tuple((name, ("channel",)) for name, _ in shapes)
 
 
 class KindSpec:
@@ -48,25 +55,11 @@ class KindSpec:
     # The op reads the labels beside its inputs (the loss).
     reads_labels = False
 
-    def output_dims(self, op: Op) -> tuple[Dim, ...]:
-        return _DIMS_BY_RANK[len(op.output_shape)]
-
-    def parallel_dims(self, op: Op) -> frozenset[Dim]:
-        return frozenset(self.output_dims(op))
-
-    def param_dims(self, op: Op) -> frozenset[Dim]:
-        return frozenset({Dim.CHANNEL}) & frozenset(self.output_dims(op))
-
-    def param_split(self, op: Op, shape: tuple[int, ...]) -> tuple[Dim | None, ...]:
-        """The output dim splitting each axis of a parameter of `shape`: the last axis by the channels."""
-        last = Dim.CHANNEL if Dim.CHANNEL in self.param_dims(op) else None
-        return (None,) * (len(shape) - 1) + (last,)
-
-    def partial_input_gradient(self, op: Op, degrees: tuple[int, ...]) -> bool:
-        return False
-
-    def stats_dims(self, op: Op) -> frozenset[Dim]:
-        return frozenset()
+    def space(self, op: Op) -> Space:
+        """Element-wise by default: every input carries the output's labels."""
+        labels = tensor_labels(op.output_shape)
+        names = tuple(label.name for label in labels)
+        return Space(labels, names, tuple(names for _ in op.input_shapes))
 
     def stats_bytes(self, op: Op, degrees: tuple[int, ...]) -> int:
         return 0
@@ -77,22 +70,14 @@ class KindSpec:
     def backward_flops(self, op: Op) -> int:
         return self.forward_flops(op)
 
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
-        return tuple(out_box for _ in op.input_shapes)
-
-    def task_input_boxes(self, op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Box, ...]:
-        return self.input_boxes(op, out_box)
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        """For each input, what each of its dims is split by (an entry of the output's split, or None)."""
-        return tuple(tuple(output_split) for _ in op.input_shapes)
-
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        out = shard_shape(op.output_shape, degrees)
-        inputs = tuple(shard_shape(shape, degrees) for shape in op.input_shapes)
-        return dataclasses.replace(op, name="", input_shapes=inputs, output_shape=out,
-                                   param_shapes=_split_last(op.param_shapes, degrees[-1]),
-                                   state_shapes=_split_last(op.state_shapes, degrees[-1]))
+        space = op.space
+        window = {"padding": Padding.VALID, "halo": True} if splits_window(space, degrees) else {}
+        return dataclasses.replace(
+            op, name="", input_shapes=tuple(local_input_shape(space, degrees, j) for j in range(len(op.input_shapes))),
+            output_shape=local_shape(space, degrees, space.output),
+            param_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.params),
+            state_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.state), **window)
 
     def layer(self, op: Op, rngs):
         return None
@@ -111,20 +96,6 @@ class KindSpec:
 
 def elements(shape) -> int:
     return math.prod(shape)
-
-
-def _split_last(shapes: tuple, degree: int) -> tuple:
-    """Named shapes with their last dim (the channels a channel split divides) divided by `degree`."""
-    return tuple((name, shape[:-1] + (shape[-1] // degree,)) for name, shape in shapes)
-
-
-def split_params(op: Op, degree: int) -> tuple:
-    return _split_last(op.param_shapes, degree)
-
-
-def batch_only(op: Op, output_split: tuple) -> tuple[tuple, ...]:
-    """Every input split on its batch like the output, whole on its other dims."""
-    return tuple((output_split[0],) + (None,) * (len(shape) - 1) for shape in op.input_shapes)
 
 
 def relu_if(op: Op, y: jax.Array) -> jax.Array:

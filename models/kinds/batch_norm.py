@@ -23,8 +23,9 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements
-from models.op import Dim, Op, OpKind
+from models.kinds.base import KindSpec, channel_arrays, elements, tensor_labels
+from models.labels import Space, splits_statistics
+from models.op import Op, OpKind
 
 EPSILON = 1e-5
 MOMENTUM = 0.99  # flax's default
@@ -39,11 +40,16 @@ class BatchNorm(KindSpec):
     def backward_flops(self, op: Op) -> int:
         return 2 * self.forward_flops(op)
 
-    def stats_dims(self, op: Op) -> frozenset[Dim]:
-        return frozenset(self.output_dims(op)) - {Dim.CHANNEL}
+    def space(self, op: Op) -> Space:
+        """x[sample height width channel] -> y[...]; scale, bias, mean, var [channel]; statistics over every
+        label but the channel."""
+        labels = tensor_labels(op.output_shape)
+        names = tuple(label.name for label in labels)
+        return Space(labels, names, (names,), channel_arrays(op.param_shapes), channel_arrays(op.state_shapes),
+                     statistics=frozenset(names) - {"channel"})
 
     def stats_bytes(self, op: Op, degrees: tuple[int, ...]) -> int:
-        if max(degrees[:-1]) == 1:
+        if not splits_statistics(op.space, degrees):
             return 0
         return 2 * (op.output_shape[-1] // degrees[-1]) * op.dtype_bytes
 

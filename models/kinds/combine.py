@@ -11,13 +11,14 @@ its local op, what calibration times, reads 1/d of every input's channels under 
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
 
-from models.kinds.base import KindSpec, elements, relu_if
-from models.op import Box, Op, OpKind, shard_shape
+from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
+from models.labels import Part, Space
+from models.op import Op, OpKind
 
 
 class Add(KindSpec):
@@ -36,22 +37,13 @@ class Add(KindSpec):
 class Concat(KindSpec):
     kind = OpKind.CONCAT
 
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
-        start, stop = out_box[-1]
-        boxes, offset = [], 0
-        for shape in op.input_shapes:
-            low, high = max(start, offset) - offset, min(stop, offset + shape[-1]) - offset
-            boxes.append(tuple(out_box[:-1]) + (((low, high) if low < high else (0, 0)),))
-            offset += shape[-1]
-        return tuple(boxes)
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        return tuple(tuple(output_split[:-1]) + (None,) for _ in op.input_shapes)
-
-    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        inputs = tuple(shard_shape(shape[:-1], degrees[:-1]) + (max(shape[-1] // degrees[-1], 1),)
-                       for shape in op.input_shapes)
-        return dataclasses.replace(op, name="", input_shapes=inputs, output_shape=shard_shape(op.output_shape, degrees))
+    def space(self, op: Op) -> Space:
+        """x_j[... part_j(channel)] -> y[... channel], input j the channels [offset_j, offset_j + C_j)."""
+        labels = tensor_labels(op.output_shape)
+        names = tuple(label.name for label in labels)
+        offsets = itertools.accumulate((shape[-1] for shape in op.input_shapes), initial=0)
+        return Space(labels, names, tuple(names[:-1] + (Part("channel", offset, shape[-1]),)
+                                          for offset, shape in zip(offsets, op.input_shapes)))
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         return jnp.concatenate(inputs, axis=-1)

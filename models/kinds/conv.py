@@ -4,10 +4,10 @@ FLOPs: forward = 2 * N * Ho * Wo * Co * Kh * Kw * Ci; backward = 2 * forward (in
 gradients), 1 * forward for a conv reading the data batch (no input gradient). Worked number: AlexNet
 conv1 at 64x64, batch 128 -> 2 * 128 * 16 * 16 * 64 * 11 * 11 * 3 = 1.52 GFLOP.
 
-A task split on the output channels reads its input whole in height and width (`task_input_boxes`):
+A task split on the output channels reads its input whole in height and width (`whole_when_split`):
 XLA's SPMD partitioner (JAX 0.10.2) computes such a conv wrongly when its input is split spatially
 (tests/models/test_train.py checks such strategies), so the runtime pins it so and the simulator charges
-it. Its input gradient is then a partial sum over its channel group (`partial_input_gradient`).
+it. Its input gradient is then a partial sum over its channel group (its input lacks the channel label).
 
 A conv whose output image has at most IM2COL_MAX_PIXELS pixels is computed as its patches
 (lax.conv_general_dilated_patches) times its kernel (`im2col`, set by the graph builder from the whole
@@ -39,9 +39,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements, relu_if
-from models.kinds.window import window_boxes, window_local_op
-from models.op import Box, Op, OpKind
+from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
+from models.kinds.window import spatial_windows
+from models.labels import Label, Role, Space
+from models.op import Op, OpKind
 
 
 IM2COL_MAX_PIXELS = 4  # 2x2 outputs and smaller
@@ -57,26 +58,18 @@ class Conv2D(KindSpec):
     def backward_flops(self, op: Op) -> int:
         return (2 if op.input_grad else 1) * self.forward_flops(op)
 
-    def partial_input_gradient(self, op: Op, degrees: tuple[int, ...]) -> bool:
-        return degrees[-1] > 1
-
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
-        return window_boxes(op, out_box, (0, op.input_shapes[0][3]))
-
-    def task_input_boxes(self, op: Op, degrees: tuple[int, ...], out_box: Box) -> tuple[Box, ...]:
-        boxes = self.input_boxes(op, out_box)
-        if degrees[-1] > 1:  # whole in height and width: see the module docstring
-            (batch, _, _, channels), in_shape = boxes[0], op.input_shapes[0]
-            return ((batch, (0, in_shape[1]), (0, in_shape[2]), channels),)
-        return boxes
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        if output_split[3] is not None:
-            return ((output_split[0], None, None, None),)
-        return (tuple(output_split[:3]) + (None,),)
-
-    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        return window_local_op(op, degrees, op.input_shapes[0][3])
+    def space(self, op: Op) -> Space:
+        """x[sample window(height) window(width) in_channel] . kernel[kernel_h kernel_w in_channel channel]
+        + bias[channel] -> y[sample height width channel]; a channel split reads the image whole."""
+        kh, kw = op.kernel_hw
+        labels = tensor_labels(op.output_shape) + (
+            Label("kernel_h", kh, Role.WINDOW), Label("kernel_w", kw, Role.WINDOW),
+            Label("in_channel", op.input_shapes[0][3], Role.CHANNEL))
+        height, width = spatial_windows(op)
+        params = {"kernel": ("kernel_h", "kernel_w", "in_channel", "channel"), "bias": ("channel",)}
+        return Space(labels, ("sample", "height", "width", "channel"), (("sample", height, width, "in_channel"),),
+                     tuple((name, params[name]) for name, _ in op.param_shapes),
+                     whole_when_split=(("channel", frozenset({"height", "width"})),))
 
     def layer(self, op: Op, rngs):
         return nnx.Conv(op.input_shapes[0][-1], op.output_shape[-1], op.kernel_hw, strides=op.stride_hw,

@@ -3,21 +3,20 @@
 FLOPs: forward = 2 * N * In * Out; backward = 2 * forward (1 * forward reading the data batch). Worked
 number: AlexNet fc7, batch 128 -> 2 * 128 * 4096 * 4096 = 4.29 GFLOP.
 
-Every task reads all input features of its samples; split on its outputs, its input gradient is a
-partial sum over its channel group. Its backward writes the kernel gradient in the kernel's own (in,
+Every task reads all input features of its samples (in_channel is not split); split on its outputs, its
+input gradient is a partial sum over its channel group (models.labels: its input lacks the channel label). Its backward writes the kernel gradient in the kernel's own (in,
 out) orientation (`dense`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.kinds.base import KindSpec, batch_only, elements, relu_if, split_params
-from models.op import Box, Op, OpKind, shard_shape
+from models.kinds.base import KindSpec, elements, relu_if
+from models.labels import Label, Role, Space
+from models.op import Op, OpKind
 
 
 class Dense(KindSpec):
@@ -30,19 +29,14 @@ class Dense(KindSpec):
     def backward_flops(self, op: Op) -> int:
         return (2 if op.input_grad else 1) * self.forward_flops(op)
 
-    def partial_input_gradient(self, op: Op, degrees: tuple[int, ...]) -> bool:
-        return degrees[-1] > 1
-
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
-        return ((out_box[0], (0, op.input_shapes[0][1])),)
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        return batch_only(op, output_split)
-
-    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        out = shard_shape(op.output_shape, degrees)
-        return dataclasses.replace(op, name="", input_shapes=((out[0], op.input_shapes[0][1]),), output_shape=out,
-                                   param_shapes=split_params(op, degrees[-1]))
+    def space(self, op: Op) -> Space:
+        """x[sample in_channel] . kernel[in_channel channel] + bias[channel] -> y[sample channel]."""
+        samples, features = op.input_shapes[0]
+        labels = (Label("sample", samples, Role.SAMPLE), Label("channel", op.output_shape[-1], Role.CHANNEL),
+                  Label("in_channel", features, Role.CHANNEL))
+        params = {"kernel": ("in_channel", "channel"), "bias": ("channel",)}
+        return Space(labels, ("sample", "channel"), (("sample", "in_channel"),),
+                     tuple((name, params[name]) for name, _ in op.param_shapes))
 
     def layer(self, op: Op, rngs):
         return nnx.Linear(op.input_shapes[0][-1], op.output_shape[-1], dtype=op.dtype, param_dtype=op.dtype,

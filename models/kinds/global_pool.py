@@ -7,13 +7,12 @@ W of its samples and channels, so it splits on the batch and the channels.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
-from models.kinds.base import KindSpec, elements
-from models.op import Box, Op, OpKind, shard_shape
+from models.kinds.base import KindSpec, elements, tensor_labels
+from models.labels import Label, Role, Space
+from models.op import Op, OpKind
 
 
 class GlobalAvgPool(KindSpec):
@@ -22,17 +21,12 @@ class GlobalAvgPool(KindSpec):
     def forward_flops(self, op: Op) -> int:
         return elements(op.input_shapes[0])
 
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
+    def space(self, op: Op) -> Space:
+        """x[sample in_height in_width channel] -> y[sample channel]."""
         _, height, width, _ = op.input_shapes[0]
-        return ((out_box[0], (0, height), (0, width), out_box[1]),)
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        return ((output_split[0], None, None, output_split[1]),)
-
-    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        n, height, width, channels = op.input_shapes[0]
-        out = shard_shape(op.output_shape, degrees)
-        return dataclasses.replace(op, name="", input_shapes=((out[0], height, width, out[1]),), output_shape=out)
+        labels = tensor_labels(op.output_shape) + (Label("in_height", height, Role.HEIGHT),
+                                                   Label("in_width", width, Role.WIDTH))
+        return Space(labels, ("sample", "channel"), (("sample", "in_height", "in_width", "channel"),))
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         return jnp.mean(inputs[0], axis=(1, 2))

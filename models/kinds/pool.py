@@ -18,9 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements
-from models.kinds.window import window_boxes, window_local_op
-from models.op import Box, Op, OpKind
+from models.kinds.base import KindSpec, elements, tensor_labels
+from models.kinds.window import spatial_windows
+from models.labels import Space
+from models.op import Op, OpKind
 
 
 class _Pool(KindSpec):
@@ -28,14 +29,11 @@ class _Pool(KindSpec):
         kh, kw = op.kernel_hw
         return elements(op.output_shape) * kh * kw
 
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
-        return window_boxes(op, out_box, out_box[3])
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        return (tuple(output_split),)
-
-    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        return window_local_op(op, degrees, op.output_shape[3] // degrees[3])
+    def space(self, op: Op) -> Space:
+        """x[sample window(height) window(width) channel] -> y[sample height width channel]."""
+        labels = tensor_labels(op.output_shape)
+        height, width = spatial_windows(op)
+        return Space(labels, tuple(label.name for label in labels), (("sample", height, width, "channel"),))
 
 
 class MaxPool2D(_Pool):

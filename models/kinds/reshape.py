@@ -6,31 +6,24 @@ splits on the batch only, and each task reads all of H, W and C of its samples.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 
-from models.kinds.base import KindSpec, batch_only
-from models.op import Box, Dim, Op, OpKind
+from models.kinds.base import KindSpec, tensor_labels
+from models.labels import Label, Role, Space
+from models.op import Op, OpKind
 
 
 class Flatten(KindSpec):
     kind = OpKind.FLATTEN
 
-    def parallel_dims(self, op: Op) -> frozenset[Dim]:
-        return frozenset({Dim.SAMPLE})
-
-    def input_boxes(self, op: Op, out_box: Box) -> tuple[Box, ...]:
-        _, height, width, channels = op.input_shapes[0]
-        return ((out_box[0], (0, height), (0, width), (0, channels)),)
-
-    def input_split(self, op: Op, output_split: tuple) -> tuple[tuple, ...]:
-        return batch_only(op, output_split)
-
-    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        n = op.output_shape[0] // degrees[0]
-        return dataclasses.replace(op, name="", input_shapes=((n,) + op.input_shapes[0][1:],),
-                                   output_shape=(n, op.output_shape[1]))
+    def space(self, op: Op) -> Space:
+        """x[sample in_height in_width in_channel] -> y[sample channel], channel = the three merged."""
+        samples, height, width, channels = op.input_shapes[0]
+        labels = tensor_labels(op.output_shape) + (
+            Label("in_height", height, Role.HEIGHT), Label("in_width", width, Role.WIDTH),
+            Label("in_channel", channels, Role.CHANNEL))
+        return Space(labels, ("sample", "channel"), (("sample", "in_height", "in_width", "in_channel"),),
+                     splittable=frozenset({"sample"}))
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         return inputs[0].reshape(inputs[0].shape[0], -1)

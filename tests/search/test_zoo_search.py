@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.graph import GraphBuilder
-from models.op import Dim
+from models.labels import Role
 from models.zoo import MODELS, build_graph
 from search.mcmc import Budget
 from search.optimize import main
@@ -33,8 +33,8 @@ def test_every_baseline_is_valid_at_imagenet_shapes(model):
                 validate_config(op, strategy[op.name], num_devices)
         devices = [owt(graph, num_devices)[op.name] for op in graph.ops]
         for op, config in zip(graph.ops, devices):  # Krizhevsky: only fully-connected layers split channels
-            split = dict(zip(op.output_dims, config.degrees))
-            assert split.get(Dim.CHANNEL, 1) == 1 or op.spec.fully_connected, op.name
+            split = {label.role: d for label, d in zip(op.config_labels, config.degrees)}
+            assert split.get(Role.CHANNEL, 1) == 1 or op.spec.fully_connected, op.name
 
 
 @pytest.mark.parametrize("model", ["vgg16", "resnet50", "inception_v3"])

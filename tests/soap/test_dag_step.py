@@ -6,7 +6,6 @@ import pytest
 
 from models.datasets import DatasetShape
 from models.graph import GraphBuilder
-from models.op import Dim
 from models.resnet import resnet18
 from soap.baselines import BASELINES, random_strategy, whole_ops
 from soap.devices import ClusterJob, run_on_cluster
@@ -70,7 +69,7 @@ def spatial_and_channel(graph, num_devices: int, seed: int) -> Strategy:
         joins = [op for op in graph.ops if op.kind.value in ("add", "concat")]
         norms = [op for op in graph.ops if op.kind.value == "batch_norm"]
         spatial = any(max(strategy[op.name].degrees[1:3]) > 1 for op in joins)
-        channel = any(strategy[op.name].degrees[op.output_dims.index(Dim.CHANNEL)] > 1 for op in norms)
+        channel = any(strategy[op.name].degrees[op.space.config_labels.index("channel")] > 1 for op in norms)
         if spatial and channel:
             return strategy
 

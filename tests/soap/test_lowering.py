@@ -46,8 +46,8 @@ def test_task_k_computes_output_shard_k_on_devices_k(strategy):
     shardings = strategy_shardings(GRAPH, strategy)
     for op in GRAPH.ops:
         config, sharding = strategy[op.name], shardings.activations[op.name]
-        assert sharding.mesh.axis_names == tuple(dim.value for dim in op.output_dims)
-        assert sharding.mesh.axis_types == (AxisType.Auto,) * len(op.output_dims)
+        assert sharding.mesh.axis_names == tuple(dim.name for dim in op.config_labels)
+        assert sharding.mesh.axis_types == (AxisType.Auto,) * len(op.config_labels)
         held = sharding.devices_indices_map(op.output_shape)
         assert len(held) == config.num_tasks
         for task, device_id in enumerate(config.devices):
@@ -136,8 +136,8 @@ def test_the_compiled_program_places_what_the_strategy_says(strategy, reference)
     text = step.lower(state, *batch).as_text()
     for op in GRAPH.ops:
         config = strategy[op.name]
-        mesh = ", ".join(f'"{dim.value}"={d}' for dim, d in zip(op.output_dims, config.degrees))
-        dims = ", ".join(f'{{"{dim.value}"}}' if d > 1 else "{}" for dim, d in zip(op.output_dims, config.degrees))
+        mesh = ", ".join(f'"{dim.name}"={d}' for dim, d in zip(op.config_labels, config.degrees))
+        dims = ", ".join(f'{{"{dim.name}"}}' if d > 1 else "{}" for dim, d in zip(op.config_labels, config.degrees))
         assert f"<[{mesh}]>" in text, op.name
         assert f"[{dims}]>" in text, op.name
     _, state = step(state, *batch)

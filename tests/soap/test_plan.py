@@ -82,13 +82,13 @@ def _split(graph, num_devices: int, **wanted: int) -> Strategy:
     split on the batch over all devices."""
     configs = {}
     for op in graph.ops:
-        degrees = tuple(wanted.get(dim.value, 1) for dim in op.output_dims)
+        degrees = tuple(wanted.get(dim.name, 1) for dim in op.config_labels)
         config = ParallelConfig(degrees, tuple(range(int(np.prod(degrees)))))
         try:
             assert config.num_tasks == num_devices
             validate_config(op, config, num_devices)
         except (AssertionError, InvalidConfigError):
-            config = ParallelConfig(tuple(num_devices if dim.value == "sample" else 1 for dim in op.output_dims),
+            config = ParallelConfig(tuple(num_devices if dim.name == "sample" else 1 for dim in op.config_labels),
                                     tuple(range(num_devices)))
         configs[op.name] = config
     return Strategy.for_graph(graph, num_devices, configs)

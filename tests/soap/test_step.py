@@ -37,10 +37,10 @@ GRAPH = _toy_graph()
 
 def _placement(op, devices, **degrees):
     """The mesh of an op over `devices` shaped by its degrees, its output and parameter shardings."""
-    shape = tuple(degrees.get(dim.value, 1) for dim in op.output_dims)
+    shape = tuple(degrees.get(dim.name, 1) for dim in op.config_labels)
     mesh = Mesh(np.array([jax.devices()[i] for i in devices]).reshape(shape),
-                tuple(dim.value for dim in op.output_dims), axis_types=(AxisType.Auto,) * len(shape))
-    output = NamedSharding(mesh, P(*(dim.value if d > 1 else None for dim, d in zip(op.output_dims, shape))))
+                tuple(dim.name for dim in op.config_labels), axis_types=(AxisType.Auto,) * len(shape))
+    output = NamedSharding(mesh, P(*(dim.name if d > 1 else None for dim, d in zip(op.config_labels, shape))))
     channel = "channel" if degrees.get("channel", 1) > 1 else None
     params = {name: NamedSharding(mesh, P(*(None,) * (len(s) - 1), channel)) for name, s in op.param_shapes}
     return output, params

@@ -1,0 +1,328 @@
+"""The op algebra: an op's computation over labelled dims (einsum style), and what a split of its labels means.
+
+    from models.labels import tasks_input_boxes
+    op.space                    # dense fc6: x[sample in_channel] . kernel[in_channel channel] -> y[sample channel]
+    tasks_input_boxes(op.space, (2, 1), 0)      # the box of input 0 that each of the 2 tasks reads
+
+A kind declares its computation as a `Space` (models/kinds/, `KindSpec.space`): every label with its size
+and role, which labels each input, parameter, state array and the output carry, and which labels a config
+may split (`config_labels`, in the order of a ParallelConfig's degrees). Everything a split implies follows
+from the labels alone, here, and the simulator's task graph, the space, the lowering and the runtime all
+ask these functions:
+- task k computes the shard of every label given by its index in the degree grid (row-major), so its
+  output box is its shard of the output's labels (`tasks_output_boxes`);
+- it reads, of each input, its shard of the labels that input carries and all of the others
+  (`tasks_input_boxes`); an input dim may also be a window over an output label (conv and pool: the halo
+  of a height or width split, `Window`) or a part of one at an offset (concat's channels, `Part`);
+- its parameters and state are its shard of their labels (`local_shape`, `param_axes`); tasks with the same
+  index on the parameters' labels hold the same slice and all-reduce its gradient (`replica_groups`);
+- the gradient of an input is a partial sum over the split labels the input does not carry (a dense or
+  conv split on its output channels): the tasks that differ only there all-reduce it
+  (`partial_sum_groups`, `has_partial_input_gradient`);
+- statistics reduced over some labels (batch norm's) are all-reduced by the tasks that differ only on
+  those (`statistics_groups`);
+- at run time an input is sharded on the labels it shares with the split (`input_axes`), read whole where
+  the kind says (`Space.whole_when_split`: a conv split on its channels reads its image whole) and where a
+  split does not divide its dim.
+Only what labels cannot say stays in a kind's module: halos (`Window`), the FLOPs, the JAX computation.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+Shape = tuple[int, ...]
+# A box is a half-open [start, stop) range per dim of a tensor, in that tensor's global coordinates.
+Box = tuple[tuple[int, int], ...]
+
+
+class Role(str, enum.Enum):
+    """What a label means to the policies that split it (baselines, starts): never a model's name."""
+
+    SAMPLE = "sample"
+    SEQUENCE = "sequence"
+    HEADS = "heads"
+    HIDDEN = "hidden"
+    VOCAB = "vocab"
+    CHANNEL = "channel"
+    HEIGHT = "height"
+    WIDTH = "width"
+    WINDOW = "window"  # a kernel's taps (conv's kh, kw): never split
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    size: int
+    role: Role
+
+
+@dataclass(frozen=True)
+class Window:
+    """An input dim read through a window over output label `label`: output rows [a, b) read input rows
+    [a*stride - pad_lo, (b-1)*stride - pad_lo + kernel), clipped to the input's `size` (conv, pool)."""
+
+    label: str
+    size: int
+    kernel: int
+    stride: int
+    pad_lo: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """An input dim that is the part [offset, offset + size) of output label `label` (a concat's input)."""
+
+    label: str
+    offset: int
+    size: int
+
+
+Axis = str | Window | Part  # what one dim of an input carries
+
+
+def axis_label(axis: Axis) -> str:
+    return axis if isinstance(axis, str) else axis.label
+
+
+@dataclass(frozen=True)
+class Space:
+    """An op's labelled iteration space. `inputs[j]` names what each dim of input j carries; `params` and
+    `state` name each array's labels; `config_labels` are the labels a config gives degrees to, in order,
+    `splittable` those it may split above 1; `statistics` the labels the op's statistics reduce over;
+    `whole_when_split`: (label, labels) pairs, a split of the first making the op read its inputs whole on
+    the others (see models/kinds/conv.py for why)."""
+
+    labels: tuple[Label, ...]
+    output: tuple[str, ...]
+    inputs: tuple[tuple[Axis, ...], ...]
+    params: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    state: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    config_labels: tuple[str, ...] | None = None  # None: the output's labels
+    splittable: frozenset[str] | None = None  # None: every config label
+    statistics: frozenset[str] = frozenset()
+    whole_when_split: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [label.name for label in self.labels]
+        assert len(set(names)) == len(names), names
+        if self.config_labels is None:
+            object.__setattr__(self, "config_labels", self.output)
+        if self.splittable is None:
+            object.__setattr__(self, "splittable", frozenset(self.config_labels))
+        used = {*self.output, *(axis_label(a) for axes in self.inputs for a in axes),
+                *(n for _, axes in self.params + self.state for n in axes), *self.config_labels}
+        assert used <= set(names), used - set(names)
+
+    @functools.cached_property
+    def by_name(self) -> Mapping[str, Label]:
+        return {label.name: label for label in self.labels}
+
+    def size(self, name: str) -> int:
+        return self.by_name[name].size
+
+    def shape(self, names: tuple[str, ...]) -> Shape:
+        return tuple(self.size(n) for n in names)
+
+    def degree_map(self, degrees: tuple[int, ...]) -> dict[str, int]:
+        """Label -> degree under a config's `degrees` (labels it does not name: 1)."""
+        assert len(degrees) == len(self.config_labels), (self.config_labels, degrees)
+        return dict(zip(self.config_labels, degrees))
+
+
+def task_grid(degrees: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Shard indices in task order (row-major over the degree grid)."""
+    return list(itertools.product(*(range(d) for d in degrees)))
+
+
+def _shard(size: int, degree: int, index: int) -> tuple[int, int]:
+    return index * (size // degree), (index + 1) * (size // degree)
+
+
+def shard_box(shape: Shape, degrees: tuple[int, ...], index: tuple[int, ...]) -> Box:
+    """The box of shard `index` (one index per dim) of a tensor split into equal parts by `degrees`."""
+    return tuple(_shard(size, d, i) for size, d, i in zip(shape, degrees, index))
+
+
+def shard_shape(shape: Shape, degrees: tuple[int, ...]) -> Shape:
+    return tuple(size // d for size, d in zip(shape, degrees))
+
+
+def label_ranges(space: Space, degrees: tuple[int, ...], index: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """The range of every config label that task `index` computes."""
+    return {name: _shard(space.size(name), degree, i) for name, degree, i in zip(space.config_labels, degrees, index)}
+
+
+def tasks_output_boxes(space: Space, degrees: tuple[int, ...]) -> list[Box]:
+    """The output box of each task, in task order."""
+    result = []
+    for index in task_grid(degrees):
+        ranges = label_ranges(space, degrees, index)
+        result.append(tuple(ranges.get(name, (0, space.size(name))) for name in space.output))
+    return result
+
+
+def whole_labels(space: Space, degrees: tuple[int, ...]) -> frozenset[str]:
+    """The labels the op reads whole under `degrees` whatever their split (`Space.whole_when_split`)."""
+    split = space.degree_map(degrees)
+    return frozenset(n for label, names in space.whole_when_split if split[label] > 1 for n in names)
+
+
+def input_box(space: Space, input_index: int, ranges: Mapping[str, tuple[int, int]],
+              whole: frozenset[str] = frozenset(), split: tuple[int, ...] | None = None) -> Box:
+    """The box of input `input_index` that computing the label `ranges` reads: the range of each label the
+    input carries (a window's halo, a part's overlap), the whole of labels `ranges` lacks or `whole` names,
+    and the whole dim where its run-time split (`split`, one degree per dim) does not divide it."""
+    box = []
+    for d, axis in enumerate(space.inputs[input_index]):
+        size, name = _axis_size(space, axis), axis_label(axis)
+        degree = 1 if split is None else split[d]
+        if name in whole or name not in ranges or (degree > 1 and size % degree):
+            box.append((0, size))
+        else:
+            box.append(_axis_range(axis, ranges[name]))
+    return tuple(box)
+
+
+def tasks_input_boxes(space: Space, degrees: tuple[int, ...], input_index: int) -> list[Box]:
+    """The box of input `input_index` each task reads at run time, in task order (`input_box` with the
+    labels the kind reads whole, `whole_labels`, and the run-time split of `input_degrees`)."""
+    whole = whole_labels(space, degrees)
+    split = input_degrees(space, degrees)[input_index]
+    return [input_box(space, input_index, label_ranges(space, degrees, index), whole, split)
+            for index in task_grid(degrees)]
+
+
+def _axis_size(space: Space, axis: Axis) -> int:
+    if isinstance(axis, str):
+        return space.size(axis)
+    return axis.size
+
+
+def _axis_range(axis: Axis, out: tuple[int, int]) -> tuple[int, int]:
+    """What an input dim reads for output range `out` of its label."""
+    start, stop = out
+    if isinstance(axis, Window):
+        first = start * axis.stride - axis.pad_lo
+        last = (stop - 1) * axis.stride - axis.pad_lo + axis.kernel
+        return max(first, 0), min(last, axis.size)
+    if isinstance(axis, Part):
+        low, high = max(start, axis.offset) - axis.offset, min(stop, axis.offset + axis.size) - axis.offset
+        return (low, high) if low < high else (0, 0)
+    return start, stop
+
+
+def input_axes(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[str | None, ...], ...]:
+    """For each input, the config label each of its dims is sharded on at run time (None: whole): a label
+    the input carries and the config splits, unless the kind reads it whole (`whole_labels`); a part
+    (concat's) is read whole. Dims a split does not divide are left to the caller (`input_degrees`)."""
+    split = space.degree_map(degrees)
+    whole = whole_labels(space, degrees)
+    return tuple(tuple(axis_label(a) if not isinstance(a, Part) and split.get(axis_label(a), 1) > 1
+                       and axis_label(a) not in whole else None for a in axes)
+                 for axes in space.inputs)
+
+
+def input_degrees(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """For each input, the degree each of its dims is split by at run time (`input_axes`)."""
+    split = space.degree_map(degrees)
+    return tuple(tuple(1 if name is None else split[name] for name in names) for names in input_axes(space, degrees))
+
+
+def local_shape(space: Space, degrees: tuple[int, ...], names: tuple[str, ...]) -> Shape:
+    """The shape one task holds of a tensor carrying labels `names` (parameters, state, output)."""
+    split = space.degree_map(degrees)
+    return tuple(space.size(n) // split.get(n, 1) for n in names)
+
+
+def local_input_shape(space: Space, degrees: tuple[int, ...], input_index: int) -> Shape:
+    """The shape of input `input_index` one task's local op reads: its shard of each label; where the split
+    divides a windowed label, every window's span (its halo included; the local op is then a VALID window,
+    the same computation for edge and middle shards), else the whole dim; a part's share."""
+    split = space.degree_map(degrees)
+    out_local = dict(zip(space.config_labels, shard_shape(space.shape(space.config_labels), degrees)))
+    windowed = splits_window(space, degrees)
+    shape = []
+    for axis in space.inputs[input_index]:
+        if isinstance(axis, Window):
+            shape.append((out_local[axis.label] - 1) * axis.stride + axis.kernel if windowed else axis.size)
+        elif isinstance(axis, Part):
+            shape.append(max(axis.size // split.get(axis.label, 1), 1))
+        else:
+            shape.append(space.size(axis) // split.get(axis, 1))
+    return tuple(shape)
+
+
+def splits_window(space: Space, degrees: tuple[int, ...]) -> bool:
+    """Whether the split divides a label some input reads through a window (a task then computes a halo)."""
+    split = space.degree_map(degrees)
+    return any(isinstance(a, Window) and split.get(a.label, 1) > 1 for axes in space.inputs for a in axes)
+
+
+def param_axes(space: Space, names: tuple[str, ...], degrees: tuple[int, ...]) -> tuple[str | None, ...]:
+    """The config label splitting each axis of a parameter or state array carrying `names` (None: whole)."""
+    split = space.degree_map(degrees)
+    return tuple(n if split.get(n, 1) > 1 else None for n in names)
+
+
+def groups_by(space: Space, degrees: tuple[int, ...], key_labels: frozenset[str]) -> list[list[int]]:
+    """Task indices grouped by their shard index on `key_labels` (of the config labels), in task order."""
+    positions = [p for p, name in enumerate(space.config_labels) if name in key_labels]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, index in enumerate(task_grid(degrees)):
+        groups.setdefault(tuple(index[p] for p in positions), []).append(k)
+    return list(groups.values())
+
+
+def param_labels(space: Space) -> frozenset[str]:
+    """The labels some parameter carries."""
+    return frozenset(n for _, names in space.params for n in names)
+
+
+def replica_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
+    """Tasks holding the same parameter slice (same index on the parameters' labels): they all-reduce its
+    gradient before the update."""
+    return groups_by(space, degrees, param_labels(space))
+
+
+def _carried(space: Space, input_index: int) -> frozenset[str]:
+    return frozenset(axis_label(a) for a in space.inputs[input_index])
+
+
+def partial_sum_groups(space: Space, degrees: tuple[int, ...], input_index: int) -> list[list[int]]:
+    """Tasks reading the same box of input `input_index` (same index on the labels it carries): where the
+    split divides a label it does not carry, each holds a partial sum of its gradient, summed over the group."""
+    return groups_by(space, degrees, _carried(space, input_index))
+
+
+def has_partial_input_gradient(space: Space, degrees: tuple[int, ...], input_index: int) -> bool:
+    """Whether the split divides a config label input `input_index` does not carry (see `partial_sum_groups`)."""
+    carried = _carried(space, input_index)
+    return any(d > 1 and name not in carried for name, d in zip(space.config_labels, degrees))
+
+
+def statistics_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
+    """Tasks all-reducing one slice of the op's statistics: those differing only on `Space.statistics`."""
+    return groups_by(space, degrees, frozenset(space.config_labels) - space.statistics)
+
+
+def splits_statistics(space: Space, degrees: tuple[int, ...]) -> bool:
+    split = space.degree_map(degrees)
+    return any(split.get(n, 1) > 1 for n in space.statistics)
+
+
+def splits_inner_dim(space: Space, degrees: tuple[int, ...]) -> bool:
+    """Whether the output is split on its last dim (channels, features) and has more than one dim: XLA then
+    transposes around the collectives that move it (simulator.machine's inner-dim link)."""
+    split = space.degree_map(degrees)
+    return len(space.output) > 1 and split.get(space.output[-1], 1) > 1
+
+
+def contraction_flops(space: Space) -> int:
+    """2 x the product of every label's size: an einsum's multiply-adds (dense, conv), 2 FLOPs each."""
+    return 2 * math.prod(label.size for label in space.labels)
