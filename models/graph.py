@@ -21,7 +21,7 @@ import networkx as nx
 
 from models.errors import ShapeError
 from models.kinds.conv import IM2COL_MAX_PIXELS
-from models.op import Op, OpKind, Padding, Shape, spatial_output_size
+from models.op import Op, OpKind, Padding, Shape, attrs_items, spatial_output_size
 
 
 class OpGraph:
@@ -66,17 +66,20 @@ class OpGraph:
         """16 hex digits of a SHA-256 over every op and edge: equal graphs, equal signatures.
 
         Ops with several inputs add their input order, ops with state their state shapes, convs computed
-        as patches say so (none of it is in an op's repr, so that graphs without them keep the signature
-        they always had)."""
+        as patches say so, ops with attributes or tied weights add them (none of it is in an op's repr, so
+        that graphs without them keep the signature they always had)."""
         text = repr((self.model, self.dataset, self.batch_size, self.ops, sorted(self.nx.edges)))
         extras = tuple((op.name, self.producers(op.name), op.state_shapes) + (("im2col",) if op.im2col else ())
-                       for op in self.ops if len(op.input_shapes) > 1 or op.state_shapes or op.im2col)
+                       + ((tuple(attrs_items(op.attrs)), op.tied) if op.attrs is not None or op.tied else ())
+                       for op in self.ops
+                       if len(op.input_shapes) > 1 or op.state_shapes or op.im2col or op.attrs is not None or op.tied)
         if extras:
             text += repr(extras)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def param_count(self) -> int:
+        """Every trainable weight once (a tied weight at its owner)."""
         return sum(op.param_count for op in self.ops)
 
     @property

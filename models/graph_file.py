@@ -10,6 +10,7 @@ parent built, a zoo member or not), and what it costs (FLOPs, parameter counts) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import networkx as nx
@@ -17,7 +18,7 @@ import networkx as nx
 from models.documents import read_document
 from models.errors import ShapeError
 from models.graph import OpGraph
-from models.op import Op, OpKind, Padding
+from models.op import Op, OpKind, Padding, kind_spec
 
 FORMAT_VERSION = 1
 DATA = "data"  # the inputs of an op that reads the batch
@@ -32,6 +33,8 @@ def graph_document(graph: OpGraph) -> dict:
             "stride": list(op.stride_hw) if op.stride_hw else None,
             "padding": op.padding.value if op.padding else None, "relu": op.relu, "input_grad": op.input_grad,
             "im2col": op.im2col,
+            "attrs": dataclasses.asdict(op.attrs) if op.attrs is not None else None,
+            "tied": {name: owner for name, owner in op.tied},
             "forward_flops": op.forward_flops, "backward_flops": op.backward_flops, "param_count": op.param_count}
            for op in graph.ops]
     return {"format": "soap-graph", "version": FORMAT_VERSION, "model": graph.model, "dataset": graph.dataset,
@@ -41,6 +44,13 @@ def graph_document(graph: OpGraph) -> dict:
 
 def graph_to_json(graph: OpGraph) -> str:
     return json.dumps(graph_document(graph), indent=1)
+
+
+def _attrs(kind: OpKind, fields: dict | None):
+    """The kind's attributes value from its fields (tuples come back from JSON as lists)."""
+    if fields is None:
+        return None
+    return kind_spec(kind).attrs_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def graph_from_json(text: str, source: str = "graph") -> OpGraph:
@@ -58,7 +68,8 @@ def graph_from_json(text: str, source: str = "graph") -> OpGraph:
                     stride_hw=tuple(entry["stride"]) if entry["stride"] else None,
                     padding=Padding(entry["padding"]) if entry["padding"] else None, relu=entry["relu"],
                     input_grad=entry["input_grad"], state_shapes=tuple((k, tuple(v)) for k, v in entry["state"].items()),
-                    im2col=entry["im2col"])
+                    im2col=entry["im2col"], tied=tuple(entry.get("tied", {}).items()),
+                    attrs=_attrs(OpKind(entry["kind"]), entry.get("attrs")))
             nx_graph.add_node(op.name, op=op, inputs=inputs)
             for source_op, shape in zip(inputs, op.input_shapes):
                 nx_graph.add_edge(source_op, op.name, shape=shape)

@@ -83,23 +83,42 @@ class Part:
     size: int
 
 
-Axis = str | Window | Part  # what one dim of an input carries
+@dataclass(frozen=True)
+class Merged:
+    """A dim that is several labels merged row-major, e.g. hidden = (heads, head_dim) where a reshape splits
+    or merges attention heads. Only its first label may be split: a shard of it is a contiguous range."""
+
+    labels: tuple[str, ...]
+
+
+Axis = str | Window | Part | Merged  # what one dim of a tensor carries (an output: a label or Merged)
 
 
 def axis_label(axis: Axis) -> str:
-    return axis if isinstance(axis, str) else axis.label
+    """The label whose split shards the dim (a merged dim's first)."""
+    if isinstance(axis, str):
+        return axis
+    return axis.labels[0] if isinstance(axis, Merged) else axis.label
+
+
+def axis_labels(axis: Axis) -> tuple[str, ...]:
+    """Every label the dim carries."""
+    return axis.labels if isinstance(axis, Merged) else (axis_label(axis),)
 
 
 @dataclass(frozen=True)
 class Space:
-    """An op's labelled iteration space. `inputs[j]` names what each dim of input j carries; `params` and
-    `state` name each array's labels; `config_labels` are the labels a config gives degrees to, in order,
-    `splittable` those it may split above 1; `statistics` the labels the op's statistics reduce over;
+    """An op's labelled iteration space. `output` and `inputs[j]` name what each dim of the output and of
+    input j carries; `params` and `state` name each array's labels; `config_labels` are the labels a config
+    gives degrees to, in order, `splittable` those it may split above 1 (a label the output does not carry,
+    split, leaves each task a partial sum of the output: `output_partial`); `statistics` the labels the
+    op's statistics reduce over (all-reduced inside the op, so never a partial output: a vocabulary-split
+    cross-entropy's max and sum);
     `whole_when_split`: (label, labels) pairs, a split of the first making the op read its inputs whole on
     the others (see models/kinds/conv.py for why)."""
 
     labels: tuple[Label, ...]
-    output: tuple[str, ...]
+    output: tuple[str | Merged, ...]
     inputs: tuple[tuple[Axis, ...], ...]
     params: tuple[tuple[str, tuple[str, ...]], ...] = ()
     state: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -115,7 +134,7 @@ class Space:
             object.__setattr__(self, "config_labels", self.output)
         if self.splittable is None:
             object.__setattr__(self, "splittable", frozenset(self.config_labels))
-        used = {*self.output, *(axis_label(a) for axes in self.inputs for a in axes),
+        used = {*(n for a in self.output for n in axis_labels(a)), *(n for axes in self.inputs for a in axes for n in axis_labels(a)),
                 *(n for _, axes in self.params + self.state for n in axes), *self.config_labels}
         assert used <= set(names), used - set(names)
 
@@ -159,11 +178,11 @@ def label_ranges(space: Space, degrees: tuple[int, ...], index: tuple[int, ...])
 
 
 def tasks_output_boxes(space: Space, degrees: tuple[int, ...]) -> list[Box]:
-    """The output box of each task, in task order."""
+    """The output box of each task, in task order (tasks holding partial sums of one box share it)."""
     result = []
     for index in task_grid(degrees):
         ranges = label_ranges(space, degrees, index)
-        result.append(tuple(ranges.get(name, (0, space.size(name))) for name in space.output))
+        result.append(tuple(_axis_range(space, axis, ranges) for axis in space.output))
     return result
 
 
@@ -185,7 +204,7 @@ def input_box(space: Space, input_index: int, ranges: Mapping[str, tuple[int, in
         if name in whole or name not in ranges or (degree > 1 and size % degree):
             box.append((0, size))
         else:
-            box.append(_axis_range(axis, ranges[name]))
+            box.append(_axis_range(space, axis, ranges))
     return tuple(box)
 
 
@@ -201,12 +220,22 @@ def tasks_input_boxes(space: Space, degrees: tuple[int, ...], input_index: int) 
 def _axis_size(space: Space, axis: Axis) -> int:
     if isinstance(axis, str):
         return space.size(axis)
+    if isinstance(axis, Merged):
+        return math.prod(space.size(n) for n in axis.labels)
     return axis.size
 
 
-def _axis_range(axis: Axis, out: tuple[int, int]) -> tuple[int, int]:
-    """What an input dim reads for output range `out` of its label."""
-    start, stop = out
+def _axis_range(space: Space, axis: Axis, ranges: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+    """The range of a dim for the label `ranges` (a label `ranges` lacks: whole)."""
+    if isinstance(axis, Merged):
+        inner = math.prod(space.size(n) for n in axis.labels[1:])
+        assert all(ranges.get(n, (0, space.size(n))) == (0, space.size(n)) for n in axis.labels[1:]), axis
+        start, stop = ranges.get(axis.labels[0], (0, space.size(axis.labels[0])))
+        return start * inner, stop * inner
+    name = axis_label(axis)
+    if name not in ranges:
+        return 0, _axis_size(space, axis)
+    start, stop = ranges[name]
     if isinstance(axis, Window):
         first = start * axis.stride - axis.pad_lo
         last = (stop - 1) * axis.stride - axis.pad_lo + axis.kernel
@@ -223,9 +252,19 @@ def input_axes(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[str | None
     (concat's) is read whole. Dims a split does not divide are left to the caller (`input_degrees`)."""
     split = space.degree_map(degrees)
     whole = whole_labels(space, degrees)
-    return tuple(tuple(axis_label(a) if not isinstance(a, Part) and split.get(axis_label(a), 1) > 1
-                       and axis_label(a) not in whole else None for a in axes)
-                 for axes in space.inputs)
+    return tuple(tuple(_sharded_on(a, split, whole) for a in axes) for axes in space.inputs)
+
+
+def _sharded_on(axis: Axis, split: Mapping[str, int], whole: frozenset[str] = frozenset()) -> str | None:
+    name = axis_label(axis)
+    return name if not isinstance(axis, Part) and split.get(name, 1) > 1 and name not in whole else None
+
+
+def output_axes(space: Space, degrees: tuple[int, ...]) -> tuple[str | None, ...]:
+    """The config label each output dim is sharded on (None: whole, or replicated over a partial sum's
+    labels once it is summed)."""
+    split = space.degree_map(degrees)
+    return tuple(_sharded_on(axis, split) for axis in space.output)
 
 
 def input_degrees(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -234,10 +273,10 @@ def input_degrees(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[int, ..
     return tuple(tuple(1 if name is None else split[name] for name in names) for names in input_axes(space, degrees))
 
 
-def local_shape(space: Space, degrees: tuple[int, ...], names: tuple[str, ...]) -> Shape:
+def local_shape(space: Space, degrees: tuple[int, ...], names: tuple[str | Merged, ...]) -> Shape:
     """The shape one task holds of a tensor carrying labels `names` (parameters, state, output)."""
     split = space.degree_map(degrees)
-    return tuple(space.size(n) // split.get(n, 1) for n in names)
+    return tuple(math.prod(space.size(n) // split.get(n, 1) for n in axis_labels(axis)) for axis in names)
 
 
 def local_input_shape(space: Space, degrees: tuple[int, ...], input_index: int) -> Shape:
@@ -254,7 +293,7 @@ def local_input_shape(space: Space, degrees: tuple[int, ...], input_index: int) 
         elif isinstance(axis, Part):
             shape.append(max(axis.size // split.get(axis.label, 1), 1))
         else:
-            shape.append(space.size(axis) // split.get(axis, 1))
+            shape.append(math.prod(space.size(n) // split.get(n, 1) for n in axis_labels(axis)))
     return tuple(shape)
 
 
@@ -290,20 +329,33 @@ def replica_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
     return groups_by(space, degrees, param_labels(space))
 
 
-def _carried(space: Space, input_index: int) -> frozenset[str]:
-    return frozenset(axis_label(a) for a in space.inputs[input_index])
+def _carried(axes: tuple[Axis, ...]) -> frozenset[str]:
+    return frozenset(n for a in axes for n in axis_labels(a))
 
 
 def partial_sum_groups(space: Space, degrees: tuple[int, ...], input_index: int) -> list[list[int]]:
     """Tasks reading the same box of input `input_index` (same index on the labels it carries): where the
     split divides a label it does not carry, each holds a partial sum of its gradient, summed over the group."""
-    return groups_by(space, degrees, _carried(space, input_index))
+    return groups_by(space, degrees, _carried(space.inputs[input_index]))
 
 
 def has_partial_input_gradient(space: Space, degrees: tuple[int, ...], input_index: int) -> bool:
     """Whether the split divides a config label input `input_index` does not carry (see `partial_sum_groups`)."""
-    carried = _carried(space, input_index)
+    carried = _carried(space.inputs[input_index])
     return any(d > 1 and name not in carried for name, d in zip(space.config_labels, degrees))
+
+
+def output_partial(space: Space, degrees: tuple[int, ...]) -> bool:
+    """Whether each task's output is a partial sum: the split divides a label the output does not carry
+    (a contracting label: a row-split dense, a vocabulary-split embedding), which is not a statistic."""
+    carried = _carried(space.output) | space.statistics
+    return any(d > 1 and name not in carried for name, d in zip(space.config_labels, degrees))
+
+
+def output_partial_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
+    """Tasks holding partial sums of one output box (same index on the output's labels): summed over the
+    group before a consumer reads it (an all-reduce, or a reduce-scatter)."""
+    return groups_by(space, degrees, _carried(space.output))
 
 
 def statistics_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
@@ -320,7 +372,7 @@ def splits_inner_dim(space: Space, degrees: tuple[int, ...]) -> bool:
     """Whether the output is split on its last dim (channels, features) and has more than one dim: XLA then
     transposes around the collectives that move it (simulator.machine's inner-dim link)."""
     split = space.degree_map(degrees)
-    return len(space.output) > 1 and split.get(space.output[-1], 1) > 1
+    return len(space.output) > 1 and split.get(axis_label(space.output[-1]), 1) > 1
 
 
 def contraction_flops(space: Space) -> int:

@@ -15,10 +15,12 @@ multiply-add = 2 FLOPs; bias and ReLU are not counted).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from models import labels
 from models.labels import Box, Label, Shape, Space, shard_box, shard_shape  # noqa: F401 (re-exported)
@@ -52,7 +54,11 @@ class Op:
     `input_shapes` lists the tensors the op reads, in order; `param_shapes` names its trainable weights and
     `state_shapes` its non-trainable state (batch norm's running averages). Spatial ops carry `kernel_hw`,
     `stride_hw` and `padding`; `relu` marks a fused ReLU; `im2col` a conv computed as patches times its
-    kernel. `state_shapes` and `im2col` are left out of the repr: the graph signature adds them where set
+    kernel. `attrs` holds the kind's own frozen attributes (a dataclass the kind's module defines: heads,
+    causal, eps, rate, ...; None for kinds without). `tied` names, for each parameter that is another op's
+    weight read again (GPT-2's head reads the token table), that op: (param name, owner op); the weight is
+    one tensor, counted, stored and updated once, its gradient the sum of its readers'. `state_shapes`,
+    `im2col`, `attrs` and `tied` are left out of the repr: the graph signature adds them where set
     (models.graph.OpGraph.signature), so graphs without them keep theirs. `halo` marks a task's local op
     that is a height or width shard of a windowed op, read with its halo (never a graph's op).
     """
@@ -71,6 +77,8 @@ class Op:
     state_shapes: tuple[tuple[str, Shape], ...] = field(default=(), repr=False)
     im2col: bool = field(default=False, repr=False)  # a conv computed as patches @ kernel (models/kinds/conv.py)
     halo: bool = field(default=False, repr=False)  # a spatial shard of a windowed op (models/kinds/window.py)
+    attrs: Any = field(default=None, repr=False)  # the kind's frozen attributes value, or None
+    tied: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (param name, owner op) of shared weights
 
     def __post_init__(self) -> None:
         assert self.dtype in DTYPE_BYTES, self.dtype
@@ -96,7 +104,9 @@ class Op:
 
     @property
     def param_count(self) -> int:
-        return sum(math.prod(shape) for _, shape in self.param_shapes)
+        """Its own parameters' elements (a tied weight counts at its owner)."""
+        tied = {name for name, _ in self.tied}
+        return sum(math.prod(shape) for name, shape in self.param_shapes if name not in tied)
 
     @property
     def state_count(self) -> int:
@@ -135,6 +145,8 @@ class Op:
             parts.append(self.padding.value)
         if self.relu:
             parts.append("relu")
+        if self.attrs is not None:
+            parts.extend(attrs_items(self.attrs))
         if self.im2col:
             parts.append("im2col")
         if self.halo:
@@ -147,6 +159,11 @@ class Op:
             parts.append("params=" + ",".join(_shape_str(s) for _, s in self.param_shapes))
         parts.append(self.dtype)
         return " ".join(parts)
+
+
+def attrs_items(attrs) -> list[str]:
+    """A kind's attributes as 'field=value' strings, in field order (cost keys, signatures)."""
+    return [f"{item.name}={getattr(attrs, item.name)}" for item in dataclasses.fields(attrs)]
 
 
 def _shape_str(shape: Shape) -> str:

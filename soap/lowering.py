@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from models.labels import param_axes
+from models.labels import output_axes, param_axes
 from models.errors import SoapError
 from models.graph import OpGraph
 from models.op import Op
@@ -53,7 +53,7 @@ def op_mesh(op: Op, config: ParallelConfig, devices: Sequence[jax.Device]) -> Me
 
 
 def output_sharding(op: Op, config: ParallelConfig, mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec(*param_axes(op.space, op.space.output, config.degrees)))
+    return NamedSharding(mesh, PartitionSpec(*output_axes(op.space, config.degrees)))
 
 
 def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh, state: bool = False) -> dict[str, NamedSharding]:

@@ -54,6 +54,8 @@ class KindSpec:
     fully_connected = False
     # The op reads the labels beside its inputs (the loss).
     reads_labels = False
+    # The frozen dataclass of the kind's attributes (Op.attrs), or None for a kind without.
+    attrs_type = None
 
     def space(self, op: Op) -> Space:
         """Element-wise by default: every input carries the output's labels."""

@@ -1,9 +1,10 @@
 """The op algebra (models.labels) on hand-built spaces: every derivation against a number worked by hand."""
 
-from models.labels import (Label, Part, Role, Space, Window, has_partial_input_gradient, input_axes, input_degrees,
-                           label_ranges, local_input_shape, local_shape, param_axes, partial_sum_groups,
-                           replica_groups, splits_inner_dim, splits_statistics, splits_window, statistics_groups,
-                           task_grid, tasks_input_boxes, tasks_output_boxes, whole_labels, contraction_flops)
+from models.labels import (Label, Merged, Part, Role, Space, Window, contraction_flops, has_partial_input_gradient,
+                           input_axes, input_degrees, label_ranges, local_input_shape, local_shape, output_axes,
+                           output_partial, output_partial_groups, param_axes, partial_sum_groups, replica_groups,
+                           splits_inner_dim, splits_statistics, splits_window, statistics_groups, task_grid,
+                           tasks_input_boxes, tasks_output_boxes, whole_labels)
 
 # x[b i] . w[i o] + bias[o] -> y[b o], batch 4, 6 features in, 8 out.
 DENSE = Space((Label("b", 4, Role.SAMPLE), Label("o", 8, Role.CHANNEL), Label("i", 6, Role.CHANNEL)),
@@ -81,3 +82,38 @@ def test_statistics_are_all_reduced_by_the_tasks_that_split_them():
 def test_splittable_and_config_labels_default_to_the_output():
     assert DENSE.config_labels == ("b", "o") and DENSE.splittable == {"b", "o"}
     assert DENSE.degree_map((2, 1)) == {"b": 2, "o": 1}
+
+
+def test_a_split_of_a_contracting_label_leaves_partial_sums_of_the_output():
+    # Megatron's row-parallel dense: x[b i] . w[i o] with i split; each task sums over its share of i.
+    row = Space(DENSE.labels, ("b", "o"), (("b", "i"),), DENSE.params, config_labels=("b", "o", "i"))
+    assert output_partial(row, (1, 1, 2)) and not output_partial(row, (2, 2, 1))
+    assert output_partial_groups(row, (2, 1, 2)) == [[0, 1], [2, 3]]
+    assert tasks_output_boxes(row, (1, 1, 2)) == [((0, 4), (0, 8))] * 2  # both hold all of y, in part
+    assert tasks_input_boxes(row, (1, 1, 2), 0) == [((0, 4), (0, 3)), ((0, 4), (3, 6))]
+    assert input_axes(row, (1, 1, 2)) == ((None, "i"),)
+    assert param_axes(row, ("i", "o"), (1, 1, 2)) == ("i", None)
+    assert output_axes(row, (2, 1, 2)) == ("b", None)
+    assert not has_partial_input_gradient(row, (1, 1, 2), 0)  # x carries i: each task's gradient is its own
+
+
+def test_statistics_labels_are_summed_inside_the_op_not_left_partial():
+    # A vocabulary-split cross-entropy: logits[b v] -> loss[b], max and sum all-reduced over v.
+    xent = Space((Label("b", 4, Role.SAMPLE), Label("v", 6, Role.VOCAB)), ("b",), (("b", "v"),),
+                 config_labels=("b", "v"), statistics=frozenset({"v"}))
+    assert not output_partial(xent, (1, 2))
+    assert statistics_groups(xent, (2, 2)) == [[0, 1], [2, 3]]
+
+
+def test_merged_heads_shard_on_their_first_label():
+    # o[b (h k)] <- x[b h k]: merging 4 heads of 3 into 12 features; a heads split is a contiguous range.
+    merge = Space((Label("b", 2, Role.SAMPLE), Label("h", 4, Role.HEADS), Label("k", 3, Role.HIDDEN)),
+                  ("b", Merged(("h", "k"))), (("b", "h", "k"),), config_labels=("b", "h"))
+    assert tasks_output_boxes(merge, (1, 2)) == [((0, 2), (0, 6)), ((0, 2), (6, 12))]
+    assert tasks_input_boxes(merge, (1, 2), 0) == [((0, 2), (0, 2), (0, 3)), ((0, 2), (2, 4), (0, 3))]
+    assert output_axes(merge, (1, 2)) == (None, "h")
+    assert local_shape(merge, (1, 2), merge.output) == (2, 6)
+    split = Space(merge.labels, ("b", "h", "k"), (("b", Merged(("h", "k"))),), config_labels=("b", "h"))
+    assert tasks_input_boxes(split, (2, 2), 0)[1] == ((0, 1), (6, 12))
+    assert input_axes(split, (2, 2)) == (("b", "h"),)
+    assert local_input_shape(split, (2, 2), 0) == (1, 6)
