@@ -29,6 +29,7 @@ Only what labels cannot say stays in a kind's module: halos (`Window`), the FLOP
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import itertools
@@ -53,6 +54,7 @@ class Role(str, enum.Enum):
     HEIGHT = "height"
     WIDTH = "width"
     WINDOW = "window"  # a kernel's taps (conv's kh, kw): never split
+    REPLICA = "replica"  # copies of the whole computation (Megatron's layer norms on every rank): see `replicated`
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,26 @@ class Space:
         return dict(zip(self.config_labels, degrees))
 
 
+REPLICA = Label("replica", 1, Role.REPLICA)
+
+
+def replicated(space: Space) -> Space:
+    """`space` with a `replica` config label: a degree r > 1 has r tasks compute the same shard, as
+    Megatron computes layer norms, dropout and residuals whole on every rank of a tensor-parallel group.
+    No tensor carries it, so replicas read, write and hold the same boxes; they need no partial sums and
+    no gradient all-reduce among themselves (their gradients are equal), and a reader takes the replica on
+    its own device where there is one (simulator.taskgraph). Its degree divides the device count, not a
+    size (soap.space)."""
+    return dataclasses.replace(space, labels=space.labels + (REPLICA,),
+                               config_labels=space.config_labels + (REPLICA.name,),
+                               splittable=space.splittable | {REPLICA.name})
+
+
+def replica_degree(space: Space, degrees: tuple[int, ...]) -> int:
+    """How many copies of each shard the split makes (1 without a replica label)."""
+    return space.degree_map(degrees).get(REPLICA.name, 1)
+
+
 def task_grid(degrees: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Shard indices in task order (row-major over the degree grid)."""
     return list(itertools.product(*(range(d) for d in degrees)))
@@ -184,6 +206,12 @@ def tasks_output_boxes(space: Space, degrees: tuple[int, ...]) -> list[Box]:
         ranges = label_ranges(space, degrees, index)
         result.append(tuple(_axis_range(space, axis, ranges) for axis in space.output))
     return result
+
+
+def tasks_array_boxes(space: Space, degrees: tuple[int, ...], names: tuple[str, ...]) -> list[Box]:
+    """The box of an array carrying labels `names` (a parameter) that each task holds, in task order."""
+    return [tuple(ranges.get(n, (0, space.size(n))) for n in names)
+            for ranges in (label_ranges(space, degrees, index) for index in task_grid(degrees))]
 
 
 def whole_labels(space: Space, degrees: tuple[int, ...]) -> frozenset[str]:
@@ -323,10 +351,14 @@ def param_labels(space: Space) -> frozenset[str]:
     return frozenset(n for _, names in space.params for n in names)
 
 
+def _copies(space: Space) -> frozenset[str]:
+    return frozenset(label.name for label in space.labels if label.role is Role.REPLICA)
+
+
 def replica_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
-    """Tasks holding the same parameter slice (same index on the parameters' labels): they all-reduce its
-    gradient before the update."""
-    return groups_by(space, degrees, param_labels(space))
+    """Tasks holding the same parameter slice (same index on the parameters' labels) from different data:
+    they all-reduce its gradient before the update (copies of one computation, `replicated`, do not)."""
+    return groups_by(space, degrees, param_labels(space) | _copies(space))
 
 
 def _carried(axes: tuple[Axis, ...]) -> frozenset[str]:
@@ -336,26 +368,26 @@ def _carried(axes: tuple[Axis, ...]) -> frozenset[str]:
 def partial_sum_groups(space: Space, degrees: tuple[int, ...], input_index: int) -> list[list[int]]:
     """Tasks reading the same box of input `input_index` (same index on the labels it carries): where the
     split divides a label it does not carry, each holds a partial sum of its gradient, summed over the group."""
-    return groups_by(space, degrees, _carried(space.inputs[input_index]))
+    return groups_by(space, degrees, _carried(space.inputs[input_index]) | _copies(space))
 
 
 def has_partial_input_gradient(space: Space, degrees: tuple[int, ...], input_index: int) -> bool:
     """Whether the split divides a config label input `input_index` does not carry (see `partial_sum_groups`)."""
-    carried = _carried(space.inputs[input_index])
+    carried = _carried(space.inputs[input_index]) | _copies(space)
     return any(d > 1 and name not in carried for name, d in zip(space.config_labels, degrees))
 
 
 def output_partial(space: Space, degrees: tuple[int, ...]) -> bool:
     """Whether each task's output is a partial sum: the split divides a label the output does not carry
     (a contracting label: a row-split dense, a vocabulary-split embedding), which is not a statistic."""
-    carried = _carried(space.output) | space.statistics
+    carried = _carried(space.output) | space.statistics | _copies(space)
     return any(d > 1 and name not in carried for name, d in zip(space.config_labels, degrees))
 
 
 def output_partial_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:
     """Tasks holding partial sums of one output box (same index on the output's labels): summed over the
     group before a consumer reads it (an all-reduce, or a reduce-scatter)."""
-    return groups_by(space, degrees, _carried(space.output))
+    return groups_by(space, degrees, _carried(space.output) | _copies(space))
 
 
 def statistics_groups(space: Space, degrees: tuple[int, ...]) -> list[list[int]]:

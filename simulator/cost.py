@@ -28,6 +28,7 @@ from models.documents import read_document
 from models.op import Op
 from simulator.errors import ProfileError
 from simulator.machine import DeviceSpec
+from soap.optimizer import Optimizer
 
 PROFILE_FORMAT = "soap-profile"
 PROFILE_VERSION = 2
@@ -61,6 +62,7 @@ class ConstantCostModel:
 class RooflineCostModel:
     device: DeviceSpec
     efficiency: float = 0.6
+    optimizer: Optimizer = Optimizer.SGD  # its update's traffic: 5 x the parameter bytes for SGD, 7 x for AdamW
 
     def _ms(self, flops: float, num_bytes: float) -> float:
         compute_s = flops / (self.efficiency * self.device.peak_flops_per_s)
@@ -70,7 +72,7 @@ class RooflineCostModel:
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
         forward_bytes = op.input_bytes + op.output_bytes + op.param_bytes
         return OpCost(self._ms(op.forward_flops, forward_bytes), self._ms(op.backward_flops, 2 * forward_bytes),
-                      self._ms(0, 5 * op.param_bytes))
+                      self._ms(0, self.optimizer.update_traffic * op.param_bytes))
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from models.op import local_op
 from simulator.cost import CostModel
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
+from soap.optimizer import Optimizer
 
 FORWARD, TRANSFER, STATS, BACKWARD, ALLREDUCE, UPDATE = (
     "forward", "transfer", "stats", "backward", "allreduce", "update")
@@ -117,18 +118,30 @@ def ring_allreduce_ms(num_bytes: int, ring_size: int, bandwidth_bytes_per_s: flo
     return (steps * latency_s + steps / ring_size * num_bytes / bandwidth_bytes_per_s) * 1e3
 
 
+def ring_reduce_scatter_ms(num_bytes: int, ring_size: int, bandwidth_bytes_per_s: float, latency_s: float) -> float:
+    """Ring reduce-scatter: r-1 steps, each moving bytes/r over the slowest link of the ring."""
+    steps = ring_size - 1
+    return (steps * latency_s + steps / ring_size * num_bytes / bandwidth_bytes_per_s) * 1e3
+
+
 class TaskGraphBuilder:
     """Builds the forward and backward segments of ops under a strategy, caching values by value."""
 
-    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
+    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel, optimizer: Optimizer = Optimizer.SGD):
         self.graph = graph
         self.machine = machine
         self.cost = cost
+        self.optimizer = optimizer
         self.num_ops = len(graph.ops)
         self._producers = [tuple(graph.index(p) for p in graph.producers(op.name)) for op in graph.ops]
         # (consumer, input index) for every input that reads the op: a consumer reading it twice is two.
         self._consumers = [tuple((graph.index(c), j) for c in graph.consumers(op.name)
                                  for j, p in enumerate(graph.producers(c)) if p == op.name) for op in graph.ops]
+        # Tied weights: for each op owning a weight other ops read, (reader, reader's param, owner's param).
+        self._tied_readers: list[list[tuple[int, str, str]]] = [[] for _ in graph.ops]
+        for reader, op in enumerate(graph.ops):
+            for name, owner in op.tied:
+                self._tied_readers[graph.index(owner)].append((reader, name, name))
         self._volumes: dict = {}
         self._output_boxes: dict = {}
         self._input_boxes: dict = {}
@@ -180,15 +193,18 @@ class TaskGraphBuilder:
         segments = {self.forward_segment_id(op_index), self.backward_segment_id(op_index)}
         segments.update(self.forward_segment_id(c) for c, _ in self._consumers[op_index])
         segments.update(self.backward_segment_id(p) for p in self._producers[op_index])
+        segments.update(self.backward_segment_id(self.graph.index(owner)) for _, owner in self.graph.ops[op_index].tied)
         return tuple(sorted(segments))
 
     def segment_key(self, segment: int, configs: tuple[ParallelConfig, ...]) -> tuple:
         """What a segment's tasks depend on: its id and the configs of the ops it reads (an op's forward:
-        the op and its producers; its backward: the op and its consumers). Equal keys, equal segments."""
+        the op and its producers; its backward: the op, its consumers and the readers of its tied weights).
+        Equal keys, equal segments."""
         if segment < self.num_ops:
             return (segment, configs[segment], *(configs[p] for p in self._producers[segment]))
         i = 2 * self.num_ops - 1 - segment
-        return (segment, configs[i], *(configs[c] for c, _ in self._consumers[i]))
+        return (segment, configs[i], *(configs[c] for c, _ in self._consumers[i]),
+                *(configs[reader] for reader, _, _ in self._tied_readers[i]))
 
     def segment(self, segment: int, configs: tuple[ParallelConfig, ...]) -> Segment:
         if segment < self.num_ops:
@@ -200,14 +216,23 @@ class TaskGraphBuilder:
     def volumes(self, producer: int, consumer: int, input_index: int,
                 producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> Flows:
         """Every non-empty intersection of what a consumer task reads with what a producer task wrote, from
-        producer task to consumer task. Independent of device ids, so cached by degrees."""
+        producer task to consumer task. Of a replicated producer (models.labels.replicated) only the first
+        copy of each shard is a source here; `_incoming` takes the copy on the reader's device where there
+        is one. Independent of device ids, so cached by degrees."""
         key = (producer, consumer, input_index, producer_degrees, consumer_degrees)
         cached = self._volumes.get(key)
         if cached is None:
-            cached = self._volumes[key] = _intersections(self._shard_boxes(producer, producer_degrees),
-                                                         self._needed_boxes(consumer, consumer_degrees, input_index),
-                                                         self.graph.ops[producer].dtype_bytes)
+            copies = self.copies(producer, producer_degrees)
+            flows = _intersections(self._shard_boxes(producer, producer_degrees)[::copies],
+                                   self._needed_boxes(consumer, consumer_degrees, input_index),
+                                   self.graph.ops[producer].dtype_bytes)
+            cached = self._volumes[key] = Flows(flows.source_tasks * copies, flows.tasks, flows.num_bytes)
         return cached
+
+    def copies(self, op_index: int, degrees: tuple[int, ...]) -> int:
+        """How many tasks compute each shard of the op (models.labels.replica_degree; the copies of a shard
+        are consecutive tasks)."""
+        return labels.replica_degree(self.graph.ops[op_index].space, degrees)
 
     def _shard_boxes(self, op_index: int, degrees: tuple[int, ...]) -> np.ndarray:
         """[task, dim, (begin, end)]: the output box of each task of the op under `degrees`."""
@@ -231,10 +256,24 @@ class TaskGraphBuilder:
 
     def backward_volumes(self, producer: int, consumer: int, input_index: int,
                          producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> Flows:
-        """`volumes` as the gradient flows back, from consumer task to producer task, in the same order."""
-        source_tasks, tasks, num_bytes = self.volumes(producer, consumer, input_index, producer_degrees,
-                                                      consumer_degrees)
-        return Flows(tasks, source_tasks, num_bytes)
+        """The intersections as the gradient flows back, from consumer task to producer task: every copy of
+        a replicated producer receives it, from the first copy of a replicated consumer's tasks (`_incoming`
+        takes the copy on the receiver's device where there is one)."""
+        key = (producer, consumer, input_index, producer_degrees, consumer_degrees, "backward")
+        cached = self._volumes.get(key)
+        if cached is None:
+            if self.copies(producer, producer_degrees) == 1 and self.copies(consumer, consumer_degrees) == 1:
+                source_tasks, tasks, num_bytes = self.volumes(producer, consumer, input_index, producer_degrees,
+                                                              consumer_degrees)
+                cached = Flows(tasks, source_tasks, num_bytes)
+            else:
+                copies = self.copies(consumer, consumer_degrees)
+                flows = _intersections(self._shard_boxes(producer, producer_degrees),
+                                       self._needed_boxes(consumer, consumer_degrees, input_index)[::copies],
+                                       self.graph.ops[producer].dtype_bytes)
+                cached = Flows(flows.tasks * copies, flows.source_tasks, flows.num_bytes)
+            self._volumes[key] = cached
+        return cached
 
     def _device_array(self, devices: tuple[int, ...]) -> np.ndarray:
         cached = self._device_arrays.get(devices)
@@ -251,23 +290,27 @@ class TaskGraphBuilder:
         return cached
 
     def param_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> tuple[int, ...]:
-        """The bytes of each parameter array's slice (a kernel, a bias) that one task holds."""
+        """The bytes of each parameter array's slice (a kernel, a bias) that one task holds and updates: a
+        tied weight another op owns is held, all-reduced and updated at its owner (`_tied_gradients`)."""
         key = (op_index, degrees)
         cached = self._param_slices.get(key)
         if cached is None:
-            local = local_op(self.graph.ops[op_index], degrees)
-            cached = tuple(math.prod(shape) * local.dtype_bytes for _, shape in local.param_shapes)
+            op = self.graph.ops[op_index]
+            local, tied = local_op(op, degrees), {name for name, _ in op.tied}
+            cached = tuple(math.prod(shape) * local.dtype_bytes for name, shape in local.param_shapes
+                           if name not in tied)
             self._param_slices[key] = cached
         return cached
 
     def kept_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
-        """What one task keeps on its device through the step: 3 x its parameter slice (weights, gradients,
-        momentum), its state slice and its output shard."""
+        """What one task keeps on its device through the step: its parameter slice, their gradients and the
+        optimizer's states (2 + states x the slice: 3 x for SGD with momentum, 4 x for AdamW), its state
+        slice and its output shard."""
         key = (op_index, degrees)
         cached = self._kept_bytes.get(key)
         if cached is None:
             local = local_op(self.graph.ops[op_index], degrees)
-            cached = self._kept_bytes[key] = (3 * sum(self.param_slice_bytes(op_index, degrees))
+            cached = self._kept_bytes[key] = ((2 + self.optimizer.states) * sum(self.param_slice_bytes(op_index, degrees))
                                               + local.state_count * local.dtype_bytes
                                               + math.prod(local.output_shape) * local.dtype_bytes)
         return cached
@@ -280,6 +323,32 @@ class TaskGraphBuilder:
             space = self.graph.ops[op_index].space
             cached = self._partial_inputs[key] = labels.has_partial_input_gradient(space, degrees, input_index)
         return cached
+
+    def partial_output(self, op_index: int, degrees: tuple[int, ...]) -> bool:
+        """Whether the op's tasks hold partial sums of their output under `degrees` (models.labels)."""
+        key = (op_index, degrees, None)
+        cached = self._partial_inputs.get(key)
+        if cached is None:
+            cached = self._partial_inputs[key] = labels.output_partial(self.graph.ops[op_index].space, degrees)
+        return cached
+
+    def output_partial_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
+        """Tasks holding partial sums of one output box (models.labels.output_partial_groups)."""
+        return self._groups(self._partial_sum_groups, (op_index, degrees, None), labels.output_partial_groups,
+                            op_index, degrees)
+
+    def _output_group_bytes(self, op_index: int, degrees: tuple[int, ...]) -> list[int]:
+        """The bytes of the output box each partial-output group sums."""
+        boxes = self._shard_boxes(op_index, degrees)
+        volumes = np.prod(boxes[:, :, 1] - boxes[:, :, 0], axis=1) * self.graph.ops[op_index].dtype_bytes
+        return [int(volumes[group[0]]) for group in self.output_partial_groups(op_index, degrees)]
+
+    def _input_group_bytes(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> list[int]:
+        """The bytes of the input box each partial-sum group of input `input_index`'s gradient sums."""
+        boxes = self._needed_boxes(op_index, degrees, input_index)
+        dtype_bytes = self.graph.ops[self._producers[op_index][input_index]].dtype_bytes
+        volumes = np.prod(boxes[:, :, 1] - boxes[:, :, 0], axis=1) * dtype_bytes
+        return [int(volumes[group[0]]) for group in self.partial_sum_groups(op_index, degrees, input_index)]
 
     def _splits_inner_dim(self, op_index: int, degrees: tuple[int, ...]) -> bool:
         return labels.splits_inner_dim(self.graph.ops[op_index].space, degrees)
@@ -480,8 +549,13 @@ class TaskGraphBuilder:
         for input_index, p in enumerate(self._producers[i]):
             source = configs[p]
             flows = self.volumes(p, i, input_index, source.degrees, degrees)
-            self._incoming(seg, p, p << 24 | _COMPUTE, source.devices, i, devices, flows, deps, tasks, memory,
-                           inner_dim=self._splits_inner_dim(p, source.degrees))
+            inner_dim = self._splits_inner_dim(p, source.degrees)
+            if self.partial_output(p, source.degrees):
+                groups = self.output_partial_groups(p, source.degrees)
+                self._summed_incoming(seg, p, groups, self._output_group_bytes(p, source.degrees), p << 24 | _COMPUTE,
+                                      source, i, devices, flows, deps, tasks, inner_dim)
+            else:
+                self._incoming(seg, p, p << 24 | _COMPUTE, source, i, devices, flows, deps, tasks, memory, inner_dim)
         self._stats(seg, i, config, deps, tasks)
         forward_ms = self.op_cost(i, degrees).forward_ms
         kept_bytes = self.kept_bytes(i, degrees)
@@ -502,12 +576,14 @@ class TaskGraphBuilder:
             source = configs[c]
             flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
+            inner_dim = self._splits_inner_dim(i, degrees)
             if self.partial_input(c, source.degrees, input_index):
-                self._summed_incoming(seg, c, input_index, source_base, source, i, devices, flows, deps, tasks,
-                                      inner_dim=self._splits_inner_dim(i, degrees))
+                groups = self.partial_sum_groups(c, source.degrees, input_index)
+                group_bytes = self._input_group_bytes(c, source.degrees, input_index)
+                self._summed_incoming(seg, c, groups, group_bytes, source_base, source, i, devices, flows, deps, tasks,
+                                      inner_dim)
             else:
-                self._incoming(seg, c, source_base, source.devices, i, devices, flows, deps, tasks, None,
-                               inner_dim=self._splits_inner_dim(i, degrees))
+                self._incoming(seg, c, source_base, source, i, devices, flows, deps, tasks, None, inner_dim)
         self._stats(seg, i, config, deps, tasks)
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
@@ -515,17 +591,70 @@ class TaskGraphBuilder:
             tasks.append(_new_task(Task, (base | k, BACKWARD, (i, k), (device,), backward_ms, tuple(deps[k]))))
         slice_bytes = self.param_slice_bytes(i, degrees)
         if slice_bytes:
-            tasks.extend(self._sync_and_update(i, config, seg, slice_bytes))
+            received = self._tied_gradients(seg, i, configs, tasks)
+            tasks.extend(self._sync_and_update(i, config, seg, slice_bytes, received))
         return Segment(tuple(tasks), {})
 
-    def _incoming(self, seg: int, source_op: int, source_base: int, source_devices: tuple[int, ...], i: int,
+    def _tied_gradients(self, seg: int, i: int, configs: tuple[ParallelConfig, ...],
+                        tasks: list[Task]) -> dict[int, list[int]]:
+        """The gradients of op i's weights that other ops read (tied), added to its own before its
+        all-reduce: each reader task's slice goes to every replica group of op i holding part of it, where
+        it is if a task of the group is on its device, else in one resharding to the group's first device.
+        Returns, per replica group, the keys its all-reduce (or update) waits for besides its own tasks."""
+        received: dict[int, list[int]] = {}
+        config = configs[i]
+        groups = self.replica_groups(i, config.degrees)
+        for reader, reader_param, param in self._tied_readers[i]:
+            source = configs[reader]
+            reader_boxes = self._param_boxes(reader, source.degrees, reader_param)
+            owner_boxes = self._param_boxes(i, config.degrees, param)[[group[0] for group in groups]]
+            flows = _intersections(reader_boxes, owner_boxes, self.graph.ops[i].dtype_bytes)
+            source_base = self.backward_segment_id(reader) << 24 | _COMPUTE
+            moves = []
+            for m, g, num_bytes in zip(*(column.tolist() for column in flows)):
+                group_devices = [config.devices[k] for k in groups[g]]
+                if source.devices[m] in group_devices:
+                    received.setdefault(g, []).append(source_base | m)
+                else:
+                    moves.append((m, groups[g][0], num_bytes))
+            if moves:
+                m, k, num_bytes = (np.array(column, dtype=np.int64) for column in zip(*moves))
+                deps = [[] for _ in config.devices]
+                self._reshard(seg, reader, i, Flows(m, k, num_bytes), source_base | m,
+                              self._device_array(source.devices)[m], self._device_array(config.devices)[k], deps,
+                              tasks, None, inner_dim=False)
+                leaders = {group[0]: g for g, group in enumerate(groups)}
+                for k_index in set(k.tolist()):
+                    received.setdefault(leaders[k_index], []).extend(deps[k_index])
+        return received
+
+    def _param_boxes(self, op_index: int, degrees: tuple[int, ...], param: str) -> np.ndarray:
+        """[task, axis, (begin, end)]: the slice of parameter `param` each task holds."""
+        key = (op_index, degrees, param)
+        cached = self._output_boxes.get(key)
+        if cached is None:
+            space = self.graph.ops[op_index].space
+            names = dict(space.params)[param]
+            cached = self._output_boxes[key] = np.array(labels.tasks_array_boxes(space, degrees, names),
+                                                        dtype=np.int64)
+        return cached
+
+    def _incoming(self, seg: int, source_op: int, source_base: int, source: ParallelConfig, i: int,
                   devices: tuple[int, ...], flows: Flows, deps: list[list[int]], tasks: list[Task],
                   memory: dict[int, int] | None, inner_dim: bool) -> None:
         """Wire the slices op i's tasks read from `source_op`'s tasks (activations forward, gradients
         backward): a dependency when on the same device; the slices on other devices move in ONE
-        resharding (see `_reshard`)."""
-        src = self._device_array(source_devices)[flows.source_tasks]
+        resharding (see `_reshard`). Of a replicated source, each slice comes from the copy on the reader's
+        device where there is one, else from the first copy."""
+        source_devices = self._device_array(source.devices)
         dst = self._device_array(devices)[flows.tasks]
+        copies = self.copies(source_op, source.degrees)
+        if copies > 1:
+            candidates = flows.source_tasks[:, None] + np.arange(copies)
+            on_device = source_devices[candidates] == dst[:, None]
+            flows = Flows(np.where(on_device.any(axis=1), candidates[np.arange(len(dst)), on_device.argmax(axis=1)],
+                                   flows.source_tasks), flows.tasks, flows.num_bytes)
+        src = source_devices[flows.source_tasks]
         local = src == dst
         for m, k in zip(flows.source_tasks[local].tolist(), flows.tasks[local].tolist()):
             deps[k].append(source_base | m)
@@ -535,21 +664,22 @@ class TaskGraphBuilder:
             self._reshard(seg, source_op, i, Flows(source_tasks, flows.tasks[moved], flows.num_bytes[moved]),
                           source_base | source_tasks, src[moved], dst[moved], deps, tasks, memory, inner_dim)
 
-    def _summed_incoming(self, seg: int, c: int, input_index: int, source_base: int, source: ParallelConfig, i: int,
-                         devices: tuple[int, ...], flows: Flows, deps: list[list[int]], tasks: list[Task],
-                         inner_dim: bool) -> None:
-        """The gradient flowing back into op i from consumer c, split on its output channels: the tasks of
-        one channel group (same shard but for the channels) read the same input box, and each computes a
-        partial sum of its gradient. XLA all-reduces the whole box over the group (the compiled step of a
-        channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input, f32[128,4096] for fc7's),
-        then each task of op i takes its slice: where it is, if its device is in the group, else in one
-        resharding from the group's first device."""
-        groups = self.partial_sum_groups(c, source.degrees, input_index)
+    def _summed_incoming(self, seg: int, source_op: int, groups: list[list[int]], group_bytes: list[int],
+                         source_base: int, source: ParallelConfig, i: int, devices: tuple[int, ...], flows: Flows,
+                         deps: list[list[int]], tasks: list[Task], inner_dim: bool) -> None:
+        """What op i reads from `source_op`, whose tasks hold partial sums: of the gradient of their input
+        (backward; a dense layer or conv split on its output channels) or of their output (forward; a split
+        contracting label: a row-split dense, a vocabulary-split embedding). The tasks of one group hold
+        partial sums of one box (`group_bytes[g]` bytes) and XLA sums it over the group's devices (the
+        compiled step of a channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input,
+        f32[128,4096] for fc7's): a reduce-scatter where the readers are on the group's devices and each
+        reads its own part of the box, else an all-reduce. Then each task of op i takes its slice: where it
+        is, if its device is in the group, else in one resharding from the group's first device."""
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
             reads.setdefault(n, []).append((k, num_bytes))
         moves = []
-        for group in groups:
+        for group, box_bytes in zip(groups, group_bytes):
             group_devices = [source.devices[n] for n in group]
             box = reads.get(group[0], [])
             ring = list(zip(group_devices, group_devices[1:] + group_devices[:1]))
@@ -557,8 +687,12 @@ class TaskGraphBuilder:
             if not self.machine.comm_overlaps_compute:
                 resources += tuple(group_devices)
             key = seg << 24 | _TRANSFER | len(tasks)
-            duration_ms = self._allreduce_ms(sum(num_bytes for _, num_bytes in box), ring)
-            tasks.append(_new_task(Task, (key, TRANSFER, (c, i), tuple(sorted(resources)), duration_ms,
+            readers = {devices[k] for k, _ in box}
+            scatter = (self.machine.reduce_scatter and len(box) > 1 and len(readers) == len(box)
+                       and readers <= set(group_devices)
+                       and sum(num_bytes for _, num_bytes in box) == box_bytes)
+            duration_ms = (self._reduce_scatter_ms if scatter else self._allreduce_ms)(box_bytes, ring)
+            tasks.append(_new_task(Task, (key, TRANSFER, (source_op, i), tuple(sorted(resources)), duration_ms,
                                           tuple(source_base | n for n in group))))
             for k, num_bytes in box:
                 if devices[k] in group_devices:
@@ -568,7 +702,7 @@ class TaskGraphBuilder:
         if moves:
             columns = (np.array(column, dtype=np.int64) for column in zip(*moves))
             keys, src, source_tasks, moved_tasks, num_bytes = columns
-            self._reshard(seg, c, i, Flows(source_tasks, moved_tasks, num_bytes), keys, src,
+            self._reshard(seg, source_op, i, Flows(source_tasks, moved_tasks, num_bytes), keys, src,
                           self._device_array(devices)[moved_tasks], deps, tasks, None, inner_dim)
 
     def _reshard(self, seg: int, source_op: int, i: int, moves: Flows, source_keys: np.ndarray, src: np.ndarray,
@@ -634,6 +768,15 @@ class TaskGraphBuilder:
             for k in group:
                 deps[k] = [key]
 
+    def _reduce_scatter_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
+        """A ring reduce-scatter of `num_bytes` (each device ends with its 1/r, summed): (r-1) steps of bytes/r,
+        half an all-reduce; on a machine with a measured all-reduce, that curve at half the bytes it moves."""
+        measured = self.machine.allreduce
+        if measured is not None:
+            return measured.transfer_ms((len(ring) - 1) / len(ring) * num_bytes)
+        slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
+        return ring_reduce_scatter_ms(num_bytes, len(ring), slowest.bandwidth_bytes_per_s, slowest.latency_s)
+
     def _allreduce_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
         measured = self.machine.allreduce
         if measured is not None:
@@ -641,15 +784,17 @@ class TaskGraphBuilder:
         slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
         return ring_allreduce_ms(num_bytes, len(ring), slowest.bandwidth_bytes_per_s, slowest.latency_s)
 
-    def _sync_and_update(self, i: int, config: ParallelConfig, seg: int, slice_bytes: tuple[int, ...]) -> list[Task]:
+    def _sync_and_update(self, i: int, config: ParallelConfig, seg: int, slice_bytes: tuple[int, ...],
+                         received: dict[int, list[int]] | None = None) -> list[Task]:
         """Per replica group: one all-reduce per parameter array, one after the other (XLA:CPU over gloo
         runs a combined all-reduce array by array: OWT's 10 conv arrays, 9 MB, took 37-43 ms in a step
-        against 20 ms priced per op, 2026-11-25), then the update of the task's slice."""
+        against 20 ms priced per op, 2026-11-25), then the update of the task's slice. A group waits for
+        `received[group]` too (its tied weights' gradients from their readers)."""
         tasks = []
         update_ms = self.op_cost(i, config.degrees).update_ms
         compute_base, update_base = seg << 24 | _COMPUTE, seg << 24 | _UPDATE
         for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
-            ready = tuple(compute_base | k for k in group)
+            ready = tuple(sorted({compute_base | k for k in group} | set((received or {}).get(group_index, ()))))
             if len(group) > 1:
                 devices = [config.devices[k] for k in group]
                 ring = list(zip(devices, devices[1:] + devices[:1]))

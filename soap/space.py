@@ -13,9 +13,15 @@ import functools
 import itertools
 import math
 
+from models.labels import Label, Role
 from models.op import Op
 from soap.config import ParallelConfig
 from soap.errors import InvalidConfigError
+
+
+def _size(label: Label, num_devices: int) -> int:
+    """What a label's degree must divide: its size, or for copies (models.labels.replicated) the devices."""
+    return num_devices if label.role is Role.REPLICA else label.size
 
 
 def divisors(n: int) -> tuple[int, ...]:
@@ -36,8 +42,8 @@ def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
             allowed = ", ".join(name for name in dims if name in space.splittable)
             raise InvalidConfigError(f"{where}: dim {label.name} cannot be split (degree {degree}); "
                                      f"splittable dims: {allowed}")
-        if label.size % degree:
-            valid = ", ".join(str(d) for d in divisors(label.size) if d <= num_devices)
+        if _size(label, num_devices) % degree:
+            valid = ", ".join(str(d) for d in divisors(_size(label, num_devices)) if d <= num_devices)
             raise InvalidConfigError(
                 f"{where}: output dim {label.name}={label.size} is not divisible by degree {degree}; "
                 f"valid degrees on {num_devices} devices: {valid}"
@@ -55,7 +61,8 @@ def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
 def valid_degrees(op: Op, num_devices: int) -> tuple[tuple[int, ...], ...]:
     """Every degree tuple that splits `op` into at most `num_devices` equal tasks."""
     per_dim = [
-        tuple(d for d in divisors(label.size) if d <= num_devices) if label.name in op.space.splittable else (1,)
+        tuple(d for d in divisors(_size(label, num_devices)) if d <= num_devices)
+        if label.name in op.space.splittable else (1,)
         for label in op.config_labels
     ]
     return tuple(combo for combo in itertools.product(*per_dim) if math.prod(combo) <= num_devices)
