@@ -49,7 +49,7 @@ from search.starts import (PricedCandidates, additive_start, narrower_data_paral
 from simulator.cost import CostModel
 from simulator.machine import Machine
 from simulator.simulate import Simulator
-from soap.baselines import BASELINES, random_strategy
+from soap.baselines import BASELINES, TENSOR_PARALLEL, baselines_for, random_strategy
 from soap.errors import BatchNotDivisibleError
 from soap.space import valid_degrees
 from soap.strategy import Strategy
@@ -144,7 +144,7 @@ def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Str
     """The baselines that exist for this graph and device count, and a note for those that do not (one
     note for all that need the batch split over every device, when the device count does not divide it)."""
     strategies, notes, unsplit = {}, [], []
-    for name, build in BASELINES.items():
+    for name, build in baselines_for(graph).items():
         try:
             strategies[name] = build(graph, num_devices)
         except BatchNotDivisibleError:
@@ -161,10 +161,11 @@ def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Str
 def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strategy], seed: int,
                   init: Strategy | None = None) -> list[tuple[str, Strategy]]:
     """Where the search starts: the user's strategy, data parallel, OWT, model parallel, one device (the
-    fastest where the links are slow and the batch small) and a random one."""
+    fastest where the links are slow and the batch small), Megatron's layouts for a transformer, and a
+    random one."""
     starts = ([(INIT_START, init)] if init else []) + [(name, baselines[name]) for name in
-                                                   ("data_parallel", "owt", "model_parallel", "single")
-                                                   if name in baselines]
+                                                   ("data_parallel", "owt", "model_parallel", "single",
+                                                    *TENSOR_PARALLEL) if name in baselines]
     return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed)))]
 
 
@@ -417,7 +418,8 @@ def recommend(result: SearchResult, min_gain: float = MIN_GAIN) -> Recommendatio
     """The search's best if it is simulated at least `min_gain` (a fraction) faster than every known start
     (the baselines and --init; not the random one, nor the starts the search derived by simulation, which
     are found strategies like its best), else the fastest known start."""
-    known = [(ms, name, start) for name, start, ms in result.starts if name in BASELINES or name == INIT_START]
+    known = [(ms, name, start) for name, start, ms in result.starts
+             if name in BASELINES or name in TENSOR_PARALLEL or name == INIT_START]
     if not known:
         return Recommendation(result.best, result.best_ms, None, "the search's best (no known start to compare)")
     known_ms, name, start = min(known, key=lambda entry: entry[0])
