@@ -62,31 +62,46 @@ class Options:
 
 
 def parse_args(argv: list[str] | None) -> Options:
-    parser = OneLineParser(prog="python -m search.optimize", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m search.optimize", description=__doc__.splitlines()[0],
+                           epilog="Writes strategy.json, report.json, trace.json, search.png and strategy.png "
+                                  "(with strategy.svg) to --out. Bad input is one line and exit 2; Ctrl-C keeps the "
+                                  "best found so far and exits 130.")
     parser.add_argument("--model", required=True, help=MODEL_HELP)
-    parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), help="number of devices")
-    parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), metavar="N",
+                        help="how many devices to split the model over (without GPUs: N worker processes, one "
+                             "pinned core each)")
+    parser.add_argument("--dataset", default="tiny-imagenet",
+                        help=f"the input images' shape and class count, one of: {', '.join(DATASETS)} "
+                             f"(default tiny-imagenet, 64x64; data is synthetic)")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                        help=f"images per step, over all devices (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--machine", default="local",
-                        help=f"local (default: the devices at hand, calibrated on first use and cached), a preset "
-                             f"({', '.join(PRESETS)}) priced by roofline, or a machine JSON path")
+                        help=f"what to price strategies on: local (default: the devices at hand, timed on first "
+                             f"use and cached), a datasheet preset ({', '.join(PRESETS)}; simulation only), or a "
+                             f"machine JSON file")
     parser.add_argument("--budget", type=positive_float("--budget"), metavar="SECONDS",
-                        help="search time budget (default: adapted to the model and the device count, said when "
-                             "the search begins); chains also stop when converged")
-    parser.add_argument("--iterations", type=positive_int("--iterations"), help="search iteration budget")
-    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
-    parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
-    parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
-    parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
-    parser.add_argument("--steps", type=positive_int("--steps"), default=10, help="timed steps per measured run")
+                        help="stop the search after this many seconds (default: adapted to the model and the device "
+                             "count, and said when the search begins); a search also stops once it stops improving")
+    parser.add_argument("--iterations", type=positive_int("--iterations"),
+                        help="stop the search after this many proposals in all, shared equally among its starts")
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0,
+                        help="random seed of the search: the same seed finds the same strategy (default 0)")
+    parser.add_argument("--out", metavar="FOLDER",
+                        help="where to write the files (default: a new folder ./runs/<time>-<model>-<dataset>-<N>gpu)")
+    parser.add_argument("--init", metavar="STRATEGY.json",
+                        help="also start the search from this strategy (a strategy.json an earlier run wrote)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="simulate only: do not run the strategies on the devices")
+    parser.add_argument("--steps", type=positive_int("--steps"), default=10,
+                        help="training steps timed in each measured run (default 10)")
     parser.add_argument("--rounds", type=positive_int("--rounds"), default=2,
-                        help="measured runs per strategy, interleaved; the fastest counts (default 2)")
+                        help="measured runs per strategy, taken in turns; the fastest counts (default 2)")
     parser.add_argument("--min-gain", type=percent("--min-gain"), default=MIN_GAIN, metavar="PERCENT",
-                        help=f"recommend the searched strategy only if simulated at least this much faster than "
-                             f"the best baseline (default {MIN_GAIN * 100:g})")
+                        help=f"recommend the strategy found only if it is simulated at least this much faster than "
+                             f"the best baseline, else recommend that baseline (default {MIN_GAIN * 100:g})")
     parser.add_argument("--descent", action="store_true",
-                        help="add greedy descents to the search's moves (search.descent): deeper optima, each "
-                             "descent hundreds to thousands of simulations")
+                        help="also try greedy descents during the search (search.descent): can find faster "
+                             "strategies, at hundreds to thousands of simulations each")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
                    args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain,
