@@ -8,8 +8,8 @@
 Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
 for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
 baseline when nothing found is at least --min-gain faster: search.strategy_search.recommend), then the
-searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to
---out. Ctrl-C stops the search, keeps the best so far, writes every file and exits 130. Bad input: one
+searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto), search.png and
+strategy.png / strategy.svg (search.picture: one panel per row of the table) to --out. Ctrl-C stops the search, keeps the best so far, writes every file and exits 130. Bad input: one
 line, exit 2.
 """
 
@@ -29,6 +29,7 @@ from models.resolve import MODEL_HELP, ResolvedModel, resolve_model
 from models.zoo import DEFAULT_BATCH_SIZE
 from search.mcmc import Budget
 from search.run import measure_strategies
+from search.picture import draw_strategies
 from search.report import StrategyRow, format_table, loss_mismatch, plot_search, report_document, write_report
 from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
                                     search_starts, search_strategy)
@@ -176,7 +177,7 @@ def _main(argv: list[str] | None) -> int:
     rows = _rows(graph, machine, cost_model, strategies, measured, chosen, reference)
     os.makedirs(out, exist_ok=True)
     strategy_file = os.path.join(out, "strategy.json")
-    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference)
+    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference, strategies)
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
@@ -184,7 +185,7 @@ def _main(argv: list[str] | None) -> int:
     print(f"\nsearched strategy ({result.iterations} iterations{descents} in {result.seconds:.1f} s, "
           f"best found at {result.best_found_at_s:.1f} s): {chosen.note}")
     print(chosen.strategy.describe(graph))
-    print(f"\nwrote {strategy_file}, report.json, trace.json, search.png in {out}")
+    print(f"\nwrote {strategy_file}, report.json, trace.json, search.png, strategy.png and strategy.svg in {out}")
     if interrupted:
         print("interrupted: kept the best strategy found so far", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -281,7 +282,7 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
 
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
-                 options, reference: float | None) -> None:
+                 options, reference: float | None, strategies: dict[str, Strategy]) -> None:
     write_atomic(strategy_file, strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
     simulator.full(chosen.strategy)
@@ -292,6 +293,15 @@ def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchR
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")
+    draw_strategies([os.path.join(out, "strategy.png"), os.path.join(out, "strategy.svg")], graph, strategies,
+                    options.gpus, machine.devices_per_node, {row.name: _panel_title(row, chosen.kept if row.name == "searched" else None) for row in rows})
+
+
+def _panel_title(row: StrategyRow, kept: str | None) -> str:
+    """A strategy's name and step times, as the table has them; `kept`: the baseline the searched row is."""
+    measured = f", {row.measured_step_ms:.1f} measured" if row.measured_step_ms is not None else ""
+    kept = f" (= {kept})" if kept else ""
+    return f"{row.name}{kept}\n{row.simulated_step_ms:.1f} ms simulated{measured}"
 
 
 if __name__ == "__main__":
