@@ -124,15 +124,14 @@ def draw_strategies(paths: Sequence[str], graph: OpGraph, strategies: Mapping[st
                     patches.append(Rectangle((x, row), 1, 1, facecolor=WHOLE))
                     whole_used = True
                     continue
+                height = 1 / len(split)
                 for band, i in enumerate(split):
                     used_roles.add(dims[i])
-                    height = 1 / len(split)
                     colour = _shade(ROLES[dims[i]][1], index[i], config.degrees[i])
                     patches.append(Rectangle((x, row + band * height), 1, height, facecolor=colour))
-                if column_in >= LABEL_MIN_COLUMN_IN and row_in >= 0.2:
-                    text = "\n".join(f"{ROLES[dims[i]][0]}{index[i] + 1}/{config.degrees[i]}" for i in split)
-                    ax.text(x + 0.5, row + 0.5, text, ha="center", va="center", fontsize=6.5 if len(split) == 1 else 5,
-                            linespacing=0.9, color="black")
+                    if column_in >= LABEL_MIN_COLUMN_IN and row_in * height >= 0.14:
+                        ax.text(x + 0.5, row + (band + 0.5) * height, f"{ROLES[dims[i]][0]}{index[i] + 1}/"
+                                f"{config.degrees[i]}", ha="center", va="center", fontsize=6.5 if height == 1 else 5)
         ax.add_collection(PatchCollection(patches, match_original=True, edgecolor="white", linewidth=0.5))
         for lane in range(lanes):
             left = lane * (num_devices + LANE_GAP)
