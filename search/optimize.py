@@ -9,8 +9,8 @@ Prints one table (simulated and measured step time, speedup over one device, pea
 for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
 baseline when nothing found is at least --min-gain faster: search.strategy_search.recommend), then the
 searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto), search.png and
-strategy.png / strategy.svg (search.picture: one panel per row of the table) to --out. Ctrl-C stops the search, keeps the best so far, writes every file and exits 130. Bad input: one
-line, exit 2.
+strategy.png / strategy.svg (search.picture: one panel per row of the table) to --out. Ctrl-C stops the
+search, keeps the best so far, writes every file and exits 130. Bad input: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -293,8 +293,9 @@ def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchR
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")
+    titles = {row.name: _panel_title(row, chosen.kept if row.name == "searched" else None) for row in rows}
     draw_strategies([os.path.join(out, "strategy.png"), os.path.join(out, "strategy.svg")], graph, strategies,
-                    options.gpus, machine.devices_per_node, {row.name: _panel_title(row, chosen.kept if row.name == "searched" else None) for row in rows})
+                    options.gpus, machine.devices_per_node, titles)
 
 
 def _panel_title(row: StrategyRow, kept: str | None) -> str:

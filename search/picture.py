@@ -130,8 +130,9 @@ def draw_strategies(paths: Sequence[str], graph: OpGraph, strategies: Mapping[st
                     colour = _shade(ROLES[dims[i]][1], index[i], config.degrees[i])
                     patches.append(Rectangle((x, row + band * height), 1, height, facecolor=colour))
                     if column_in >= LABEL_MIN_COLUMN_IN and row_in * height >= 0.14:
-                        ax.text(x + 0.5, row + (band + 0.5) * height, f"{ROLES[dims[i]][0]}{index[i] + 1}/"
-                                f"{config.degrees[i]}", ha="center", va="center", fontsize=6.5 if height == 1 else 5)
+                        label = f"{ROLES[dims[i]][0]}{index[i] + 1}/{config.degrees[i]}"
+                        ax.text(x + 0.5, row + (band + 0.5) * height, label, ha="center", va="center",
+                                fontsize=6.5 if height == 1 else 5)
         ax.add_collection(PatchCollection(patches, match_original=True, edgecolor="white", linewidth=0.5))
         for lane in range(lanes):
             left = lane * (num_devices + LANE_GAP)
@@ -152,8 +153,9 @@ def draw_strategies(paths: Sequence[str], graph: OpGraph, strategies: Mapping[st
         for side in ("top", "right", "bottom", "left"):
             ax.spines[side].set_visible(False)
     axes[0][0].set_yticks([row + 0.5 for row in row_names], list(row_names.values()), fontsize=font)
-    legend = [Patch(facecolor=LANE_BACKGROUND, label="computes none of the op")] + [Patch(facecolor=ROLES[role][1], label=f"{ROLES[role][0]}: {role} split") for role in ROLES
-              if role in used_roles]
+    legend = [Patch(facecolor=LANE_BACKGROUND, label="computes none of the op")]
+    legend += [Patch(facecolor=ROLES[role][1], label=f"{ROLES[role][0]}: {role} split") for role in ROLES
+               if role in used_roles]
     if whole_used:
         legend.append(Patch(facecolor=WHOLE, label="whole op"))
     figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=8, frameon=False)

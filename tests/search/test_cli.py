@@ -55,4 +55,5 @@ def test_a_missing_or_unknown_command_is_one_line(argv, message, capsys):
 
 def test_a_bad_flag_is_the_commands_own_one_line(capsys):
     assert entry_point()(["optimize", "--model", "alexnet", "--gpus", "0"]) == 2
-    assert capsys.readouterr().err == "error: argument --gpus: --gpus must be a positive integer, got 0; see python -m search.optimize --help\n"
+    assert capsys.readouterr().err == ("error: argument --gpus: --gpus must be a positive integer, got 0; "
+                                       "see python -m search.optimize --help\n")
