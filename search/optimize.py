@@ -241,6 +241,9 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
                 bar.set_postfix_str(f"building start: {what}")
 
             def searching(priced: list[tuple[str, float]], chosen: Budget) -> None:
+                if chosen.iterations is not None:  # the bar's end and its time left; chains may stop sooner
+                    bar.total = chosen.iterations
+                    bar.refresh()
                 tqdm.write(f"searching from {', '.join(name for name, _ in priced)} ({_budget_text(chosen, given)}; "
                            f"{time.perf_counter() - began:.1f} s spent building the starts; Ctrl-C stops and keeps "
                            f"the best)", file=sys.stderr)

@@ -71,3 +71,14 @@ def test_optimize_exits_1_and_marks_the_row_when_a_strategy_cannot_run(monkeypat
     row = next(line for line in captured.out.splitlines() if line.startswith("data_parallel"))
     assert "not run: worker 1 of 2 exited with code 1" in row
     assert (tmp_path / "report.json").exists() and (tmp_path / "strategy.json").exists()
+
+
+@pytest.mark.parametrize("took_s, failed, done, expected", [
+    pytest.param({}, {}, 0, "", id="nothing-run-yet"),
+    pytest.param({"single": 10.0}, {}, 1, "; about 50 s left", id="others-at-the-mean"),
+    pytest.param({"single": 10.0, "owt": 30.0}, {"owt": "not run"}, 3, "; about 30 s left", id="failed-skipped"),
+    pytest.param({"single": 100.0, "owt": 20.0}, {}, 2, "; about 3 min left", id="minutes"),
+])
+def test_time_left_prices_each_run_at_its_strategy_s_last(took_s, failed, done, expected):
+    strategies = dict.fromkeys(["single", "data_parallel", "owt"])
+    assert run_module._time_left(took_s, strategies, failed, 2, done) == expected
