@@ -28,7 +28,7 @@ from models.graph import OpGraph
 from models.resolve import MODEL_HELP, ResolvedModel, resolve_model
 from models.zoo import DEFAULT_BATCH_SIZE
 from search.mcmc import Budget
-from search.run import measure_strategies
+from search.run import WARMUP_STEPS, measure_strategies
 from search.picture import draw_strategies
 from search.report import StrategyRow, format_table, loss_mismatch, plot_search, report_document, write_report
 from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
@@ -169,7 +169,8 @@ def _main(argv: list[str] | None) -> int:
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run and not interrupted:
         try:
-            measured = _measure(graph, strategies, chosen, baselines, options, _initial(model))
+            measured = _measure(graph, strategies, chosen, baselines, options, _initial(model),
+                                Simulator(graph, machine, cost_model))
             reference = reference_loss(graph) if model.module is None else module_loss(model.module, graph)
             why_not = ""
         except KeyboardInterrupt:  # the search's result is still worth its files
@@ -204,14 +205,26 @@ def _initial(model: ResolvedModel) -> InitialValues | None:
 
 
 def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, baselines: dict[str, Strategy],
-             options: Options, initial: InitialValues | None) -> dict:
+             options: Options, initial: InitialValues | None, simulator: Simulator) -> dict:
     """Every strategy run for real; a kept baseline is the same strategy, run once and shown in both rows."""
     kept_baseline = chosen.kept in baselines
     distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
+    _warn_if_long(simulator, distinct, options)
     measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds, initial)
     if kept_baseline:
         measured["searched"] = measured[chosen.kept]
     return measured
+
+
+def _warn_if_long(simulator: Simulator, strategies: dict[str, Strategy], options: Options) -> None:
+    """A line before measured runs whose steps alone, at their simulated times, take a minute or more."""
+    steps = (WARMUP_STEPS + options.timed_steps) * options.rounds
+    seconds = steps * sum(simulator.full(strategy).step_ms for strategy in strategies.values()) / 1000
+    if seconds >= 60:
+        print(f"note: the measured runs take about {seconds / 60:.0f} min or more: {len(strategies)} strategies, "
+              f"each run {options.rounds}x for {WARMUP_STEPS + options.timed_steps} steps at its simulated step "
+              f"time, plus compiling (--steps and --rounds shorten it, --no-run skips it)", file=sys.stderr,
+              flush=True)
 
 
 def _search(graph, machine, cost_model, starts, options: Options) -> SearchResult:

@@ -28,6 +28,9 @@ from soap.strategy import Strategy
 from soap.timing import OtherLoad
 
 
+WARMUP_STEPS = 2  # compiled and run before the timed steps of each measured run
+
+
 class Measured(NamedTuple):
     """One strategy's measured step: the fastest run's median (ms) and how it varied, or why not run; and
     the loss of its first step (on the initial parameters and the first batch)."""
@@ -61,7 +64,7 @@ def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devi
                 began = time.perf_counter()
                 try:
                     runs[name].append(run(graph, strategy, num_devices,
-                                          RunConfig(warmup_steps=2, timed_steps=timed_steps), initial))
+                                          RunConfig(warmup_steps=WARMUP_STEPS, timed_steps=timed_steps), initial))
                 except SoapError as error:
                     failed[name] = f"not run: {error}"
                 took_s[name] = time.perf_counter() - began
