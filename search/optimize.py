@@ -262,9 +262,12 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
                            f"the best)", file=sys.stderr)
                 sys.stderr.flush()
 
-            return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
-                                   stop_requested=interrupted.is_set, on_building=building, on_starts=searching,
-                                   descent=options.descent)
+            result = search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
+                                     stop_requested=interrupted.is_set, on_building=building, on_starts=searching,
+                                     descent=options.descent)
+            bar.total = bar.n  # chains that converged end the search before its budget: the bar ends full
+            bar.set_postfix_str(f"best {result.best_ms:.3f} ms")
+            return result
     finally:
         signal.signal(signal.SIGINT, previous)
 
