@@ -12,11 +12,16 @@ from simulator.machine import PRESETS
 
 
 def add_model_flags(parser: argparse.ArgumentParser, sizes: tuple[int, ...]) -> None:
-    parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--dataset", help="default: tiny-imagenet, or imagenet-299 for a model that needs more")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=128)
-    parser.add_argument("--sizes", type=positive_int("--sizes"), nargs="+", default=sizes, metavar="GPUS")
-    parser.add_argument("--machine", default="p100-4x4", help=f"a preset machine: {', '.join(PRESETS)}")
+    parser.add_argument("--model", default="alexnet", help=f"the zoo model, one of: {', '.join(MODELS)} "
+                                                           f"(default alexnet)")
+    parser.add_argument("--dataset", help="the input images' shape (default: tiny-imagenet, or imagenet-299 for a "
+                                          "model that needs more)")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=128,
+                        help="images per step, over all devices (default 128)")
+    parser.add_argument("--sizes", type=positive_int("--sizes"), nargs="+", default=sizes, metavar="GPUS",
+                        help=f"the device counts to run, one row each (default {' '.join(map(str, sizes))})")
+    parser.add_argument("--machine", default="p100-4x4",
+                        help=f"the simulated machine, a preset: {', '.join(PRESETS)} (default p100-4x4)")
 
 
 def graph_of(args: argparse.Namespace) -> OpGraph:

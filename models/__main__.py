@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = OneLineParser(prog="python -m models", description=__doc__.splitlines()[0])
     parser.add_argument("model", help=MODEL_HELP)
-    parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--dataset", default="tiny-imagenet",
+                        help=f"the input images' shape and class count, one of: {', '.join(DATASETS)}")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                        help=f"images per step (default {DEFAULT_BATCH_SIZE}); shapes and FLOPs are per step")
     parser.add_argument("--json", metavar="PATH", help="also write the graph as JSON to PATH")
     args = parser.parse_args(argv)
     if args.json:

@@ -8,9 +8,9 @@
 Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
 for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
 baseline when nothing found is at least --min-gain faster: search.strategy_search.recommend), then the
-searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto) and search.png to
---out. Ctrl-C stops the search, keeps the best so far, writes every file and exits 130. Bad input: one
-line, exit 2.
+searched strategy op by op; writes strategy.json, report.json, trace.json (Perfetto), search.png and
+strategy.png / strategy.svg (search.picture: one panel per row of the table) to --out. Ctrl-C stops the
+search, keeps the best so far, writes every file and exits 130. Bad input: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from models.graph import OpGraph
 from models.resolve import MODEL_HELP, ResolvedModel, resolve_model
 from models.zoo import DEFAULT_BATCH_SIZE
 from search.mcmc import Budget
-from search.run import measure_strategies
+from search.run import WARMUP_STEPS, measure_strategies
+from search.picture import draw_strategies
 from search.report import StrategyRow, format_table, loss_mismatch, plot_search, report_document, write_report
 from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
                                     search_starts, search_strategy)
@@ -62,31 +63,46 @@ class Options:
 
 
 def parse_args(argv: list[str] | None) -> Options:
-    parser = OneLineParser(prog="python -m search.optimize", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m search.optimize", description=__doc__.splitlines()[0],
+                           epilog="Writes strategy.json, report.json, trace.json, search.png and strategy.png "
+                                  "(with strategy.svg) to --out. Bad input is one line and exit 2; Ctrl-C keeps the "
+                                  "best found so far and exits 130.")
     parser.add_argument("--model", required=True, help=MODEL_HELP)
-    parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), help="number of devices")
-    parser.add_argument("--dataset", default="tiny-imagenet", help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), metavar="N",
+                        help="how many devices to split the model over (without GPUs: N worker processes, one "
+                             "pinned core each)")
+    parser.add_argument("--dataset", default="tiny-imagenet",
+                        help=f"the input images' shape and class count, one of: {', '.join(DATASETS)} "
+                             f"(default tiny-imagenet, 64x64; data is synthetic)")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                        help=f"images per step, over all devices (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--machine", default="local",
-                        help=f"local (default: the devices at hand, calibrated on first use and cached), a preset "
-                             f"({', '.join(PRESETS)}) priced by roofline, or a machine JSON path")
+                        help=f"what to price strategies on: local (default: the devices at hand, timed on first "
+                             f"use and cached), a datasheet preset ({', '.join(PRESETS)}; simulation only), or a "
+                             f"machine JSON file")
     parser.add_argument("--budget", type=positive_float("--budget"), metavar="SECONDS",
-                        help="search time budget (default: adapted to the model and the device count, said when "
-                             "the search begins); chains also stop when converged")
-    parser.add_argument("--iterations", type=positive_int("--iterations"), help="search iteration budget")
-    parser.add_argument("--seed", type=natural_int("--seed"), default=0)
-    parser.add_argument("--out", help="output folder (default: a new folder under ./runs/)")
-    parser.add_argument("--init", metavar="STRATEGY.json", help="also start the search from this strategy")
-    parser.add_argument("--no-run", action="store_true", help="simulate only; do not run the strategies")
-    parser.add_argument("--steps", type=positive_int("--steps"), default=10, help="timed steps per measured run")
+                        help="stop the search after this many seconds (default: adapted to the model and the device "
+                             "count, and said when the search begins); a search also stops once it stops improving")
+    parser.add_argument("--iterations", type=positive_int("--iterations"),
+                        help="stop the search after this many proposals in all, shared equally among its starts")
+    parser.add_argument("--seed", type=natural_int("--seed"), default=0,
+                        help="random seed of the search: the same seed finds the same strategy (default 0)")
+    parser.add_argument("--out", metavar="FOLDER",
+                        help="where to write the files (default: a new folder ./runs/<time>-<model>-<dataset>-<N>gpu)")
+    parser.add_argument("--init", metavar="STRATEGY.json",
+                        help="also start the search from this strategy (a strategy.json an earlier run wrote)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="simulate only: do not run the strategies on the devices")
+    parser.add_argument("--steps", type=positive_int("--steps"), default=10,
+                        help="training steps timed in each measured run (default 10)")
     parser.add_argument("--rounds", type=positive_int("--rounds"), default=2,
-                        help="measured runs per strategy, interleaved; the fastest counts (default 2)")
+                        help="measured runs per strategy, taken in turns; the fastest counts (default 2)")
     parser.add_argument("--min-gain", type=percent("--min-gain"), default=MIN_GAIN, metavar="PERCENT",
-                        help=f"recommend the searched strategy only if simulated at least this much faster than "
-                             f"the best baseline (default {MIN_GAIN * 100:g})")
+                        help=f"recommend the strategy found only if it is simulated at least this much faster than "
+                             f"the best baseline, else recommend that baseline (default {MIN_GAIN * 100:g})")
     parser.add_argument("--descent", action="store_true",
-                        help="add greedy descents to the search's moves (search.descent): deeper optima, each "
-                             "descent hundreds to thousands of simulations")
+                        help="also try greedy descents during the search (search.descent): can find faster "
+                             "strategies, at hundreds to thousands of simulations each")
     args = parser.parse_args(argv)
     return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
                    args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain,
@@ -153,7 +169,8 @@ def _main(argv: list[str] | None) -> int:
         why_not = f"machine {machine.name} is not the devices at hand; --machine local runs them"
     elif not options.no_run and not interrupted:
         try:
-            measured = _measure(graph, strategies, chosen, baselines, options, _initial(model))
+            measured = _measure(graph, strategies, chosen, baselines, options, _initial(model),
+                                Simulator(graph, machine, cost_model))
             reference = reference_loss(graph) if model.module is None else module_loss(model.module, graph)
             why_not = ""
         except KeyboardInterrupt:  # the search's result is still worth its files
@@ -161,7 +178,7 @@ def _main(argv: list[str] | None) -> int:
     rows = _rows(graph, machine, cost_model, strategies, measured, chosen, reference)
     os.makedirs(out, exist_ok=True)
     strategy_file = os.path.join(out, "strategy.json")
-    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference)
+    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference, strategies)
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
@@ -169,7 +186,7 @@ def _main(argv: list[str] | None) -> int:
     print(f"\nsearched strategy ({result.iterations} iterations{descents} in {result.seconds:.1f} s, "
           f"best found at {result.best_found_at_s:.1f} s): {chosen.note}")
     print(chosen.strategy.describe(graph))
-    print(f"\nwrote {strategy_file}, report.json, trace.json, search.png in {out}")
+    print(f"\nwrote {strategy_file}, report.json, trace.json, search.png, strategy.png and strategy.svg in {out}")
     if interrupted:
         print("interrupted: kept the best strategy found so far", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -188,14 +205,26 @@ def _initial(model: ResolvedModel) -> InitialValues | None:
 
 
 def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, baselines: dict[str, Strategy],
-             options: Options, initial: InitialValues | None) -> dict:
+             options: Options, initial: InitialValues | None, simulator: Simulator) -> dict:
     """Every strategy run for real; a kept baseline is the same strategy, run once and shown in both rows."""
     kept_baseline = chosen.kept in baselines
     distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
+    _warn_if_long(simulator, distinct, options)
     measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds, initial)
     if kept_baseline:
         measured["searched"] = measured[chosen.kept]
     return measured
+
+
+def _warn_if_long(simulator: Simulator, strategies: dict[str, Strategy], options: Options) -> None:
+    """A line before measured runs whose steps alone, at their simulated times, take a minute or more."""
+    steps = (WARMUP_STEPS + options.timed_steps) * options.rounds
+    seconds = steps * sum(simulator.full(strategy).step_ms for strategy in strategies.values()) / 1000
+    if seconds >= 60:
+        print(f"note: the measured runs take about {seconds / 60:.0f} min or more: {len(strategies)} strategies, "
+              f"each run {options.rounds}x for {WARMUP_STEPS + options.timed_steps} steps at its simulated step "
+              f"time, plus compiling (--steps and --rounds shorten it, --no-run skips it)", file=sys.stderr,
+              flush=True)
 
 
 def _search(graph, machine, cost_model, starts, options: Options) -> SearchResult:
@@ -225,14 +254,20 @@ def _search(graph, machine, cost_model, starts, options: Options) -> SearchResul
                 bar.set_postfix_str(f"building start: {what}")
 
             def searching(priced: list[tuple[str, float]], chosen: Budget) -> None:
+                if chosen.iterations is not None:  # the bar's end and its time left; chains may stop sooner
+                    bar.total = chosen.iterations
+                    bar.refresh()
                 tqdm.write(f"searching from {', '.join(name for name, _ in priced)} ({_budget_text(chosen, given)}; "
                            f"{time.perf_counter() - began:.1f} s spent building the starts; Ctrl-C stops and keeps "
                            f"the best)", file=sys.stderr)
                 sys.stderr.flush()
 
-            return search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
-                                   stop_requested=interrupted.is_set, on_building=building, on_starts=searching,
-                                   descent=options.descent)
+            result = search_strategy(graph, machine, cost_model, starts, budget, options.seed, on_iteration=progress,
+                                     stop_requested=interrupted.is_set, on_building=building, on_starts=searching,
+                                     descent=options.descent)
+            bar.total = bar.n  # chains that converged end the search before its budget: the bar ends full
+            bar.set_postfix_str(f"best {result.best_ms:.3f} ms")
+            return result
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -266,7 +301,7 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
 
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
-                 options, reference: float | None) -> None:
+                 options, reference: float | None, strategies: dict[str, Strategy]) -> None:
     write_atomic(strategy_file, strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
     simulator.full(chosen.strategy)
@@ -277,6 +312,16 @@ def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchR
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")
+    titles = {row.name: _panel_title(row, chosen.kept if row.name == "searched" else None) for row in rows}
+    draw_strategies([os.path.join(out, "strategy.png"), os.path.join(out, "strategy.svg")], graph, strategies,
+                    options.gpus, machine.devices_per_node, titles)
+
+
+def _panel_title(row: StrategyRow, kept: str | None) -> str:
+    """A strategy's name and step times, as the table has them; `kept`: the baseline the searched row is."""
+    measured = f", {row.measured_step_ms:.1f} measured" if row.measured_step_ms is not None else ""
+    kept = f" (= {kept})" if kept else ""
+    return f"{row.name}{kept}\n{row.simulated_step_ms:.1f} ms simulated{measured}"
 
 
 if __name__ == "__main__":

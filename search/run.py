@@ -17,6 +17,7 @@ counts; the slowest run's median is kept beside it, to show how noisy the machin
 from __future__ import annotations
 
 import sys
+import time
 from typing import NamedTuple
 
 from models.errors import SoapError
@@ -25,6 +26,9 @@ from soap.devices import ClusterJob, run_on_cluster
 from soap.runner import InitialValues, RunConfig
 from soap.strategy import Strategy
 from soap.timing import OtherLoad
+
+
+WARMUP_STEPS = 2  # compiled and run before the timed steps of each measured run
 
 
 class Measured(NamedTuple):
@@ -46,21 +50,38 @@ def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devi
     run = _run_here if jax.default_backend() != "cpu" else _run_on_cluster
     runs: dict[str, list] = {name: [] for name in strategies}
     failed: dict[str, str] = {}
+    took_s: dict[str, float] = {}  # each strategy's last run, compilation included: what its next one takes
+    total = rounds * len(strategies)
     with OtherLoad() as load:
         for round_number in range(rounds):
-            for name, strategy in strategies.items():
+            for position, (name, strategy) in enumerate(strategies.items()):
                 if name in failed:
                     continue
-                print(f"running {name} on {num_devices} local devices (round {round_number + 1} of {rounds}) ...",
+                done = round_number * len(strategies) + position
+                print(f"running {name} on {num_devices} local devices (run {done + 1} of {total}, round "
+                      f"{round_number + 1} of {rounds}){_time_left(took_s, strategies, failed, rounds, done)} ...",
                       file=sys.stderr, flush=True)
+                began = time.perf_counter()
                 try:
                     runs[name].append(run(graph, strategy, num_devices,
-                                          RunConfig(warmup_steps=2, timed_steps=timed_steps), initial))
+                                          RunConfig(warmup_steps=WARMUP_STEPS, timed_steps=timed_steps), initial))
                 except SoapError as error:
                     failed[name] = f"not run: {error}"
+                took_s[name] = time.perf_counter() - began
     if note := load.busy_note("the measured runs"):
         print(note, file=sys.stderr, flush=True)
     return {name: Measured(None, failed[name]) if name in failed else _fastest(runs[name]) for name in strategies}
+
+
+def _time_left(took_s: dict[str, float], strategies: dict, failed: dict, rounds: int, done: int) -> str:
+    """"; about N s left" for the runs from number `done` on, each priced at its strategy's last run (one not
+    run yet at the mean of those that have); "" before any run has ended."""
+    if not took_s:
+        return ""
+    mean_s = sum(took_s.values()) / len(took_s)
+    names = [name for _ in range(rounds) for name in strategies][done:]
+    left_s = sum(took_s.get(name, mean_s) for name in names if name not in failed)
+    return f"; about {left_s / 60:.0f} min left" if left_s >= 90 else f"; about {left_s:.0f} s left"
 
 
 def _run_on_cluster(graph: OpGraph, strategy: Strategy, num_devices: int, config: RunConfig,

@@ -36,13 +36,16 @@ def _main(argv: list[str] | None) -> int:
     parser = OneLineParser(prog="python -m soap.cluster", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the job folder (created if missing)")
     parser.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--dataset", default="tiny-imagenet")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--workers", type=positive_int("--workers"), required=True, help="one per device")
-    parser.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="process 0's host and a free port")
+    parser.add_argument("--dataset", default="tiny-imagenet",
+                        help="the input images' shape and class count (models.datasets; default tiny-imagenet)")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                        help=f"images per step, over all workers (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--workers", type=positive_int("--workers"), required=True, help="how many workers will join: one per device")
+    parser.add_argument("--coordinator", required=True, metavar="HOST:PORT", help="the host worker 0 runs on, and a port free there")
     parser.add_argument("--strategy", required=True, help=f"a strategy.json or a baseline ({', '.join(BASELINES)})")
-    parser.add_argument("--steps", type=positive_int("--steps"), default=3, help="steps whose losses are kept")
-    parser.add_argument("--timed-steps", type=positive_int("--timed-steps"), default=10)
+    parser.add_argument("--steps", type=positive_int("--steps"), default=3, help="training steps whose losses are printed (default 3)")
+    parser.add_argument("--timed-steps", type=positive_int("--timed-steps"), default=10,
+                        help="steps timed after those, for the median step time (default 10)")
     parser.add_argument("--pin", action="store_true", help="pin worker i to core i (several workers on one host)")
     args = parser.parse_args(argv)
     host, _, port = args.coordinator.rpartition(":")

@@ -31,6 +31,8 @@ def check_outputs(out, gpus=2):
     trace = json.loads((out / "trace.json").read_text())
     assert any(event["ph"] == "X" for event in trace["traceEvents"])
     assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "strategy.png").read_bytes()[:4] == b"\x89PNG"
+    assert b"<svg" in (out / "strategy.svg").read_bytes()[:1000]
     return report, strategy
 
 

@@ -2,6 +2,7 @@
 makes search.optimize exit 1), never hidden. The runs here are fakes of one cluster job each."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -71,3 +72,32 @@ def test_optimize_exits_1_and_marks_the_row_when_a_strategy_cannot_run(monkeypat
     row = next(line for line in captured.out.splitlines() if line.startswith("data_parallel"))
     assert "not run: worker 1 of 2 exited with code 1" in row
     assert (tmp_path / "report.json").exists() and (tmp_path / "strategy.json").exists()
+
+
+def test_optimize_says_before_measured_runs_that_take_minutes(monkeypatch, tmp_path, capsys):
+    from search import optimize
+    from simulator.cost import RooflineCostModel
+    from simulator.machine import machine_preset
+
+    local = dataclasses.replace(machine_preset("p100x2-pcie", 2), name="local")
+    monkeypatch.setattr(optimize, "calibrate_local",
+                        lambda options, graph: (local, RooflineCostModel(local.device), "costs: fake"))
+    monkeypatch.setattr(run_module, "_run_on_cluster", lambda *args: (StepTime(1.0, 1, 1, 1, 1, 10), None, 2.5))
+    argv = ["--model", "alexnet", "--gpus", "2", "--batch-size", "8", "--iterations", "50", "--rounds", "1",
+            "--out", str(tmp_path)]
+    assert optimize.main(argv + ["--steps", "10"]) == 0
+    assert "note: the measured runs take" not in capsys.readouterr().err
+    assert optimize.main(argv + ["--steps", "100000"]) == 0
+    assert re.search(r"note: the measured runs take about \d+ min or more: \d strategies, each run 1x for 100002 steps",
+                     capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("took_s, failed, done, expected", [
+    pytest.param({}, {}, 0, "", id="nothing-run-yet"),
+    pytest.param({"single": 10.0}, {}, 1, "; about 50 s left", id="others-at-the-mean"),
+    pytest.param({"single": 10.0, "owt": 30.0}, {"owt": "not run"}, 3, "; about 30 s left", id="failed-skipped"),
+    pytest.param({"single": 100.0, "owt": 20.0}, {}, 2, "; about 3 min left", id="minutes"),
+])
+def test_time_left_prices_each_run_at_its_strategy_s_last(took_s, failed, done, expected):
+    strategies = dict.fromkeys(["single", "data_parallel", "owt"])
+    assert run_module._time_left(took_s, strategies, failed, 2, done) == expected

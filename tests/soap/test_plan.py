@@ -1,6 +1,6 @@
-"""The plan for a user's own training step (soap.plan): the README's example runs as written; the user's
-own jitted nnx step with the plan gives one device's loss, parameters and batch-norm averages for data
-parallel, OWT, channel and spatial splits on 2 and 4 CPU devices; the state shardings match
+"""The plan for a user's own training step (soap.plan): the example of docs/your-model.md runs as written;
+the user's own jitted nnx step with the plan gives one device's loss, parameters and batch-norm averages
+for data parallel, OWT, channel and spatial splits on 2 and 4 CPU devices; the state shardings match
 nnx.state(model); a strategy of several stages, or a strategy file that cannot be read, is one line."""
 
 import re
@@ -23,7 +23,7 @@ from soap.space import validate_config
 from soap.strategy import Strategy, strategy_to_json
 from tests.models.test_importer import BATCH, DATASET, ResidualCNN, _build
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+YOUR_MODEL_MD = Path(__file__).resolve().parents[2] / "docs" / "your-model.md"
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
@@ -61,15 +61,15 @@ def _assert_same_step(loss, model, expected_loss, expected_model):
         np.testing.assert_allclose(got[path], value, rtol=1e-5, atol=1e-7, err_msg=str(path))
 
 
-def _readme_example() -> str:
-    section = README.read_text().split("## Your own flax model", 1)[1]
+def _docs_example() -> str:
+    section = YOUR_MODEL_MD.read_text().split("## Train it in your own loop", 1)[1]
     (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
     return code
 
 
-def test_the_readme_example_runs_as_written_with_one_device_s_numerics(capsys):
-    namespace = {"__name__": "readme_example"}
-    exec(compile(_readme_example(), str(README), "exec"), namespace)
+def test_the_docs_example_runs_as_written_with_one_device_s_numerics(capsys):
+    namespace = {"__name__": "docs_example"}
+    exec(compile(_docs_example(), str(YOUR_MODEL_MD), "exec"), namespace)
     assert re.fullmatch(r"loss \d+\.\d{4}; fc kernel split P\(None, 'channel'\)\n", capsys.readouterr().out)
     one_device = namespace["Net"](rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
