@@ -377,6 +377,11 @@ def has_partial_input_gradient(space: Space, degrees: tuple[int, ...], input_ind
     return any(d > 1 and name not in carried for name, d in zip(space.config_labels, degrees))
 
 
+def output_labels(space: Space) -> frozenset[str]:
+    """The labels the output carries."""
+    return _carried(space.output)
+
+
 def output_partial(space: Space, degrees: tuple[int, ...]) -> bool:
     """Whether each task's output is a partial sum: the split divides a label the output does not carry
     (a contracting label: a row-split dense, a vocabulary-split embedding), which is not a statistic."""

@@ -5,9 +5,10 @@
 
 In a panel, ops run down in program order and devices across. The cell of (op, device) is the slice of
 the op's output that device computes (task k computes output shard k on devices[k]: soap.config), drawn
-as one band per dim the op is split on, in that dim's colour (sample: the batch; channel: the output
-channels, which splits the weights; height and width: the image), shaded by the slice's index along the
-dim, lightest first, and labelled with it (`S2/4`: the second of four batch slices) where the cells are
+as one band per label the op is split on, in its role's colour (sample: the batch; channel: the output
+channels, which splits the weights; height and width: the image; heads, sequence, hidden, vocab for
+transformers; replica: a copy of the whole op), hatched where the label is contracted (the device holds a
+partial sum), shaded by the slice's index along the label, lightest first, and labelled with it (`S2/4`: the second of four batch slices) where the cells are
 large enough. A grey cell computes the whole op; an empty one none of it. So data parallelism is a blue
 block, OWT blue convolutions over orange dense layers, and ops on a subset of the devices leave the
 others blank.
@@ -25,11 +26,11 @@ from collections.abc import Mapping, Sequence
 
 from models.cli import write_figure
 from models.graph import OpGraph
+from models.labels import output_labels
 from soap.strategy import Strategy
 
-# One colour per role a degree can split, with the letter of its label. Heads, sequence, hidden and
-# vocab are the transformer roles (ARCHITECTURE.md, next wave); listing them here keeps their colours apart
-# from the image roles' once ops carry them.
+# One colour per label role a degree can split (models.labels.Role), with the letter of its label; a band of
+# a label the output does not carry (a contracting label: the device holds a partial sum) is hatched.
 ROLES = {
     "sample": ("S", "#1f77b4"),
     "channel": ("C", "#ff7f0e"),
@@ -39,6 +40,7 @@ ROLES = {
     "sequence": ("L", "#8c564b"),
     "hidden": ("D", "#bcbd22"),
     "vocab": ("V", "#e377c2"),
+    "replica": ("R", "#7f7f7f"),
 }
 WHOLE = "#b0b0b0"
 LANE_BACKGROUND = "#f3f3f3"  # a device that computes nothing of an op
@@ -115,7 +117,9 @@ def draw_strategies(paths: Sequence[str], graph: OpGraph, strategies: Mapping[st
         for op in graph.ops:
             row, lane = places[op.name]
             config = strategy[op.name]
-            dims = [dim.value for dim in op.output_dims]
+            dims = [label.role.value for label in op.config_labels]
+            partial = [label.name not in output_labels(op.space) and label.role.value != "replica"
+                       and label.name not in op.space.statistics for label in op.config_labels]
             split = [i for i, degree in enumerate(config.degrees) if degree > 1]
             for task, device in enumerate(config.devices):
                 x = lane * (num_devices + LANE_GAP) + device
@@ -128,7 +132,8 @@ def draw_strategies(paths: Sequence[str], graph: OpGraph, strategies: Mapping[st
                 for band, i in enumerate(split):
                     used_roles.add(dims[i])
                     colour = _shade(ROLES[dims[i]][1], index[i], config.degrees[i])
-                    patches.append(Rectangle((x, row + band * height), 1, height, facecolor=colour))
+                    patches.append(Rectangle((x, row + band * height), 1, height, facecolor=colour,
+                                             hatch="////" if partial[i] else None))
                     if column_in >= LABEL_MIN_COLUMN_IN and row_in * height >= 0.14:
                         label = f"{ROLES[dims[i]][0]}{index[i] + 1}/{config.degrees[i]}"
                         ax.text(x + 0.5, row + (band + 0.5) * height, label, ha="center", va="center",
