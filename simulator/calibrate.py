@@ -4,18 +4,21 @@
     python -m search.optimize --model alexnet --gpus 2 --machine local     # calibrates (or loads) first
 
 1. Every local op (models.op.local_op) that the SOAP space can produce for the model on N devices is
-   timed, forward and backward, on one device: on the CPU, a pinned core of a local-cluster worker
+   timed, forward, backward and the optimizer update each as its own program (simulator.measure), on one
+   device: on the CPU, a pinned core of a local-cluster worker
    (soap.devices) while the N workers all time the same ops at once, as in a parallel step; on GPUs,
    the first GPU of this process, which drives them all (the links below are measured the same way).
    Timings go into a profile (simulator.cost.TableCostModel) keyed by device kind, JAX version (with
    models.network.OPS_VERSION, how the ops are computed) and the local op's cost key; a second run finds
-   them in the cache.
+   them in the cache. An entry that fails its checks (a component not above 0, an interval wider than
+   +-20%) is measured again; after 3 measurements it is kept, flagged in the profile and said, and the
+   calibration goes on.
 2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices)
    and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB and fitted to latency +
    bytes / bandwidth (simulator.linkfit); whether communication overlaps compute is measured too. The
    result is the machine `local`, written beside the profile.
-A corrupt or stale cache file is reported, set aside and rebuilt; a profile of another device kind or
-JAX version is never used.
+A corrupt cache file, or one written by another profile format, is reported, set aside and measured
+again; a profile of another device kind or JAX version is never used.
 """
 
 from __future__ import annotations
@@ -33,16 +36,19 @@ from models.graph import OpGraph
 from models.graph_file import graph_to_json
 from models.op import Op
 from simulator.calibration_plan import needed_local_ops
-from simulator.cost import OpCost, TableCostModel, profile_from_json
+from simulator.cost import MEASUREMENTS, OPTIMIZERS, ProfileEntry, TableCostModel, entry_from_json, profile_from_json
 from simulator.errors import ProfileError
 from simulator.linkfit import LinkFit, fit_link
 from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, machine_to_json
+from soap.optimizer import Optimizer
 
 # How the links are measured; a machine cached by another version is measured again. 2: resharding
 # (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo. 3: resharding
 # an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
 # by their timings, not a fitted line.
 LINKS_VERSION = 3
+# Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
+# written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
 
 
@@ -63,7 +69,8 @@ class CachePaths:
 
 
 def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> TableCostModel:
-    """The cached profile, or an empty one; a corrupt or foreign file is said, set aside and rebuilt."""
+    """The cached profile, or an empty one; a corrupt, foreign or older-format file is said, set aside and
+    rebuilt."""
     empty = TableCostModel(device_kind, jax_version, {}, str(path))
     if not path.exists():
         return empty
@@ -92,9 +99,8 @@ def save_profile(path: Path, profile: TableCostModel) -> None:
     write_atomic(str(path), profile.to_json())  # an interrupted write never leaves a corrupt profile
 
 
-def with_entry(profile: TableCostModel, op: Op, cost: OpCost) -> TableCostModel:
-    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, op.cost_key: cost},
-                          profile.source)
+def with_entry(profile: TableCostModel, op: Op, entry: ProfileEntry) -> TableCostModel:
+    return _with_entries(profile, {op.cost_key: entry})
 
 
 @dataclass(frozen=True)
@@ -171,19 +177,38 @@ def cpu_kind(busy_cores: int) -> str:
     return f"cpu-core {model} ({busy_cores} busy)"
 
 
-def _read_ops_log(folder: Path) -> dict[str, OpCost]:
+def _read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
     entries = {}
     path = folder / "ops.jsonl"
     if path.exists():
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            entries[record["key"]] = OpCost(record["forward_ms"], record["backward_ms"], record["update_ms"])
+            entries[record["key"]] = entry_from_json(record)
     return entries
 
 
+def _needs_measuring(op: Op, profile: TableCostModel) -> bool:
+    """Not in the profile, or without the update of the profile's optimizer for an op with parameters."""
+    entry = profile.entries.get(op.cost_key)
+    return entry is None or bool(op.param_bytes) and entry.update(profile.optimizer) is None
+
+
+def _merged(old: ProfileEntry | None, new: ProfileEntry) -> ProfileEntry:
+    """`new`, keeping the updates of other optimizers that `old` (the cached entry) holds."""
+    updates = {**dict(old.updates if old else ()), **dict(new.updates)}
+    return ProfileEntry(new.forward, new.backward, tuple(sorted(updates.items())), new.flags)
+
+
+def flagged_lines(entries: dict[str, ProfileEntry]) -> list[str]:
+    """One line per entry kept despite failing its checks, for the calibration's report."""
+    return [f"flagged [{key}]: {'; '.join(entry.flags)}" for key, entry in sorted(entries.items()) if entry.flags]
+
+
 def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
-              timeout_s: float = 3600, in_process: bool | None = None) -> tuple[Machine, TableCostModel]:
-    """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached).
+              timeout_s: float = 3600, in_process: bool | None = None,
+              optimizer: str = "sgd") -> tuple[Machine, TableCostModel]:
+    """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached),
+    pricing `optimizer`'s update (simulator.cost.OPTIMIZERS).
 
     CPU devices are measured in a local cluster of pinned workers; other devices (GPUs) by this process,
     which drives them all (`in_process`, default: when JAX's backend is not the CPU)."""
@@ -200,20 +225,21 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     version = f"{jax.__version__}+ops{OPS_VERSION}"  # timings of these ops
     check_cache_dir(cache_dir)
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
-    profile = load_profile(paths.profile, kind, version, say)
-    needed = needed_local_ops(graph, num_devices)
-    missing = [op for op in needed if op.cost_key not in profile.entries]
+    loaded = load_profile(paths.profile, kind, version, say)
+    profile = TableCostModel(kind, version, loaded.entries, loaded.source, optimizer)
+    missing = [op for op in needed_local_ops(graph, num_devices) if _needs_measuring(op, profile)]
     if missing:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
-        job = {"graph": graph_to_json(graph),
-               "num_devices": num_devices, "skip": sorted(profile.entries), "ops": True, "links": False}
+        skip = sorted(set(profile.entries) - {op.cost_key for op in missing})
+        job = {"graph": graph_to_json(graph), "num_devices": num_devices, "skip": skip, "optimizers": [optimizer],
+               "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
                 done = _read_ops_log(folder)
                 measured_so_far.update(done)
                 bar.update(len(done) - bar.n)
-            measured_so_far: dict[str, OpCost] = {}
+            measured_so_far: dict[str, ProfileEntry] = {}
             try:
                 measured, _ = _run_job(job, _read_ops_log, timeout_s, in_process, say, on_poll=progress)
             except KeyboardInterrupt:  # what was measured is kept: the next run measures only the rest
@@ -222,6 +248,8 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
                 raise
         profile = _with_entries(profile, measured)
         save_profile(paths.profile, profile)
+        for line in flagged_lines({key: profile.entries[key] for key in measured}):
+            say(f"warning: {line} (kept after {MEASUREMENTS} measurements; the calibration goes on)")
     machine = _cached_machine(paths.machine, say)
     if machine is None:
         machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say)
@@ -229,8 +257,10 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     return machine, profile
 
 
-def _with_entries(profile: TableCostModel, entries: dict[str, OpCost]) -> TableCostModel:
-    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, **entries}, profile.source)
+def _with_entries(profile: TableCostModel, entries: dict[str, ProfileEntry]) -> TableCostModel:
+    merged = {key: _merged(profile.entries.get(key), entry) for key, entry in entries.items()}
+    return TableCostModel(profile.device_kind, profile.jax_version, {**profile.entries, **merged}, profile.source,
+                          profile.optimizer)
 
 
 def _cached_machine(path: Path, say) -> Machine | None:
@@ -307,18 +337,20 @@ def _fitted(fit: LinkFit) -> str:
 
 def _device_spec(graph: OpGraph, kind: str, profile: TableCostModel, num_devices: int, in_process: bool,
                  say=print) -> DeviceSpec:
-    """Rates the roofline would use, estimated from the measurements (the profile prices the ops)."""
+    """Rates the roofline would use, estimated from the measurements (the profile prices the ops): the
+    fastest forward's FLOP rate, and the memory bandwidth of the largest update measured above 0 (past the
+    caches, as a memory-bound op's arrays are); without one, the fastest forward's bytes rate."""
     ops = needed_local_ops(graph, num_devices)
-    flops_per_s = max(op.forward_flops / (profile.entries[op.cost_key].forward_ms / 1e3)
-                      for op in ops if profile.entries[op.cost_key].forward_ms > 0)
-    largest = max((op for op in ops if op.param_bytes), key=lambda op: op.param_bytes, default=None)
-    update_ms = profile.entries[largest.cost_key].update_ms if largest else 0.0
-    if not update_ms > 0:
-        raise ProfileError(f"the profile {profile.source} has no measured optimizer update time for "
-                           f"[{largest.cost_key if largest else 'any op'}]; delete it and calibrate again")
-    # An SGD-with-momentum update moves 5 arrays per parameter: param, grad, momentum read; momentum, param
-    # written. The largest op's update is past the caches, as a memory-bound op's arrays are.
-    bandwidth = 5 * largest.param_bytes / (update_ms / 1e3)
+    costs = {op.cost_key: profile.entries[op.cost_key].cost(profile.optimizer) for op in ops}
+    timed = [op for op in ops if costs[op.cost_key].forward_ms > 0]
+    flops_per_s = max((op.forward_flops / (costs[op.cost_key].forward_ms / 1e3) for op in timed), default=0.0)
+    updated = [op for op in ops if op.param_bytes and costs[op.cost_key].update_ms > 0]
+    if updated:
+        largest = max(updated, key=lambda op: op.param_bytes)
+        bandwidth = Optimizer(profile.optimizer).update_traffic * largest.param_bytes / (costs[largest.cost_key].update_ms / 1e3)
+    else:
+        bandwidth = max(((op.input_bytes + op.output_bytes) / (costs[op.cost_key].forward_ms / 1e3) for op in timed),
+                        default=0.0)
     return DeviceSpec(kind, flops_per_s, bandwidth, _device_memory_bytes(num_devices, in_process, say))
 
 
@@ -350,9 +382,11 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--dataset", default="tiny-imagenet")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                        help="the optimizer whose update is measured (kept beside the others in the profile)")
     args = parser.parse_args(argv)
     graph = build_graph(args.model, args.dataset, args.batch_size)
-    machine, profile = calibrate(graph, args.gpus, args.cache_dir)
+    machine, profile = calibrate(graph, args.gpus, args.cache_dir, optimizer=args.optimizer)
     print(f"profile: {len(profile.entries)} op shapes ({profile.source})")
     print(machine_to_json(machine))
     return 0

@@ -1,10 +1,11 @@
 """A calibration worker: `python -m simulator.calibrate_worker FOLDER PROCESS_ID`, started by calibrate.
 
-Job (FOLDER/job.json): {"model", "dataset", "batch_size", "num_devices", "skip": [cost keys already
-cached], "ops": bool, "links": bool}. With "ops", every process times every needed local op not in "skip"
-on its pinned core (all cores busy, as in a parallel step); process 0 appends one JSON line per op to
-FOLDER/ops.jsonl as it goes (the parent shows
-progress and keeps what was measured if stopped); an op's time includes its optimizer update. With "links", all workers
+Job (FOLDER/job.json): {"graph", "num_devices", "skip": [cost keys already cached], "optimizers": [names],
+"ops": bool, "links": bool}. With "ops", every process times every needed local op not in "skip" on its
+pinned core (all cores busy, as in a parallel step), measured again while it fails its checks
+(simulator.measure.measure_entry); process 0 appends one JSON line per op ({"key", **the profile entry})
+to FOLDER/ops.jsonl as it goes (the parent shows progress and keeps what was measured if stopped); an op's
+entry holds each optimizer's update of its parameters. With "links", all workers
 time resharding (all-gather, split on the leading dim and on an inner dim) and all-reduce over MESSAGE_SIZES and the overlap probe; process 0 writes
 FOLDER/links.json.
 """
@@ -32,19 +33,20 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
     process that drives all the devices (GPUs)."""
     from models.graph_file import graph_from_json
     from simulator import measure
+    from simulator.cost import entry_to_json
     from simulator.calibration_plan import MESSAGE_SIZES, needed_local_ops
 
     num_devices = job["num_devices"]
     if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
         graph = graph_from_json(job["graph"], "the calibration job's graph")
         skip = set(job["skip"])
+        optimizers = tuple(job["optimizers"])
         with open(folder / "ops.jsonl" if reporter else os.devnull, "a") as log:
             for op in needed_local_ops(graph, num_devices):
                 if op.cost_key in skip:
                     continue
-                cost = measure.time_local_op(op)
-                log.write(json.dumps({"key": op.cost_key, "forward_ms": cost.forward_ms,
-                                      "backward_ms": cost.backward_ms, "update_ms": cost.update_ms}) + "\n")
+                entry = measure.measure_entry(op, optimizers)
+                log.write(json.dumps({"key": op.cost_key, **entry_to_json(entry)}) + "\n")
                 log.flush()
     if job["links"]:
         links = {

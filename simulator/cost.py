@@ -8,9 +8,14 @@ is keyed by value, (local_op.cost_key, device kind), never by device id or objec
   (achievable rates sit at 50-70% of peak, shared/REFERENCE.md). Worked number: AlexNet conv1 at
   64x64, batch 128, on a P100-PCIe (9.3 TFLOP/s): 1.52 GFLOP / (0.6 * 9.3e12) = 0.273 ms forward.
   Backward FLOPs and bytes are twice forward's for conv and dense (input and weight gradients).
-- TableCostModel: a measured profile (written by calibration), versioned JSON:
-    {"format": "soap-profile", "version": 2, "device_kind": "cpu-core", "jax_version": "0.10.2",
-     "entries": {"<local op cost_key>": {"forward_ms": 1.2, "backward_ms": 2.5, "update_ms": 0.3}, ...}}
+- TableCostModel: a measured profile (written by calibration), versioned JSON; each component an estimate
+  (soap.timing.Estimate: the time, the relative half-width of its confidence interval, the samples taken),
+  the update per optimizer, and the checks an entry still failed after calibration's tries (flags):
+    {"format": "soap-profile", "version": 3, "device_kind": "cpu-core", "jax_version": "0.10.2",
+     "entries": {"<local op cost_key>": {"forward": {"ms": 1.2, "spread": 0.01, "repeats": 5},
+                                         "backward": {...}, "update": {"sgd": {...}, "adamw": {...}},
+                                         "flags": []}, ...}}
+  The simulator reads the update of the run's optimizer (TableCostModel.optimizer, SGD by default).
 - ConstantCostModel and the table fake in tests: for simulator and search tests.
 An op's cost includes the optimizer update of its parameter slice (SGD with momentum: read weight,
 gradient and momentum, write weight and momentum: 5 x bytes), measured per shard shape because its rate
@@ -29,9 +34,13 @@ from models.op import Op
 from simulator.errors import ProfileError
 from simulator.machine import DeviceSpec
 from soap.optimizer import Optimizer
+from soap.timing import Estimate
 
 PROFILE_FORMAT = "soap-profile"
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3  # 3: every component timed on its own, with its spread and repeats; updates per optimizer
+OPTIMIZERS = tuple(optimizer.value for optimizer in Optimizer)  # soap.optimizer
+MAX_SPREAD = 0.20  # an entry whose interval is wider than +-20% fails its checks (calibration measures it again)
+MEASUREMENTS = 3  # an entry that fails its checks is measured at most this many times in all, then flagged
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,60 @@ class OpCost:
     forward_ms: float
     backward_ms: float
     update_ms: float = 0.0  # the optimizer update of the op's parameter slice (0 without parameters)
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One local op's measured components: forward, backward and, for an op with parameters, the update of
+    each calibrated optimizer (name, estimate); `flags`, the checks (problems) it still failed when
+    calibration stopped re-measuring it."""
+
+    forward: Estimate
+    backward: Estimate
+    updates: tuple[tuple[str, Estimate], ...] = ()
+    flags: tuple[str, ...] = ()
+
+    def update(self, optimizer: str) -> Estimate | None:
+        return dict(self.updates).get(optimizer)
+
+    def cost(self, optimizer: str) -> OpCost:
+        update = self.update(optimizer)
+        return OpCost(self.forward.ms, self.backward.ms, update.ms if update else 0.0)
+
+    def problems(self, has_params: bool, optimizers: tuple[str, ...]) -> tuple[str, ...]:
+        """What makes this entry untrustworthy: a component not above 0 ms, a missing update of an op with
+        parameters, an interval wider than MAX_SPREAD."""
+        components = [("forward", self.forward), ("backward", self.backward)]
+        if has_params:
+            components += [(f"{name} update", self.update(name)) for name in optimizers]
+        found = []
+        for name, estimate in components:
+            if estimate is None:
+                found.append(f"{name} not measured")
+            elif not estimate.ms > 0:
+                found.append(f"{name} {estimate.ms} ms")
+            elif estimate.spread > MAX_SPREAD:
+                found.append(f"{name} spread +-{estimate.spread:.0%} over {estimate.repeats} samples "
+                             f"(limit +-{MAX_SPREAD:.0%})")
+        return tuple(found)
+
+
+def entry_to_json(entry: ProfileEntry) -> dict:
+    def timing(estimate: Estimate) -> dict:
+        return {"ms": estimate.ms, "spread": estimate.spread, "repeats": estimate.repeats}
+
+    return {"forward": timing(entry.forward), "backward": timing(entry.backward),
+            "update": {name: timing(estimate) for name, estimate in entry.updates}, "flags": list(entry.flags)}
+
+
+def entry_from_json(record: dict) -> ProfileEntry:
+    """The entry of entry_to_json's record; KeyError, TypeError or ValueError if malformed."""
+    def timing(fields: dict) -> Estimate:
+        return Estimate(float(fields["ms"]), float(fields["spread"]), int(fields["repeats"]))
+
+    return ProfileEntry(timing(record["forward"]), timing(record["backward"]),
+                        tuple((str(name), timing(fields)) for name, fields in sorted(record["update"].items())),
+                        tuple(str(flag) for flag in record["flags"]))
 
 
 class CostModel(Protocol):
@@ -77,40 +140,45 @@ class RooflineCostModel:
 
 @dataclass(frozen=True)
 class TableCostModel:
-    """Measured costs: entries keyed by local op cost_key, for one device kind and JAX version."""
+    """Measured costs: ProfileEntry values keyed by local op cost_key, for one device kind and JAX version;
+    an op's update is that of `optimizer`."""
 
     device_kind: str
     jax_version: str
     entries: dict
     source: str = "profile"
+    optimizer: str = "sgd"
 
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
         if device_kind != self.device_kind:
             raise ProfileError(f"{self.source} was measured on {self.device_kind!r} but the machine's devices are "
                                f"{device_kind!r}; calibrate on this device kind")
-        cost = self.entries.get(op.cost_key)
-        if cost is None:
+        entry = self.entries.get(op.cost_key)
+        if entry is None:
             raise ProfileError(f"{self.source} has no entry for [{op.cost_key}]; calibrate the shard shapes of "
                                f"this model and device count (python -m simulator.calibrate)")
-        return cost
+        if op.param_bytes and entry.update(self.optimizer) is None:
+            raise ProfileError(f"{self.source} has no {self.optimizer} update for [{op.cost_key}]; calibrate with "
+                               f"this optimizer (python -m simulator.calibrate --optimizer {self.optimizer})")
+        return entry.cost(self.optimizer)
 
     def to_json(self) -> str:
-        entries = {key: {"forward_ms": c.forward_ms, "backward_ms": c.backward_ms, "update_ms": c.update_ms}
-                   for key, c in sorted(self.entries.items())}
+        entries = {key: entry_to_json(entry) for key, entry in sorted(self.entries.items())}
         return json.dumps({"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "device_kind": self.device_kind,
                            "jax_version": self.jax_version, "entries": entries}, indent=1)
 
 
 def profile_from_json(text: str, device_kind: str, jax_version: str, source: str = "profile") -> TableCostModel:
     """Read a measured profile; ProfileError if malformed or for another device kind or JAX version."""
-    document = read_document(text, "profile", PROFILE_VERSION, source, ProfileError, "delete it and calibrate again")
+    document = read_document(text, "profile", PROFILE_VERSION, source, ProfileError,
+                             "calibration sets it aside and measures again")
     for field, want in (("device_kind", device_kind), ("jax_version", jax_version)):
         if document.get(field) != want:
             raise ProfileError(f"{source} is for {field} {document.get(field)!r}, not {want!r}; "
                                f"calibrate on this machine")
     try:
-        entries = {key: OpCost(float(v["forward_ms"]), float(v["backward_ms"]), float(v["update_ms"]))
-                   for key, v in document["entries"].items()}
+        entries = {key: entry_from_json(record) for key, record in document["entries"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ProfileError(f"{source} has a malformed entry ({error!r}); delete it and calibrate again")
+        raise ProfileError(f"{source} has a malformed entry ({error!r}); calibration sets it aside and "
+                           f"measures again")
     return TableCostModel(device_kind, jax_version, entries, source)

@@ -2,22 +2,30 @@
 
     python -m simulator.calibrate --model alexnet --gpus 2      # runs these inside pinned workers
 
-Every timing compiles and warms up first, then takes the median of several runs, each waited for with
-`block_until_ready` (soap.timing.time_steps). An op is timed as its local op (what one task computes,
-models.op.local_op): forward alone, and forward plus VJP returning the forward's output beside the
-gradients; backward = the difference, as a training step computes the backward after a forward whose
-output it keeps (the next op reads it). An op's optimizer update (soap.step's SGD with momentum, each
-call's new parameters and momentum fed to the next as a training loop does) is timed at its own parameter
-shapes, two ways, and the smaller counts: alone, and as forward, VJP and update in one program minus
-forward and VJP. On one core the rate ranges 5x between a 4 MiB and a 64 MiB kernel (the caches), so one
-rate for all sizes was 2-4x off for some ops; alone, a 64 MiB update ran at 1.2 ms/MiB, after its
-gradient in one program at 0.63-0.72, as inside a step (benchmarks.op_breakdown: fc7's 40.6 ms); as a
-difference, a small update is lost in its op's noise (conv2's: 5.6 ms, against 0.4 alone and in a step).
+An op is timed as its local op (what one task computes, models.op.local_op), each component as its own
+jitted program, repeated until its estimate is stable (soap.timing.time_until_stable), so that no
+component is the difference of two noisy timings (which came out 0 for half the updates of ResNet-18):
+- forward: the op's output from its parameters and inputs;
+- backward: the pullback alone, compiled on its own and fed the residuals a forward saved
+  (jax.vjp's pullback is a pytree holding them) and a cotangent: the gradients of the parameters and,
+  unless the op reads the data batch (op.input_grad False), of the input, all returned, as a step uses them;
+- update: the optimizer's step on the op's parameter shapes against fixed random gradients, each call's
+  new parameters and state fed to the next as a training loop does; per optimizer (SGD with momentum, the
+  runs'; AdamW).
+An op's share of a training step is forward + backward + update. Measured on one pinned core
+(2026-12-07), AlexNet's conv2 at tiny-imagenet batch 128 (one device: the whole op, 5x5x64x192), first
+quartiles of 15 calls, three runs: forward 31.6 / 32.2 / 32.4 ms, backward 64.3 / 71.9 / 68.9 ms, update
+(SGD) 0.34 / 0.42 / 0.33 ms, sum 96.2 / 104.5 / 101.7 ms, against 106.8 / 107.3 / 105.0 ms for forward,
+VJP and update fused in one program: 3-10% under, the fused forward also writing the residuals its
+backward reads. Over a whole single-device step the components' sum came within -0.2% and +2.6% of the
+measured step (soap.timing.TimingPolicy).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -28,20 +36,32 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from models.network import apply_op, layer_params, op_layer
 from models.op import Op
-from soap.timing import time_steps
-from simulator.cost import OpCost
-from soap.step import sgd_momentum
+from simulator.cost import MEASUREMENTS, ProfileEntry
+from soap.optimizer import Optimizer
+from soap.timing import Estimate, TimingPolicy, time_steps, time_until_stable
 
 Program = tuple[Callable, tuple]  # a jitted function and its arguments
 MiB = 2**20
 
 
-def local_op_programs(op: Op) -> tuple[Program, Program, Program | None]:
-    """The programs calibration times for `op` (a local op), jitted, each with its arguments: its
-    forward; its forward plus VJP, which returns the forward's output beside the gradients; and, for an op
-    with parameters (else None), forward, VJP and the optimizer update, which returns the output, the new
-    parameters and the new optimizer state (the second and third arguments of the next call); it returns
-    the input's gradient too, which a step computes (XLA would drop an unused one)."""
+@dataclass(frozen=True)
+class OpPrograms:
+    """The programs calibration times for a local op, jitted: `forward(params, inputs)` -> output;
+    `forward_vjp(params, inputs)` -> (output, pullback), the pullback holding the residuals;
+    `backward(pullback, cotangent)` -> the gradients (parameters', then the input's unless op.input_grad
+    is False)."""
+
+    forward: Callable
+    forward_vjp: Callable
+    backward: Callable
+    params: dict
+    inputs: tuple
+    cotangent: jax.Array
+
+
+def local_op_programs(op: Op) -> OpPrograms:
+    """`op`'s programs with its arguments: its layer's initial parameters, random inputs and a random
+    cotangent."""
     layer = op_layer(op, nnx.Rngs(0))
     params = layer_params(layer) if layer is not None else {}
     rng = np.random.default_rng(0)
@@ -51,80 +71,71 @@ def local_op_programs(op: Op) -> tuple[Program, Program, Program | None]:
     def forward(params, inputs):
         return apply_op(op, params or None, inputs, labels)
 
+    def forward_vjp(params, inputs):
+        if not op.input_grad:  # the data batch: a training step differentiates the weights only
+            return jax.vjp(lambda params: forward(params, inputs), params)
+        return jax.vjp(forward, params, inputs)
+
     # The output's gradient is an argument of random values: a constant one (jnp.ones_like) lets XLA fold
     # much of the backward away (a batch norm's backward timed 0.1-3 ms alone).
     cotangent = jnp.asarray(rng.standard_normal(op.output_shape), dtype=op.dtype)
-
-    # The output is returned, as a step keeps it for the next op: returning only the gradients let XLA
-    # drop every part of the forward the backward does not read, for a conv without ReLU all of it (its
-    # gradients need only its input, kernel and output gradient), so backward = total - forward came out
-    # short by the forward (one core, 2026-11-30: ResNet-18's res2a_branch2b forward 26 ms, forward plus
-    # VJP 69 ms without the forward conv, 93 ms with it; its ops summed 23-26% under its step, -3% to +9% now).
-    def forward_backward(params, inputs, cotangent):
-        if not op.input_grad:  # the data batch: a training step differentiates the weights only
-            output, pullback = jax.vjp(lambda params: forward(params, inputs), params)
-        else:
-            output, pullback = jax.vjp(forward, params, inputs)
-        return output, pullback(cotangent)
-
-    optimizer = sgd_momentum()
-
-    def forward_backward_update(inputs, params, opt_state, cotangent):
-        output, (grads, *input_grads) = forward_backward(params, inputs, cotangent)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (output, input_grads), optax.apply_updates(params, updates), opt_state
-
-    update = ((jax.jit(forward_backward_update), (inputs, params, optimizer.init(params), cotangent))
-              if params else None)
-    return (jax.jit(forward), (params, inputs)), (jax.jit(forward_backward), (params, inputs, cotangent)), update
+    return OpPrograms(jax.jit(forward), jax.jit(forward_vjp), jax.jit(lambda pullback, ct: pullback(ct)), params,
+                      inputs, cotangent)
 
 
-def time_local_op(op: Op, warmup: int = 2, repeats: int = 7) -> OpCost:
-    """Forward, backward and update milliseconds of `op` (a local op) on this process's first device."""
-    (forward, forward_args), (forward_backward, args), update = local_op_programs(op)
-    # Outputs kept, as a step keeps its activations: each call writes fresh memory (soap.timing.time_steps).
-    # Gradients are not kept: a step consumes them (the update, the previous op's backward) and frees them.
-    forward_ms = time_steps(lambda: forward(*forward_args), warmup, repeats, keep_outputs=True).median_ms
-
-    def backward() -> jax.Array:
-        output, gradients = forward_backward(*args)
-        jax.block_until_ready(gradients)
-        return output
-
-    total_ms = time_steps(backward, warmup, repeats, keep_outputs=True).median_ms
-    update_ms = 0.0
-    if update is not None:
-        program, (inputs, *state, cotangent) = update
-
-        def train() -> jax.Array:  # the new parameters and momentum replace the old, as in a training loop
-            (output, input_grads), *state[:] = program(inputs, *state, cotangent)
-            jax.block_until_ready((input_grads, state))
-            return output
-
-        after_gradient_ms = max(time_steps(train, warmup, repeats, keep_outputs=True).median_ms - total_ms, 0.0)
-        update_ms = min(after_gradient_ms, time_update_alone_ms(state[0], warmup, repeats))
-    return OpCost(forward_ms, max(total_ms - forward_ms, 0.0), update_ms)
-
-
-def time_update_alone_ms(params: dict, warmup: int = 2, repeats: int = 7) -> float:
-    """The optimizer update of `params` (arrays of an op's parameter shapes) against random gradients,
-    fed back from call to call."""
-    optimizer = sgd_momentum()
+def update_program(params: dict, optimizer: str) -> Program:
+    """`optimizer`'s update of `params` (arrays of an op's parameter shapes), jitted, with its arguments
+    (params, optimizer state, random gradients); it returns the new parameters and state."""
+    transform = Optimizer(optimizer).transformation()
     rng = np.random.default_rng(1)
     grads = {name: jnp.asarray(rng.standard_normal(value.shape), value.dtype) for name, value in params.items()}
 
-    @jax.jit
-    def update(params, opt_state):
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+    def update(params, opt_state, grads):
+        updates, opt_state = transform.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    state = [params, optimizer.init(params)]
+    return jax.jit(update), (params, transform.init(params), grads)
 
-    def train() -> tuple:
-        state[:] = update(*state)
-        return state[0]
 
-    return time_steps(train, warmup, repeats).median_ms
+def time_local_op(op: Op, optimizers: tuple[str, ...] = ("sgd",), policy: TimingPolicy = TimingPolicy(),
+                  clock: Callable[[], float] = time.perf_counter) -> ProfileEntry:
+    """Forward, backward and each optimizer's update of `op` (a local op) on this process's first device."""
+    programs = local_op_programs(op)
+    # The forward's outputs are kept, as a step keeps its activations: each call writes fresh memory
+    # (soap.timing.time_steps). Gradients are not: a step consumes them (the update, the previous op's
+    # backward) and frees them.
+    forward = time_until_stable(lambda: programs.forward(programs.params, programs.inputs), policy,
+                                keep_outputs=True, clock=clock)
+    _, pullback = programs.forward_vjp(programs.params, programs.inputs)
+    backward = time_until_stable(lambda: programs.backward(pullback, programs.cotangent), policy, clock=clock)
+    updates = tuple((name, time_update(programs.params, name, policy, clock)) for name in optimizers
+                    if programs.params)
+    return ProfileEntry(forward, backward, updates)
+
+
+def time_update(params: dict, optimizer: str, policy: TimingPolicy = TimingPolicy(),
+                clock: Callable[[], float] = time.perf_counter) -> Estimate:
+    """`optimizer`'s update of `params`, each call's new parameters and state fed to the next."""
+    update, (params, opt_state, grads) = update_program(params, optimizer)
+    state = [params, opt_state]
+
+    def step() -> tuple:
+        state[:] = update(*state, grads)
+        return state
+
+    return time_until_stable(step, policy, clock=clock)
+
+
+def measure_entry(op: Op, optimizers: tuple[str, ...], time_op: Callable[..., ProfileEntry] = time_local_op,
+                  measurements: int = MEASUREMENTS) -> ProfileEntry:
+    """`op`'s entry, measured again while it fails its checks (ProfileEntry.problems), at most
+    `measurements` times in all; the last one is kept, flagged with what it still fails."""
+    for _ in range(measurements):
+        entry = time_op(op, optimizers)
+        problems = entry.problems(bool(op.param_bytes), optimizers)
+        if not problems:
+            return entry
+    return ProfileEntry(entry.forward, entry.backward, entry.updates, problems)
 
 
 _INNER_DIM_ROWS = 128  # a batch of activations split on its features

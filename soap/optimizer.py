@@ -18,6 +18,8 @@ import enum
 
 import optax
 
+from soap.step import sgd_momentum
+
 
 class Optimizer(str, enum.Enum):
     SGD = "sgd"
@@ -35,5 +37,5 @@ class Optimizer(str, enum.Enum):
 
     def transformation(self, learning_rate: float = 0.01) -> optax.GradientTransformation:
         if self is Optimizer.SGD:
-            return optax.sgd(learning_rate, momentum=0.9)
+            return sgd_momentum(learning_rate)
         return optax.adamw(learning_rate)

@@ -532,8 +532,9 @@ def test_every_spatial_shard_of_a_zoo_conv_computes_its_gradients(model):
     shards = {local_op(op, degrees) for op in graph.ops if op.kind.value == "conv2d"
               for degrees in ((1, 2, 1, 1), (1, 1, 2, 1)) if op.output_shape[1] >= 2 and op.output_shape[2] >= 2}
     for op in sorted(shards, key=lambda op: op.cost_key):
-        _, (forward_backward, args), _ = local_op_programs(op)
-        output, grads = jax.eval_shape(forward_backward, *args)
+        programs = local_op_programs(op)
+        output, pullback = jax.eval_shape(programs.forward_vjp, programs.params, programs.inputs)
+        grads = jax.eval_shape(programs.backward, pullback, programs.cotangent)
         assert output.shape == op.output_shape
-        differentiated = args[:2] if op.input_grad else args[:1]  # the data batch gets no gradient
+        differentiated = (programs.params, programs.inputs) if op.input_grad else (programs.params,)  # not the data
         assert [g.shape for g in jax.tree.leaves(grads)] == [a.shape for a in jax.tree.leaves(differentiated)]

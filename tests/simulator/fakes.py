@@ -38,3 +38,20 @@ def fake_machine(num_devices: int, bandwidth_bytes_per_s: float = 1e9, latency_s
     link = Link(bandwidth_bytes_per_s, latency_s)
     device = DeviceSpec("fake", 1e12, 1e12, memory_bytes)
     return Machine("fake", device, num_devices, devices_per_node or num_devices, link, link, overlap)
+
+
+def branchy_cnn(batch_size: int = 2):
+    """A tiny CNN of each family's parts: a conv, a batch norm, two branches joined by an add, a pool,
+    a dense layer and the loss (8x8x3 images, 4 classes)."""
+    from models.graph import GraphBuilder
+
+    b = GraphBuilder("branchy", "toy", (batch_size, 8, 8, 3))
+    stem = b.conv2d("stem", 8, kernel=3, bias=False, relu=False, input=None)
+    bn = b.batch_norm("bn", relu=True, input=stem)
+    left = b.conv2d("left", 8, kernel=3, input=bn)
+    right = b.conv2d("right", 8, kernel=1, input=bn)
+    b.add("join", [left, right], relu=True)
+    b.global_avg_pool("pool")
+    b.dense("fc", 4, relu=False)
+    b.softmax_xent("loss")
+    return b.build(batch_size)

@@ -6,7 +6,8 @@ import pytest
 
 from models.op import local_op
 from models.zoo import build_graph
-from simulator.cost import OpCost, RooflineCostModel, TableCostModel, profile_from_json
+from simulator.cost import OpCost, ProfileEntry, RooflineCostModel, TableCostModel, profile_from_json
+from soap.timing import Estimate
 from simulator.errors import MachineError, ProfileError
 from simulator.machine import PRESETS, load_machine, machine_from_json, machine_preset, machine_to_json
 
@@ -92,7 +93,9 @@ def test_roofline_worked_number():
 
 def _profile(**changes):
     fc7 = local_op(GRAPH.op("fc7"), (2, 1))
-    table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: OpCost(3.0, 6.0, 1.0)})
+    entry = ProfileEntry(Estimate(3.0, 0.01, 5), Estimate(6.0, 0.02, 7),
+                         (("adamw", Estimate(1.5, 0.01, 5)), ("sgd", Estimate(1.0, 0.01, 5))))
+    table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: entry})
     document = json.loads(table.to_json())
     document.update(changes)
     return json.dumps(document)
@@ -101,20 +104,50 @@ def _profile(**changes):
 def test_profile_round_trip_and_lookup():
     table = profile_from_json(_profile(), "cpu-core", "0.10.2")
     fc7 = local_op(GRAPH.op("fc7"), (2, 1))
-    assert table.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0, 1.0)
+    assert table.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0, 1.0)  # SGD's update, the runs' optimizer
+    assert table.entries[fc7.cost_key].backward == Estimate(6.0, 0.02, 7)  # its spread and samples kept
+    adamw = TableCostModel(table.device_kind, table.jax_version, table.entries, optimizer="adamw")
+    assert adamw.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0, 1.5)
+
+
+def test_a_profile_without_the_runs_optimizer_says_how_to_calibrate_it():
+    fc7 = local_op(GRAPH.op("fc7"), (2, 1))
+    entry = ProfileEntry(Estimate(3.0, 0.01, 5), Estimate(6.0, 0.01, 5), (("sgd", Estimate(1.0, 0.01, 5)),))
+    table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: entry}, optimizer="adamw")
+    with pytest.raises(ProfileError, match=r"profile has no adamw update for \[dense relu .*\]; calibrate with this "
+                                           r"optimizer \(python -m simulator.calibrate --optimizer adamw\)"):
+        table.op_cost(fc7, "cpu-core")
+
+
+@pytest.mark.parametrize(
+    "entry, problems",
+    [
+        pytest.param(ProfileEntry(Estimate(1.0, 0.01, 5), Estimate(2.0, 0.01, 5), (("sgd", Estimate(0.1, 0.01, 5)),)),
+                     (), id="sound"),
+        pytest.param(ProfileEntry(Estimate(1.0, 0.01, 5), Estimate(0.0, 0.01, 5), (("sgd", Estimate(0.1, 0.01, 5)),)),
+                     ("backward 0.0 ms",), id="zero-backward"),
+        pytest.param(ProfileEntry(Estimate(1.0, 0.25, 40), Estimate(2.0, 0.01, 5)),
+                     ("forward spread +-25% over 40 samples (limit +-20%)", "sgd update not measured"), id="wide-no-update"),
+        pytest.param(ProfileEntry(Estimate(-1.0, 0.01, 5), Estimate(2.0, 0.01, 5), (("sgd", Estimate(0.0, 0.0, 5)),)),
+                     ("forward -1.0 ms", "sgd update 0.0 ms"), id="negative-and-zero-update"),
+    ],
+)
+def test_an_entry_names_the_checks_it_fails(entry, problems):
+    assert entry.problems(True, ("sgd",)) == problems
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         pytest.param("nope", r"profile is not valid JSON", id="malformed"),
-        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads version 2", id="version"),
+        pytest.param(_profile(version=0), r"profile has version 0; this SOAP reads version 3", id="version"),
         pytest.param(_profile(jax_version="0.4.30"), r"profile is for jax_version '0.4.30', not '0.10.2'; "
                      r"calibrate on this machine", id="other-jax"),
         pytest.param(_profile(device_kind="gpu"), r"profile is for device_kind 'gpu', not 'cpu-core'", id="other-kind"),
-        pytest.param(_profile(entries={"k": {"forward_ms": 1}}), r"profile has a malformed entry", id="bad-entry"),
-        pytest.param(_profile(entries={"k": {"forward_ms": 1, "backward_ms": 2}}), r"malformed entry \(KeyError\('update_ms'",
-                     id="no-update"),
+        pytest.param(_profile(entries={"k": {"forward": {"ms": 1}}}), r"profile has a malformed entry \(KeyError\('spread'\)\); "
+                     r"calibration sets it aside and measures again", id="bad-entry"),
+        pytest.param(_profile(entries={"k": {"forward": {"ms": 1, "spread": 0, "repeats": 5}}}),
+                     r"malformed entry \(KeyError\('backward'", id="no-backward"),
     ],
 )
 def test_profile_errors(text, message):

@@ -58,3 +58,90 @@ def test_other_load_is_silent_when_quiet_or_unknown():
     assert load.busy_note("x") is None  # unknown (no /proc/stat): nothing said
     load.cores = 0.05
     assert load.busy_note("x") is None
+
+
+class FakeClock:
+    """A clock that a fake call advances by the call's duration (seconds), read in `tick_s` steps."""
+
+    def __init__(self, tick_s: float = 0.0):
+        self.now_s, self.tick_s = 0.0, tick_s
+
+    def __call__(self) -> float:
+        return self.now_s - self.now_s % self.tick_s if self.tick_s else self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+def _noisy_call(clock: FakeClock, truth_ms: float, seed: int):
+    """A call of `truth_ms` as a shared machine runs it: never faster, usually up to 4% slower, one call in
+    ten 2-5x slower (another process's turn), and slowing by 0.05% a call (a drift)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    calls = []
+
+    def call():
+        calls.append(None)
+        slower = rng.uniform(0, 0.04) + (rng.uniform(1, 4) if rng.random() < 0.1 else 0.0)
+        clock.advance(truth_ms / 1e3 * (1 + slower) * (1 + 0.0005 * len(calls)))
+
+    return call, calls
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_the_policy_recovers_a_known_cost_through_noise_outliers_and_drift(seed):
+    from soap.timing import TimingPolicy, time_until_stable
+
+    clock = FakeClock()
+    call, calls = _noisy_call(clock, 10.0, seed)
+    policy = TimingPolicy()
+    estimate = time_until_stable(call, policy, clock=clock)
+    # The first quartile of calls never faster than the truth and mostly within 4% of it (plus the drift
+    # over a few dozen calls): within the policy's +-3% of 10 ms, 1.5% over it on average.
+    assert 10.0 <= estimate.ms <= 10.0 * (1 + policy.tolerance + 0.02)
+    assert policy.min_repeats <= estimate.repeats <= policy.max_repeats
+    assert len(calls) == policy.warmup + estimate.repeats  # 10 ms calls: one call a sample
+    assert estimate.spread <= policy.tolerance  # stable before the cap: the outliers are out of the interval
+
+
+def test_the_policy_stops_at_its_time_cap_on_a_machine_too_noisy_to_settle():
+    import numpy as np
+
+    from soap.timing import TimingPolicy, time_until_stable
+
+    clock = FakeClock()
+    rng = np.random.default_rng(0)
+    policy = TimingPolicy(max_s=1.0)
+    estimate = time_until_stable(lambda: clock.advance(rng.uniform(0.05, 0.15)), policy, clock=clock)
+    # Samples of 50-150 ms never give a +-3% interval: about 1 s of them (10), then it stops, and says so.
+    assert 8 <= estimate.repeats <= 12 and estimate.spread > policy.tolerance
+    assert 0.05 * 1e3 <= estimate.ms <= 0.15 * 1e3
+
+
+@pytest.mark.parametrize("truth_ms", [0.0003, 0.02, 0.5])
+def test_a_positive_cost_under_the_clocks_tick_is_never_0(truth_ms):
+    # A clock read in 1 us steps: a 0.3 us call reads 0 us alone; samples of many calls time it.
+    from soap.timing import TimingPolicy, time_until_stable
+
+    clock = FakeClock(tick_s=1e-6)
+    estimate = time_until_stable(lambda: clock.advance(truth_ms / 1e3), TimingPolicy(), clock=clock)
+    assert estimate.ms == pytest.approx(truth_ms, rel=0.01)
+
+
+def test_estimate_of_known_samples():
+    from soap.timing import Estimate
+
+    # First quartile of 1..10 (numpy's linear rule): 3.25; its interval runs from the 1st to the 7th value
+    # (0-based ranks 2.5 -+ 1.96 * sqrt(10 * 0.25 * 0.75) = 2.5 -+ 2.68, floored and ceiled: 0 and 6):
+    # (7 - 1) / (2 * 3.25).
+    estimate = Estimate.of([float(v) for v in range(10, 0, -1)], 0.25)
+    assert (estimate.ms, estimate.repeats) == (3.25, 10)
+    assert estimate.spread == pytest.approx(6 / 6.5)
+
+
+def test_a_bad_policy_is_refused_with_its_rule():
+    from soap.timing import TimingPolicy
+
+    with pytest.raises(SoapError, match=r"timing policy .* is invalid: needs 0 <= quantile <= 0.5"):
+        TimingPolicy(min_repeats=50, max_repeats=10)
