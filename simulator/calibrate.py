@@ -154,8 +154,7 @@ def overlaps(overlap: dict) -> bool:
 def local_machine(device: DeviceSpec, num_devices: int, links: MeasuredLinks, overlap: bool) -> Machine:
     link = links.as_link("link")
     return Machine("local", device, num_devices, num_devices, link, link, overlap,
-                   allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"),
-                   reduce_scatter=False)
+                   allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"))
 
 
 def cpu_kind(busy_cores: int) -> str:

@@ -86,10 +86,11 @@ class Machine:
     comm_overlaps_compute: bool
     allreduce: Link | None = None  # measured all-reduce, fitted on ring traffic (see module docstring)
     inner_dim_reshard: Link | None = None  # measured move of a tensor split on its last dim (module docstring)
-    # Whether a partial sum that each device then slices is summed by a reduce-scatter (XLA:GPU's collectives)
-    # or by an all-reduce of the whole box (XLA:CPU over gloo: a channel-split AlexNet's compiled step
-    # all-reduces f32[128,4096] for fc7's input gradient; simulator.taskgraph._summed_incoming).
-    reduce_scatter: bool = True
+    # Whether a partial sum that each device then slices is summed by a reduce-scatter, or by an all-reduce
+    # of the whole box, which is what XLA was seen to compile (XLA:CPU over gloo: a channel-split AlexNet's
+    # step all-reduces f32[128,4096] for fc7's input gradient; simulator.taskgraph._summed_incoming). No
+    # preset claims reduce-scatters until a GPU's compiled step shows them.
+    reduce_scatter: bool = False
 
     def __post_init__(self) -> None:
         _check_machine(self)
@@ -210,7 +211,7 @@ def machine_from_json(text: str, source: str = "machine file") -> Machine:
         name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
         devices_per_node=document["devices_per_node"], intra_node=links["intra_node"],
         inter_node=links["inter_node"], comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
-        allreduce=allreduce, inner_dim_reshard=inner, reduce_scatter=bool(document.get("reduce_scatter", True)),
+        allreduce=allreduce, inner_dim_reshard=inner, reduce_scatter=bool(document.get("reduce_scatter", False)),
     )
 
 
