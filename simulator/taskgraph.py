@@ -137,6 +137,9 @@ class TaskGraphBuilder:
         # (consumer, input index) for every input that reads the op: a consumer reading it twice is two.
         self._consumers = [tuple((graph.index(c), j) for c in graph.consumers(op.name)
                                  for j, p in enumerate(graph.producers(c)) if p == op.name) for op in graph.ops]
+        # For each input of each op, the earlier readers of the same producer (op, input index), program order.
+        self._earlier_readers = [[tuple((c, j) for c, j in self._consumers[p] if c < i)
+                                  for p in self._producers[i]] for i in range(self.num_ops)]
         # Tied weights: for each op owning a weight other ops read, (reader, reader's param, owner's param).
         self._tied_readers: list[list[tuple[int, str, str]]] = [[] for _ in graph.ops]
         for reader, op in enumerate(graph.ops):
@@ -194,14 +197,18 @@ class TaskGraphBuilder:
         segments.update(self.forward_segment_id(c) for c, _ in self._consumers[op_index])
         segments.update(self.backward_segment_id(p) for p in self._producers[op_index])
         segments.update(self.backward_segment_id(self.graph.index(owner)) for _, owner in self.graph.ops[op_index].tied)
+        segments.update(self.forward_segment_id(c) for p in self._producers[op_index]
+                        for c, _ in self._consumers[p] if c > op_index)
         return tuple(sorted(segments))
 
     def segment_key(self, segment: int, configs: tuple[ParallelConfig, ...]) -> tuple:
         """What a segment's tasks depend on: its id and the configs of the ops it reads (an op's forward:
-        the op and its producers; its backward: the op, its consumers and the readers of its tied weights).
+        the op, its producers and their earlier readers (`_twin_reader`); its backward: the op, its consumers
+        and the readers of its tied weights).
         Equal keys, equal segments."""
         if segment < self.num_ops:
-            return (segment, configs[segment], *(configs[p] for p in self._producers[segment]))
+            return (segment, configs[segment], *(configs[p] for p in self._producers[segment]),
+                    *(configs[c] for readers in self._earlier_readers[segment] for c, _ in readers))
         i = 2 * self.num_ops - 1 - segment
         return (segment, configs[i], *(configs[c] for c, _ in self._consumers[i]),
                 *(configs[reader] for reader, _, _ in self._tied_readers[i]))
@@ -349,6 +356,16 @@ class TaskGraphBuilder:
         dtype_bytes = self.graph.ops[self._producers[op_index][input_index]].dtype_bytes
         volumes = np.prod(boxes[:, :, 1] - boxes[:, :, 0], axis=1) * dtype_bytes
         return [int(volumes[group[0]]) for group in self.partial_sum_groups(op_index, degrees, input_index)]
+
+    def _twin_reader(self, i: int, input_index: int, configs: tuple[ParallelConfig, ...]) -> int | None:
+        """An earlier op reading the same producer's output in the same boxes on the same devices as op i's
+        input `input_index`, whose moved tensor op i reads too (XLA resharding one tensor to one sharding
+        once: q, k and v reading one layer norm's output); None if none."""
+        for c, j in self._earlier_readers[i][input_index]:
+            if configs[c] == configs[i] and np.array_equal(self._needed_boxes(c, configs[c].degrees, j),
+                                                           self._needed_boxes(i, configs[i].degrees, input_index)):
+                return c
+        return None
 
     def _splits_inner_dim(self, op_index: int, degrees: tuple[int, ...]) -> bool:
         return labels.splits_inner_dim(self.graph.ops[op_index].space, degrees)
@@ -548,12 +565,17 @@ class TaskGraphBuilder:
         memory: dict[int, int] = {}
         for input_index, p in enumerate(self._producers[i]):
             source = configs[p]
+            twin = self._twin_reader(i, input_index, configs)
+            if twin is not None:  # XLA moves one tensor to one sharding once: read where the twin read it
+                for k in range(len(devices)):
+                    deps[k].append(twin << 24 | _COMPUTE | k)
+                continue
             flows = self.volumes(p, i, input_index, source.degrees, degrees)
             inner_dim = self._splits_inner_dim(p, source.degrees)
             if self.partial_output(p, source.degrees):
                 groups = self.output_partial_groups(p, source.degrees)
-                self._summed_incoming(seg, p, groups, self._output_group_bytes(p, source.degrees), p << 24 | _COMPUTE,
-                                      source, i, devices, flows, deps, tasks, inner_dim)
+                self._summed_incoming(seg, p, groups, self._output_group_bytes(p, source.degrees),
+                                      [p << 24 | _COMPUTE], source, i, devices, flows, deps, tasks, inner_dim)
             else:
                 self._incoming(seg, p, p << 24 | _COMPUTE, source, i, devices, flows, deps, tasks, memory, inner_dim)
         self._stats(seg, i, config, deps, tasks)
@@ -572,18 +594,24 @@ class TaskGraphBuilder:
         forward_base = i << 24 | _COMPUTE
         deps = [[forward_base | k] for k in range(len(devices))]
         tasks: list[Task] = []
+        inner_dim = self._splits_inner_dim(i, degrees)
+        summed: dict[tuple, list[tuple[int, int]]] = {}  # consumers whose partial sums XLA adds, then sums once
         for c, input_index in self._consumers[i]:
             source = configs[c]
-            flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
-            source_base = self.backward_segment_id(c) << 24 | _COMPUTE
-            inner_dim = self._splits_inner_dim(i, degrees)
             if self.partial_input(c, source.degrees, input_index):
                 groups = self.partial_sum_groups(c, source.degrees, input_index)
-                group_bytes = self._input_group_bytes(c, source.degrees, input_index)
-                self._summed_incoming(seg, c, groups, group_bytes, source_base, source, i, devices, flows, deps, tasks,
-                                      inner_dim)
-            else:
-                self._incoming(seg, c, source_base, source, i, devices, flows, deps, tasks, None, inner_dim)
+                key = (source, tuple(map(tuple, groups)), tuple(self._input_group_bytes(c, source.degrees, input_index)))
+                summed.setdefault(key, []).append((c, input_index))
+                continue
+            flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
+            source_base = self.backward_segment_id(c) << 24 | _COMPUTE
+            self._incoming(seg, c, source_base, source, i, devices, flows, deps, tasks, None, inner_dim)
+        for (source, groups, group_bytes), readers in summed.items():
+            c, input_index = readers[0]
+            flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
+            bases = [self.backward_segment_id(reader) << 24 | _COMPUTE for reader, _ in readers]
+            self._summed_incoming(seg, c, [list(g) for g in groups], list(group_bytes), bases, source, i, devices,
+                                  flows, deps, tasks, inner_dim)
         self._stats(seg, i, config, deps, tasks)
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
@@ -665,8 +693,8 @@ class TaskGraphBuilder:
                           source_base | source_tasks, src[moved], dst[moved], deps, tasks, memory, inner_dim)
 
     def _summed_incoming(self, seg: int, source_op: int, groups: list[list[int]], group_bytes: list[int],
-                         source_base: int, source: ParallelConfig, i: int, devices: tuple[int, ...], flows: Flows,
-                         deps: list[list[int]], tasks: list[Task], inner_dim: bool) -> None:
+                         source_bases: list[int], source: ParallelConfig, i: int, devices: tuple[int, ...],
+                         flows: Flows, deps: list[list[int]], tasks: list[Task], inner_dim: bool) -> None:
         """What op i reads from `source_op`, whose tasks hold partial sums: of the gradient of their input
         (backward; a dense layer or conv split on its output channels) or of their output (forward; a split
         contracting label: a row-split dense, a vocabulary-split embedding). The tasks of one group hold
@@ -674,7 +702,10 @@ class TaskGraphBuilder:
         compiled step of a channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input,
         f32[128,4096] for fc7's): a reduce-scatter where the readers are on the group's devices and each
         reads its own part of the box, else an all-reduce. Then each task of op i takes its slice: where it
-        is, if its device is in the group, else in one resharding from the group's first device."""
+        is, if its device is in the group, else in one resharding from the group's first device. Several
+        consumers under one config whose partial gradients of op i's output fall in the same groups
+        (`source_bases`, one compute base each: q, k and v of an attention split on heads) are added on
+        each device and summed once, as Megatron sums them (one all-reduce per layer norm)."""
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
             reads.setdefault(n, []).append((k, num_bytes))
@@ -693,7 +724,7 @@ class TaskGraphBuilder:
                        and sum(num_bytes for _, num_bytes in box) == box_bytes)
             duration_ms = (self._reduce_scatter_ms if scatter else self._allreduce_ms)(box_bytes, ring)
             tasks.append(_new_task(Task, (key, TRANSFER, (source_op, i), tuple(sorted(resources)), duration_ms,
-                                          tuple(source_base | n for n in group))))
+                                          tuple(base | n for base in source_bases for n in group))))
             for k, num_bytes in box:
                 if devices[k] in group_devices:
                     deps[k].append(key)
