@@ -57,14 +57,17 @@ from soap.optimizer import Optimizer
 
 FORWARD, TRANSFER, STATS, BACKWARD, ALLREDUCE, UPDATE = (
     "forward", "transfer", "stats", "backward", "allreduce", "update")
+# How a TRANSFER summing partial sums sums them (its label's third field; simulator.taskgraph._summed_incoming).
+ALL_REDUCED, REDUCE_SCATTERED = "all-reduced", "reduce-scattered"
 # The part of a segment a task belongs to, already shifted into place in the key.
 _TRANSFER, _COMPUTE, _ALLREDUCE, _UPDATE = 0 << 20, 1 << 20, 2 << 20, 3 << 20
 
 
 class Task(NamedTuple):
     """One task. `label` names it for traces: (op, task) for compute, all-reduce (op, slice), statistics
-    (op, slice) and update; (source op, op) for the all-reduce of partial sums; (source op, op, source
-    tasks, tasks) for a resharding, slice j from source task j to task j. See `task_name`."""
+    (op, slice) and update; (source op, op, ALL_REDUCED or REDUCE_SCATTERED) for the sum of partial
+    sums; (source op, op, source tasks, tasks) for a resharding, slice j from source task j to task j.
+    See `task_name`."""
 
     key: int
     kind: str
@@ -91,8 +94,8 @@ def task_name(task: Task, graph: OpGraph) -> str:
     if task.kind == TRANSFER:
         source, op, *moved = task.label
         prefix = "grad " if task.key >> 24 >= len(names) else ""
-        if not moved:
-            return f"{prefix}{names[source]} -> {names[op]} (partial sums all-reduced)"
+        if len(moved) == 1:
+            return f"{prefix}{names[source]} -> {names[op]} (partial sums {moved[0]})"
         source_tasks, tasks = moved
         if len(tasks) == 1:
             return f"{prefix}{names[source]}[{source_tasks[0]}] -> {names[op]}[{tasks[0]}]"
@@ -723,7 +726,8 @@ class TaskGraphBuilder:
                        and readers <= set(group_devices)
                        and sum(num_bytes for _, num_bytes in box) == box_bytes)
             duration_ms = (self._reduce_scatter_ms if scatter else self._allreduce_ms)(box_bytes, ring)
-            tasks.append(_new_task(Task, (key, TRANSFER, (source_op, i), tuple(sorted(resources)), duration_ms,
+            label = (source_op, i, REDUCE_SCATTERED if scatter else ALL_REDUCED)
+            tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(sorted(resources)), duration_ms,
                                           tuple(base | n for base in source_bases for n in group))))
             for k, num_bytes in box:
                 if devices[k] in group_devices:
