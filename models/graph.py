@@ -74,7 +74,8 @@ class OpGraph:
         that graphs without them keep the signature they always had)."""
         text = repr((self.model, self.dataset, self.batch_size, self.ops, sorted(self.nx.edges)))
         extras = tuple((op.name, self.producers(op.name), op.state_shapes) + (("im2col",) if op.im2col else ())
-                       + ((tuple(attrs_items(op.attrs)), op.tied) if op.attrs is not None or op.tied else ())
+                       + ((tuple(attrs_items(op.attrs)) if op.attrs is not None else (), op.tied)
+                          if op.attrs is not None or op.tied else ())
                        for op in self.ops
                        if len(op.input_shapes) > 1 or op.state_shapes or op.im2col or op.attrs is not None or op.tied)
         if extras:
