@@ -3,6 +3,7 @@
     python -m models resnet50 --dataset imagenet --batch-size 64
     python -m models inception_v3 --dataset imagenet-299 --json inception.json   # the graph as data
     python -m models path/to/file.py:NAME --dataset tiny-imagenet   # a flax nnx model of your own, imported
+    python -m models gpt2 --depth 4 --width 256 --heads 4 --vocab 4096 --seq-len 128   # a smaller GPT-2
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import json
 import sys
 
 from models.cli import OneLineParser, check_writable, positive_int, run_command, write_atomic
-from models.datasets import DATASETS
+from models.datasets import DATASETS, TOKEN_DATASETS
 from models.graph import OpGraph
 from models.graph_file import DATA, graph_document
 from models.resolve import MODEL_HELP, resolve_model
-from models.zoo import DEFAULT_BATCH_SIZE
+from models.zoo import DEFAULT_BATCH_SIZE, TOKEN_MODELS, FamilyOptions, flag
 
 
 def _shape(shape) -> str:
@@ -43,6 +44,15 @@ def format_table(graph: OpGraph) -> str:
     return "\n".join([title, line(header), *map(line, rows), line(total)]).rstrip()
 
 
+FAMILY_FLAGS = {  # models.zoo.FamilyOptions' fields, with their help
+    "depth": "layers of a transformer family's member (default: the model's)",
+    "width": "its hidden width",
+    "heads": "its attention heads (must divide the width)",
+    "vocab": "its vocabulary",
+    "seq_len": "the tokens' sequence length (default and maximum: the model's context)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(_main, argv)
 
@@ -50,15 +60,19 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = OneLineParser(prog="python -m models", description=__doc__.splitlines()[0])
     parser.add_argument("model", help=MODEL_HELP)
-    parser.add_argument("--dataset", default="tiny-imagenet",
-                        help=f"the input images' shape and class count, one of: {', '.join(DATASETS)}")
+    parser.add_argument("--dataset", help=f"the inputs' shape: one of {', '.join((*DATASETS, *TOKEN_DATASETS))} "
+                                          f"(default: tiny-imagenet, or tokens for {', '.join(TOKEN_MODELS)})")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
-                        help=f"images per step (default {DEFAULT_BATCH_SIZE}); shapes and FLOPs are per step")
+                        help=f"samples per step (default {DEFAULT_BATCH_SIZE}); shapes and FLOPs are per step")
+    for field, what in FAMILY_FLAGS.items():
+        parser.add_argument(flag(field), type=positive_int(flag(field)), help=what)
     parser.add_argument("--json", metavar="PATH", help="also write the graph as JSON to PATH")
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
-    graph = resolve_model(args.model, args.dataset, args.batch_size).graph
+    dataset = args.dataset or (TOKEN_DATASETS[0] if args.model in TOKEN_MODELS else "tiny-imagenet")
+    options = FamilyOptions(**{field: getattr(args, field) for field in FAMILY_FLAGS})
+    graph = resolve_model(args.model, dataset, args.batch_size, options).graph
     print(format_table(graph))
     if args.json:
         write_atomic(args.json, json.dumps(graph_document(graph), indent=1))

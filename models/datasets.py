@@ -1,4 +1,9 @@
-"""Dataset shapes the models are built for (image size, channels, classes)."""
+"""Dataset shapes the models are built for: images (size, channels, classes) or token ids.
+
+Image datasets are NHWC float images with one integer class per image. The `tokens` dataset is synthetic
+[b s] int32 token ids over the model's vocabulary, each position labelled with the next id; its sequence
+length is the model's context unless a command's --seq-len says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,10 @@ DATASETS: dict[str, DatasetShape] = {
 }
 
 
+TOKEN_DATASETS = ("tokens",)
+
+
 def dataset_shape(name: str) -> DatasetShape:
     if name not in DATASETS:
-        raise UnknownModelError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise UnknownModelError(f"unknown dataset {name!r}; known datasets: {', '.join((*DATASETS, *TOKEN_DATASETS))}")
     return DATASETS[name]

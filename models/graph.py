@@ -20,7 +20,11 @@ from collections.abc import Sequence
 import networkx as nx
 
 from models.errors import ShapeError
+from models.kinds.activation import Activation, ActivationAttrs
+from models.kinds.attention import AttentionAttrs
 from models.kinds.conv import IM2COL_MAX_PIXELS
+from models.kinds.dropout import DropoutAttrs
+from models.kinds.layer_norm import LayerNormAttrs
 from models.op import Op, OpKind, Padding, Shape, attrs_items, spatial_output_size
 
 
@@ -70,7 +74,8 @@ class OpGraph:
         that graphs without them keep the signature they always had)."""
         text = repr((self.model, self.dataset, self.batch_size, self.ops, sorted(self.nx.edges)))
         extras = tuple((op.name, self.producers(op.name), op.state_shapes) + (("im2col",) if op.im2col else ())
-                       + ((tuple(attrs_items(op.attrs)), op.tied) if op.attrs is not None or op.tied else ())
+                       + ((tuple(attrs_items(op.attrs)) if op.attrs is not None else (), op.tied)
+                          if op.attrs is not None or op.tied else ())
                        for op in self.ops
                        if len(op.input_shapes) > 1 or op.state_shapes or op.im2col or op.attrs is not None or op.tied)
         if extras:
@@ -210,13 +215,15 @@ class GraphBuilder:
                 output_shape=(shape[0], math.prod(shape[1:])), dtype=self._dtype)
         return self._add(op, (source,))
 
-    def dense(self, name, units, relu=True, input=...) -> str:
+    def dense(self, name, units, relu=True, bias=True, input=...) -> str:
+        """x . kernel (+ bias) on (N, features) or on [b s d] tokens (the last dim contracted)."""
         source = self._source(input)
-        n, features = self._require_rank(name, self.shape(source), 2)
-        op = Op(
-            name=name, kind=OpKind.DENSE, input_shapes=((n, features),), output_shape=(n, units),
-            param_shapes=(("kernel", (features, units)), ("bias", (units,))), dtype=self._dtype, relu=relu,
-        )
+        shape = self.shape(source)
+        if len(shape) != 3:
+            self._require_rank(name, shape, 2)
+        params = (("kernel", (shape[-1], units)),) + ((("bias", (units,)),) if bias else ())
+        op = Op(name=name, kind=OpKind.DENSE, input_shapes=(shape,), output_shape=shape[:-1] + (units,),
+                param_shapes=params, dtype=self._dtype, relu=relu)
         return self._add(op, (source,))
 
     def softmax_xent(self, name, input=...) -> str:
@@ -224,6 +231,113 @@ class GraphBuilder:
         n, classes = self._require_rank(name, self.shape(source), 2)
         op = Op(name=name, kind=OpKind.SOFTMAX_XENT, input_shapes=((n, classes),), output_shape=(n,),
                 dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def embedding(self, name, vocab, width, input=...) -> str:
+        """Token ids [b s] (the data batch, int32) to vectors [b s width] through a table [vocab width]."""
+        source = self._source(input)
+        shape = self._require_rank(name, self.shape(source), 2)
+        op = Op(name=name, kind=OpKind.EMBEDDING, input_shapes=(shape,), output_shape=shape + (width,),
+                param_shapes=(("embedding", (vocab, width)),), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def add_position(self, name, positions, input=...) -> str:
+        """x [b s d] + the first s rows of a learned table [positions d] (positions: the model's context)."""
+        source = self._source(input)
+        shape = self._require_rank(name, self.shape(source), 3)
+        if shape[1] > positions:
+            raise ShapeError(f"op {name!r}: sequence length {shape[1]} is over the model's context of {positions} "
+                             f"positions; use a sequence length of at most {positions}")
+        op = Op(name=name, kind=OpKind.ADD_POSITION, input_shapes=(shape,), output_shape=shape,
+                param_shapes=(("embedding", (positions, shape[2])),), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def layer_norm(self, name, eps=1e-5, rms=False, input=...) -> str:
+        """Layer norm (RMS norm where `rms`) over the last dim, scale (and bias) per feature."""
+        source = self._source(input)
+        shape = self.shape(source)
+        params = (("scale", shape[-1:]),) + (() if rms else (("bias", shape[-1:]),))
+        op = Op(name=name, kind=OpKind.LAYER_NORM, input_shapes=(shape,), output_shape=shape, param_shapes=params,
+                dtype=self._dtype, attrs=LayerNormAttrs(eps=eps, rms=rms))
+        return self._add(op, (source,))
+
+    def split_heads(self, name, heads, input=...) -> str:
+        """[b s (heads k)] -> [b s heads k]."""
+        source = self._source(input)
+        batch, sequence, width = self._require_rank(name, self.shape(source), 3)
+        if width % heads:
+            raise ShapeError(f"op {name!r}: {heads} heads do not divide the width {width}; use a number of heads "
+                             f"that divides {width}")
+        op = Op(name=name, kind=OpKind.SPLIT_HEADS, input_shapes=((batch, sequence, width),),
+                output_shape=(batch, sequence, heads, width // heads), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def merge_heads(self, name, input=...) -> str:
+        """[b s heads k] -> [b s (heads k)]."""
+        source = self._source(input)
+        batch, sequence, heads, head_dim = shape = self._require_rank(name, self.shape(source), 4)
+        op = Op(name=name, kind=OpKind.MERGE_HEADS, input_shapes=(shape,),
+                output_shape=(batch, sequence, heads * head_dim), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def attention(self, name, inputs: Sequence[str], causal=False) -> str:
+        """Softmax attention of `inputs` = [queries, keys, values], each [b s heads k] (keys, values: [b t h k])."""
+        sources = self._require_inputs(name, inputs)
+        shapes = tuple(self._require_rank(name, self.shape(s), 4) for s in sources)
+        q, k, v = shapes if len(shapes) == 3 else (None, None, None)
+        if q is None or k != v or (q[0], q[2], q[3]) != (k[0], k[2], k[3]):
+            raise ShapeError(f"attention {name!r} reads {', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; "
+                             f"it needs queries [b s h k] and keys and values of one shape [b t h k]")
+        op = Op(name=name, kind=OpKind.ATTENTION, input_shapes=shapes, output_shape=q, dtype=self._dtype,
+                attrs=AttentionAttrs(causal=causal))
+        return self._add(op, sources)
+
+    def activation(self, name, fn: Activation | str, input=...) -> str:
+        source = self._source(input)
+        shape = self.shape(source)
+        op = Op(name=name, kind=OpKind.ACTIVATION, input_shapes=(shape,), output_shape=shape, dtype=self._dtype,
+                attrs=ActivationAttrs(fn))
+        return self._add(op, (source,))
+
+    def multiply(self, name, inputs: Sequence[str]) -> str:
+        """The element-wise product of two ops of one shape."""
+        sources = self._require_inputs(name, inputs)
+        shapes = tuple(self.shape(s) for s in sources)
+        if len(sources) != 2 or shapes[0] != shapes[1]:
+            raise ShapeError(f"multiply {name!r} reads {', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; "
+                             f"it multiplies two tensors of one shape")
+        op = Op(name=name, kind=OpKind.MULTIPLY, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype)
+        return self._add(op, sources)
+
+    def dropout(self, name, rate, input=...) -> str:
+        source = self._source(input)
+        shape = self.shape(source)
+        if not 0 <= rate < 1:
+            raise ShapeError(f"dropout {name!r}: rate {rate} is outside [0, 1); use a rate such as 0.1")
+        op = Op(name=name, kind=OpKind.DROPOUT, input_shapes=(shape,), output_shape=shape, dtype=self._dtype,
+                attrs=DropoutAttrs(rate=rate))
+        return self._add(op, (source,))
+
+    def attend(self, name, table: str, bias=False, input=...) -> str:
+        """Logits [b s vocab] = x [b s d] . the table of embedding op `table` (tied: one weight), + an own bias."""
+        source = self._source(input)
+        batch, sequence, width = self._require_rank(name, self.shape(source), 3)
+        owner = self._graph.nodes[table]["op"] if table in self._graph else None
+        if owner is None or owner.kind is not OpKind.EMBEDDING or owner.param_shapes[0][1][1] != width:
+            raise ShapeError(f"attend {name!r} reads the table of {table!r}, which is not an embedding of width "
+                             f"{width} in {self._model!r}; name the token embedding op")
+        vocab = owner.param_shapes[0][1][0]
+        params = (("embedding", (vocab, width)),) + ((("bias", (vocab,)),) if bias else ())
+        op = Op(name=name, kind=OpKind.ATTEND, input_shapes=((batch, sequence, width),),
+                output_shape=(batch, sequence, vocab), param_shapes=params, dtype=self._dtype,
+                tied=(("embedding", table),))
+        return self._add(op, (source,))
+
+    def token_xent(self, name, input=...) -> str:
+        """Per-token softmax cross-entropy of logits [b s vocab] against the labels [b s]."""
+        source = self._source(input)
+        shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.TOKEN_XENT, input_shapes=(shape,), output_shape=shape[:2], dtype=self._dtype)
         return self._add(op, (source,))
 
     def build(self, batch_size: int) -> OpGraph:

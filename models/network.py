@@ -36,9 +36,23 @@ Params = dict[str, dict[str, jax.Array]]
 OPS_VERSION = 7
 
 
+def own_param_shapes(op: Op) -> dict[str, tuple[int, ...]]:
+    """The op's parameters that it owns: all but those tied to another op's weight (`Op.tied`)."""
+    tied = {name for name, _ in op.tied}
+    return {name: shape for name, shape in op.param_shapes if name not in tied}
+
+
 def op_layer(op: Op, rngs: nnx.Rngs) -> nnx.Module | None:
-    """The nnx layer that initializes the parameters of an op (any op, also a task's local op), or None."""
-    return op.spec.layer(op, rngs) if op.param_shapes else None
+    """The nnx layer that initializes the parameters an op owns (any op, also a task's local op), or None."""
+    return op.spec.layer(op, rngs) if own_param_shapes(op) else None
+
+
+def op_params(op: Op, params: Params) -> dict[str, jax.Array] | None:
+    """What `apply_op` takes for `op` from every op's own parameters: its own, and each tied weight from
+    its owner (the owner's parameter of the same name: GPT-2's head reads wte's "embedding")."""
+    if not op.param_shapes:
+        return None
+    return {**params.get(op.name, {}), **{name: params[owner][name] for name, owner in op.tied}}
 
 
 def layer_params(layer: nnx.Module) -> dict[str, jax.Array]:
@@ -55,9 +69,9 @@ def apply_op(op: Op, params: Mapping[str, jax.Array] | None, inputs: tuple[jax.A
 
 def _check_param_shapes(op: Op, layer: nnx.Module) -> None:
     built = {name: tuple(value.shape) for name, value in nnx.to_pure_dict(nnx.state(layer, nnx.Param)).items()}
-    if built != dict(op.param_shapes):
+    if built != own_param_shapes(op):
         raise ShapeError(f"op {op.name!r}: the {type(layer).__name__} layer has parameters {built} but the graph "
-                         f"says {dict(op.param_shapes)}; the layer and the op must be built from the same shapes")
+                         f"says {own_param_shapes(op)}; the layer and the op must be built from the same shapes")
 
 
 def loss_op(graph: OpGraph) -> Op:
@@ -69,7 +83,7 @@ def require_loss_last(graph: OpGraph) -> None:
     last = graph.ops[-1]
     if not last.spec.reads_labels or graph.consumers(last.name):
         raise ShapeError(f"the last op of {graph.model} is {last.kind.value} {last.name!r}; training needs a "
-                         f"softmax_xent loss last: end the model with one")
+                         f"loss last (softmax_xent, token_xent): end the model with one")
 
 
 class Network(nnx.Module):
@@ -79,18 +93,19 @@ class Network(nnx.Module):
         require_loss_last(graph)
         self.ops = graph.ops
         self.producers = {op.name: graph.producers(op.name) for op in graph.ops}
-        self.layers = nnx.Dict({op.name: op_layer(op, rngs) for op in graph.ops if op.param_shapes})
+        self.layers = nnx.Dict({op.name: op_layer(op, rngs) for op in graph.ops if own_param_shapes(op)})
         for op in graph.ops:
-            if op.param_shapes:
+            if own_param_shapes(op):
                 _check_param_shapes(op, self.layers[op.name])
 
     def __call__(self, images: jax.Array, labels: jax.Array) -> jax.Array:
-        """Per-sample losses of a batch (the step's loss is their mean)."""
+        """Per-sample (per-token) losses of a batch (the step's loss is their mean); `images` is the data
+        batch, token ids for a token model."""
+        own = {name: layer_params(layer) for name, layer in self.layers.items()}
         values: dict[str, jax.Array] = {}
         for op in self.ops:
             inputs = tuple(values[p] for p in self.producers[op.name]) or (images,)
-            params = layer_params(self.layers[op.name]) if op.param_shapes else None
-            values[op.name] = apply_op(op, params, inputs, labels)
+            values[op.name] = apply_op(op, op_params(op, own), inputs, labels)
         return values[self.ops[-1].name]
 
 

@@ -37,6 +37,17 @@ class OpKind(str, enum.Enum):
     FLATTEN = "flatten"
     DENSE = "dense"
     SOFTMAX_XENT = "softmax_xent"
+    LAYER_NORM = "layer_norm"
+    EMBEDDING = "embedding"
+    ADD_POSITION = "add_position"
+    ATTENTION = "attention"
+    SPLIT_HEADS = "split_heads"
+    MERGE_HEADS = "merge_heads"
+    ACTIVATION = "activation"
+    MULTIPLY = "multiply"
+    DROPOUT = "dropout"
+    TOKEN_XENT = "token_xent"
+    ATTEND = "attend"
 
 
 class Padding(str, enum.Enum):

@@ -18,7 +18,7 @@ from flax import nnx
 from models.graph import OpGraph
 from models.importer import ImportedModel, import_model
 from models.user_model import SPEC_FORM, load_user_model
-from models.zoo import MODELS, build_graph
+from models.zoo import MODELS, FamilyOptions, build_graph, require_no_family_options
 
 MODEL_HELP = f"one of: {', '.join(MODELS)}; or a flax nnx model of your own as {SPEC_FORM}"
 
@@ -36,9 +36,11 @@ def is_user_model(spec: str) -> bool:
     return ".py:" in spec
 
 
-def resolve_model(spec: str, dataset: str, batch_size: int) -> ResolvedModel:
+def resolve_model(spec: str, dataset: str, batch_size: int, options: FamilyOptions = FamilyOptions()) -> ResolvedModel:
+    """`options` size a zoo transformer family's member (models.zoo.FamilyOptions); none applies to a user's model."""
     if not is_user_model(spec):
-        return ResolvedModel(build_graph(spec, dataset, batch_size))
+        return ResolvedModel(build_graph(spec, dataset, batch_size, options))
+    require_no_family_options(spec, options)
     module = load_user_model(spec)
     imported = import_model(module, dataset, batch_size)
     return ResolvedModel(imported.graph, module, imported)

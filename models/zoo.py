@@ -1,24 +1,30 @@
-"""The models SOAP knows, by name: `build_graph("resnet50", "imagenet", 64)`.
+"""The models SOAP knows, by name: `build_graph("resnet50", "imagenet", 64)`, `build_graph("gpt2", "tokens", 8)`.
 
-    alexnet vgg16 resnet18 resnet50 resnet101 inception_v3
+    alexnet vgg16 resnet18 resnet50 resnet101 inception_v3        (images)
+    gpt2 gpt2_medium gpt2_large gpt2_xl                            (token ids)
 
-Each builds at every dataset whose images are large enough for it; a smaller one is one line naming the
-model's minimum size (the smallest square image its graph builds at, found by bisection).
+Each image model builds at every image dataset whose images are large enough for it; a smaller one is one
+line naming the model's minimum size (the smallest square image its graph builds at, found by bisection).
+A token model reads the `tokens` dataset; `FamilyOptions` (the commands' --depth, --width, --heads,
+--vocab, --seq-len) build a smaller member of its family. Every misfit is one line: rule, value, fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass
 
 from models.alexnet import alexnet
-from models.datasets import DatasetShape, dataset_shape
+from models.datasets import DatasetShape, TOKEN_DATASETS, dataset_shape
 from models.errors import ShapeError, SoapError, UnknownModelError
+from models.gpt2 import SIZES as GPT2_SIZES, gpt2
 from models.graph import OpGraph
 from models.inception import inception_v3
 from models.resnet import resnet18, resnet50, resnet101
 from models.vgg import vgg16
 
-MODELS = {
+IMAGE_MODELS = {
     "alexnet": alexnet,
     "vgg16": vgg16,
     "resnet18": resnet18,
@@ -26,7 +32,28 @@ MODELS = {
     "resnet101": resnet101,
     "inception_v3": inception_v3,
 }
+TOKEN_MODELS = GPT2_SIZES
+MODELS = (*IMAGE_MODELS, *TOKEN_MODELS)
 DEFAULT_BATCH_SIZE = 128  # as in Krizhevsky's one-weird-trick paper
+
+
+@dataclass(frozen=True)
+class FamilyOptions:
+    """A smaller (or larger) member of a transformer family: each size left None is the member's own."""
+
+    depth: int | None = None
+    width: int | None = None
+    heads: int | None = None
+    vocab: int | None = None
+    seq_len: int | None = None  # the tokens dataset's sequence length (default: the model's context)
+
+    def given(self) -> dict[str, int]:
+        """The options set, by field name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def _require_known(model: str) -> None:
@@ -34,31 +61,66 @@ def _require_known(model: str) -> None:
         raise UnknownModelError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")
 
 
-def build_graph(model: str, dataset: str, batch_size: int = DEFAULT_BATCH_SIZE) -> OpGraph:
+def build_graph(model: str, dataset: str, batch_size: int = DEFAULT_BATCH_SIZE,
+                options: FamilyOptions = FamilyOptions()) -> OpGraph:
     _require_known(model)
     if batch_size < 1:
         raise SoapError(f"batch size must be a positive integer, got {batch_size}; try --batch-size 128")
+    if model in TOKEN_MODELS:
+        return _token_graph(model, dataset, batch_size, options)
+    require_no_family_options(model, options)
+    if dataset in TOKEN_DATASETS:
+        raise SoapError(f"{model} reads images, not token ids ({dataset}); pick an image dataset such as imagenet")
     shape = dataset_shape(dataset)
     minimum = minimum_image_size(model)
     if min(shape.height, shape.width) < minimum:
         raise ShapeError(f"{model} needs images of at least {minimum}x{minimum}, but {dataset} has "
                          f"{shape.height}x{shape.width}; pick a dataset with larger images")
-    return MODELS[model](shape, batch_size)
+    return IMAGE_MODELS[model](shape, batch_size)
+
+
+def require_no_family_options(model: str, options: FamilyOptions) -> None:
+    """One line if a family's size option is given for a model that has none (a CNN, a user's module)."""
+    given = options.given()
+    if given:
+        name = flag(next(iter(given)))
+        raise SoapError(f"{name} sizes the transformer families ({', '.join(TOKEN_MODELS)}), not {model}; drop {name}")
+
+
+def _token_graph(model: str, dataset: str, batch_size: int, options: FamilyOptions) -> OpGraph:
+    if dataset not in TOKEN_DATASETS:
+        dataset_shape(dataset)  # an unknown name is its own line
+        raise SoapError(f"{model} reads token ids, not images ({dataset}); use --dataset tokens")
+    sizes = {k: v for k, v in options.given().items() if k != "seq_len"}
+    size = dataclasses.replace(TOKEN_MODELS[model], **sizes)
+    sequence = size.context if options.seq_len is None else options.seq_len
+    if sequence > size.context:
+        raise SoapError(f"{model}: --seq-len {sequence} is over the model's context of {size.context} tokens; "
+                        f"use --seq-len {size.context} or less")
+    if size.width % size.heads:
+        raise SoapError(f"{model}: --heads {size.heads} does not divide the width {size.width}; use a number of "
+                        f"heads that divides {size.width}, or another --width")
+    return gpt2(model, size, dataset, sequence, batch_size)
 
 
 def default_dataset(model: str) -> str:
-    """The benchmarks' dataset for `model`: Tiny ImageNet's shapes where it builds, else ImageNet at 299."""
+    """The benchmarks' dataset for `model`: tokens for a token model; Tiny ImageNet's shapes where an image
+    model builds, else ImageNet at 299."""
+    if model in TOKEN_MODELS:
+        return TOKEN_DATASETS[0]
     return "tiny-imagenet" if minimum_image_size(model) <= 64 else "imagenet-299"
 
 
 @functools.cache
 def minimum_image_size(model: str) -> int:
-    """The smallest square image size `model` builds at (its graph has no empty output)."""
+    """The smallest square image size image model `model` builds at (its graph has no empty output)."""
     _require_known(model)
+    if model in TOKEN_MODELS:
+        raise SoapError(f"{model} reads token ids, not images; it has no image size")
 
     def builds(size: int) -> bool:
         try:
-            MODELS[model](DatasetShape("probe", size, size, 3, 10), 1)
+            IMAGE_MODELS[model](DatasetShape("probe", size, size, 3, 10), 1)
         except ShapeError:
             return False
         return True

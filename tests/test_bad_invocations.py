@@ -67,6 +67,17 @@ CASES = [
     case("models", ["alexnet", "--dataset", "mnist"], "unknown dataset 'mnist'", "models-dataset"),
     case("models", ["alexnet", "--json", "{tmp}/missing/g.json"], "does not exist; create it", "models-json-folder"),
     case("models", ["alexnet", "--json", "{dir}"], "is a folder; pass a file path", "models-json-is-folder"),
+    case("models", ["gpt2", "--seq-len", "2048"], "gpt2: --seq-len 2048 is over the model's context of 1024 tokens; "
+         "use --seq-len 1024 or less", "models-seq-len-over-context"),
+    case("models", ["gpt2", "--width", "256", "--heads", "5"], "gpt2: --heads 5 does not divide the width 256; use a "
+         "number of heads that divides 256", "models-heads"),
+    case("models", ["alexnet", "--depth", "4"], "--depth sizes the transformer families (gpt2, gpt2_medium, gpt2_large, "
+         "gpt2_xl), not alexnet; drop --depth", "models-family-flag-on-cnn"),
+    case("models", ["gpt2", "--vocab", "0"], f"--vocab {POSITIVE}, got 0", "models-vocab"),
+    case("models", ["gpt2", "--dataset", "imagenet"], "gpt2 reads token ids, not images (imagenet); use --dataset "
+         "tokens", "models-gpt2-images"),
+    case("models", ["alexnet", "--dataset", "tokens"], "alexnet reads images, not token ids (tokens); pick an image "
+         "dataset", "models-cnn-tokens"),
     # simulator.calibrate
     case("simulator.calibrate", ["--model", "alexnet", "--gpus", "0"], f"--gpus {POSITIVE}, got 0", "calibrate-gpus"),
     case("simulator.calibrate", ["--gpus", "2"], "the following arguments are required: --model", "calibrate-no-model"),

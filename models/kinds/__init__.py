@@ -7,18 +7,28 @@ A new kind is a module beside these with a KindSpec subclass, registered below, 
 models.graph.GraphBuilder; nothing in the simulator, the space, the lowering or calibration changes.
 """
 
+from models.kinds.activation import ActivationKind
+from models.kinds.attend import Attend
+from models.kinds.attention import Attention
 from models.kinds.batch_norm import BatchNorm
-from models.kinds.combine import Add, Concat
+from models.kinds.combine import Add, Concat, Multiply
 from models.kinds.conv import Conv2D
 from models.kinds.dense import Dense
+from models.kinds.dropout import Dropout
+from models.kinds.embedding import Embedding
 from models.kinds.global_pool import GlobalAvgPool
+from models.kinds.heads import MergeHeads, SplitHeads
+from models.kinds.layer_norm import LayerNorm
 from models.kinds.loss import SoftmaxXent
 from models.kinds.pool import AvgPool2D, MaxPool2D
+from models.kinds.position import AddPosition
 from models.kinds.reshape import Flatten
+from models.kinds.token_loss import TokenXent
 from models.op import OpKind, register, registered_kinds
 
 for _spec in (Conv2D(), MaxPool2D(), AvgPool2D(), GlobalAvgPool(), BatchNorm(), Add(), Concat(), Flatten(), Dense(),
-              SoftmaxXent()):
+              SoftmaxXent(), LayerNorm(), Embedding(), AddPosition(), Attention(), SplitHeads(), MergeHeads(),
+              ActivationKind(), Multiply(), Dropout(), TokenXent(), Attend()):
     register(_spec)
 
 assert registered_kinds() == set(OpKind), set(OpKind) - registered_kinds()

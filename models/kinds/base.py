@@ -18,6 +18,10 @@ kind's labelled space (models.labels) instead of branching on kinds; a new kind 
 - `layer(op, rngs)`: the nnx module that initializes the op's parameters (flax's default initializers;
   None without); `apply(op, params, inputs, labels)`: the op's JAX computation on its inputs, its
   parameters a dict of arrays named as `param_shapes` names them (None without).
+- `task_apply(op, degrees, index, params, inputs, labels)`: what task `index` of a split computes on its
+  slices (its local op's `apply`; a kind whose task needs its offset in a label says how: a vocabulary
+  shard's lookup, a sequence shard's positions and causal mask).
+- `input_dtypes(op)`: the dtype of each input (the op's dtype; token ids are int32).
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ from models.op import Op, OpKind, Padding
 
 _ROLES_BY_RANK = {
     4: (Role.SAMPLE, Role.HEIGHT, Role.WIDTH, Role.CHANNEL),
+    3: (Role.SAMPLE, Role.SEQUENCE, Role.HIDDEN),
     2: (Role.SAMPLE, Role.CHANNEL),
     1: (Role.SAMPLE,),
 }
 
 
 def tensor_labels(shape: tuple[int, ...]) -> tuple[Label, ...]:
-    """The labels of an NHWC image, an (N, C) matrix or an (N,) vector, named by their roles."""
+    """The labels of an NHWC image, a [b s d] token tensor, an (N, C) matrix or an (N,) vector, named by
+    their roles."""
     return tuple(Label(role.value, size, role) for role, size in zip(_ROLES_BY_RANK[len(shape)], shape))
 
 
@@ -81,11 +87,22 @@ class KindSpec:
             param_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.params),
             state_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.state), **window)
 
+    def input_dtypes(self, op: Op) -> tuple[str, ...]:
+        """The dtype of each input: the op's own (a kind reading token ids says int32)."""
+        return (op.dtype,) * len(op.input_shapes)
+
     def layer(self, op: Op, rngs):
         return None
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels: jax.Array | None) -> jax.Array:
         raise NotImplementedError(self.kind)
+
+    def task_apply(self, op: Op, degrees: tuple[int, ...], index: tuple[int, ...], params,
+                   inputs: tuple[jax.Array, ...], labels: jax.Array | None) -> jax.Array:
+        """What task `index` (its shard index per config label) computes on its slices of the inputs and
+        parameters: a partial sum where `models.labels.output_partial`; statistics are the task's own (their
+        all-reduce is the simulator's and the runtime's, `stats_bytes`)."""
+        return self.apply(self.local_op(op, degrees), params, inputs, labels)
 
     def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...],
                          labels: jax.Array | None) -> tuple[jax.Array, dict | None]:

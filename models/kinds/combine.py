@@ -1,4 +1,5 @@
-"""add (n inputs of one shape, optional fused ReLU) and concat (along the channels, the last dim).
+"""add (n inputs of one shape, optional fused ReLU), multiply (two inputs of one shape) and concat (along
+the channels, the last dim).
 
 FLOPs: add forward = (n - 1) * elements, backward = forward (the gradient passes to every input, through
 the ReLU's mask); concat 0 (a copy). Worked number: ResNet-50's first residual add at 224x224, batch 64
@@ -47,3 +48,19 @@ class Concat(KindSpec):
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         return jnp.concatenate(inputs, axis=-1)
+
+
+class Multiply(KindSpec):
+    """x * y element-wise (a gated MLP's gate times its up-projection). FLOPs: forward = elements,
+    backward = 2 * elements (each input's gradient is the other times the output's). Every label splits."""
+
+    kind = OpKind.MULTIPLY
+
+    def forward_flops(self, op: Op) -> int:
+        return elements(op.output_shape)
+
+    def backward_flops(self, op: Op) -> int:
+        return 2 * elements(op.output_shape)
+
+    def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
+        return inputs[0] * inputs[1]

@@ -1,11 +1,19 @@
-"""dense: a fully-connected layer on (N, features) with bias, optional fused ReLU.
+"""dense: a fully-connected layer on (N, features) or on [b s d] tokens, optional bias and fused ReLU.
 
-FLOPs: forward = 2 * N * In * Out; backward = 2 * forward (1 * forward reading the data batch). Worked
-number: AlexNet fc7, batch 128 -> 2 * 128 * 4096 * 4096 = 4.29 GFLOP.
+    y[sample channel] = x[sample in_channel] . kernel[in_channel channel] + bias[channel]
+    y[sample sequence hidden] = x[sample sequence in_hidden] . kernel[in_hidden hidden] + bias[hidden]
 
-Every task reads all input features of its samples (in_channel is not split); split on its outputs, its
-input gradient is a partial sum over its channel group (models.labels: its input lacks the channel label). Its backward writes the kernel gradient in the kernel's own (in,
-out) orientation (`dense`).
+FLOPs: forward = 2 * elements(y) * In; backward = 2 * forward (1 * forward reading the data batch).
+Worked numbers: AlexNet fc7, batch 128 -> 2 * 128 * 4096 * 4096 = 4.29 GFLOP; GPT-2's MLP up-projection,
+8 sequences of 1024 tokens, 768 -> 3072 -> 2 * 8 * 1024 * 3072 * 768 = 38.7 GFLOP.
+
+On (N, features) every task reads all input features of its samples (in_channel is not split); split on
+its outputs, its input gradient is a partial sum over its channel group (models.labels: its input lacks
+the channel label). On tokens a config also splits the contracting in_hidden (Megatron's row-parallel
+dense): each task reads its share of x's features and the kernel's rows and holds a partial sum of y,
+the bias added once (after the sum, as Megatron does; `task_apply`). A column split (hidden) is
+Megatron's column-parallel dense. Its backward writes the kernel gradient in the kernel's own (in, out)
+orientation (`dense`).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from models.kinds.base import KindSpec, elements, relu_if
-from models.labels import Label, Role, Space
+from models.labels import Label, Role, Space, label_ranges
 from models.op import Op, OpKind
 
 
@@ -30,7 +38,8 @@ class Dense(KindSpec):
         return (2 if op.input_grad else 1) * self.forward_flops(op)
 
     def space(self, op: Op) -> Space:
-        """x[sample in_channel] . kernel[in_channel channel] + bias[channel] -> y[sample channel]."""
+        if len(op.output_shape) == 3:
+            return self._token_space(op)
         samples, features = op.input_shapes[0]
         labels = (Label("sample", samples, Role.SAMPLE), Label("channel", op.output_shape[-1], Role.CHANNEL),
                   Label("in_channel", features, Role.CHANNEL))
@@ -38,30 +47,58 @@ class Dense(KindSpec):
         return Space(labels, ("sample", "channel"), (("sample", "in_channel"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes))
 
+    @staticmethod
+    def _token_space(op: Op) -> Space:
+        """x[sample sequence in_hidden] . kernel[in_hidden hidden] + bias[hidden] -> y[sample sequence hidden];
+        in_hidden a contracting label (a row split leaves partial sums of y), splittable without a fused
+        ReLU (which cannot act on a partial sum)."""
+        batch, sequence, features = op.input_shapes[0]
+        labels = (Label("sample", batch, Role.SAMPLE), Label("sequence", sequence, Role.SEQUENCE),
+                  Label("hidden", op.output_shape[-1], Role.HIDDEN), Label("in_hidden", features, Role.HIDDEN))
+        params = {"kernel": ("in_hidden", "hidden"), "bias": ("hidden",)}
+        return Space(labels, ("sample", "sequence", "hidden"), (("sample", "sequence", "in_hidden"),),
+                     tuple((name, params[name]) for name, _ in op.param_shapes),
+                     config_labels=("sample", "sequence", "hidden", "in_hidden"),
+                     splittable=frozenset({"sample", "sequence", "hidden"} | (set() if op.relu else {"in_hidden"})))
+
     def layer(self, op: Op, rngs):
-        return nnx.Linear(op.input_shapes[0][-1], op.output_shape[-1], dtype=op.dtype, param_dtype=op.dtype,
-                          rngs=rngs)
+        return nnx.Linear(op.input_shapes[0][-1], op.output_shape[-1], use_bias=has_bias(op), dtype=op.dtype,
+                          param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        return relu_if(op, dense(inputs[0], params["kernel"], params["bias"]))
+        return relu_if(op, dense(inputs[0], params["kernel"], params.get("bias")))
+
+    def task_apply(self, op: Op, degrees, index, params, inputs, labels) -> jax.Array:
+        """A row-split task (in_hidden) adds the bias only where it holds the first rows: the partial sums
+        then add up to one bias."""
+        if has_bias(op) and label_ranges(op.space, degrees, index).get("in_hidden", (0, 0))[0] > 0:
+            params = {**params, "bias": jnp.zeros_like(params["bias"])}
+        return super().task_apply(op, degrees, index, params, inputs, labels)
+
+
+def has_bias(op: Op) -> bool:
+    return any(name == "bias" for name, _ in op.param_shapes)
 
 
 @jax.custom_vjp
-def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """x @ kernel + bias, as nnx.Linear computes it, with a backward that writes the kernel gradient in the
-    kernel's own (in, out) orientation. Left to autodiff, XLA's SPMD partitioner (JAX 0.10.2, CPU) emits
-    it as (out, in) and transposes it inside the update: on one core that made the update of a 4096x4096
-    kernel take 170 ms instead of 38 ms, and a data-parallel AlexNet step 25% slower than its parts."""
-    return x @ kernel + bias
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """x @ kernel (+ bias), as nnx.Linear computes it (x of any rank), with a backward that writes the kernel
+    gradient in the kernel's own (in, out) orientation. Left to autodiff, XLA's SPMD partitioner (JAX
+    0.10.2, CPU) emits it as (out, in) and transposes it inside the update: on one core that made the
+    update of a 4096x4096 kernel take 170 ms instead of 38 ms, and a data-parallel AlexNet step 25% slower
+    than its parts."""
+    y = x @ kernel
+    return y if bias is None else y + bias
 
 
 def _dense_forward(x, kernel, bias):
-    return dense(x, kernel, bias), (x, kernel)
+    return dense(x, kernel, bias), (x, kernel, bias)
 
 
 def _dense_backward(residuals, dy):
-    x, kernel = residuals
-    return dy @ kernel.T, jnp.einsum("bi,bo->io", x, dy), jnp.sum(dy, axis=0)
+    x, kernel, bias = residuals
+    dbias = None if bias is None else jnp.sum(dy, axis=tuple(range(dy.ndim - 1)))
+    return dy @ kernel.T, jnp.einsum("...i,...o->io", x, dy), dbias
 
 
 dense.defvjp(_dense_forward, _dense_backward)

@@ -6,10 +6,10 @@ import pytest
 
 from models.errors import ShapeError
 from models.graph_file import graph_from_json, graph_to_json
-from models.zoo import MODELS, build_graph
+from models.zoo import IMAGE_MODELS, build_graph
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(IMAGE_MODELS))
 def test_every_zoo_graph_round_trips(model):
     graph = build_graph(model, "imagenet-299", 4)
     again = graph_from_json(graph_to_json(graph))

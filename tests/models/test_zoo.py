@@ -11,7 +11,7 @@ from models.inception import inception_v3
 from models.op import OpKind
 from models.resnet import resnet18, resnet50
 from models.vgg import vgg16
-from models.zoo import MODELS, build_graph, minimum_image_size
+from models.zoo import IMAGE_MODELS, build_graph, minimum_image_size
 
 # (parameters, multiply-adds per image of the convs and dense layers, in G) as published: torchvision's
 # model cards (parameters; Inception-v3 without its auxiliary head: 27,161,264 - 3,326,696) and the
@@ -104,7 +104,7 @@ def test_minimum_image_sizes_and_the_too_small_error():
         minimum_image_size("resnet34")
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(IMAGE_MODELS))
 def test_every_model_builds_at_tiny_imagenet_or_says_why(model):
     if minimum_image_size(model) > 64:
         with pytest.raises(ShapeError):

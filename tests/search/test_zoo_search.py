@@ -10,7 +10,7 @@ import pytest
 
 from models.graph import GraphBuilder
 from models.labels import Role
-from models.zoo import MODELS, build_graph
+from models.zoo import IMAGE_MODELS, MODELS, build_graph
 from search.mcmc import Budget
 from search.optimize import main
 from search.strategy_search import search_strategy
@@ -20,10 +20,10 @@ from soap.space import enumerate_configs, validate_config
 from soap.strategy import Strategy
 from tests.simulator.fakes import FlopCost, fake_machine
 
-IMAGENET = {model: "imagenet-299" if model == "inception_v3" else "imagenet" for model in MODELS}
+IMAGENET = {model: "imagenet-299" if model == "inception_v3" else "imagenet" for model in IMAGE_MODELS}
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(IMAGE_MODELS))
 def test_every_baseline_is_valid_at_imagenet_shapes(model):
     graph = build_graph(model, IMAGENET[model], 64)
     for num_devices in (2, 16):
@@ -54,7 +54,7 @@ def test_alexnet_keeps_the_seeds_model_parallel():
     assert model_parallel(graph, 2)["conv2"].degrees == (1, 1, 1, 2)
 
 
-@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("model", sorted(IMAGE_MODELS))
 def test_optimize_searches_and_reports_every_zoo_model_in_simulation(model, tmp_path, capsys):
     code = main(["--model", model, "--dataset", IMAGENET[model], "--batch-size", "4", "--gpus", "2",
                  "--machine", "p100x2-pcie", "--iterations", "20", "--out", str(tmp_path)])
