@@ -140,11 +140,14 @@ def tensor_degree(graph: OpGraph, num_devices: int, devices_per_node: int | None
 def megatron(graph: OpGraph, num_devices: int, devices_per_node: int | None = None,
              sequence_parallel: bool = False) -> Strategy:
     """Megatron-LM's layout (the module docstring), t = `tensor_degree`, the batch split N / t ways."""
-    _require_batch_divides(graph, num_devices, "megatron")
     t = tensor_degree(graph, num_devices, devices_per_node)
     if t == 1:
         raise SoapError(f"megatron needs a tensor-parallel degree above 1, but no divisor of {num_devices} devices "
                         f"divides every heads and hidden size of {graph.model}; use data_parallel")
+    if graph.batch_size % (num_devices // t):
+        raise BatchNotDivisibleError(
+            f"megatron splits the batch over {num_devices // t} groups of {t} devices: batch size {graph.batch_size} "
+            f"is not divisible by {num_devices // t}; use a batch size that is a multiple of {num_devices // t}")
     devices = tuple(range(num_devices))
     split_out: dict[str, bool] = {}  # op -> its output arrives split on hidden (or heads) over the group
     configs = {}

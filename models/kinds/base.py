@@ -32,7 +32,7 @@ import math
 import jax
 import numpy as np
 
-from models.labels import Label, Role, Space, local_input_shape, local_shape, splits_window
+from models.labels import Label, Role, Space, local_input_shape, local_shape, replicated, splits_window
 from models.op import Op, OpKind, Padding
 
 _ROLES_BY_RANK = {
@@ -47,6 +47,13 @@ def tensor_labels(shape: tuple[int, ...]) -> tuple[Label, ...]:
     """The labels of an NHWC image, a [b s d] token tensor, an (N, C) matrix or an (N,) vector, named by
     their roles."""
     return tuple(Label(role.value, size, role) for role, size in zip(_ROLES_BY_RANK[len(shape)], shape))
+
+
+def token_replicas(space: Space) -> Space:
+    """`space` with a replica label where it computes on [b s d] token tensors (models.labels.replicated):
+    Megatron computes layer norms, dropout, residual adds and GELU whole on every rank of a group. Image
+    and matrix ops keep the spaces the CNN strategies were searched in."""
+    return replicated(space) if len(space.output) == 3 and space.output[-1] == "hidden" else space
 
 
 def channel_arrays(shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -64,10 +71,10 @@ class KindSpec:
     attrs_type = None
 
     def space(self, op: Op) -> Space:
-        """Element-wise by default: every input carries the output's labels."""
+        """Element-wise by default: every input carries the output's labels (on tokens, with replicas)."""
         labels = tensor_labels(op.output_shape)
         names = tuple(label.name for label in labels)
-        return Space(labels, names, tuple(names for _ in op.input_shapes))
+        return token_replicas(Space(labels, names, tuple(names for _ in op.input_shapes)))
 
     def stats_bytes(self, op: Op, degrees: tuple[int, ...]) -> int:
         return 0

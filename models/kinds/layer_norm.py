@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements, tensor_labels
+from models.kinds.base import KindSpec, elements, tensor_labels, token_replicas
 from models.labels import Space, local_shape, splits_statistics
 from models.op import Op, OpKind
 
@@ -50,8 +50,9 @@ class LayerNorm(KindSpec):
         labels = tensor_labels(op.output_shape)
         names = tuple(label.name for label in labels)
         features = names[-1]
-        return Space(labels, names, (names,), tuple((name, (features,)) for name, _ in op.param_shapes),
-                     statistics=frozenset({features}))
+        return token_replicas(Space(labels, names, (names,),
+                                    tuple((name, (features,)) for name, _ in op.param_shapes),
+                                    statistics=frozenset({features})))
 
     def stats_bytes(self, op: Op, degrees: tuple[int, ...]) -> int:
         """Two floats per token of the task's shard when the split divides hidden, else 0."""

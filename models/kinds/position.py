@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from models.kinds.base import KindSpec, elements, tensor_labels
+from models.kinds.base import KindSpec, elements, tensor_labels, token_replicas
 from models.labels import Label, Role, Space, label_ranges
 from models.op import Op, OpKind
 
@@ -32,7 +32,7 @@ class AddPosition(KindSpec):
         labels = tensor_labels(op.output_shape)
         names = tuple(label.name for label in labels)
         positions = Label("position", op.param_shapes[0][1][0], Role.SEQUENCE)
-        return Space(labels + (positions,), names, (names,), (("embedding", ("position", "hidden")),))
+        return token_replicas(Space(labels + (positions,), names, (names,), (("embedding", ("position", "hidden")),)))
 
     def layer(self, op: Op, rngs):
         positions, hidden = op.param_shapes[0][1]

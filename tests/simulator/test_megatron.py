@@ -1,0 +1,99 @@
+"""Megatron's communication in closed form (Shoeybi et al. 2019; Korthikanti et al. 2022), counted in the
+simulated trace of a tiny GPT under soap.baselines' megatron and megatron_sp.
+
+Per transformer layer, tensor parallelism of degree t moves exactly: forward, one all-reduce of b*s*h
+floats after the attention's output projection and one after the MLP's second dense; backward, one into
+each layer norm (the column-split denses' partial input gradients; q, k and v summed once). With
+sequence parallelism, each all-reduce becomes an all-gather (a resharding of the sequence-split layer
+norm's output into the column-split denses, once for q, k and v) and a reduce-scatter.
+"""
+
+import dataclasses
+
+import pytest
+
+from models.zoo import FamilyOptions, build_graph
+from simulator.cost import ConstantCostModel
+from simulator.machine import machine_preset
+from simulator.simulate import Simulator
+from simulator.taskgraph import (ALL_REDUCED, REDUCE_SCATTERED, TRANSFER, ring_allreduce_ms, ring_reduce_scatter_ms,
+                                 task_name)
+from soap.baselines import megatron, megatron_sp, tensor_degree
+
+BATCH, SEQUENCE, WIDTH, HEADS, VOCAB, T = 4, 8, 16, 4, 32, 4
+
+
+def tiny_gpt(depth: int):
+    return build_graph("gpt2", "tokens", BATCH, FamilyOptions(depth=depth, width=WIDTH, heads=HEADS, vocab=VOCAB,
+                                                              seq_len=SEQUENCE))
+
+
+def machine(reduce_scatter: bool):
+    return dataclasses.replace(machine_preset("h100x8", T), reduce_scatter=reduce_scatter)
+
+
+def layer_transfers(graph, strategy, reduce_scatter=False) -> list[tuple[str, float]]:
+    """The transfer tasks touching layer h0's ops: (name, duration)."""
+    simulator = Simulator(graph, machine(reduce_scatter), ConstantCostModel())
+    simulator.full(strategy)
+    return [(task_name(task, graph), task.duration_ms) for task in simulator.tasks()
+            if task.kind == TRANSFER and "h0." in task_name(task, graph)]
+
+
+def test_the_tensor_degree_divides_the_heads_and_the_node():
+    assert tensor_degree(tiny_gpt(1), 4) == 4
+    assert tensor_degree(tiny_gpt(1), 8, devices_per_node=4) == 4
+    assert tensor_degree(tiny_gpt(1), 6) == 2  # 3 does not divide 4 heads
+
+
+def test_a_megatron_layer_costs_two_all_reduces_forward_and_two_backward():
+    graph = tiny_gpt(1)
+    moved = layer_transfers(graph, megatron(graph, T))
+    link = machine(False).intra_node
+    expected_ms = ring_allreduce_ms(BATCH * SEQUENCE * WIDTH * 4, T, link.bandwidth_bytes_per_s, link.latency_s)
+    assert sorted(name for name, _ in moved) == sorted([
+        f"h0.attn_proj -> h0.attn_drop (partial sums {ALL_REDUCED})",
+        f"h0.mlp_proj -> h0.mlp_drop (partial sums {ALL_REDUCED})",
+        f"grad h0.q -> h0.ln_1 (partial sums {ALL_REDUCED})",
+        f"grad h0.fc -> h0.ln_2 (partial sums {ALL_REDUCED})",
+    ])
+    assert all(duration == pytest.approx(expected_ms) for _, duration in moved)
+
+
+def test_sequence_parallelism_turns_each_all_reduce_into_an_all_gather_and_a_reduce_scatter():
+    graph = tiny_gpt(1)
+    moved = layer_transfers(graph, megatron_sp(graph, T), reduce_scatter=True)
+    names = [name for name, _ in moved]
+    scattered = [name for name in names if REDUCE_SCATTERED in name]
+    gathered = [name for name in names if "slices" in name]  # reshardings: the all-gathers
+    assert sorted(scattered) == sorted([
+        f"h0.attn_proj -> h0.attn_drop (partial sums {REDUCE_SCATTERED})",
+        f"h0.mlp_proj -> h0.mlp_drop (partial sums {REDUCE_SCATTERED})",
+        f"grad h0.q -> h0.ln_1 (partial sums {REDUCE_SCATTERED})",
+        f"grad h0.fc -> h0.ln_2 (partial sums {REDUCE_SCATTERED})",
+    ])
+    # Forward: ln_1's output gathered once for q, k and v, ln_2's for fc; backward: the gradients of the
+    # dropouts' outputs gathered into the row-split denses.
+    assert sorted(name.split(" (")[0] for name in gathered) == sorted([
+        "h0.ln_1 -> h0.q", "h0.ln_2 -> h0.fc", "grad h0.attn_drop -> h0.attn_proj", "grad h0.mlp_drop -> h0.mlp_proj",
+    ])
+    assert len(names) == 8
+    link = machine(True).intra_node
+    scatter_ms = ring_reduce_scatter_ms(BATCH * SEQUENCE * WIDTH * 4, T, link.bandwidth_bytes_per_s, link.latency_s)
+    assert all(duration == pytest.approx(scatter_ms) for name, duration in moved if REDUCE_SCATTERED in name)
+
+
+def test_megatron_is_asked_of_roles_and_left_out_of_cnns():
+    from soap.baselines import baselines_for
+    graph = tiny_gpt(2)
+    strategy = megatron(graph, 8, devices_per_node=4)
+    by_kind = {}
+    for op in graph.ops:
+        split = {label.name: d for label, d in zip(op.config_labels, strategy[op.name].degrees) if d > 1}
+        by_kind.setdefault(op.kind.value, set()).add(tuple(sorted(split.items())))
+    assert by_kind["embedding"] == {(("sample", 2), ("vocab", 4))}
+    assert by_kind["attention"] == {(("heads", 4), ("sample", 2))}
+    assert by_kind["layer_norm"] == {(("replica", 4), ("sample", 2))}
+    assert by_kind["dense"] == {(("hidden", 4), ("sample", 2)), (("in_hidden", 4), ("sample", 2))}
+    assert by_kind["token_xent"] == {(("sample", 2), ("vocab", 4))}
+    assert "megatron" in baselines_for(graph) and "megatron" not in baselines_for(build_graph("alexnet", "tiny-imagenet", 8))
