@@ -16,7 +16,7 @@ from models.datasets import DATASETS, TOKEN_DATASETS
 from models.graph import OpGraph
 from models.graph_file import DATA, graph_document
 from models.resolve import MODEL_HELP, resolve_model
-from models.zoo import DEFAULT_BATCH_SIZE, TOKEN_MODELS, FamilyOptions, flag
+from models.zoo import DEFAULT_BATCH_SIZE, TOKEN_MODELS, add_family_flags, family_options
 
 
 def _shape(shape) -> str:
@@ -44,13 +44,6 @@ def format_table(graph: OpGraph) -> str:
     return "\n".join([title, line(header), *map(line, rows), line(total)]).rstrip()
 
 
-FAMILY_FLAGS = {  # models.zoo.FamilyOptions' fields, with their help
-    "depth": "layers of a transformer family's member (default: the model's)",
-    "width": "its hidden width",
-    "heads": "its attention heads (must divide the width)",
-    "vocab": "its vocabulary",
-    "seq_len": "the tokens' sequence length (default and maximum: the model's context)",
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,15 +57,13 @@ def _main(argv: list[str] | None) -> int:
                                           f"(default: tiny-imagenet, or tokens for {', '.join(TOKEN_MODELS)})")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
                         help=f"samples per step (default {DEFAULT_BATCH_SIZE}); shapes and FLOPs are per step")
-    for field, what in FAMILY_FLAGS.items():
-        parser.add_argument(flag(field), type=positive_int(flag(field)), help=what)
+    add_family_flags(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the graph as JSON to PATH")
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
     dataset = args.dataset or (TOKEN_DATASETS[0] if args.model in TOKEN_MODELS else "tiny-imagenet")
-    options = FamilyOptions(**{field: getattr(args, field) for field in FAMILY_FLAGS})
-    graph = resolve_model(args.model, dataset, args.batch_size, options).graph
+    graph = resolve_model(args.model, dataset, args.batch_size, family_options(args)).graph
     print(format_table(graph))
     if args.json:
         write_atomic(args.json, json.dumps(graph_document(graph), indent=1))

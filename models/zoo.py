@@ -11,11 +11,13 @@ A token model reads the `tokens` dataset; `FamilyOptions` (the commands' --depth
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 from dataclasses import dataclass
 
 from models.alexnet import alexnet
+from models.cli import positive_int
 from models.datasets import DatasetShape, TOKEN_DATASETS, dataset_shape
 from models.errors import ShapeError, SoapError, UnknownModelError
 from models.gpt2 import SIZES as GPT2_SIZES, gpt2
@@ -54,6 +56,26 @@ class FamilyOptions:
 
 def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+FAMILY_FLAGS = {  # FamilyOptions' fields, with their help
+    "depth": "layers of a transformer family's member (default: the model's)",
+    "width": "its hidden width",
+    "heads": "its attention heads (must divide the width)",
+    "vocab": "its vocabulary",
+    "seq_len": "the tokens' sequence length (default and maximum: the model's context)",
+}
+
+
+def add_family_flags(parser: argparse.ArgumentParser) -> None:
+    """--depth, --width, --heads, --vocab and --seq-len: a transformer family's member (`FamilyOptions`)."""
+    for field, what in FAMILY_FLAGS.items():
+        parser.add_argument(flag(field), type=positive_int(flag(field)), help=what)
+
+
+def family_options(args: argparse.Namespace) -> FamilyOptions:
+    return FamilyOptions(**{field: getattr(args, field) for field in FAMILY_FLAGS})
+
 
 
 def _require_known(model: str) -> None:

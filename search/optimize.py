@@ -23,10 +23,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from models.datasets import DATASETS
+from models.datasets import DATASETS, TOKEN_DATASETS
 from models.graph import OpGraph
 from models.resolve import MODEL_HELP, ResolvedModel, resolve_model
-from models.zoo import DEFAULT_BATCH_SIZE
+from models.zoo import DEFAULT_BATCH_SIZE, TOKEN_MODELS, FamilyOptions, add_family_flags, family_options
 from search.mcmc import Budget
 from search.run import WARMUP_STEPS, measure_strategies
 from search.picture import draw_strategies
@@ -39,6 +39,7 @@ from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
 from models.cli import (EXIT_FAILED, EXIT_INTERRUPTED, OneLineParser, UsageError, natural_int, percent,
                         positive_float, positive_int, read_text, run_command, write_atomic)
+from soap.optimizer import Optimizer
 from soap.runner import InitialValues, module_loss, reference_loss
 from soap.strategy import Strategy, strategy_from_json, strategy_to_json
 
@@ -60,6 +61,8 @@ class Options:
     rounds: int
     min_gain: float  # a fraction
     descent: bool = False  # search.strategy_search.search_strategy(descent=...)
+    family: FamilyOptions = FamilyOptions()  # a transformer family's member (--depth, --width, ...)
+    optimizer: Optimizer = Optimizer.SGD
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -71,11 +74,16 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--gpus", required=True, type=positive_int("--gpus"), metavar="N",
                         help="how many devices to split the model over (without GPUs: N worker processes, one "
                              "pinned core each)")
-    parser.add_argument("--dataset", default="tiny-imagenet",
-                        help=f"the input images' shape and class count, one of: {', '.join(DATASETS)} "
-                             f"(default tiny-imagenet, 64x64; data is synthetic)")
+    parser.add_argument("--dataset",
+                        help=f"the inputs' shape: images and classes, one of {', '.join(DATASETS)} (default "
+                             f"tiny-imagenet, 64x64), or {', '.join(TOKEN_DATASETS)} for {', '.join(TOKEN_MODELS)} "
+                             f"(the default there); data is synthetic")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
-                        help=f"images per step, over all devices (default {DEFAULT_BATCH_SIZE})")
+                        help=f"images or sequences per step, over all devices (default {DEFAULT_BATCH_SIZE})")
+    add_family_flags(parser)
+    parser.add_argument("--optimizer", choices=[optimizer.value for optimizer in Optimizer], default="sgd",
+                        help="the training step's optimizer, whose states the memory and whose update the step "
+                             "time include: sgd (momentum 0.9, default) or adamw")
     parser.add_argument("--machine", default="local",
                         help=f"what to price strategies on: local (default: the devices at hand, timed on first "
                              f"use and cached), a datasheet preset ({', '.join(PRESETS)}; simulation only), or a "
@@ -104,9 +112,10 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="also try greedy descents during the search (search.descent): can find faster "
                              "strategies, at hundreds to thousands of simulations each")
     args = parser.parse_args(argv)
-    return Options(args.model, args.dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
+    dataset = args.dataset or (TOKEN_DATASETS[0] if args.model in TOKEN_MODELS else "tiny-imagenet")
+    return Options(args.model, dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
                    args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain,
-                   args.descent)
+                   args.descent, family_options(args), Optimizer(args.optimizer))
 
 
 def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
@@ -114,11 +123,12 @@ def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
     if options.machine == "local":
         return None
     machine = load_machine(options.machine, options.gpus)
-    return machine, RooflineCostModel(machine.device), "costs: roofline from the datasheet"
+    return (machine, RooflineCostModel(machine.device, optimizer=options.optimizer),
+            f"costs: roofline from the datasheet, {options.optimizer.value}")
 
 
 def calibrate_local(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str]:
-    machine, profile = calibrate(graph, options.gpus)
+    machine, profile = calibrate(graph, options.gpus, optimizer=options.optimizer.value)
     return machine, profile, f"costs: measured on this machine ({profile.source})"
 
 
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     options = parse_args(argv)
-    model = resolve_model(options.model, options.dataset, options.batch_size)
+    model = resolve_model(options.model, options.dataset, options.batch_size, options.family)
     graph = model.graph
     init = load_init(options.init, graph, options.gpus) if options.init else None
     resolved = resolve_machine(options)  # a bad machine is said before anything is measured or written

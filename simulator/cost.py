@@ -105,8 +105,16 @@ def entry_from_json(record: dict) -> ProfileEntry:
 
 
 class CostModel(Protocol):
+    """May have an `optimizer` attribute: the optimizer whose update `op_cost` prices (`optimizer_of`)."""
+
     def op_cost(self, op: Op, device_kind: str) -> OpCost:
         """Forward, backward and update time of the local op `op` (a task's computation) on `device_kind`."""
+
+
+def optimizer_of(cost: CostModel) -> Optimizer:
+    """The optimizer a cost model prices updates of (SGD with momentum for one that does not say): the
+    simulator keeps its states in memory."""
+    return Optimizer(getattr(cost, "optimizer", Optimizer.SGD))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from simulator.machine import Machine
 from simulator.taskgraph import Segment, Task, TaskGraphBuilder, resource_name, task_name
 from simulator.trace import Trace, TraceEvent
 from soap.config import ParallelConfig
-from soap.optimizer import Optimizer
 from soap.errors import StrategyFileError
 from soap.strategy import Strategy
 
@@ -101,10 +100,10 @@ class Simulator:
     # and its program take up to about 100 KB).
     MAX_BUILT_SEGMENTS = 4096
 
-    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel, optimizer: Optimizer = Optimizer.SGD):
+    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
         self.graph = graph
         self.machine = machine
-        self.builder = TaskGraphBuilder(graph, machine, cost, optimizer)
+        self.builder = TaskGraphBuilder(graph, machine, cost)
         self._configs: tuple[ParallelConfig, ...] | None = None
         # The delta pass's times: the slots first (`_slot`: resource -> slot, in the order resources are
         # first used), then every task key ever seen (`_position`: key -> position).

@@ -50,10 +50,9 @@ import numpy as np
 from models.graph import OpGraph
 from models import labels
 from models.op import local_op
-from simulator.cost import CostModel
+from simulator.cost import CostModel, optimizer_of
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
-from soap.optimizer import Optimizer
 
 FORWARD, TRANSFER, STATS, BACKWARD, ALLREDUCE, UPDATE = (
     "forward", "transfer", "stats", "backward", "allreduce", "update")
@@ -130,11 +129,11 @@ def ring_reduce_scatter_ms(num_bytes: int, ring_size: int, bandwidth_bytes_per_s
 class TaskGraphBuilder:
     """Builds the forward and backward segments of ops under a strategy, caching values by value."""
 
-    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel, optimizer: Optimizer = Optimizer.SGD):
+    def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
         self.graph = graph
         self.machine = machine
         self.cost = cost
-        self.optimizer = optimizer
+        self.optimizer = optimizer_of(cost)
         self.num_ops = len(graph.ops)
         self._producers = [tuple(graph.index(p) for p in graph.producers(op.name)) for op in graph.ops]
         # (consumer, input index) for every input that reads the op: a consumer reading it twice is two.
