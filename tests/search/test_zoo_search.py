@@ -126,3 +126,30 @@ def test_a_batch_no_split_divides_is_searched_unsplit_and_said_once(tmp_path, ca
                      "them (data_parallel and owt left out); a multiple of 2 allows it"]
     strategy = json.loads((tmp_path / "strategy.json").read_text())
     assert all(config["degrees"].get("sample", 1) == 1 for config in strategy["ops"].values())
+
+
+def token_mlp():
+    """ids [2 2] -> embedding (vocab 8, width 4) -> dense 8 -> dense 8 -> token_xent: column and row splits,
+    a vocabulary split and partial sums both ways in a space small enough to enumerate."""
+    b = GraphBuilder("token_mlp", "tokens", (2, 2))
+    b.embedding("embed", 8, 4, input=None)
+    b.dense("up", 8, relu=False)
+    b.dense("down", 8, relu=False)
+    b.token_xent("loss")
+    return b.build(2)
+
+
+def test_search_finds_the_exhaustive_optimum_on_a_token_mlp():
+    graph = token_mlp()
+    machine, cost = fake_machine(2, bandwidth_bytes_per_s=2e6, latency_s=1e-5), FlopCost(ms_per_gflop=1e6)
+    names = [op.name for op in graph.ops]
+    spaces = [enumerate_configs(op, 2) for op in graph.ops]
+    assert [len(space) for space in spaces] == [6, 6, 6, 5]
+    simulator = Simulator(graph, machine, cost)
+    best = min(simulator.full(Strategy.for_graph(graph, 2, dict(zip(names, configs)))).step_ms
+               for configs in itertools.product(*spaces))
+    starts = [("single", single(graph, 2)), ("data_parallel", data_parallel(graph, 2)),
+              ("random", random_strategy(graph, 2, np.random.default_rng(0)))]
+    found = search_strategy(graph, machine, cost, starts, Budget(iterations=4000, min_iterations=800), seed=1)
+    assert found.best_ms == pytest.approx(best, rel=1e-12)
+    assert found.best_ms < simulator.full(single(graph, 2)).step_ms  # a split pays here

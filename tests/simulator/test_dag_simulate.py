@@ -8,12 +8,14 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from models.graph import GraphBuilder, OpGraph
+from models.zoo import FamilyOptions, build_graph
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator, simulate
 from simulator.taskgraph import STATS, ring_allreduce_ms
-from soap.baselines import random_strategy
+from soap.baselines import megatron, megatron_sp, random_strategy
 from soap.config import ParallelConfig
+from soap.optimizer import Optimizer
 from soap.space import enumerate_configs
 from soap.strategy import Strategy
 from tests.simulator.fakes import KindTableCost, fake_machine
@@ -442,3 +444,28 @@ def test_peak_memory_holds_both_branches_kept_outputs():
 
 COSTS_WIDE = KindTableCost((("conv2d", 1.0, 2.0), ("batch_norm", 10.0, 20.0), ("concat", 100.0, 200.0),
                             ("global_avg_pool", 1.0, 1.0), ("dense", 1.0, 2.0), ("softmax_xent", 0.0, 0.0)))
+
+
+# --- f. delta == full on random transformers ------------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 4]), overlap=st.booleans(),
+       reduce_scatter=st.booleans(), depth=st.integers(1, 2), heads=st.sampled_from([2, 4]),
+       moves=st.integers(1, 12))
+def test_delta_equals_full_on_random_transformers(seed, num_devices, overlap, reduce_scatter, depth, heads, moves):
+    """Partial sums both ways, replicas, heads, vocabulary splits and the tied head, from random strategies
+    and the Megatron layouts, moved at random."""
+    rng = np.random.default_rng(seed)
+    graph = build_graph("gpt2", "tokens", 4, FamilyOptions(depth=depth, width=16, heads=heads, vocab=32, seq_len=8))
+    machine = dataclasses.replace(preset(num_devices, overlap), reduce_scatter=reduce_scatter)
+    cost = RooflineCostModel(machine.device, optimizer=Optimizer.ADAMW)
+    delta, full = Simulator(graph, machine, cost), Simulator(graph, machine, cost)
+    strategy = [random_strategy(graph, num_devices, rng), megatron(graph, num_devices),
+                megatron_sp(graph, num_devices)][rng.integers(3)]
+    delta.full(strategy)
+    for _ in range(moves):
+        strategy = random_moves(graph, strategy, num_devices, rng)
+        by_delta, by_full = delta.delta(strategy), full.full(strategy)
+        assert by_delta.step_ms == by_full.step_ms  # bit for bit
+        assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
+    assert delta.trace() == full.trace()
