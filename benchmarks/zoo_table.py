@@ -10,6 +10,13 @@ building the derived starts included, so that a paused or shared core does not s
 searched speedup over data parallelism and over the best baseline, beside FlexFlow's reported range
 (SysML 2019: 1.3-3.3x over data parallelism and expert strategies; ResNet-101 close to data
 parallelism). Strategies over a device's memory are marked; the search never accepts one.
+
+    python -m benchmarks.zoo_table --models gpt2 gpt2_medium gpt2_xl [--budget 60]
+
+A token model (GPT-2 and its family) runs on h100x8 (8 GPUs), p100-4x4 (16) and k80-16x4 (64) with AdamW,
+8 sequences of its context per GPU: the step time and peak memory per device of data_parallel, megatron,
+megatron_sp and the searched strategy (Megatron's layouts are left out where no tensor degree divides the
+heads, e.g. GPT-2 XL's 25 on 16 GPUs), and the searched speedup over the best Megatron layout.
 """
 
 from __future__ import annotations
@@ -18,15 +25,19 @@ import json
 import time
 
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_float, run_command, write_atomic
-from models.zoo import MODELS, build_graph
+from models.zoo import MODELS, TOKEN_MODELS, build_graph
 from search.mcmc import Budget
 from search.strategy_search import baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
+from soap.optimizer import Optimizer
 
 MACHINES = (("p100-4x4", 16), ("k80-16x4", 64))
+TOKEN_MACHINES = (("h100x8", 8), ("p100-4x4", 16), ("k80-16x4", 64))
 IMAGES_PER_GPU = 64
+SEQUENCES_PER_GPU = 8
+TOKEN_STRATEGIES = ("data_parallel", "megatron", "megatron_sp", "searched")
 FLEXFLOW_RANGE = "1.3-3.3x"
 
 
@@ -35,18 +46,17 @@ def dataset_for(model: str) -> str:
 
 
 def run(model: str, preset: str, num_devices: int, budget_s: float, seed: int) -> dict:
-    graph = build_graph(model, dataset_for(model), IMAGES_PER_GPU * num_devices)
+    tokens = model in TOKEN_MODELS
+    graph = (build_graph(model, "tokens", SEQUENCES_PER_GPU * num_devices) if tokens
+             else build_graph(model, dataset_for(model), IMAGES_PER_GPU * num_devices))
     machine = machine_preset(preset, num_devices)
-    cost = RooflineCostModel(machine.device)
+    cost = RooflineCostModel(machine.device, optimizer=Optimizer.ADAMW if tokens else Optimizer.SGD)
     baselines, _ = baseline_strategies(graph, num_devices)
     simulator = Simulator(graph, machine, cost)
-    rows = {}
-    for name, strategy in baselines.items():
-        result = simulator.full(strategy)
-        rows[name] = {"step_ms": result.step_ms, "fits_memory": result.fits_memory}
+    rows = {name: _row(simulator.full(strategy)) for name, strategy in baselines.items()}
     starts = search_starts(graph, num_devices, baselines, seed)
     searched = search_strategy(graph, machine, cost, starts, Budget(seconds=budget_s), seed, clock=time.process_time)
-    rows["searched"] = {"step_ms": searched.best_ms, "fits_memory": True}
+    rows["searched"] = _row(simulator.full(searched.best))
     fitting = [row["step_ms"] for name, row in rows.items() if name != "searched" and row["fits_memory"]]
     return {"model": model, "machine": preset, "gpus": num_devices, "batch_size": graph.batch_size,
             "ops": len(graph), "strategies": rows, "iterations": searched.iterations,
@@ -55,8 +65,17 @@ def run(model: str, preset: str, num_devices: int, budget_s: float, seed: int) -
             "speedup_over_best_baseline": min(fitting) / searched.best_ms if fitting else None}
 
 
+def _row(result) -> dict:
+    return {"step_ms": result.step_ms, "fits_memory": result.fits_memory,
+            "peak_gib": max(result.peak_memory_bytes) / 2**30}
+
+
 def _cell(row: dict) -> str:
     return f"{row['step_ms']:.1f}" + ("" if row["fits_memory"] else "*")
+
+
+def _token_cell(row: dict | None) -> str:
+    return "-" if row is None else f"{row['step_ms']:.1f} / {row['peak_gib']:.1f}" + ("" if row["fits_memory"] else "*")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,24 +96,52 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(f"--models: unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}")
     if args.json:
         check_writable("--json", args.json)
+    images = [model for model in args.models if model not in TOKEN_MODELS]
+    tokens = [model for model in args.models if model in TOKEN_MODELS]
+    results = []
+    if images:
+        results += _image_table(images, args.budget, args.seed)
+    if tokens:
+        results += _token_table(tokens, args.budget, args.seed)
+    if args.json:
+        write_atomic(args.json, json.dumps({"benchmark": "zoo_table", "budget_s": args.budget, "seed": args.seed,
+                                            "rows": results}, indent=1))
+    return 0
+
+
+def _image_table(models: list[str], budget_s: float, seed: int) -> list[dict]:
     names = ("single", "data_parallel", "model_parallel", "owt", "searched")
-    print(f"simulated step ms, {IMAGES_PER_GPU} images per GPU, ImageNet shapes, search budget {args.budget:g} s "
+    print(f"simulated step ms, {IMAGES_PER_GPU} images per GPU, ImageNet shapes, search budget {budget_s:g} s "
           f"(* over memory); FlexFlow: {FLEXFLOW_RANGE} over DP and expert strategies")
     print(f"{'model':<13} {'machine':<13} " + " ".join(f"{n:>14}" for n in names) + f" {'vs DP':>7} {'vs best':>8}")
     results = []
-    for model in args.models:
+    for model in models:
         for preset, num_devices in MACHINES:
-            result = run(model, preset, num_devices, args.budget, args.seed)
+            result = run(model, preset, num_devices, budget_s, seed)
             results.append(result)
             rows = result["strategies"]
             best = result["speedup_over_best_baseline"]
             print(f"{model:<13} {f'{preset} x{num_devices}':<13} "
                   + " ".join(f"{_cell(rows[n]) if n in rows else '-':>14}" for n in names)
                   + f" {result['speedup_over_dp']:>6.2f}x {'-' if best is None else f'{best:.2f}x':>8}", flush=True)
-    if args.json:
-        write_atomic(args.json, json.dumps({"benchmark": "zoo_table", "budget_s": args.budget, "seed": args.seed,
-                                            "rows": results}, indent=1))
-    return 0
+    return results
+
+
+def _token_table(models: list[str], budget_s: float, seed: int) -> list[dict]:
+    print(f"simulated step ms / peak GiB per device, AdamW, {SEQUENCES_PER_GPU} sequences of the context per GPU, "
+          f"search budget {budget_s:g} s (* over memory; -: no such layout)")
+    print(f"{'model':<13} {'machine':<13} " + " ".join(f"{n:>17}" for n in TOKEN_STRATEGIES) + f" {'vs Megatron':>12}")
+    results = []
+    for model in models:
+        for preset, num_devices in TOKEN_MACHINES:
+            result = run(model, preset, num_devices, budget_s, seed)
+            results.append(result)
+            rows = result["strategies"]
+            megatron = [rows[n]["step_ms"] for n in ("megatron", "megatron_sp") if n in rows and rows[n]["fits_memory"]]
+            gain = f"{min(megatron) / rows['searched']['step_ms']:.2f}x" if megatron else "-"
+            print(f"{model:<13} {f'{preset} x{num_devices}':<13} "
+                  + " ".join(f"{_token_cell(rows.get(n)):>17}" for n in TOKEN_STRATEGIES) + f" {gain:>12}", flush=True)
+    return results
 
 
 if __name__ == "__main__":
