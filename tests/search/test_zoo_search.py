@@ -10,10 +10,10 @@ import pytest
 
 from models.graph import GraphBuilder
 from models.labels import Role
-from models.zoo import IMAGE_MODELS, MODELS, build_graph
+from models.zoo import IMAGE_MODELS, MODELS, TOKEN_MODELS, FamilyOptions, build_graph
 from search.mcmc import Budget
 from search.optimize import main
-from search.strategy_search import search_strategy
+from search.strategy_search import baseline_strategies, search_strategy
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, data_parallel, model_parallel, owt, random_strategy, single
 from soap.space import enumerate_configs, validate_config
@@ -153,3 +153,17 @@ def test_search_finds_the_exhaustive_optimum_on_a_token_mlp():
     found = search_strategy(graph, machine, cost, starts, Budget(iterations=4000, min_iterations=800), seed=1)
     assert found.best_ms == pytest.approx(best, rel=1e-12)
     assert found.best_ms < simulator.full(single(graph, 2)).step_ms  # a split pays here
+
+
+@pytest.mark.parametrize("model", sorted(TOKEN_MODELS))
+def test_every_baseline_of_a_transformer_is_valid(model):
+    graph = build_graph(model, "tokens", 16, FamilyOptions(seq_len=32))
+    for num_devices in (8, 16):
+        strategies, notes = baseline_strategies(graph, num_devices)
+        for strategy in strategies.values():
+            for op in graph.ops:
+                validate_config(op, strategy[op.name], num_devices)
+        heads = next(op.space.size("heads") for op in graph.ops if op.kind.value == "attention")
+        # Megatron needs a tensor degree above 1 dividing the heads (GPT-2 XL's 25 share none with 8 or 16).
+        assert ("megatron" in strategies) == (math.gcd(heads, num_devices) > 1), notes
+        assert {"data_parallel", "owt", "model_parallel", "single"} <= set(strategies)
