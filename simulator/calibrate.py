@@ -203,6 +203,19 @@ def flagged_lines(entries: dict[str, ProfileEntry]) -> list[str]:
     return [f"flagged [{key}]: {'; '.join(entry.flags)}" for key, entry in sorted(entries.items()) if entry.flags]
 
 
+# Seconds one op shape takes to calibrate on a pinned CPU core: ResNet-18's 133 shapes took 3 minutes on a
+# quiet 2-core machine and 9-11 with other work beside it (benchmarks.calibration_stability, 2026-12-07).
+CPU_SECONDS_PER_SHAPE = (1.4, 4.0)
+
+
+def _expected_minutes(num_shapes: int, device_kind: str) -> tuple[float, float] | None:
+    """How long calibrating `num_shapes` op shapes takes on CPU cores, when it is a minute or more."""
+    if "cpu" not in device_kind.lower():
+        return None
+    low, high = (num_shapes * seconds / 60 for seconds in CPU_SECONDS_PER_SHAPE)
+    return (max(low, 1.0), high) if high >= 1.0 else None
+
+
 def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
               timeout_s: float = 3600, in_process: bool | None = None,
               optimizer: str = "sgd") -> tuple[Machine, TableCostModel]:
@@ -230,6 +243,9 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     if missing:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
+        expected = _expected_minutes(len(missing), kind)
+        if expected:
+            say(f"this takes about {expected[0]:.0f}-{expected[1]:.0f} minutes, once: later runs read the cache")
         skip = sorted(set(profile.entries) - {op.cost_key for op in missing})
         job = {"graph": graph_to_json(graph), "num_devices": num_devices, "skip": skip, "optimizers": [optimizer],
                "ops": True, "links": False}

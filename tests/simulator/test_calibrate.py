@@ -311,3 +311,10 @@ def test_a_profile_of_an_older_format_is_measured_again(monkeypatch, tmp_path):
     assert "has version 2; this SOAP reads version 3" in said[0] and "measuring again" in said[0]
     assert set(tries.values()) == {2}  # every op measured once more
     assert all(entry.backward.ms == 2.0 for entry in profile.entries.values())
+
+
+def test_a_calibration_of_a_minute_or_more_on_cpu_says_how_long_before_it_starts():
+    from simulator.calibrate import _expected_minutes
+    assert _expected_minutes(133, "cpu-core x2") == pytest.approx((133 * 1.4 / 60, 133 * 4.0 / 60))
+    assert _expected_minutes(10, "cpu-core x2") is None  # under a minute: nothing said
+    assert _expected_minutes(500, "NVIDIA H100 80GB HBM3 (gpu)") is None
