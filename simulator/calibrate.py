@@ -14,9 +14,10 @@
    +-20%) is measured again; after 3 measurements it is kept, flagged in the profile and said, and the
    calibration goes on.
 2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices)
-   and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB and fitted to latency +
-   bytes / bandwidth (simulator.linkfit); whether communication overlaps compute is measured too. The
-   result is the machine `local`, written beside the profile.
+   and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB, priced by the
+   non-decreasing curve through the timings and fitted to latency + bytes / bandwidth (simulator.linkfit);
+   whether communication overlaps compute is measured too. The result is the machine `local`, written
+   beside the profile with a plot of its links (the machine file's name, .png).
 A corrupt cache file, or one written by another profile format, is reported, set aside and measured
 again; a profile of another device kind or JAX version is never used.
 """
@@ -38,15 +39,16 @@ from models.op import Op
 from simulator.calibration_plan import needed_local_ops
 from simulator.cost import MEASUREMENTS, OPTIMIZERS, ProfileEntry, TableCostModel, entry_from_json, profile_from_json
 from simulator.errors import ProfileError
-from simulator.linkfit import LinkFit, fit_link
+from simulator.linkfit import LinkFit, fit_link, monotonic_points, plot_links
 from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, machine_to_json
 from soap.optimizer import Optimizer
 
 # How the links are measured; a machine cached by another version is measured again. 2: resharding
 # (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo. 3: resharding
 # an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
-# by their timings, not a fitted line.
-LINKS_VERSION = 3
+# by their timings, not a fitted line. 4: each point the ops' statistic (soap.timing.time_until_stable, a fixed
+# count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve (simulator.linkfit).
+LINKS_VERSION = 4
 # Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
 # written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
@@ -60,12 +62,13 @@ def _slug(text: str) -> str:
 class CachePaths:
     profile: Path
     machine: Path
+    links_plot: Path  # the machine's link timings and their fits (simulator.linkfit.plot_links)
 
     @classmethod
     def of(cls, cache_dir: Path, device_kind: str, jax_version: str, num_devices: int) -> CachePaths:
         stem = f"{_slug(device_kind)}-jax{jax_version}"
-        return cls(cache_dir / f"profile-{stem}.json",
-                   cache_dir / f"machine-local-{num_devices}-links{LINKS_VERSION}-{stem}.json")
+        machine = f"machine-local-{num_devices}-links{LINKS_VERSION}-{stem}"
+        return cls(cache_dir / f"profile-{stem}.json", cache_dir / f"{machine}.json", cache_dir / f"{machine}.png")
 
 
 def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> TableCostModel:
@@ -118,9 +121,9 @@ class LinkTimings:
 
 @dataclass(frozen=True)
 class MeasuredLinks:
-    """Each measured link as the simulator prices it: the timings on the bytes a device receives (resharding,
-    (N-1) * bytes) or sends (all-reduce, the ring's 2(r-1)/r * bytes), with the fitted line (simulator.linkfit)
-    for its latency, bandwidth and fit quality."""
+    """Each measured link: the timings on the bytes a device receives (resharding, (N-1) * bytes) or sends
+    (all-reduce, the ring's 2(r-1)/r * bytes), priced by their non-decreasing curve, with the fitted line
+    (simulator.linkfit) for its latency, bandwidth above the largest size, and fit quality."""
 
     link: tuple[tuple[float, float], ...]  # resharding on the leading dim
     inner_dim_reshard: tuple[tuple[float, float], ...]
@@ -132,7 +135,12 @@ class MeasuredLinks:
 
     def as_link(self, name: str) -> Link:
         fit = self.fit(name)
-        return Link(fit.bandwidth_bytes_per_s, fit.latency_s, measured=getattr(self, name))
+        return Link(fit.bandwidth_bytes_per_s, fit.latency_s, measured=monotonic_points(getattr(self, name)))
+
+    def plot(self, path: Path, title: str) -> None:
+        """The links' timings, priced curves and fitted lines in one figure."""
+        plot_links(str(path), {name: (getattr(self, name), self.as_link(name).measured, self.fit(name))
+                               for name in ("link", "inner_dim_reshard", "allreduce")}, title)
 
 
 def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
@@ -251,7 +259,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
             say(f"warning: {line} (kept after {MEASUREMENTS} measurements; the calibration goes on)")
     machine = _cached_machine(paths.machine, say)
     if machine is None:
-        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say)
+        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say, paths.links_plot)
         write_atomic(str(paths.machine), machine_to_json(machine))
     return machine, profile
 
@@ -308,7 +316,7 @@ def local_device_kind(num_devices: int, in_process: bool) -> str:
 
 
 def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: TableCostModel, timeout_s: float,
-                     in_process: bool, say) -> Machine:
+                     in_process: bool, say, plot_path: Path) -> Machine:
     device = _device_spec(graph, kind, profile, num_devices, in_process, say)
     if num_devices == 1:
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
@@ -327,6 +335,8 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
         f"inner dim {_fitted(links.fit('inner_dim_reshard'))}; all-reduce {_fitted(links.fit('allreduce'))}; "
         f"overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
+    links.plot(plot_path, f"links between {where} ({kind})")
+    say(f"link timings and their fits plotted in {plot_path}")
     return local_machine(device, num_devices, links, overlaps(timings.overlap))
 
 
