@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.cli import OneLineParser, positive_int, run_command, write_atomic
@@ -184,7 +184,7 @@ def cpu_kind(busy_cores: int) -> str:
     return f"cpu-core {model} ({busy_cores} busy)"
 
 
-def _read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
+def read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
     entries = {}
     path = folder / "ops.jsonl"
     if path.exists():
@@ -203,7 +203,7 @@ def _needs_measuring(op: Op, profile: TableCostModel) -> bool:
 def _merged(old: ProfileEntry | None, new: ProfileEntry) -> ProfileEntry:
     """`new`, keeping the updates of other optimizers that `old` (the cached entry) holds."""
     updates = {**dict(old.updates if old else ()), **dict(new.updates)}
-    return ProfileEntry(new.forward, new.backward, tuple(sorted(updates.items())), new.flags)
+    return replace(new, updates=tuple(sorted(updates.items())))
 
 
 def flagged_lines(entries: dict[str, ProfileEntry]) -> list[str]:
@@ -212,19 +212,20 @@ def flagged_lines(entries: dict[str, ProfileEntry]) -> list[str]:
 
 
 def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
-              timeout_s: float = 3600, in_process: bool | None = None,
-              optimizer: str = "sgd") -> tuple[Machine, TableCostModel]:
+              timeout_s: float = 3600, in_process: bool | None = None, optimizer: str = "sgd",
+              remeasure_ops: bool = False, remeasure_links: bool = False) -> tuple[Machine, TableCostModel]:
     """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached),
-    pricing `optimizer`'s update (simulator.cost.OPTIMIZERS).
+    pricing `optimizer`'s update (simulator.cost.OPTIMIZERS). `remeasure_ops` times every op of the graph
+    again though cached, `remeasure_links` the links (--recalibrate, or drift: simulator.drift).
 
     CPU devices are measured in a local cluster of pinned workers; other devices (GPUs) by this process,
-    which drives them all (`in_process`, default: when JAX's backend is not the CPU)."""
+    which drives them all (`in_process`, default: measures_in_process())."""
     import jax
     from tqdm import tqdm
 
     from models.network import OPS_VERSION
 
-    in_process = jax.default_backend() != "cpu" if in_process is None else in_process
+    in_process = measures_in_process() if in_process is None else in_process
     if in_process and jax.device_count() < num_devices:
         raise SoapError(f"calibrating {num_devices} devices, but this process has {jax.device_count()} "
                         f"{jax.default_backend()} devices; ask for at most {jax.device_count()}")
@@ -234,7 +235,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     loaded = load_profile(paths.profile, kind, version, say)
     profile = TableCostModel(kind, version, loaded.entries, loaded.source, optimizer)
-    missing = [op for op in needed_local_ops(graph, num_devices) if _needs_measuring(op, profile)]
+    missing = [op for op in needed_local_ops(graph, num_devices) if remeasure_ops or _needs_measuring(op, profile)]
     if missing:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
@@ -243,12 +244,12 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
                "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
-                done = _read_ops_log(folder)
+                done = read_ops_log(folder)
                 measured_so_far.update(done)
                 bar.update(len(done) - bar.n)
             measured_so_far: dict[str, ProfileEntry] = {}
             try:
-                measured, _ = _run_job(job, _read_ops_log, timeout_s, in_process, say, on_poll=progress)
+                measured, _ = run_calibration_job(job, read_ops_log, timeout_s, in_process, say, on_poll=progress)
             except KeyboardInterrupt:  # what was measured is kept: the next run measures only the rest
                 save_profile(paths.profile, _with_entries(profile, measured_so_far))
                 say(f"interrupted: kept the {len(measured_so_far)} op shapes measured so far in {paths.profile}")
@@ -257,7 +258,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
         save_profile(paths.profile, profile)
         for line in flagged_lines({key: profile.entries[key] for key in measured}):
             say(f"warning: {line} (kept after {MEASUREMENTS} measurements; the calibration goes on)")
-    machine = _cached_machine(paths.machine, say)
+    machine = None if remeasure_links else _cached_machine(paths.machine, say)
     if machine is None:
         machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say, paths.links_plot)
         write_atomic(str(paths.machine), machine_to_json(machine))
@@ -281,12 +282,22 @@ def _cached_machine(path: Path, say) -> Machine | None:
         return None
 
 
-def _run_job(job: dict, read_results, timeout_s: float, in_process: bool, say, on_poll=None):
-    """(results, warning) of a calibration job: on a local cluster of pinned workers, or in this process.
-    Says so when other processes loaded the machine meanwhile (soap.timing.OtherLoad)."""
+def measures_in_process() -> bool:
+    """Whether calibration measures in this process (GPUs: it drives them all) rather than in a local
+    cluster of pinned workers (CPU cores)."""
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def run_calibration_job(job: dict, read_results, timeout_s: float, in_process: bool, say, on_poll=None,
+                        what: str | None = None):
+    """(results, warning) of a calibration job (simulator.calibrate_worker): on a local cluster of pinned
+    workers, or in this process. Says so, naming `what` was measured, when other processes loaded the machine
+    meanwhile (soap.timing.OtherLoad)."""
     from soap.timing import OtherLoad
 
-    what = "the calibration of the ops" if job["ops"] else "the calibration of the links"
+    what = what or ("the calibration of the ops" if job["ops"] else "the calibration of the links")
     with OtherLoad() as load:
         if not in_process:
             from soap.devices import run_worker_job
@@ -324,7 +335,7 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     say(f"calibrating the links between {where} (4 KB - 64 MB, resharding and all-reduce)")
     job = {"graph": graph_to_json(graph),
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
-    results, warning = _run_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process,
+    results, warning = run_calibration_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process,
                                 say)
     if warning:
         say(f"warning: {warning}")
