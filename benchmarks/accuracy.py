@@ -11,7 +11,8 @@ for a graph with adds or concats one splitting a join spatially and one with its
 devices). Each runs on the local cluster (median of --steps timed steps after 2 warm-up steps) --rounds
 times, interleaved, and the fastest run counts (search.run). Reported: simulated and measured ms,
 relative error, mean absolute relative error, Kendall tau of the two orderings; a scatter plot with the
-y = x line. Before the runs the profile is checked for drift (simulator.drift; --recalibrate measures it again). Targets: mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
+y = x line. Before the runs the profile is checked for drift (simulator.drift; --recalibrate measures it
+again). Targets: mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
 """
 
 from __future__ import annotations

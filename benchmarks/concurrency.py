@@ -6,9 +6,9 @@ split over two, simulated and measured side by side.
 The block is Inception-v3's Mixed_5b at its real size (35x35x192 input; 1x1 | 1x1-5x5 | 1x1-3x3-3x3 |
 3x3 avg pool-1x1 branches, each conv with a batch norm and ReLU, concatenated), after a 1x1 stem conv and
 before a global pool, a dense layer and the loss. Strategies on the `local` machine (2 pinned workers,
-calibrated on first use, checked for drift before the runs: simulator.drift): `one worker` (every op whole on device 0), `branches apart` (the double-3x3
-branch, the heaviest, whole on device 1, the rest whole on device 0: the two run at the same time) and
-`data_parallel`. Target: simulated and measured agree within 10%.
+calibrated on first use, checked for drift before the runs: simulator.drift): `one worker` (every op
+whole on device 0), `branches apart` (the double-3x3 branch, the heaviest, whole on device 1, the rest
+whole on device 0: the two run at the same time) and `data_parallel`. Target: simulated and measured agree within 10%.
 """
 
 from __future__ import annotations

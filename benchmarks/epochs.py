@@ -7,8 +7,8 @@
 Trains single, data_parallel, model_parallel, owt and the searched strategy (searched here on the
 calibrated `local` machine, checked for drift first as simulator.drift says, and recommended as
 search.optimize does, or read from --strategy-file; a searched strategy that IS a baseline is trained
-once and shown in both rows, marked "= name") on a local cluster of N pinned workers, each for --epochs epochs of --steps-per-epoch steps (default: the
-whole dataset), from the same initial weights over the same batches. Prints, per strategy, every epoch's
+once and shown in both rows, marked "= name") on a local cluster of N pinned workers, each for --epochs
+epochs of --steps-per-epoch steps (default: the whole dataset), from the same initial weights over the same batches. Prints, per strategy, every epoch's
 time and min / Q1 / median / mean / Q3 / max as the seed's appendix B does; then the average epoch time
 per strategy and its speedup over single, the first step's compile time apart, and the training loss per epoch (the strategies learn the
 same weights: the loss columns agree within float tolerance). Without --data-dir the data is synthetic
