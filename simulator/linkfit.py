@@ -73,7 +73,7 @@ def plot_links(path: str, links: dict[str, tuple[Points, Points, LinkFit]], titl
                   label=f"fit: {fit.bandwidth_bytes_per_s / 1e9:.2f} GB/s + {fit.latency_s * 1e6:.0f} us")
         axes.set_xscale("log")
         axes.set_yscale("log")
-        axes.set_xlabel("bytes per device")
+        axes.set_xlabel("bytes moved per device (received; all-reduce: ring traffic)")
         axes.set_ylabel("time (ms)")
         axes.set_title(name, fontsize=9)
         axes.legend(fontsize=7)
