@@ -11,7 +11,8 @@ for a graph with adds or concats one splitting a join spatially and one with its
 devices). Each runs on the local cluster (median of --steps timed steps after 2 warm-up steps) --rounds
 times, interleaved, and the fastest run counts (search.run). Reported: simulated and measured ms,
 relative error, mean absolute relative error, Kendall tau of the two orderings; a scatter plot with the
-y = x line. Targets: mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
+y = x line. Before the runs the profile is checked for drift (simulator.drift; --recalibrate measures it
+again). Targets: mean absolute error <= 10%, Kendall tau >= 0.8 (FlexFlow: within 30%).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from models.zoo import MODELS, build_graph, default_dataset
 from search.mcmc import Budget
 from search.run import measure_strategies
 from search.strategy_search import search_starts, search_strategy
-from simulator.calibrate import calibrate
+from simulator.drift import calibrated_for_run
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, random_strategy, whole_ops
 from soap.strategy import Strategy, strategy_to_json
@@ -93,12 +94,16 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--rounds", type=positive_int("--rounds"), default=3,
                         help="runs per strategy, interleaved; the fastest counts (search.run explains why)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="measure every op and the links again, though cached (without it, the run first "
+                             "re-times a few ops and a link point and measures again only beyond 10%% drift)")
     args = parser.parse_args(argv)
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_writable(flag, path)
     graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size)
-    machine, profile = calibrate(graph, args.gpus)
+    calibrated = calibrated_for_run(graph, args.gpus, args.recalibrate)
+    machine, profile = calibrated.machine, calibrated.profile
     strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
     starts = search_starts(graph, args.gpus, strategies, args.seed)
     found = search_strategy(graph, machine, profile, starts, Budget(seconds=args.budget), args.seed)
@@ -127,6 +132,7 @@ def _main(argv: list[str] | None) -> int:
     if args.json:
         document = {"benchmark": "accuracy", "model": graph.model, "gpus": args.gpus, "device_kind": machine.device.kind,
                     "rows": rows, "mean_absolute_relative_error": mae, "kendall_tau": tau,
+                    "calibration": calibrated.check.to_json(),
                     "strategies": {name: json.loads(strategy_to_json(s, graph)) for name, s in strategies.items()}}
         write_atomic(args.json, json.dumps(document, indent=1))
     return EXIT_FAILED if len(ran) < len(rows) else 0

@@ -6,9 +6,9 @@ split over two, simulated and measured side by side.
 The block is Inception-v3's Mixed_5b at its real size (35x35x192 input; 1x1 | 1x1-5x5 | 1x1-3x3-3x3 |
 3x3 avg pool-1x1 branches, each conv with a batch norm and ReLU, concatenated), after a 1x1 stem conv and
 before a global pool, a dense layer and the loss. Strategies on the `local` machine (2 pinned workers,
-calibrated on first use): `one worker` (every op whole on device 0), `branches apart` (the double-3x3
-branch, the heaviest, whole on device 1, the rest whole on device 0: the two run at the same time) and
-`data_parallel`. Target: simulated and measured agree within 10%.
+calibrated on first use, checked for drift before the runs: simulator.drift): `one worker` (every op
+whole on device 0), `branches apart` (the double-3x3 branch, the heaviest, whole on device 1, the rest
+whole on device 0: the two run at the same time) and `data_parallel`. Target: simulated and measured agree within 10%.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from models.datasets import DatasetShape
 from models.graph import GraphBuilder, OpGraph
 from models.inception import InceptionBlocks
 from search.run import measure_strategies
-from simulator.calibrate import calibrate
+from simulator.drift import calibrated_for_run
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, whole_ops
 
@@ -49,11 +49,15 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--steps", type=positive_int("--steps"), default=5)
     parser.add_argument("--rounds", type=positive_int("--rounds"), default=2)
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="measure every op and the links again, though cached (without it, the run first "
+                             "re-times a few ops and a link point and measures again only beyond 10%% drift)")
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
     graph = inception_block(args.batch_size)
-    machine, profile = calibrate(graph, 2, say=lambda line: print(line, file=sys.stderr))
+    calibrated = calibrated_for_run(graph, 2, args.recalibrate, say=lambda line: print(line, file=sys.stderr))
+    machine, profile = calibrated.machine, calibrated.profile
     strategies = {"one worker": whole_ops(graph, 2, lambda op: 0),
                   "branches apart": whole_ops(graph, 2, lambda op: 1 if op.name.startswith(APART) else 0),
                   "data_parallel": data_parallel(graph, 2)}
@@ -75,7 +79,8 @@ def _main(argv: list[str] | None) -> int:
               f"{error if error is not None else float('nan'):>+7.1%} {sim_speedup:>11.2f}x "
               f"{meas_speedup if meas_speedup else float('nan'):>12.2f}x  {measured[name].note}")
     if args.json:
-        write_atomic(args.json, json.dumps({"benchmark": "concurrency", "batch_size": args.batch_size, "rows": rows},
+        write_atomic(args.json, json.dumps({"benchmark": "concurrency", "batch_size": args.batch_size, "rows": rows,
+                                            "calibration": calibrated.check.to_json()},
                                            indent=1))
     failed = [name for name in strategies if measured[name].step_ms is None]
     if failed:

@@ -2,13 +2,13 @@
 
     python -m benchmarks.epochs --dataset tiny-imagenet --gpus 2 --epochs 20 [--steps-per-epoch K]
         [--data-dir DIR] [--batch-size 128] [--budget 20] [--min-gain 2] [--strategy-file STRATEGY.json]
-        [--json PATH]
+        [--json PATH] [--recalibrate]
 
 Trains single, data_parallel, model_parallel, owt and the searched strategy (searched here on the
-calibrated `local` machine and recommended as search.optimize does, or read from --strategy-file; a
-searched strategy that IS a baseline is trained once and shown in both rows, marked "= name") on a
-local cluster of N pinned workers, each for --epochs epochs of --steps-per-epoch steps (default: the
-whole dataset), from the same initial weights over the same batches. Prints, per strategy, every epoch's
+calibrated `local` machine, checked for drift first as simulator.drift says, and recommended as
+search.optimize does, or read from --strategy-file; a searched strategy that IS a baseline is trained
+once and shown in both rows, marked "= name") on a local cluster of N pinned workers, each for --epochs
+epochs of --steps-per-epoch steps (default: the whole dataset), from the same initial weights over the same batches. Prints, per strategy, every epoch's
 time and min / Q1 / median / mean / Q3 / max as the seed's appendix B does; then the average epoch time
 per strategy and its speedup over single, the first step's compile time apart, and the training loss per epoch (the strategies learn the
 same weights: the loss columns agree within float tolerance). Without --data-dir the data is synthetic
@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from models.cli import (EXIT_FAILED, EXIT_INTERRUPTED, OneLineParser, check_writable, natural_int, percent,
-                        positive_float, positive_int, read_text, run_command, write_atomic, write_figure)
+                        positive_float, positive_int, read_text, run_command, UsageError, write_atomic,
+                        write_figure)
 from models.data import measure_throughput, open_dataset
 from models.errors import SoapError
 from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
@@ -59,29 +60,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=natural_int("--seed"), default=0)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PATH", default="epochs.png")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="measure every op and the links again before the search, though cached (without it, "
+                             "a few ops and a link point are re-timed first and measured again only beyond 10%% "
+                             "drift)")
     args = parser.parse_args(argv)
+    if args.recalibrate and args.strategy_file:
+        raise UsageError("--recalibrate measures the local machine for the search, but --strategy-file skips the "
+                         "search; drop one of them")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_writable(flag, path)
     return args
 
 
-def searched_strategy(graph, args) -> tuple[Strategy, str]:
-    """The strategy file's, or one searched now on the calibrated local machine: (strategy, how)."""
+def searched_strategy(graph, args) -> tuple[Strategy, str, dict | None]:
+    """The strategy file's, or one searched now on the local machine, calibrated and checked for drift:
+    (strategy, how, the drift check's JSON or None)."""
     if args.strategy_file:
         text = read_text("--strategy-file", args.strategy_file, "a strategy.json written by search.optimize")
-        return strategy_from_json(text, graph, args.gpus, source=args.strategy_file), f"from {args.strategy_file}"
+        return (strategy_from_json(text, graph, args.gpus, source=args.strategy_file), f"from {args.strategy_file}",
+                None)
     from search.mcmc import Budget
     from search.strategy_search import baseline_strategies, recommend, search_starts, search_strategy
-    from simulator.calibrate import calibrate
+    from simulator.drift import calibrated_for_run
 
-    machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
+    calibrated = calibrated_for_run(graph, args.gpus, args.recalibrate, say=lambda line: print(line, file=sys.stderr))
     baselines, _ = baseline_strategies(graph, args.gpus)
-    result = search_strategy(graph, machine, profile, search_starts(graph, args.gpus, baselines, args.seed),
-                             Budget(seconds=args.budget), args.seed)
+    result = search_strategy(graph, calibrated.machine, calibrated.profile,
+                             search_starts(graph, args.gpus, baselines, args.seed), Budget(seconds=args.budget), args.seed)
     chosen = recommend(result, args.min_gain)
     return chosen.strategy, (f"searched {result.seconds:.1f} s on the local machine: {chosen.note}; simulated "
-                             f"{chosen.step_ms:.1f} ms/step")
+                             f"{chosen.step_ms:.1f} ms/step"), calibrated.check.to_json()
 
 
 def run(graph, dataset_name: str, data_dir, strategies: dict[str, Strategy], num_workers: int,
@@ -196,7 +206,7 @@ def _main(argv: list[str] | None) -> int:
     config = EpochConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed)
     steps = steps_per_epoch(dataset, args.batch_size, config)
     strategies = {name: build(graph, args.gpus) for name, build in BASELINES.items()}
-    strategies["searched"], how = searched_strategy(graph, args)
+    strategies["searched"], how, calibration = searched_strategy(graph, args)
     images_per_s = measure_throughput(dataset, args.batch_size, batches=3)
     title = (f"{graph.model}, {dataset.description}, batch {args.batch_size}, {args.gpus} pinned workers, "
              f"{args.epochs} epochs of {steps} steps")
@@ -225,7 +235,8 @@ def _main(argv: list[str] | None) -> int:
                     "synthetic": dataset.synthetic, "data": dataset.description, "gpus": args.gpus,
                     "batch_size": args.batch_size, "epochs": args.epochs, "steps_per_epoch": steps,
                     "input_images_per_s": images_per_s, "searched": how,
-                    "searched_strategy": strategy_to_json(strategies["searched"], graph), "strategies": summary}
+                    "searched_strategy": strategy_to_json(strategies["searched"], graph), "strategies": summary,
+                    "calibration": calibration}
         write_atomic(args.json, json.dumps(document, indent=1))
     return status
 

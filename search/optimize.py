@@ -35,6 +35,7 @@ from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, base
                                     search_starts, search_strategy)
 from simulator.calibrate import calibrate
 from simulator.cost import CostModel, RooflineCostModel
+from simulator.drift import DriftCheck, calibrated_for_run
 from simulator.machine import PRESETS, Machine, load_machine
 from simulator.simulate import Simulator
 from models.cli import (EXIT_FAILED, EXIT_INTERRUPTED, OneLineParser, UsageError, natural_int, percent,
@@ -61,6 +62,7 @@ class Options:
     rounds: int
     min_gain: float  # a fraction
     descent: bool = False  # search.strategy_search.search_strategy(descent=...)
+    recalibrate: bool = False  # measure the local machine again (simulator.drift.calibrated_for_run)
     family: FamilyOptions = FamilyOptions()  # a transformer family's member (--depth, --width, ...)
     optimizer: Optimizer = Optimizer.SGD
 
@@ -111,25 +113,39 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--descent", action="store_true",
                         help="also try greedy descents during the search (search.descent): can find faster "
                              "strategies, at hundreds to thousands of simulations each")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="measure every op and the links of the local machine again, though cached (without "
+                             "it, a run first re-times a few ops and a link point and measures again only beyond "
+                             "10%% drift)")
     args = parser.parse_args(argv)
     dataset = args.dataset or (TOKEN_DATASETS[0] if args.model in TOKEN_MODELS else "tiny-imagenet")
     return Options(args.model, dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
                    args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain,
-                   args.descent, family_options(args), Optimizer(args.optimizer))
+                   args.descent, args.recalibrate, family_options(args), Optimizer(args.optimizer))
 
 
 def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
     """A datasheet or file machine with its roofline cost model; None for `local` (see `calibrate_local`)."""
     if options.machine == "local":
         return None
+    if options.recalibrate:
+        raise UsageError(f"--recalibrate measures the local machine again, but --machine {options.machine} is not "
+                         f"measured here; drop --recalibrate or use --machine local")
     machine = load_machine(options.machine, options.gpus)
     return (machine, RooflineCostModel(machine.device, optimizer=options.optimizer),
             f"costs: roofline from the datasheet, {options.optimizer.value}")
 
 
-def calibrate_local(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str]:
-    machine, profile = calibrate(graph, options.gpus, optimizer=options.optimizer.value)
-    return machine, profile, f"costs: measured on this machine ({profile.source})"
+def calibrate_local(options: Options, graph: OpGraph) -> tuple[Machine, CostModel, str, DriftCheck | None]:
+    """The local machine and profile; checked for drift before measured runs (simulator.drift), not for
+    --no-run, which only simulates."""
+    optimizer = options.optimizer.value
+    if options.no_run and not options.recalibrate:
+        machine, profile = calibrate(graph, options.gpus, optimizer=optimizer)
+        return machine, profile, f"costs: measured on this machine ({profile.source})", None
+    calibrated = calibrated_for_run(graph, options.gpus, options.recalibrate, optimizer=optimizer)
+    return (calibrated.machine, calibrated.profile, f"costs: measured on this machine ({calibrated.profile.source})",
+            calibrated.check)
 
 
 def out_dir(options: Options) -> str:
@@ -164,7 +180,7 @@ def _main(argv: list[str] | None) -> int:
     init = load_init(options.init, graph, options.gpus) if options.init else None
     resolved = resolve_machine(options)  # a bad machine is said before anything is measured or written
     out = out_dir(options)
-    machine, cost_model, costs = resolved or calibrate_local(options, graph)
+    machine, cost_model, costs, drift = (*resolved, None) if resolved else calibrate_local(options, graph)
     print(f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {options.gpus} devices of machine "
           f"{machine.name} ({machine.device.kind}); {costs}")
     baselines, notes = baseline_strategies(graph, options.gpus)
@@ -188,7 +204,8 @@ def _main(argv: list[str] | None) -> int:
     rows = _rows(graph, machine, cost_model, strategies, measured, chosen, reference)
     os.makedirs(out, exist_ok=True)
     strategy_file = os.path.join(out, "strategy.json")
-    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference, strategies)
+    _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference, strategies,
+                 drift)
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
@@ -311,14 +328,15 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
 
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
-                 options, reference: float | None, strategies: dict[str, Strategy]) -> None:
+                 options, reference: float | None, strategies: dict[str, Strategy], drift: DriftCheck | None) -> None:
     write_atomic(strategy_file, strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
     simulator.full(chosen.strategy)
     write_atomic(os.path.join(out, "trace.json"), simulator.trace().to_chrome_json())
     document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
                                batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept,
-                               seed=options.seed, rows=rows, strategy_file=strategy_file, reference_loss=reference)
+                               seed=options.seed, rows=rows, strategy_file=strategy_file, reference_loss=reference,
+                               calibration=drift.to_json() if drift else None)
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")

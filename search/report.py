@@ -9,7 +9,11 @@ report.json schema (other tools read it; keep it exactly):
      "strategies": [{"name": "single"|"data_parallel"|"model_parallel"|"owt"|"searched",
                      "simulated_step_ms": float, "measured_step_ms": float|null, "peak_memory_bytes": int,
                      "first_step_loss": float|null}],   # the strategy's first step, on the same batch and parameters
-     "strategy_file": str}
+     "strategy_file": str,
+     "calibration": {...}|null}   # the local machine's drift check before the measured runs, null otherwise:
+         # {"profile_age_s": float|null, "recalibrated": bool, "limit": 0.1, "sentinels": [{"key", "profile_ms",
+         #  "fresh_ms", "drift"}], "link": {"num_bytes", "priced_ms", "fresh_ms", "drift"}|null,
+         #  "remeasured": ["ops"|"links"]}   (simulator.drift.DriftCheck.to_json)
 A strategy whose first-step loss differs from the reference by more than LOSS_RTOL (relative) is marked
 in the table: it does not compute what one device computes.
 """
@@ -63,7 +67,7 @@ def loss_mismatch(loss: float | None, reference: float | None) -> str:
 
 def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, machine: str, search: SearchResult,
                     kept: str | None, seed: int, rows: list[StrategyRow], strategy_file: str,
-                    reference_loss: float | None) -> dict:
+                    reference_loss: float | None, calibration: dict | None = None) -> dict:
     return {
         "model": model, "dataset": dataset, "gpus": gpus, "batch_size": batch_size, "machine": machine,
         "reference_loss": reference_loss,
@@ -76,6 +80,7 @@ def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, mac
                         "first_step_loss": row.first_step_loss}
                        for row in rows],
         "strategy_file": strategy_file,
+        "calibration": calibration,
     }
 
 

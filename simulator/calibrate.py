@@ -14,9 +14,10 @@
    +-20%) is measured again; after 3 measurements it is kept, flagged in the profile and said, and the
    calibration goes on.
 2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices)
-   and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB and fitted to latency +
-   bytes / bandwidth (simulator.linkfit); whether communication overlaps compute is measured too. The
-   result is the machine `local`, written beside the profile.
+   and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB, priced by the
+   non-decreasing curve through the timings and fitted to latency + bytes / bandwidth (simulator.linkfit);
+   whether communication overlaps compute is measured too. The result is the machine `local`, written
+   beside the profile with a plot of its links (the machine file's name, .png).
 A corrupt cache file, or one written by another profile format, is reported, set aside and measured
 again; a profile of another device kind or JAX version is never used.
 """
@@ -27,7 +28,7 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from models.cli import OneLineParser, positive_int, run_command, write_atomic
@@ -38,15 +39,16 @@ from models.op import Op
 from simulator.calibration_plan import needed_local_ops
 from simulator.cost import MEASUREMENTS, OPTIMIZERS, ProfileEntry, TableCostModel, entry_from_json, profile_from_json
 from simulator.errors import ProfileError
-from simulator.linkfit import LinkFit, fit_link
+from simulator.linkfit import LinkFit, fit_link, monotonic_points, plot_links
 from simulator.machine import DeviceSpec, Link, Machine, machine_from_json, machine_to_json
 from soap.optimizer import Optimizer
 
 # How the links are measured; a machine cached by another version is measured again. 2: resharding
 # (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo. 3: resharding
 # an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
-# by their timings, not a fitted line.
-LINKS_VERSION = 3
+# by their timings, not a fitted line. 4: each point the ops' statistic (soap.timing.time_until_stable, a fixed
+# count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve (simulator.linkfit).
+LINKS_VERSION = 4
 # Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
 # written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
@@ -60,12 +62,13 @@ def _slug(text: str) -> str:
 class CachePaths:
     profile: Path
     machine: Path
+    links_plot: Path  # the machine's link timings and their fits (simulator.linkfit.plot_links)
 
     @classmethod
     def of(cls, cache_dir: Path, device_kind: str, jax_version: str, num_devices: int) -> CachePaths:
         stem = f"{_slug(device_kind)}-jax{jax_version}"
-        return cls(cache_dir / f"profile-{stem}.json",
-                   cache_dir / f"machine-local-{num_devices}-links{LINKS_VERSION}-{stem}.json")
+        machine = f"machine-local-{num_devices}-links{LINKS_VERSION}-{stem}"
+        return cls(cache_dir / f"profile-{stem}.json", cache_dir / f"{machine}.json", cache_dir / f"{machine}.png")
 
 
 def load_profile(path: Path, device_kind: str, jax_version: str, say=print) -> TableCostModel:
@@ -118,9 +121,9 @@ class LinkTimings:
 
 @dataclass(frozen=True)
 class MeasuredLinks:
-    """Each measured link as the simulator prices it: the timings on the bytes a device receives (resharding,
-    (N-1) * bytes) or sends (all-reduce, the ring's 2(r-1)/r * bytes), with the fitted line (simulator.linkfit)
-    for its latency, bandwidth and fit quality."""
+    """Each measured link: the timings on the bytes a device receives (resharding, (N-1) * bytes) or sends
+    (all-reduce, the ring's 2(r-1)/r * bytes), priced by their non-decreasing curve, with the fitted line
+    (simulator.linkfit) for its latency, bandwidth above the largest size, and fit quality."""
 
     link: tuple[tuple[float, float], ...]  # resharding on the leading dim
     inner_dim_reshard: tuple[tuple[float, float], ...]
@@ -132,7 +135,12 @@ class MeasuredLinks:
 
     def as_link(self, name: str) -> Link:
         fit = self.fit(name)
-        return Link(fit.bandwidth_bytes_per_s, fit.latency_s, measured=getattr(self, name))
+        return Link(fit.bandwidth_bytes_per_s, fit.latency_s, measured=monotonic_points(getattr(self, name)))
+
+    def plot(self, path: Path, title: str) -> None:
+        """The links' timings, priced curves and fitted lines in one figure."""
+        plot_links(str(path), {name: (getattr(self, name), self.as_link(name).measured, self.fit(name))
+                               for name in ("link", "inner_dim_reshard", "allreduce")}, title)
 
 
 def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
@@ -176,7 +184,7 @@ def cpu_kind(busy_cores: int) -> str:
     return f"cpu-core {model} ({busy_cores} busy)"
 
 
-def _read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
+def read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
     entries = {}
     path = folder / "ops.jsonl"
     if path.exists():
@@ -195,7 +203,7 @@ def _needs_measuring(op: Op, profile: TableCostModel) -> bool:
 def _merged(old: ProfileEntry | None, new: ProfileEntry) -> ProfileEntry:
     """`new`, keeping the updates of other optimizers that `old` (the cached entry) holds."""
     updates = {**dict(old.updates if old else ()), **dict(new.updates)}
-    return ProfileEntry(new.forward, new.backward, tuple(sorted(updates.items())), new.flags)
+    return replace(new, updates=tuple(sorted(updates.items())))
 
 
 def flagged_lines(entries: dict[str, ProfileEntry]) -> list[str]:
@@ -217,19 +225,20 @@ def _expected_minutes(num_shapes: int, device_kind: str) -> tuple[float, float] 
 
 
 def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE, say=print,
-              timeout_s: float = 3600, in_process: bool | None = None,
-              optimizer: str = "sgd") -> tuple[Machine, TableCostModel]:
+              timeout_s: float = 3600, in_process: bool | None = None, optimizer: str = "sgd",
+              remeasure_ops: bool = False, remeasure_links: bool = False) -> tuple[Machine, TableCostModel]:
     """The `local` machine and its measured profile for `graph` on `num_devices` local devices (cached),
-    pricing `optimizer`'s update (simulator.cost.OPTIMIZERS).
+    pricing `optimizer`'s update (simulator.cost.OPTIMIZERS). `remeasure_ops` times every op of the graph
+    again though cached, `remeasure_links` the links (--recalibrate, or drift: simulator.drift).
 
     CPU devices are measured in a local cluster of pinned workers; other devices (GPUs) by this process,
-    which drives them all (`in_process`, default: when JAX's backend is not the CPU)."""
+    which drives them all (`in_process`, default: measures_in_process())."""
     import jax
     from tqdm import tqdm
 
     from models.network import OPS_VERSION
 
-    in_process = jax.default_backend() != "cpu" if in_process is None else in_process
+    in_process = measures_in_process() if in_process is None else in_process
     if in_process and jax.device_count() < num_devices:
         raise SoapError(f"calibrating {num_devices} devices, but this process has {jax.device_count()} "
                         f"{jax.default_backend()} devices; ask for at most {jax.device_count()}")
@@ -239,7 +248,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     loaded = load_profile(paths.profile, kind, version, say)
     profile = TableCostModel(kind, version, loaded.entries, loaded.source, optimizer)
-    missing = [op for op in needed_local_ops(graph, num_devices) if _needs_measuring(op, profile)]
+    missing = [op for op in needed_local_ops(graph, num_devices) if remeasure_ops or _needs_measuring(op, profile)]
     if missing:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
@@ -251,12 +260,12 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
                "ops": True, "links": False}
         with tqdm(total=len(missing), desc="ops", unit=" op", file=sys.stderr, mininterval=2.0) as bar:
             def progress(folder: Path) -> None:
-                done = _read_ops_log(folder)
+                done = read_ops_log(folder)
                 measured_so_far.update(done)
                 bar.update(len(done) - bar.n)
             measured_so_far: dict[str, ProfileEntry] = {}
             try:
-                measured, _ = _run_job(job, _read_ops_log, timeout_s, in_process, say, on_poll=progress)
+                measured, _ = run_calibration_job(job, read_ops_log, timeout_s, in_process, say, on_poll=progress)
             except KeyboardInterrupt:  # what was measured is kept: the next run measures only the rest
                 save_profile(paths.profile, _with_entries(profile, measured_so_far))
                 say(f"interrupted: kept the {len(measured_so_far)} op shapes measured so far in {paths.profile}")
@@ -265,9 +274,9 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
         save_profile(paths.profile, profile)
         for line in flagged_lines({key: profile.entries[key] for key in measured}):
             say(f"warning: {line} (kept after {MEASUREMENTS} measurements; the calibration goes on)")
-    machine = _cached_machine(paths.machine, say)
+    machine = None if remeasure_links else _cached_machine(paths.machine, say)
     if machine is None:
-        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say)
+        machine = _measure_machine(graph, num_devices, kind, profile, timeout_s, in_process, say, paths.links_plot)
         write_atomic(str(paths.machine), machine_to_json(machine))
     return machine, profile
 
@@ -289,12 +298,22 @@ def _cached_machine(path: Path, say) -> Machine | None:
         return None
 
 
-def _run_job(job: dict, read_results, timeout_s: float, in_process: bool, say, on_poll=None):
-    """(results, warning) of a calibration job: on a local cluster of pinned workers, or in this process.
-    Says so when other processes loaded the machine meanwhile (soap.timing.OtherLoad)."""
+def measures_in_process() -> bool:
+    """Whether calibration measures in this process (GPUs: it drives them all) rather than in a local
+    cluster of pinned workers (CPU cores)."""
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def run_calibration_job(job: dict, read_results, timeout_s: float, in_process: bool, say, on_poll=None,
+                        what: str | None = None):
+    """(results, warning) of a calibration job (simulator.calibrate_worker): on a local cluster of pinned
+    workers, or in this process. Says so, naming `what` was measured, when other processes loaded the machine
+    meanwhile (soap.timing.OtherLoad)."""
     from soap.timing import OtherLoad
 
-    what = "the calibration of the ops" if job["ops"] else "the calibration of the links"
+    what = what or ("the calibration of the ops" if job["ops"] else "the calibration of the links")
     with OtherLoad() as load:
         if not in_process:
             from soap.devices import run_worker_job
@@ -324,7 +343,7 @@ def local_device_kind(num_devices: int, in_process: bool) -> str:
 
 
 def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: TableCostModel, timeout_s: float,
-                     in_process: bool, say) -> Machine:
+                     in_process: bool, say, plot_path: Path) -> Machine:
     device = _device_spec(graph, kind, profile, num_devices, in_process, say)
     if num_devices == 1:
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
@@ -332,7 +351,7 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     say(f"calibrating the links between {where} (4 KB - 64 MB, resharding and all-reduce)")
     job = {"graph": graph_to_json(graph),
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
-    results, warning = _run_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process,
+    results, warning = run_calibration_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process,
                                 say)
     if warning:
         say(f"warning: {warning}")
@@ -343,6 +362,8 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
         f"inner dim {_fitted(links.fit('inner_dim_reshard'))}; all-reduce {_fitted(links.fit('allreduce'))}; "
         f"overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
+    links.plot(plot_path, f"links between {where} ({kind})")
+    say(f"link timings and their fits plotted in {plot_path}")
     return local_machine(device, num_devices, links, overlaps(timings.overlap))
 
 

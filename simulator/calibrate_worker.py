@@ -1,18 +1,21 @@
 """A calibration worker: `python -m simulator.calibrate_worker FOLDER PROCESS_ID`, started by calibrate.
 
 Job (FOLDER/job.json): {"graph", "num_devices", "skip": [cost keys already cached], "optimizers": [names],
-"ops": bool, "links": bool}. With "ops", every process times every needed local op not in "skip" on its
-pinned core (all cores busy, as in a parallel step), measured again while it fails its checks
+"ops": bool, "links": bool, "link_probe_bytes": int (optional)}. With "ops", every process times every
+needed local op not in "skip" on its pinned core (all cores busy, as in a parallel step), measured again while it fails its checks
 (simulator.measure.measure_entry); process 0 appends one JSON line per op ({"key", **the profile entry})
 to FOLDER/ops.jsonl as it goes (the parent shows progress and keeps what was measured if stopped); an op's
 entry holds each optimizer's update of its parameters. With "links", all workers
 time resharding (all-gather, split on the leading dim and on an inner dim) and all-reduce over MESSAGE_SIZES and the overlap probe; process 0 writes
-FOLDER/links.json.
+FOLDER/links.json. With "link_probe_bytes" (optional; the drift check, simulator.drift), all workers time one
+all-reduce of that many bytes each; process 0 writes FOLDER/link_probe.json ({"allreduce_ms"}).
 """
 
 import json
 import os
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -45,7 +48,7 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
             for op in needed_local_ops(graph, num_devices):
                 if op.cost_key in skip:
                     continue
-                entry = measure.measure_entry(op, optimizers)
+                entry = replace(measure.measure_entry(op, optimizers), measured_at_s=time.time())
                 log.write(json.dumps({"key": op.cost_key, **entry_to_json(entry)}) + "\n")
                 log.flush()
     if job["links"]:
@@ -58,6 +61,10 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
         }
         if reporter:
             (folder / "links.json").write_text(json.dumps(links))
+    if job.get("link_probe_bytes"):  # the drift check's link point (simulator.drift)
+        allreduce_ms = measure.time_allreduce_ms(job["link_probe_bytes"], num_devices)
+        if reporter:
+            (folder / "link_probe.json").write_text(json.dumps({"allreduce_ms": allreduce_ms}))
 
 
 if __name__ == "__main__":

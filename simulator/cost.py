@@ -14,7 +14,9 @@ is keyed by value, (local_op.cost_key, device kind), never by device id or objec
     {"format": "soap-profile", "version": 3, "device_kind": "cpu-core", "jax_version": "0.10.2",
      "entries": {"<local op cost_key>": {"forward": {"ms": 1.2, "spread": 0.01, "repeats": 5},
                                          "backward": {...}, "update": {"sgd": {...}, "adamw": {...}},
-                                         "flags": []}, ...}}
+                                         "flags": [], "measured_at": 1796000000.0}, ...}}
+  "measured_at" is when calibration measured the entry (Unix time, seconds), so that a measured run can say
+  how old the timings it stands on are (simulator.drift); an entry written without it has unknown age.
   The simulator reads the update of the run's optimizer (TableCostModel.optimizer, SGD by default).
 - ConstantCostModel and the table fake in tests: for simulator and search tests.
 An op's cost includes the optimizer update of its parameter slice (SGD with momentum: read weight,
@@ -54,12 +56,13 @@ class OpCost:
 class ProfileEntry:
     """One local op's measured components: forward, backward and, for an op with parameters, the update of
     each calibrated optimizer (name, estimate); `flags`, the checks (problems) it still failed when
-    calibration stopped re-measuring it."""
+    calibration stopped re-measuring it; `measured_at_s`, when it was measured (Unix time; None: unknown)."""
 
     forward: Estimate
     backward: Estimate
     updates: tuple[tuple[str, Estimate], ...] = ()
     flags: tuple[str, ...] = ()
+    measured_at_s: float | None = None
 
     def update(self, optimizer: str) -> Estimate | None:
         return dict(self.updates).get(optimizer)
@@ -91,7 +94,8 @@ def entry_to_json(entry: ProfileEntry) -> dict:
         return {"ms": estimate.ms, "spread": estimate.spread, "repeats": estimate.repeats}
 
     return {"forward": timing(entry.forward), "backward": timing(entry.backward),
-            "update": {name: timing(estimate) for name, estimate in entry.updates}, "flags": list(entry.flags)}
+            "update": {name: timing(estimate) for name, estimate in entry.updates}, "flags": list(entry.flags),
+            "measured_at": entry.measured_at_s}
 
 
 def entry_from_json(record: dict) -> ProfileEntry:
@@ -101,7 +105,8 @@ def entry_from_json(record: dict) -> ProfileEntry:
 
     return ProfileEntry(timing(record["forward"]), timing(record["backward"]),
                         tuple((str(name), timing(fields)) for name, fields in sorted(record["update"].items())),
-                        tuple(str(flag) for flag in record["flags"]))
+                        tuple(str(flag) for flag in record["flags"]),
+                        None if record.get("measured_at") is None else float(record["measured_at"]))
 
 
 class CostModel(Protocol):

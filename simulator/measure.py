@@ -139,6 +139,10 @@ def measure_entry(op: Op, optimizers: tuple[str, ...], time_op: Callable[..., Pr
 
 
 _INNER_DIM_ROWS = 128  # a batch of activations split on its features
+# The ops' statistic and interval (TimingPolicy's first quartile), at a fixed count: every worker of a cluster
+# joins each call of a collective, so none may stop on its own clock (min_repeats = max_repeats) nor take
+# more calls per sample than the others (a sample is one call).
+COLLECTIVE_POLICY = TimingPolicy(min_repeats=11, max_repeats=11, min_sample_ms=1e-6)
 
 
 def _ring_mesh(num_devices: int | None) -> jax.sharding.Mesh:
@@ -163,8 +167,7 @@ def _per_device_columns(mesh, num_bytes: int) -> jax.Array:
                                         lambda index: np.ones((_INNER_DIM_ROWS, columns), np.float32))
 
 
-def time_reshard_ms(num_bytes: int, num_devices: int | None = None, inner_dim: bool = False, warmup: int = 2,
-                    repeats: int = 7) -> float:
+def time_reshard_ms(num_bytes: int, num_devices: int | None = None, inner_dim: bool = False) -> float:
     """An array split over the devices, `num_bytes` on each, made whole on every device by XLA's resharding
     (an all-gather): how a training step's program moves the input slices a task reads from other devices.
     Each device receives (N-1) * num_bytes. Split on the leading dim (a batch split) by default; with
@@ -175,16 +178,16 @@ def time_reshard_ms(num_bytes: int, num_devices: int | None = None, inner_dim: b
     mesh = _ring_mesh(num_devices)
     gather = jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, PartitionSpec()))
     x = _per_device_columns(mesh, num_bytes) if inner_dim else _per_device_array(mesh, num_bytes)
-    return time_steps(lambda: gather(x), warmup, repeats).median_ms
+    return time_until_stable(lambda: gather(x), COLLECTIVE_POLICY).ms
 
 
-def time_allreduce_ms(num_bytes: int, num_devices: int | None = None, warmup: int = 2, repeats: int = 7) -> float:
+def time_allreduce_ms(num_bytes: int, num_devices: int | None = None) -> float:
     """All-reduce (psum) of `num_bytes` held by every device."""
     mesh = _ring_mesh(num_devices)
     reduce = jax.jit(jax.shard_map(lambda a: jax.lax.psum(a, "ring"), mesh=mesh,
                                    in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
     x = _per_device_array(mesh, num_bytes)
-    return time_steps(lambda: reduce(x), warmup, repeats).median_ms
+    return time_until_stable(lambda: reduce(x), COLLECTIVE_POLICY).ms
 
 
 def time_overlap(num_devices: int | None = None, matmul_size: int = 1024, allreduce_bytes: int = 32 * MiB,

@@ -35,7 +35,9 @@ class Optimizer(str, enum.Enum):
         """Parameter-sized arrays one update reads and writes."""
         return {Optimizer.SGD: 5, Optimizer.ADAMW: 7}[self]
 
-    def transformation(self, learning_rate: float = 0.01) -> optax.GradientTransformation:
+    def transformation(self, learning_rate: float | None = None) -> optax.GradientTransformation:
+        """The optax transformation, at `learning_rate` or the optimizer's usual one (0.01 for SGD with
+        momentum, the runs'; 1e-3 for AdamW)."""
         if self is Optimizer.SGD:
-            return sgd_momentum(learning_rate)
-        return optax.adamw(learning_rate)
+            return sgd_momentum(0.01 if learning_rate is None else learning_rate)
+        return optax.adamw(1e-3 if learning_rate is None else learning_rate)

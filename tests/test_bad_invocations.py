@@ -60,6 +60,8 @@ CASES = [
     case("search.optimize", [*A2, "--init", "{binary}"], "is not a text file (not UTF-8)", "optimize-init-binary"),
     case("search.optimize", [*A2, "--init", "{text}"], "is not valid JSON", "optimize-init-not-json"),
     case("search.optimize", [*A2, "--init", "{dir}"], "cannot be read (Is a directory)", "optimize-init-folder"),
+    case("search.optimize", [*SIM, "--recalibrate"], "--recalibrate measures the local machine again, but --machine "
+         "p100x2-pcie is not measured here; drop --recalibrate or use --machine local", "optimize-recalibrate-preset"),
     # python -m models
     case("models", ["vgg"], "unknown model 'vgg'", "models-model"),
     case("models", [], "the following arguments are required: model", "models-no-model"),
@@ -97,6 +99,8 @@ CASES = [
     case("benchmarks.epochs", ["--strategy-file", "{tmp}/none.json"], "--strategy-file '{tmp}/none.json' cannot be read",
          "epochs-strategy-file"),
     case("benchmarks.epochs", ["--data-dir", "{tmp}/no-data"], "{tmp}/no-data", "epochs-data-dir"),
+    case("benchmarks.epochs", ["--recalibrate", "--strategy-file", "{tmp}/s.json"], "--strategy-file skips the search",
+         "epochs-recalibrate-strategy-file"),
     case("benchmarks.op_breakdown", ["--dataset", "mnist"], "unknown dataset 'mnist'", "op-breakdown-dataset"),
     case("benchmarks.op_breakdown", ["--strategy", "best"], "--strategy 'best' is not a baseline", "op-breakdown-strategy"),
     case("benchmarks.op_breakdown", ["--strategy-file", "{binary}"], "is not a text file", "op-breakdown-binary"),

@@ -1,10 +1,12 @@
 """Calibration's pure parts: which ops to time, the cache, the link fits, the local machine."""
 
+from dataclasses import replace
+
 import pytest
 
 from models.zoo import build_graph
-from simulator.calibrate import (CachePaths, LinkTimings, load_profile, local_machine, measured_links, overlaps,
-                                 save_profile, with_entry)
+from simulator.calibrate import (CachePaths, LinkTimings, cpu_kind, load_profile, local_machine, measured_links,
+                                 overlaps, save_profile, with_entry)
 from simulator.calibration_plan import needed_local_ops
 from simulator.cost import OpCost, ProfileEntry
 from simulator.machine import DeviceSpec
@@ -318,3 +320,47 @@ def test_a_calibration_of_a_minute_or_more_on_cpu_says_how_long_before_it_starts
     assert _expected_minutes(133, "cpu-core x2") == pytest.approx((133 * 1.4 / 60, 133 * 4.0 / 60))
     assert _expected_minutes(10, "cpu-core x2") is None  # under a minute: nothing said
     assert _expected_minutes(500, "NVIDIA H100 80GB HBM3 (gpu)") is None
+
+
+def test_remeasuring_times_every_op_or_the_links_again_though_cached(tmp_path, monkeypatch):
+    """--recalibrate and drift (simulator.drift) ask calibrate to measure again what the cache holds: a
+    fake job runner stands for the workers and records what each job measures."""
+    import simulator.calibrate as calibrate_module
+    from simulator.calibration_plan import MESSAGE_SIZES
+    from simulator.cost import entry_from_json, entry_to_json
+
+    graph = branchy_cnn(4)
+    needed = {op.cost_key: op for op in needed_local_ops(graph, 2)}
+    jobs = []
+
+    def fake_job(job, read_results, timeout_s, in_process, say, on_poll=None, what=None):
+        if job["ops"]:
+            jobs.append(("ops", len(needed) - len(job["skip"])))
+            return {key: _entry(1.0, 2.0, 0.1 if op.param_bytes else None) for key, op in needed.items()
+                    if key not in job["skip"]}, None
+        jobs.append(("links", None))
+        ms = [0.5 + b / 1e6 for b in MESSAGE_SIZES]
+        return {"sizes_bytes": list(MESSAGE_SIZES), "reshard_ms": ms, "inner_reshard_ms": ms, "allreduce_ms": ms,
+                "overlap": {"compute_ms": 50, "allreduce_ms": 50, "together_ms": 100}}, None
+
+    monkeypatch.setattr(calibrate_module, "run_calibration_job", fake_job)
+    calibrate = calibrate_module.calibrate
+    quiet = {"say": lambda line: None, "in_process": False}
+    calibrate(graph, 2, tmp_path, **quiet)
+    assert jobs == [("ops", len(needed)), ("links", None)]
+    assert CachePaths.of(tmp_path, cpu_kind(2), "x", 2).links_plot.suffix == ".png"
+    assert len(list(tmp_path.glob("machine-local-2-*.png"))) == 1
+    jobs.clear()
+    calibrate(graph, 2, tmp_path, **quiet)
+    assert jobs == []
+    calibrate(graph, 2, tmp_path, **quiet, remeasure_ops=True)
+    assert jobs == [("ops", len(needed))]
+    jobs.clear()
+    calibrate(graph, 2, tmp_path, **quiet, remeasure_links=True)
+    assert jobs == [("links", None)]
+    # When an entry was measured travels with it; one written without it reads back as unknown (None).
+    stamped = replace(_entry(1.0, 2.0), measured_at_s=1.8e9)
+    assert entry_from_json(entry_to_json(stamped)) == stamped
+    record = entry_to_json(_entry(1.0, 2.0))
+    del record["measured_at"]
+    assert entry_from_json(record).measured_at_s is None
