@@ -88,7 +88,7 @@ class FakeCalibrate:
     def __init__(self, profile: TableCostModel):
         self.profile, self.calls = profile, []
 
-    def __call__(self, graph, num_devices, cache_dir, say, remeasure_ops=False, remeasure_links=False):
+    def __call__(self, graph, num_devices, cache_dir, say, remeasure_ops=False, remeasure_links=False, optimizer="sgd"):
         self.calls.append((remeasure_ops, remeasure_links))
         if remeasure_ops:
             self.profile = _profile(1.2, NOW_S)
