@@ -69,8 +69,22 @@ def test_drift_beyond_10_percent_is_measured_again(op_scale, link_scale, remeasu
 
 def test_the_line_says_the_range_and_the_decision():
     check = check_drift(GRAPH, 2, MACHINE, _profile(), _probe(1.2), NOW_S)
-    assert check.line() == ("profile 2 h old; sentinels drifted +20% to +20%, link +0%: beyond 10%, measuring the "
-                            "ops again")
+    assert check.line() == ("profile 2 h old; sentinels drifted +20% to +20% (+20% weighted by time), link +0%: "
+                            "beyond 10%, measuring the ops again")
+
+
+def test_one_small_sentinel_off_does_not_measure_again_when_the_step_would_not_be():
+    # The median sentinel 30% slower, the largest ones as profiled: the sentinels' time moves under 10%.
+    profile = _profile()
+    small = sentinel_ops(GRAPH, 2, profile)[-1].cost_key
+    fresh = {**profile.entries, small: _profile(1.3).entries[small]}
+
+    def probe(graph, num_devices, ops, link_bytes, optimizer) -> Probe:
+        return Probe({op.cost_key: fresh[op.cost_key] for op in ops}, PRICED_MS)
+
+    check = check_drift(GRAPH, 2, MACHINE, profile, probe, NOW_S)
+    assert max(s.drift for s in check.sentinels) == pytest.approx(0.3, rel=1e-3)
+    assert abs(check.ops_drift) < DRIFT_LIMIT and check.remeasured == ()
 
 
 def test_one_device_has_no_link_point_and_an_old_profile_no_age():
