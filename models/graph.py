@@ -340,6 +340,29 @@ class GraphBuilder:
         op = Op(name=name, kind=OpKind.TOKEN_XENT, input_shapes=(shape,), output_shape=shape[:2], dtype=self._dtype)
         return self._add(op, (source,))
 
+    def image_tokens(self, name, input=...) -> str:
+        """An NHWC image as tokens [b (h w) c], row by row (ViT's patches after their conv)."""
+        source = self._source(input)
+        n, h, w, c = shape = self._require_rank(name, self.shape(source), 4)
+        op = Op(name=name, kind=OpKind.IMAGE_TOKENS, input_shapes=(shape,), output_shape=(n, h * w, c),
+                dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def class_token(self, name, input=...) -> str:
+        """A learned class token put before the tokens [b s d] -> [b (1 + s) d]."""
+        source = self._source(input)
+        n, s, d = shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.CLASS_TOKEN, input_shapes=(shape,), output_shape=(n, s + 1, d),
+                param_shapes=(("cls", (d,)),), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def first_token(self, name, input=...) -> str:
+        """The first token of each sample, [b s d] -> [b d] (ViT's class token at the end)."""
+        source = self._source(input)
+        n, _, d = shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.FIRST_TOKEN, input_shapes=(shape,), output_shape=(n, d), dtype=self._dtype)
+        return self._add(op, (source,))
+
     def build(self, batch_size: int) -> OpGraph:
         return OpGraph(self._model, self._dataset, batch_size, self._graph)
 

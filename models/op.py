@@ -48,6 +48,9 @@ class OpKind(str, enum.Enum):
     DROPOUT = "dropout"
     TOKEN_XENT = "token_xent"
     ATTEND = "attend"
+    IMAGE_TOKENS = "image_tokens"
+    CLASS_TOKEN = "class_token"
+    FIRST_TOKEN = "first_token"
 
 
 class Padding(str, enum.Enum):

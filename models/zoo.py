@@ -1,6 +1,6 @@
 """The models SOAP knows, by name: `build_graph("resnet50", "imagenet", 64)`, `build_graph("gpt2", "tokens", 8)`.
 
-    alexnet vgg16 resnet18 resnet50 resnet101 inception_v3        (images)
+    alexnet vgg16 resnet18 resnet50 resnet101 inception_v3 vit_b16        (images)
     gpt2 gpt2_medium gpt2_large gpt2_xl                            (token ids)
 
 Each image model builds at every image dataset whose images are large enough for it; a smaller one is one
@@ -23,6 +23,7 @@ from models.graph import OpGraph
 from models.inception import inception_v3
 from models.resnet import resnet18, resnet50, resnet101
 from models.vgg import vgg16
+from models.vit import vit_b16
 
 IMAGE_MODELS = {
     "alexnet": alexnet,
@@ -31,6 +32,7 @@ IMAGE_MODELS = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "inception_v3": inception_v3,
+    "vit_b16": vit_b16,
 }
 TOKEN_MODELS = GPT2_SIZES
 MODELS = (*IMAGE_MODELS, *TOKEN_MODELS)
