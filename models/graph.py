@@ -252,6 +252,14 @@ class GraphBuilder:
                 param_shapes=(("embedding", (positions, shape[2])),), dtype=self._dtype)
         return self._add(op, (source,))
 
+    def add_token_type(self, name, types, input=...) -> str:
+        """x [b s d] + row 0 of a token-type table [types d] (one segment: every type id is 0)."""
+        source = self._source(input)
+        shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.ADD_TOKEN_TYPE, input_shapes=(shape,), output_shape=shape,
+                param_shapes=(("embedding", (types, shape[2])),), dtype=self._dtype)
+        return self._add(op, (source,))
+
     def layer_norm(self, name, eps=1e-5, rms=False, input=...) -> str:
         """Layer norm (RMS norm where `rms`) over the last dim, scale (and bias) per feature."""
         source = self._source(input)

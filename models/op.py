@@ -51,6 +51,7 @@ class OpKind(str, enum.Enum):
     IMAGE_TOKENS = "image_tokens"
     CLASS_TOKEN = "class_token"
     FIRST_TOKEN = "first_token"
+    ADD_TOKEN_TYPE = "add_token_type"
 
 
 class Padding(str, enum.Enum):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from models.datasets import DatasetShape
 from models.graph import GraphBuilder, OpGraph
+from models.transformer import mlp, self_attention
 
-PATCH, WIDTH, DEPTH, HEADS, MLP = 16, 768, 12, 12, 3072
+PATCH, WIDTH, DEPTH, HEADS, MLP = 16, 768, 12, 12, 3072  # MLP: its hidden width
 LAYER_NORM_EPS = 1e-6
 
 
@@ -37,15 +38,7 @@ def vit_b16(dataset: DatasetShape, batch_size: int) -> OpGraph:
 
 def _block(b: GraphBuilder, prefix: str, residual: str) -> str:
     b.layer_norm(f"{prefix}.ln_1", LAYER_NORM_EPS, input=residual)
-    for part in ("q", "k", "v"):
-        b.dense(f"{prefix}.{part}", WIDTH, relu=False, input=f"{prefix}.ln_1")
-        b.split_heads(f"{prefix}.{part}_heads", HEADS)
-    b.attention(f"{prefix}.attn", inputs=[f"{prefix}.{p}_heads" for p in ("q", "k", "v")])
-    b.merge_heads(f"{prefix}.merge")
-    b.dense(f"{prefix}.attn_proj", WIDTH, relu=False)
-    middle = b.add(f"{prefix}.add_1", inputs=[residual, f"{prefix}.attn_proj"])
-    b.layer_norm(f"{prefix}.ln_2", LAYER_NORM_EPS)
-    b.dense(f"{prefix}.fc", MLP, relu=False)
-    b.activation(f"{prefix}.gelu", "gelu")
-    b.dense(f"{prefix}.mlp_proj", WIDTH, relu=False)
-    return b.add(f"{prefix}.add_2", inputs=[middle, f"{prefix}.mlp_proj"])
+    attended = self_attention(b, prefix, f"{prefix}.ln_1", HEADS, causal=False)
+    middle = b.add(f"{prefix}.add_1", inputs=[residual, attended])
+    projected = mlp(b, prefix, b.layer_norm(f"{prefix}.ln_2", LAYER_NORM_EPS), MLP, "gelu")
+    return b.add(f"{prefix}.add_2", inputs=[middle, projected])

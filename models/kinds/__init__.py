@@ -26,12 +26,13 @@ from models.kinds.pool import AvgPool2D, MaxPool2D
 from models.kinds.position import AddPosition
 from models.kinds.reshape import Flatten
 from models.kinds.token_loss import TokenXent
+from models.kinds.token_type import AddTokenType
 from models.op import OpKind, register, registered_kinds
 
 for _spec in (Conv2D(), MaxPool2D(), AvgPool2D(), GlobalAvgPool(), BatchNorm(), Add(), Concat(), Flatten(), Dense(),
               SoftmaxXent(), LayerNorm(), Embedding(), AddPosition(), Attention(), SplitHeads(), MergeHeads(),
               ActivationKind(), Multiply(), Dropout(), TokenXent(), Attend(), ImageTokens(), ClassToken(),
-              FirstToken()):
+              FirstToken(), AddTokenType()):
     register(_spec)
 
 assert registered_kinds() == set(OpKind), set(OpKind) - registered_kinds()

@@ -24,10 +24,11 @@ BATCH, SEQUENCE, VOCAB, WIDTH, HEADS, CONTEXT = 2, 4, 8, 8, 2, 6
 
 
 def tiny_transformer():
-    """One op of every transformer kind on ids [2 4]: vocabulary 8, width 8, 2 heads of 4, context 6."""
+    """One op of every token kind on ids [2 4]: vocabulary 8, width 8, 2 heads of 4, context 6, 2 token types."""
     b = GraphBuilder("tiny", "tokens", (BATCH, SEQUENCE))
     b.embedding("wte", VOCAB, WIDTH, input=None)
     b.add_position("wpe", CONTEXT)
+    b.add_token_type("type", 2)
     b.dropout("drop", 0.0)
     b.layer_norm("ln")
     for name in ("q", "k", "v"):
@@ -91,6 +92,7 @@ def test_shapes_and_parameters():
 FLOPS = [
     ("wte", 0, 8 * 8),  # a gather; backward scatter-adds b*s*d = 64
     ("wpe", 64, 64),  # one add per element
+    ("type", 64, 64),
     ("drop", 128, 64),  # 2 * 64 forward, 64 backward
     ("ln", 7 * 64, 14 * 64),
     ("rms", 4 * 64, 8 * 64),
