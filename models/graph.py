@@ -96,6 +96,11 @@ class OpGraph:
         return sum(op.backward_flops for op in self.ops)
 
 
+def _listing(sources: Sequence[str], shapes: Sequence[Shape]) -> str:
+    """'a (2, 4), b (2, 8)': the inputs of an op and their shapes, for an error line."""
+    return ", ".join(f"{source} {shape}" for source, shape in zip(sources, shapes))
+
+
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
@@ -192,7 +197,7 @@ class GraphBuilder:
         shapes = tuple(self.shape(s) for s in sources)
         if len(set(shapes)) > 1:
             raise ShapeError(f"add {name!r} sums inputs of different shapes "
-                             f"{', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; add tensors of one shape")
+                             f"{_listing(sources, shapes)}; add tensors of one shape")
         op = Op(name=name, kind=OpKind.ADD, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype, relu=relu)
         return self._add(op, sources)
 
@@ -202,7 +207,7 @@ class GraphBuilder:
         shapes = tuple(self.shape(s) for s in sources)
         if len({shape[:-1] for shape in shapes}) > 1:
             raise ShapeError(f"concat {name!r} joins inputs whose dims other than the channels differ "
-                             f"({', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}); "
+                             f"({_listing(sources, shapes)}); "
                              f"give its branches one batch, height and width")
         out = shapes[0][:-1] + (sum(shape[-1] for shape in shapes),)
         op = Op(name=name, kind=OpKind.CONCAT, input_shapes=shapes, output_shape=out, dtype=self._dtype)
@@ -294,7 +299,7 @@ class GraphBuilder:
         shapes = tuple(self._require_rank(name, self.shape(s), 4) for s in sources)
         q, k, v = shapes if len(shapes) == 3 else (None, None, None)
         if q is None or k != v or (q[0], q[2], q[3]) != (k[0], k[2], k[3]):
-            raise ShapeError(f"attention {name!r} reads {', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; "
+            raise ShapeError(f"attention {name!r} reads {_listing(sources, shapes)}; "
                              f"it needs queries [b s h k] and keys and values of one shape [b t h k]")
         op = Op(name=name, kind=OpKind.ATTENTION, input_shapes=shapes, output_shape=q, dtype=self._dtype,
                 attrs=AttentionAttrs(causal=causal))
@@ -312,7 +317,7 @@ class GraphBuilder:
         sources = self._require_inputs(name, inputs)
         shapes = tuple(self.shape(s) for s in sources)
         if len(sources) != 2 or shapes[0] != shapes[1]:
-            raise ShapeError(f"multiply {name!r} reads {', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; "
+            raise ShapeError(f"multiply {name!r} reads {_listing(sources, shapes)}; "
                              f"it multiplies two tensors of one shape")
         op = Op(name=name, kind=OpKind.MULTIPLY, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype)
         return self._add(op, sources)

@@ -381,3 +381,11 @@ def test_builder_rules_are_one_line():
         b.split_heads("h", 4, input="wte")
     with pytest.raises(ShapeError, match=r"^attend 'head' reads the table of 'nope', which is not an embedding"):
         b.attend("head", "nope", input="wte")
+    b.split_heads("h", 2, input="wte")
+    b.split_heads("h3", 3, input="wte")
+    with pytest.raises(ShapeError, match=r"^attention 'a' reads h \(2, 8, 2, 3\), h3 \(2, 8, 3, 2\), h "
+                                         r"\(2, 8, 2, 3\); it needs queries \[b s h k\] and keys and values"):
+        b.attention("a", inputs=["h", "h3", "h"])
+    with pytest.raises(ShapeError, match=r"^multiply 'm' reads h \(2, 8, 2, 3\), h3 \(2, 8, 3, 2\); it multiplies "
+                                         r"two tensors of one shape$"):
+        b.multiply("m", inputs=["h", "h3"])
