@@ -7,7 +7,8 @@ wte embedding -> add_position (512 learned rows) -> add_token_type (2 rows; one 
 dropout -> 12 x [q, k, v dense -> split_heads x 3 -> attention -> merge_heads -> dense -> dropout ->
 residual add -> layer_norm -> dense 3072 -> GELU (exact) -> dense 768 -> dropout -> residual add ->
 layer_norm] -> MLM head: dense 768 -> GELU -> layer_norm -> attend (tied to wte, own bias) -> token_xent
-over every position (the tokens dataset labels each position; a masked-LM step would read 15% of them).
+over every position (the tokens dataset labels each position with the next id; a masked-LM step would
+predict 15% of the positions' own ids: the same shapes and cost).
 Layer norm epsilon 1e-12 and dropout 0.1, as released.
 """
 

@@ -4,8 +4,10 @@ decoder tied to the token table with its own bias, and the token-type embedding 
 import jax.numpy as jnp
 import numpy as np
 
+from models.batch import synthetic_batch
 from models.graph import GraphBuilder
-from models.network import apply_op
+from models.graph_file import graph_from_json, graph_to_json
+from models.network import apply_op, init_params, module_with
 from models.op import OpKind
 from models.zoo import FamilyOptions, build_graph
 
@@ -34,3 +36,13 @@ def test_token_type_adds_row_0_of_its_table():
     x, table = jnp.ones((2, 3, 4)), jnp.arange(8.0).reshape(2, 4)
     np.testing.assert_array_equal(apply_op(op, {"embedding": table}, (x,)), x + table[0])
     assert (op.forward_flops, op.backward_flops) == (24, 24)
+
+
+def test_a_tiny_bert_round_trips_and_runs_as_a_network():
+    graph = build_graph("bert_base", "tokens", 2, FamilyOptions(depth=1, width=16, heads=2, vocab=32, seq_len=8))
+    assert graph_from_json(graph_to_json(graph)).signature == graph.signature
+    params = init_params(graph, seed=0)
+    assert set(params["mlm.decoder"]) == {"bias"} and set(params["type"]) == {"embedding"}
+    ids, labels = synthetic_batch(graph, seed=2)
+    losses = module_with(graph, params)(jnp.asarray(ids), jnp.asarray(labels))
+    assert losses.shape == (2, 8) and bool(jnp.isfinite(losses).all())

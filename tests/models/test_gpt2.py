@@ -85,6 +85,7 @@ def test_the_network_trains_one_tied_table_and_starts_at_the_uniform_loss():
         == graph.param_count
     ids, labels = synthetic_batch(graph, seed=1)
     assert ids.dtype == np.int32 and ids.shape == labels.shape == (2, 8) and ids.max() < 64
+    np.testing.assert_array_equal(labels[:, :-1], ids[:, 1:])  # each position's label is the next id
     ids, labels = jnp.asarray(ids), jnp.asarray(labels)
     losses = Network(graph, nnx.Rngs(0))(ids, labels)
     assert losses.shape == (2, 8) and bool(jnp.isfinite(losses).all())
