@@ -1,9 +1,9 @@
 """A synthetic training batch of a graph's shapes: `inputs, labels = synthetic_batch(graph, seed=0)`.
 
 Host (numpy) arrays, so that every process of a cluster builds the same batch and places only its own
-shards. Images are standard normal (NHWC); token ids (a graph whose first op reads int32, an embedding)
-uniform over its vocabulary; labels uniform over the classes (the vocabulary) of the graph's loss (its
-last op), one per sample or per token.
+shards. Images are standard normal (NHWC) and their labels uniform over the classes of the graph's loss
+(its last op). Token ids (a graph whose first op reads int32: an embedding) are uniform over its
+vocabulary, one more per sample than the sequence, and each position's label is the next id.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from models.network import loss_op
 def synthetic_batch(graph: OpGraph, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     first = graph.ops[0]
-    shape = first.input_shapes[0]
+    batch, *rest = first.input_shapes[0]
     if first.spec.input_dtypes(first)[0] == "int32":
         vocab = next(label.size for label in first.config_labels if label.role is Role.VOCAB)
-        inputs = rng.integers(0, vocab, size=shape, dtype=np.int32)
-    else:
-        inputs = rng.standard_normal(shape, dtype=np.float32)
+        text = rng.integers(0, vocab, size=(batch, rest[0] + 1), dtype=np.int32)
+        return text[:, :-1], text[:, 1:]
+    images = rng.standard_normal(first.input_shapes[0], dtype=np.float32)
     loss = loss_op(graph)
-    labels = rng.integers(0, loss.input_shapes[0][-1], size=loss.output_shape, dtype=np.int32)
-    return inputs, labels
+    return images, rng.integers(0, loss.input_shapes[0][-1], size=loss.output_shape, dtype=np.int32)

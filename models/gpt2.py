@@ -12,32 +12,21 @@ as released. Parameters: V*d + ctx*d + L*(12*d^2 + 13*d) + 2*d (shared/REFERENCE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from models.graph import GraphBuilder, OpGraph
+from models.transformer import TransformerSize, mlp, self_attention
 
 DROPOUT_RATE = 0.1
 LAYER_NORM_EPS = 1e-5
-
-
-@dataclass(frozen=True)
-class GPT2Size:
-    depth: int
-    width: int
-    heads: int
-    vocab: int = 50257
-    context: int = 1024
-
-
+VOCAB, CONTEXT = 50257, 1024
 SIZES = {
-    "gpt2": GPT2Size(12, 768, 12),
-    "gpt2_medium": GPT2Size(24, 1024, 16),
-    "gpt2_large": GPT2Size(36, 1280, 20),
-    "gpt2_xl": GPT2Size(48, 1600, 25),
+    "gpt2": TransformerSize(12, 768, 12, VOCAB, CONTEXT),
+    "gpt2_medium": TransformerSize(24, 1024, 16, VOCAB, CONTEXT),
+    "gpt2_large": TransformerSize(36, 1280, 20, VOCAB, CONTEXT),
+    "gpt2_xl": TransformerSize(48, 1600, 25, VOCAB, CONTEXT),
 }
 
 
-def gpt2(name: str, size: GPT2Size, dataset: str, sequence: int, batch_size: int) -> OpGraph:
+def gpt2(name: str, size: TransformerSize, dataset: str, sequence: int, batch_size: int) -> OpGraph:
     b = GraphBuilder(name, dataset, (batch_size, sequence))
     b.embedding("wte", size.vocab, size.width, input=None)
     b.add_position("wpe", size.context)
@@ -50,21 +39,12 @@ def gpt2(name: str, size: GPT2Size, dataset: str, sequence: int, batch_size: int
     return b.build(batch_size)
 
 
-def _block(b: GraphBuilder, prefix: str, size: GPT2Size, residual: str) -> str:
+def _block(b: GraphBuilder, prefix: str, size: TransformerSize, residual: str) -> str:
     """One pre-norm block; returns its output (the second residual add)."""
-    d = size.width
     b.layer_norm(f"{prefix}.ln_1", LAYER_NORM_EPS, input=residual)
-    for part in ("q", "k", "v"):
-        b.dense(f"{prefix}.{part}", d, relu=False, input=f"{prefix}.ln_1")
-        b.split_heads(f"{prefix}.{part}_heads", size.heads)
-    b.attention(f"{prefix}.attn", inputs=[f"{prefix}.{p}_heads" for p in ("q", "k", "v")], causal=True)
-    b.merge_heads(f"{prefix}.merge")
-    b.dense(f"{prefix}.attn_proj", d, relu=False)
+    self_attention(b, prefix, f"{prefix}.ln_1", size.heads, causal=True)
     b.dropout(f"{prefix}.attn_drop", DROPOUT_RATE)
     middle = b.add(f"{prefix}.add_1", inputs=[residual, f"{prefix}.attn_drop"])
-    b.layer_norm(f"{prefix}.ln_2", LAYER_NORM_EPS)
-    b.dense(f"{prefix}.fc", 4 * d, relu=False)
-    b.activation(f"{prefix}.gelu", "gelu_tanh")
-    b.dense(f"{prefix}.mlp_proj", d, relu=False)
+    mlp(b, prefix, b.layer_norm(f"{prefix}.ln_2", LAYER_NORM_EPS), 4 * size.width, "gelu_tanh")
     b.dropout(f"{prefix}.mlp_drop", DROPOUT_RATE)
     return b.add(f"{prefix}.add_2", inputs=[middle, f"{prefix}.mlp_drop"])

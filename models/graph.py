@@ -96,6 +96,11 @@ class OpGraph:
         return sum(op.backward_flops for op in self.ops)
 
 
+def _listing(sources: Sequence[str], shapes: Sequence[Shape]) -> str:
+    """'a (2, 4), b (2, 8)': the inputs of an op and their shapes, for an error line."""
+    return ", ".join(f"{source} {shape}" for source, shape in zip(sources, shapes))
+
+
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
@@ -192,7 +197,7 @@ class GraphBuilder:
         shapes = tuple(self.shape(s) for s in sources)
         if len(set(shapes)) > 1:
             raise ShapeError(f"add {name!r} sums inputs of different shapes "
-                             f"{', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; add tensors of one shape")
+                             f"{_listing(sources, shapes)}; add tensors of one shape")
         op = Op(name=name, kind=OpKind.ADD, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype, relu=relu)
         return self._add(op, sources)
 
@@ -202,7 +207,7 @@ class GraphBuilder:
         shapes = tuple(self.shape(s) for s in sources)
         if len({shape[:-1] for shape in shapes}) > 1:
             raise ShapeError(f"concat {name!r} joins inputs whose dims other than the channels differ "
-                             f"({', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}); "
+                             f"({_listing(sources, shapes)}); "
                              f"give its branches one batch, height and width")
         out = shapes[0][:-1] + (sum(shape[-1] for shape in shapes),)
         op = Op(name=name, kind=OpKind.CONCAT, input_shapes=shapes, output_shape=out, dtype=self._dtype)
@@ -252,6 +257,14 @@ class GraphBuilder:
                 param_shapes=(("embedding", (positions, shape[2])),), dtype=self._dtype)
         return self._add(op, (source,))
 
+    def add_token_type(self, name, types, input=...) -> str:
+        """x [b s d] + row 0 of a token-type table [types d] (one segment: every type id is 0)."""
+        source = self._source(input)
+        shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.ADD_TOKEN_TYPE, input_shapes=(shape,), output_shape=shape,
+                param_shapes=(("embedding", (types, shape[2])),), dtype=self._dtype)
+        return self._add(op, (source,))
+
     def layer_norm(self, name, eps=1e-5, rms=False, input=...) -> str:
         """Layer norm (RMS norm where `rms`) over the last dim, scale (and bias) per feature."""
         source = self._source(input)
@@ -286,7 +299,7 @@ class GraphBuilder:
         shapes = tuple(self._require_rank(name, self.shape(s), 4) for s in sources)
         q, k, v = shapes if len(shapes) == 3 else (None, None, None)
         if q is None or k != v or (q[0], q[2], q[3]) != (k[0], k[2], k[3]):
-            raise ShapeError(f"attention {name!r} reads {', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; "
+            raise ShapeError(f"attention {name!r} reads {_listing(sources, shapes)}; "
                              f"it needs queries [b s h k] and keys and values of one shape [b t h k]")
         op = Op(name=name, kind=OpKind.ATTENTION, input_shapes=shapes, output_shape=q, dtype=self._dtype,
                 attrs=AttentionAttrs(causal=causal))
@@ -304,7 +317,7 @@ class GraphBuilder:
         sources = self._require_inputs(name, inputs)
         shapes = tuple(self.shape(s) for s in sources)
         if len(sources) != 2 or shapes[0] != shapes[1]:
-            raise ShapeError(f"multiply {name!r} reads {', '.join(f'{s} {shape}' for s, shape in zip(sources, shapes))}; "
+            raise ShapeError(f"multiply {name!r} reads {_listing(sources, shapes)}; "
                              f"it multiplies two tensors of one shape")
         op = Op(name=name, kind=OpKind.MULTIPLY, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype)
         return self._add(op, sources)
@@ -338,6 +351,29 @@ class GraphBuilder:
         source = self._source(input)
         shape = self._require_rank(name, self.shape(source), 3)
         op = Op(name=name, kind=OpKind.TOKEN_XENT, input_shapes=(shape,), output_shape=shape[:2], dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def image_tokens(self, name, input=...) -> str:
+        """An NHWC image as tokens [b (h w) c], row by row (ViT's patches after their conv)."""
+        source = self._source(input)
+        n, h, w, c = shape = self._require_rank(name, self.shape(source), 4)
+        op = Op(name=name, kind=OpKind.IMAGE_TOKENS, input_shapes=(shape,), output_shape=(n, h * w, c),
+                dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def class_token(self, name, input=...) -> str:
+        """A learned class token put before the tokens [b s d] -> [b (1 + s) d]."""
+        source = self._source(input)
+        n, s, d = shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.CLASS_TOKEN, input_shapes=(shape,), output_shape=(n, s + 1, d),
+                param_shapes=(("cls", (d,)),), dtype=self._dtype)
+        return self._add(op, (source,))
+
+    def first_token(self, name, input=...) -> str:
+        """The first token of each sample, [b s d] -> [b d] (ViT's class token at the end)."""
+        source = self._source(input)
+        n, _, d = shape = self._require_rank(name, self.shape(source), 3)
+        op = Op(name=name, kind=OpKind.FIRST_TOKEN, input_shapes=(shape,), output_shape=(n, d), dtype=self._dtype)
         return self._add(op, (source,))
 
     def build(self, batch_size: int) -> OpGraph:

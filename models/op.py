@@ -4,8 +4,10 @@
 
 An op's computation is a labelled iteration space (`Op.space`, models.labels): a config gives a degree to
 each of its config labels, Sample (batch), Attribute (height, width of images) and Parameter (output
-channels, which splits the weights) for the CNN kinds. Images are NHWC and dense activations NC. ReLU is
-fused into conv2d, dense, batch_norm and add, as FlexFlow does.
+channels, which splits the weights) for the CNN kinds; token kinds also give degrees to sequence, heads,
+hidden and vocabulary labels, contracting ones included. Images are NHWC, dense activations NC, token
+tensors [b s d] (sample, sequence, hidden) and token ids [b s] int32. ReLU is fused into conv2d, dense,
+batch_norm and add, as FlexFlow does.
 
 Everything that depends on an op's kind (its labels, FLOPs, the computation one task performs, its JAX
 computation) lives in the kind's module under models/kinds/, found through `Op.spec`; what a split of
@@ -48,6 +50,10 @@ class OpKind(str, enum.Enum):
     DROPOUT = "dropout"
     TOKEN_XENT = "token_xent"
     ATTEND = "attend"
+    IMAGE_TOKENS = "image_tokens"
+    CLASS_TOKEN = "class_token"
+    FIRST_TOKEN = "first_token"
+    ADD_TOKEN_TYPE = "add_token_type"
 
 
 class Padding(str, enum.Enum):
@@ -67,7 +73,8 @@ class Op:
     `stride_hw` and `padding`; `relu` marks a fused ReLU; `im2col` a conv computed as patches times its
     kernel. `attrs` holds the kind's own frozen attributes (a dataclass the kind's module defines: heads,
     causal, eps, rate, ...; None for kinds without). `tied` names, for each parameter that is another op's
-    weight read again (GPT-2's head reads the token table), that op: (param name, owner op); the weight is
+    weight read again (GPT-2's head reads the token table), that op: (param name, owner op), the owner's
+    parameter of the same name (models.network.op_params); the weight is
     one tensor, counted, stored and updated once, its gradient the sum of its readers'. `state_shapes`,
     `im2col`, `attrs` and `tied` are left out of the repr: the graph signature adds them where set
     (models.graph.OpGraph.signature), so graphs without them keep theirs. `halo` marks a task's local op

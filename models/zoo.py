@@ -1,7 +1,7 @@
 """The models SOAP knows, by name: `build_graph("resnet50", "imagenet", 64)`, `build_graph("gpt2", "tokens", 8)`.
 
-    alexnet vgg16 resnet18 resnet50 resnet101 inception_v3        (images)
-    gpt2 gpt2_medium gpt2_large gpt2_xl                            (token ids)
+    alexnet vgg16 resnet18 resnet50 resnet101 inception_v3 vit_b16        (images)
+    gpt2 gpt2_medium gpt2_large gpt2_xl bert_base                          (token ids)
 
 Each image model builds at every image dataset whose images are large enough for it; a smaller one is one
 line naming the model's minimum size (the smallest square image its graph builds at, found by bisection).
@@ -14,17 +14,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from models.alexnet import alexnet
 from models.cli import positive_int
 from models.datasets import DatasetShape, TOKEN_DATASETS, dataset_shape
 from models.errors import ShapeError, SoapError, UnknownModelError
+from models.bert import SIZES as BERT_SIZES, bert
 from models.gpt2 import SIZES as GPT2_SIZES, gpt2
 from models.graph import OpGraph
 from models.inception import inception_v3
 from models.resnet import resnet18, resnet50, resnet101
+from models.transformer import TransformerSize
 from models.vgg import vgg16
+from models.vit import vit_b16
 
 IMAGE_MODELS = {
     "alexnet": alexnet,
@@ -33,8 +37,20 @@ IMAGE_MODELS = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "inception_v3": inception_v3,
+    "vit_b16": vit_b16,
 }
-TOKEN_MODELS = GPT2_SIZES
+
+
+@dataclass(frozen=True)
+class TokenModel:
+    """A member of a transformer family: its builder (name, size, dataset, sequence, batch) and its size."""
+
+    build: Callable[[str, TransformerSize, str, int, int], OpGraph]
+    size: TransformerSize
+
+
+TOKEN_MODELS = {**{name: TokenModel(gpt2, size) for name, size in GPT2_SIZES.items()},
+                **{name: TokenModel(bert, size) for name, size in BERT_SIZES.items()}}
 MODELS = (*IMAGE_MODELS, *TOKEN_MODELS)
 DEFAULT_BATCH_SIZE = 128  # as in Krizhevsky's one-weird-trick paper
 
@@ -114,7 +130,8 @@ def _token_graph(model: str, dataset: str, batch_size: int, options: FamilyOptio
         dataset_shape(dataset)  # an unknown name is its own line
         raise SoapError(f"{model} reads token ids, not images ({dataset}); use --dataset tokens")
     sizes = {k: v for k, v in options.given().items() if k != "seq_len"}
-    size = dataclasses.replace(TOKEN_MODELS[model], **sizes)
+    member = TOKEN_MODELS[model]
+    size = dataclasses.replace(member.size, **sizes)
     sequence = size.context if options.seq_len is None else options.seq_len
     if sequence > size.context:
         raise SoapError(f"{model}: --seq-len {sequence} is over the model's context of {size.context} tokens; "
@@ -122,7 +139,7 @@ def _token_graph(model: str, dataset: str, batch_size: int, options: FamilyOptio
     if size.width % size.heads:
         raise SoapError(f"{model}: --heads {size.heads} does not divide the width {size.width}; use a number of "
                         f"heads that divides {size.width}, or another --width")
-    return gpt2(model, size, dataset, sequence, batch_size)
+    return member.build(model, size, dataset, sequence, batch_size)
 
 
 def default_dataset(model: str) -> str:

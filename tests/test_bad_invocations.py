@@ -73,8 +73,8 @@ CASES = [
          "use --seq-len 1024 or less", "models-seq-len-over-context"),
     case("models", ["gpt2", "--width", "256", "--heads", "5"], "gpt2: --heads 5 does not divide the width 256; use a "
          "number of heads that divides 256", "models-heads"),
-    case("models", ["alexnet", "--depth", "4"], "--depth sizes the transformer families (gpt2, gpt2_medium, gpt2_large, "
-         "gpt2_xl), not alexnet; drop --depth", "models-family-flag-on-cnn"),
+    case("models", ["alexnet", "--depth", "4"], "--depth sizes the transformer families (gpt2, gpt2_medium, "
+         "gpt2_large, gpt2_xl, bert_base), not alexnet; drop --depth", "models-family-flag-on-cnn"),
     case("models", ["gpt2", "--vocab", "0"], f"--vocab {POSITIVE}, got 0", "models-vocab"),
     case("models", ["gpt2", "--dataset", "imagenet"], "gpt2 reads token ids, not images (imagenet); use --dataset "
          "tokens", "models-gpt2-images"),

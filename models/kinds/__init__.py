@@ -11,6 +11,7 @@ from models.kinds.activation import ActivationKind
 from models.kinds.attend import Attend
 from models.kinds.attention import Attention
 from models.kinds.batch_norm import BatchNorm
+from models.kinds.class_token import ClassToken, FirstToken
 from models.kinds.combine import Add, Concat, Multiply
 from models.kinds.conv import Conv2D
 from models.kinds.dense import Dense
@@ -18,17 +19,20 @@ from models.kinds.dropout import Dropout
 from models.kinds.embedding import Embedding
 from models.kinds.global_pool import GlobalAvgPool
 from models.kinds.heads import MergeHeads, SplitHeads
+from models.kinds.image_tokens import ImageTokens
 from models.kinds.layer_norm import LayerNorm
 from models.kinds.loss import SoftmaxXent
 from models.kinds.pool import AvgPool2D, MaxPool2D
 from models.kinds.position import AddPosition
 from models.kinds.reshape import Flatten
 from models.kinds.token_loss import TokenXent
+from models.kinds.token_type import AddTokenType
 from models.op import OpKind, register, registered_kinds
 
 for _spec in (Conv2D(), MaxPool2D(), AvgPool2D(), GlobalAvgPool(), BatchNorm(), Add(), Concat(), Flatten(), Dense(),
               SoftmaxXent(), LayerNorm(), Embedding(), AddPosition(), Attention(), SplitHeads(), MergeHeads(),
-              ActivationKind(), Multiply(), Dropout(), TokenXent(), Attend()):
+              ActivationKind(), Multiply(), Dropout(), TokenXent(), Attend(), ImageTokens(), ClassToken(),
+              FirstToken(), AddTokenType()):
     register(_spec)
 
 assert registered_kinds() == set(OpKind), set(OpKind) - registered_kinds()

@@ -114,5 +114,5 @@ def test_models_command_prints_the_table(capsys):
     assert "fc6" in out and "37,752,832" in out and "128x9216" in out
     assert main(["resnet"]) == 2
     assert capsys.readouterr().err.strip() == ("error: unknown model 'resnet'; known models: alexnet, vgg16, "
-                                               "resnet18, resnet50, resnet101, inception_v3, gpt2, gpt2_medium, "
-                                               "gpt2_large, gpt2_xl")
+                                               "resnet18, resnet50, resnet101, inception_v3, vit_b16, gpt2, "
+                                               "gpt2_medium, gpt2_large, gpt2_xl, bert_base")

@@ -9,6 +9,7 @@ from flax import nnx
 from models.__main__ import main
 from models.batch import synthetic_batch
 from models.errors import SoapError
+from models.gpt2 import SIZES
 from models.graph_file import graph_from_json, graph_to_json
 from models.network import Network, init_params, module_with
 from models.op import OpKind
@@ -26,13 +27,13 @@ PUBLISHED = [  # V*d + ctx*d + L*(12*d^2 + 13*d) + 2*d, with the head tied to wt
 def test_parameter_count_is_the_published_one(model, params):
     graph = build_graph(model, "tokens", 1)
     assert graph.param_count == params
-    size = TOKEN_MODELS[model]
+    size = TOKEN_MODELS[model].size
     assert len(graph) == 6 + 18 * size.depth  # wte, wpe, drop, ln_f, lm_head, loss; 18 ops a block
     assert graph.op("lm_head").tied == (("embedding", "wte"),) and graph.op("wpe").param_shapes == (
         ("embedding", (1024, size.width)),)
 
 
-@pytest.mark.parametrize("model", list(TOKEN_MODELS))
+@pytest.mark.parametrize("model", list(SIZES))
 def test_forward_flops_per_token_are_kaplans_plus_what_his_formula_leaves_out(model):
     """Kaplan et al. (2020) count forward 2N + 2*L*ctx*d per token (N the non-embedding parameters). The
     graph also counts the attention's value contraction (another 2*L*ctx*d), the tied head's 2*V*d (its
@@ -40,7 +41,7 @@ def test_forward_flops_per_token_are_kaplans_plus_what_his_formula_leaves_out(mo
     residuals, the loss): those last are 0.25-0.44% of the total for the four members, so the graph's count
     equals Kaplan's plus the two contractions within 0.5%. Kaplan's formula alone is 1.51x (small) to
     1.10x (xl) below the graph's."""
-    size = TOKEN_MODELS[model]
+    size = TOKEN_MODELS[model].size
     graph = build_graph(model, "tokens", 2)
     per_token = graph.forward_flops / (2 * size.context)
     n = graph.param_count - size.vocab * size.width - size.context * size.width
@@ -57,7 +58,7 @@ def test_a_smaller_member_from_the_commands_flags(capsys):
     assert table.startswith("gpt2 / tokens, batch 16, 78 ops") and table.rstrip().endswith("4,470,272")
     graph = build_graph("gpt2", "tokens", 16, FamilyOptions(depth=4, width=256, heads=4, vocab=4096, seq_len=128))
     assert graph.op("h3.attn").output_shape == (16, 128, 4, 64) and graph.op("loss").output_shape == (16, 128)
-    assert graph.op("h0.attn").attrs.causal and graph.op("h0.gelu").attrs.fn == "gelu_tanh"
+    assert graph.op("h0.attn").attrs.causal and graph.op("h0.act").attrs.fn == "gelu_tanh"
 
 
 @pytest.mark.parametrize("options,message", [
@@ -84,6 +85,7 @@ def test_the_network_trains_one_tied_table_and_starts_at_the_uniform_loss():
         == graph.param_count
     ids, labels = synthetic_batch(graph, seed=1)
     assert ids.dtype == np.int32 and ids.shape == labels.shape == (2, 8) and ids.max() < 64
+    np.testing.assert_array_equal(labels[:, :-1], ids[:, 1:])  # each position's label is the next id
     ids, labels = jnp.asarray(ids), jnp.asarray(labels)
     losses = Network(graph, nnx.Rngs(0))(ids, labels)
     assert losses.shape == (2, 8) and bool(jnp.isfinite(losses).all())

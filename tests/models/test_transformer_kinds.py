@@ -24,10 +24,11 @@ BATCH, SEQUENCE, VOCAB, WIDTH, HEADS, CONTEXT = 2, 4, 8, 8, 2, 6
 
 
 def tiny_transformer():
-    """One op of every transformer kind on ids [2 4]: vocabulary 8, width 8, 2 heads of 4, context 6."""
+    """One op of every token kind on ids [2 4]: vocabulary 8, width 8, 2 heads of 4, context 6, 2 token types."""
     b = GraphBuilder("tiny", "tokens", (BATCH, SEQUENCE))
     b.embedding("wte", VOCAB, WIDTH, input=None)
     b.add_position("wpe", CONTEXT)
+    b.add_token_type("type", 2)
     b.dropout("drop", 0.0)
     b.layer_norm("ln")
     for name in ("q", "k", "v"):
@@ -49,7 +50,20 @@ def tiny_transformer():
     return b.build(BATCH)
 
 
+def tiny_vit():
+    """ViT's token kinds on images [2 4 4 3]: a 2x2 patch conv of 8 channels -> 4 tokens -> class token (5)
+    -> first token -> dense 3 -> loss."""
+    b = GraphBuilder("tiny_vit", "toy", (2, 4, 4, 3))
+    b.conv2d("patches", 8, kernel=2, stride=2, padding="VALID", relu=False)
+    b.image_tokens("tokens")
+    b.class_token("cls")
+    b.first_token("first")
+    b.dense("head", 3, relu=False)
+    return b.build(2)
+
+
 GRAPH = tiny_transformer()
+VIT = tiny_vit()
 TOKENS = (BATCH, SEQUENCE, WIDTH)
 
 
@@ -78,6 +92,7 @@ def test_shapes_and_parameters():
 FLOPS = [
     ("wte", 0, 8 * 8),  # a gather; backward scatter-adds b*s*d = 64
     ("wpe", 64, 64),  # one add per element
+    ("type", 64, 64),
     ("drop", 128, 64),  # 2 * 64 forward, 64 backward
     ("ln", 7 * 64, 14 * 64),
     ("rms", 4 * 64, 8 * 64),
@@ -227,14 +242,15 @@ def assembled(op, degrees, params, inputs, labels):
     return total
 
 
-ASSEMBLED = [op.name for op in GRAPH.ops]
+ASSEMBLED = [pytest.param(GRAPH, op.name, id=op.name) for op in GRAPH.ops] + [
+    pytest.param(VIT, name, id=name) for name in ("tokens", "cls", "first")]
 
 
-@pytest.mark.parametrize("name", ASSEMBLED)
-def test_tasks_assemble_into_the_whole_op(name):
+@pytest.mark.parametrize("graph,name", ASSEMBLED)
+def test_tasks_assemble_into_the_whole_op(graph, name):
     """Every split of `soap.space.enumerate_configs` on 4 devices but those dividing statistics (a layer norm
     split on hidden, a loss on its vocabulary: their tasks all-reduce statistics inside the op)."""
-    op = GRAPH.op(name)
+    op = graph.op(name)
     params, inputs = _params(op, 1), _inputs(op, 2)
     labels = _random(op.output_shape, 3, "int32") if op.spec.reads_labels else None
     whole = np.asarray(apply_op(op, params, inputs, labels))
@@ -327,6 +343,24 @@ def test_dropout_keeps_and_scales_a_fixed_mask_per_op():
     _check(apply_op(GRAPH.op("drop"), None, (x,)), x)  # rate 0: identity
 
 
+def test_vit_token_kinds():
+    tokens, cls, first = (VIT.op(name) for name in ("tokens", "cls", "first"))
+    assert (tokens.output_shape, cls.output_shape, first.output_shape) == ((2, 4, 8), (2, 5, 8), (2, 8))
+    assert dict(cls.param_shapes) == {"cls": (8,)} and cls.param_count == 8
+    # A split of the image's rows is a contiguous range of its tokens (row-major: 2 tokens a row).
+    assert tasks_output_boxes(tokens.space, (1, 2, 1)) == [((0, 2), (0, 2), (0, 8)), ((0, 2), (2, 4), (0, 8))]
+    assert cls.space.splittable == {"sample", "hidden"}
+    assert tasks_input_boxes(first.space, (2, 1), 0)[1] == ((1, 2), (0, 5), (0, 8))  # every token of its sample
+    x = _random((2, 2, 2, 8), 17)
+    _check(apply_op(tokens, None, (x,)), x.reshape(2, 4, 8))
+    t, vector = _random((2, 4, 8), 18), _random((8,), 19)
+    y = apply_op(cls, {"cls": vector}, (t,))
+    _check(y[:, 1:], t)
+    _check(y[:, 0], jnp.stack([vector, vector]))
+    _check(apply_op(first, None, (y,)), y[:, 0])
+    assert layer_params(op_layer(cls, nnx.Rngs(0)))["cls"].shape == (8,)
+
+
 def test_heads_round_trip():
     x = _random(TOKENS, 16)
     heads = apply_op(GRAPH.op("q_heads"), None, (x,))
@@ -347,3 +381,11 @@ def test_builder_rules_are_one_line():
         b.split_heads("h", 4, input="wte")
     with pytest.raises(ShapeError, match=r"^attend 'head' reads the table of 'nope', which is not an embedding"):
         b.attend("head", "nope", input="wte")
+    b.split_heads("h", 2, input="wte")
+    b.split_heads("h3", 3, input="wte")
+    with pytest.raises(ShapeError, match=r"^attention 'a' reads h \(2, 8, 2, 3\), h3 \(2, 8, 3, 2\), h "
+                                         r"\(2, 8, 2, 3\); it needs queries \[b s h k\] and keys and values"):
+        b.attention("a", inputs=["h", "h3", "h"])
+    with pytest.raises(ShapeError, match=r"^multiply 'm' reads h \(2, 8, 2, 3\), h3 \(2, 8, 3, 2\); it multiplies "
+                                         r"two tensors of one shape$"):
+        b.multiply("m", inputs=["h", "h3"])
