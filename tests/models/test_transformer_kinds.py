@@ -14,7 +14,7 @@ from flax import nnx
 from models.errors import ShapeError
 from models.graph import GraphBuilder
 from models.kinds.attention import AttentionAttrs
-from models.labels import (axis_labels, label_ranges, output_partial, output_partial_groups, splits_statistics,
+from models.labels import (REPLICA, axis_labels, label_ranges, output_partial, output_partial_groups, splits_statistics,
                            statistics_groups, task_grid, tasks_input_boxes, tasks_output_boxes)
 from models.network import apply_op, layer_params, op_layer
 from models.op import OpKind, local_op
@@ -175,17 +175,19 @@ def test_embedding_vocabulary_split_is_a_partial_sum():
 
 def test_position_table_is_whole_and_shared_by_sequence_shards():
     op = GRAPH.op("wpe")
-    assert local_op(op, (1, 2, 1)).param_shapes == (("embedding", (6, 8)),)
-    assert local_op(op, (1, 1, 2)).param_shapes == (("embedding", (6, 4)),)
+    assert local_op(op, (1, 2, 1, 1)).param_shapes == (("embedding", (6, 8)),)
+    assert local_op(op, (1, 1, 2, 1)).param_shapes == (("embedding", (6, 4)),)
+    assert local_op(op, (1, 1, 1, 2)).param_shapes == (("embedding", (6, 8)),)  # a copy holds it whole
 
 
 def test_statistics_of_layer_norm_and_token_loss():
     ln, loss = GRAPH.op("ln"), GRAPH.op("loss")
-    assert ln.spec.stats_bytes(ln, (2, 1, 1)) == 0 and ln.spec.stats_bytes(ln, (1, 2, 1)) == 0
+    assert ln.spec.stats_bytes(ln, (2, 1, 1, 1)) == 0 and ln.spec.stats_bytes(ln, (1, 2, 1, 1)) == 0
+    assert ln.spec.stats_bytes(ln, (1, 1, 1, 2)) == 0  # copies hold whole rows
     # Hidden split: 2 floats for each of the task's 2 * 4 tokens.
-    assert ln.spec.stats_bytes(ln, (1, 1, 2)) == 2 * 8 * 4 == 64
-    assert ln.spec.stats_bytes(ln, (2, 1, 2)) == 2 * 4 * 4
-    assert statistics_groups(ln.space, (1, 2, 2)) == [[0, 1], [2, 3]]
+    assert ln.spec.stats_bytes(ln, (1, 1, 2, 1)) == 2 * 8 * 4 == 64
+    assert ln.spec.stats_bytes(ln, (2, 1, 2, 1)) == 2 * 4 * 4
+    assert statistics_groups(ln.space, (1, 2, 2, 1)) == [[0, 1], [2, 3]]
     # Vocabulary split: max, sum of exps and the label's logit for each of the task's tokens.
     assert loss.space.config_labels == ("sample", "sequence", "vocab")
     assert loss.spec.stats_bytes(loss, (1, 1, 4)) == 3 * 8 * 4 and loss.spec.stats_bytes(loss, (2, 1, 1)) == 0
@@ -215,9 +217,9 @@ def _slice(array, box):
 
 
 def assembled(op, degrees, params, inputs, labels):
-    """Every task's `task_apply` on its slices, written into its output box (partial sums added); asserts
-    each task's slices have its local op's shapes and every output element has as many writers as there
-    are partial sums of it."""
+    """Every task's `task_apply` on its slices, written into its output box (partial sums added; of a
+    replicated op's copies, the first); asserts each task's slices have its local op's shapes and every
+    output element has as many writers as there are partial sums of it."""
     space, local = op.space, local_op(op, degrees)
     boxes = [tasks_input_boxes(space, degrees, j) for j in range(len(inputs))]
     total, writers = np.zeros(op.output_shape, np.float32), np.zeros(op.output_shape, np.int32)
@@ -233,11 +235,13 @@ def assembled(op, degrees, params, inputs, labels):
         task_labels = None if labels is None else _slice(labels, out_box[:labels.ndim])
         y = op.spec.task_apply(op, degrees, index, task_params, task_inputs, task_labels)
         assert tuple(y.shape) == local.output_shape
+        if any(i and name == REPLICA.name for name, i in zip(space.config_labels, index)):
+            continue  # a copy of the first replica's shard
         region = tuple(slice(start, stop) for start, stop in out_box)
         total[region] += np.asarray(y)
         writers[region] += 1
     carried = {n for axis in space.output for n in axis_labels(axis)}
-    sums = math.prod(d for name, d in zip(space.config_labels, degrees) if name not in carried)
+    sums = math.prod(d for name, d in zip(space.config_labels, degrees) if name not in carried | {REPLICA.name})
     assert (writers == sums).all()
     return total
 
