@@ -43,7 +43,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_command(body: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
-    """`body(argv)`'s exit code; a SoapError is its one line and 2 (CommandFailed: 1), Ctrl-C is 130."""
+    """`body(argv)`'s exit code; a SoapError is its one line and 2 (CommandFailed: 1), Ctrl-C is 130, a closed
+    pipe on the output 0."""
     try:
         return body(argv)
     except CommandFailed as error:
@@ -55,6 +56,9 @@ def run_command(body: Callable[[list[str] | None], int], argv: list[str] | None)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 def int_at_least(flag: str, minimum: int):

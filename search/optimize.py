@@ -178,6 +178,9 @@ def _main(argv: list[str] | None) -> int:
     model = resolve_model(options.model, options.dataset, options.batch_size, options.family)
     graph = model.graph
     init = load_init(options.init, graph, options.gpus) if options.init else None
+    if options.machine == "local" and options.model in TOKEN_MODELS:
+        raise UsageError(f"{options.model} is priced on a datasheet machine only: calibrating and running token models "
+                         f"on the devices at hand is not built yet; pass --machine with one of {', '.join(PRESETS)}")
     resolved = resolve_machine(options)  # a bad machine is said before anything is measured or written
     out = out_dir(options)
     machine, cost_model, costs, drift = (*resolved, None) if resolved else calibrate_local(options, graph)
