@@ -412,12 +412,19 @@ def _main(argv: list[str] | None) -> int:
     from models.zoo import DEFAULT_BATCH_SIZE, build_graph
 
     parser = OneLineParser(prog="python -m simulator.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True,
+                        help="the zoo model whose op shapes to time (python -m models lists them), e.g. alexnet")
     parser.add_argument("--gpus", type=positive_int("--gpus"), required=True,
-                        help="number of local devices (CPU: pinned workers)")
-    parser.add_argument("--dataset", default="tiny-imagenet")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+                        help="how many devices the model will be split over: every shard shape a split over that "
+                             "many can produce is timed (without GPUs: that many worker processes, one pinned core each)")
+    parser.add_argument("--dataset", default="tiny-imagenet",
+                        help="the input images' shape, as search.optimize takes it (default tiny-imagenet)")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                        help=f"images per step over all devices, as search.optimize takes it (default "
+                             f"{DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                        help="where the profile and the measured links are kept (default $SOAP_CACHE, else "
+                             "~/.cache/soap); a later run reads them instead of timing again")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                         help="the optimizer whose update is measured (kept beside the others in the profile)")
     args = parser.parse_args(argv)
