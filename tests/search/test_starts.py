@@ -228,8 +228,8 @@ def _edge_tasks_ms(builder, p, c, configs):
                if task.kind == TRANSFER]
     backward = [task for task in builder.segment(builder.backward_segment_id(p), configs).tasks
                 if task.kind == TRANSFER]
-    summed = [task.duration_ms for task in backward if len(task.label) == 2]
-    resharded = [task.duration_ms for task in forward + backward if len(task.label) > 2]
+    summed = [task.duration_ms for task in backward if len(task.label) == 3]  # (source, op, how summed)
+    resharded = [task.duration_ms for task in forward + backward if len(task.label) == 4]
     return max(summed, default=0.0) + sum(resharded)
 
 
