@@ -19,7 +19,7 @@ import importlib
 import sys
 from dataclasses import dataclass
 
-from models.cli import EXIT_BAD_INPUT
+from models.cli import EXIT_BAD_INPUT, run_command
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,7 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
-        print(usage())
-        return 0
+        return run_command(lambda _: print(usage()) or 0, [])
     if not argv or argv[0] not in COMMANDS:
         given = f"unknown command {argv[0]!r}" if argv else "no command given"
         print(f"error: {given}; commands: {', '.join(COMMANDS)}; see soap --help", file=sys.stderr)
