@@ -15,7 +15,7 @@ from soap.baselines import BASELINES, owt
 from soap.strategy import strategy_from_json, strategy_to_json
 
 REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file",
-               "reference_loss"}
+               "reference_loss", "calibration"}
 SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed", "kept_start"}
 
 

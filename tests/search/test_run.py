@@ -61,7 +61,7 @@ def test_optimize_exits_1_and_marks_the_row_when_a_strategy_cannot_run(monkeypat
 
     local = dataclasses.replace(machine_preset("p100x2-pcie", 2), name="local")
     monkeypatch.setattr(optimize, "calibrate_local",
-                        lambda options, graph: (local, RooflineCostModel(local.device), "costs: fake"))
+                        lambda options, graph: (local, RooflineCostModel(local.device), "costs: fake", None))
     fake = FakeCluster()
     monkeypatch.setattr(run_module, "_run_on_cluster", fake)
     code = optimize.main(["--model", "alexnet", "--gpus", "2", "--batch-size", "8", "--iterations", "50",
@@ -81,7 +81,7 @@ def test_optimize_says_before_measured_runs_that_take_minutes(monkeypatch, tmp_p
 
     local = dataclasses.replace(machine_preset("p100x2-pcie", 2), name="local")
     monkeypatch.setattr(optimize, "calibrate_local",
-                        lambda options, graph: (local, RooflineCostModel(local.device), "costs: fake"))
+                        lambda options, graph: (local, RooflineCostModel(local.device), "costs: fake", None))
     monkeypatch.setattr(run_module, "_run_on_cluster", lambda *args: (StepTime(1.0, 1, 1, 1, 1, 10), None, 2.5))
     argv = ["--model", "alexnet", "--gpus", "2", "--batch-size", "8", "--iterations", "50", "--rounds", "1",
             "--out", str(tmp_path)]
