@@ -145,9 +145,10 @@ def test_calibrating_in_one_process_measures_its_own_devices(tmp_path):
     said = [line for line in result["said"]  # a busy CI: said, and the entries its noise spread too wide, flagged
             if not line.startswith(("note: other processes kept", "warning: flagged ["))]
     assert said[0].startswith("calibrating 39 op shapes of alexnet on one cpu")
+    assert said[1] == "this takes about 1-3 minutes, once: later runs read the cache"  # 39 x 1.4-4 s
     # A CPU device reports no memory limit: the host's share that stands in for it is said, not silent.
-    assert said[1].startswith("note: cpu reports no memory limit; each device is given the host's memory / 2")
-    assert said[2].startswith("calibrating the links between 2 devices")
+    assert said[2].startswith("note: cpu reports no memory limit; each device is given the host's memory / 2")
+    assert said[3].startswith("calibrating the links between 2 devices")
     assert result["kind"] == result["expected_kind"] and result["kind"].endswith("(cpu)")
     # Every message size measured (these points price every transfer), 64 MB slower than 4 KB.
     for points in (result["link_points"], result["allreduce_points"]):
