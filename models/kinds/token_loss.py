@@ -14,25 +14,18 @@ vocab_parallel_cross_entropy runs three all-reduces; `stats_bytes`), and only b*
 
 from __future__ import annotations
 
-import jax
-import optax
-
-from models.kinds.base import KindSpec, elements
+from models.kinds.base import elements
+from models.kinds.loss import SoftmaxXent
 from models.labels import Label, Role, Space, local_shape, splits_statistics
 from models.op import Op, OpKind
 
 STATISTICS_PER_TOKEN = 3  # max, sum of exps, the label's logit
 
 
-class TokenXent(KindSpec):
+class TokenXent(SoftmaxXent):
+    """softmax_xent's FLOPs and computation, per token, with a vocabulary split."""
+
     kind = OpKind.TOKEN_XENT
-    reads_labels = True
-
-    def forward_flops(self, op: Op) -> int:
-        return 5 * elements(op.input_shapes[0])
-
-    def backward_flops(self, op: Op) -> int:
-        return 2 * elements(op.input_shapes[0])
 
     def space(self, op: Op) -> Space:
         """logits[sample sequence vocab] -> loss[sample sequence]; statistics over vocab."""
@@ -47,6 +40,3 @@ class TokenXent(KindSpec):
         if not splits_statistics(space, degrees):
             return 0
         return STATISTICS_PER_TOKEN * elements(local_shape(space, degrees, space.output)) * op.dtype_bytes
-
-    def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        return optax.losses.softmax_cross_entropy_with_integer_labels(inputs[0], labels)
