@@ -238,7 +238,8 @@ def test_calibrating_a_cnn_with_a_branch_and_a_batch_norm_from_an_empty_cache_ha
         entry = profile.entries[op.cost_key]
         assert entry.forward.ms > 0 and entry.backward.ms > 0, op.cost_key
         assert (entry.update("adamw").ms > 0) if op.param_bytes else entry.updates == (), op.cost_key
-        assert entry.forward.repeats >= 5 and entry.flags == ()
+        # A noisy machine may leave a tiny op's spread wide (flagged, kept); never a missing or zero component.
+        assert entry.forward.repeats >= 5 and all("spread" in flag for flag in entry.flags), entry.flags
     # The profile prices the run's optimizer: AdamW here, and SGD is measured and kept beside it when asked.
     assert profile.optimizer == "adamw" and profile.op_cost(ops[0], machine.device.kind).update_ms > 0
     _, with_sgd = calibrate(graph, 1, tmp_path, say=lambda line: None, in_process=True)
