@@ -46,9 +46,10 @@ from soap.optimizer import Optimizer
 # How the links are measured; a machine cached by another version is measured again. 2: resharding
 # (all-gather) instead of a ppermute ring, which priced transfers 2-2.5x too cheap on gloo. 3: resharding
 # an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
-# by their timings, not a fitted line. 4: each point the ops' statistic (soap.timing.time_until_stable, a fixed
-# count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve (simulator.linkfit).
-LINKS_VERSION = 4
+# by their timings, not a fitted line. 4: each point under the ops' timing policy (soap.timing.time_until_stable,
+# a fixed count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve
+# (simulator.linkfit). 5: the median of those samples, not the first quartile.
+LINKS_VERSION = 5
 # Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
 # written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
