@@ -156,6 +156,8 @@ class TaskGraphBuilder:
         self._partial_sum_groups: dict = {}
         self._kept_bytes: dict = {}
         self._partial_inputs: dict = {}
+        self._copies: dict = {}
+        self._inner_dim: dict = {}
         self._stats_bytes: dict = {}
         self._stats_groups: dict = {}
         self._leaders: dict = {}
@@ -241,7 +243,11 @@ class TaskGraphBuilder:
     def copies(self, op_index: int, degrees: tuple[int, ...]) -> int:
         """How many tasks compute each shard of the op (models.labels.replica_degree; the copies of a shard
         are consecutive tasks)."""
-        return labels.replica_degree(self.graph.ops[op_index].space, degrees)
+        key = (op_index, degrees)
+        cached = self._copies.get(key)
+        if cached is None:
+            cached = self._copies[key] = labels.replica_degree(self.graph.ops[op_index].space, degrees)
+        return cached
 
     def _shard_boxes(self, op_index: int, degrees: tuple[int, ...]) -> np.ndarray:
         """[task, dim, (begin, end)]: the output box of each task of the op under `degrees`."""
@@ -370,7 +376,11 @@ class TaskGraphBuilder:
         return None
 
     def _splits_inner_dim(self, op_index: int, degrees: tuple[int, ...]) -> bool:
-        return labels.splits_inner_dim(self.graph.ops[op_index].space, degrees)
+        key = (op_index, degrees)
+        cached = self._inner_dim.get(key)
+        if cached is None:
+            cached = self._inner_dim[key] = labels.splits_inner_dim(self.graph.ops[op_index].space, degrees)
+        return cached
 
     def stats_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
         """The bytes of one task's statistics, all-reduced before its forward and its backward (0: none)."""
