@@ -410,8 +410,3 @@ def splits_inner_dim(space: Space, degrees: tuple[int, ...]) -> bool:
     transposes around the collectives that move it (simulator.machine's inner-dim link)."""
     split = space.degree_map(degrees)
     return len(space.output) > 1 and split.get(axis_label(space.output[-1]), 1) > 1
-
-
-def contraction_flops(space: Space) -> int:
-    """2 x the product of every label's size: an einsum's multiply-adds (dense, conv), 2 FLOPs each."""
-    return 2 * math.prod(label.size for label in space.labels)
