@@ -61,10 +61,10 @@ def layer_params(layer: nnx.Module) -> dict[str, jax.Array]:
 
 
 def apply_op(op: Op, params: Mapping[str, jax.Array] | None, inputs: tuple[jax.Array, ...],
-             labels: jax.Array | None = None) -> jax.Array:
+             labels: jax.Array | None = None, key: jax.Array | None = None) -> jax.Array:
     """What `op` computes on its inputs with its parameters (labels only for the loss, which returns
-    per-sample losses)."""
-    return op.spec.apply(op, params, inputs, labels)
+    per-sample losses; `key` only for a random op, the step's models.keys.step_key, default step 0 of seed 0)."""
+    return op.spec.apply_keyed(op, params, inputs, labels, key)
 
 
 def _check_param_shapes(op: Op, layer: nnx.Module) -> None:
@@ -98,14 +98,14 @@ class Network(nnx.Module):
             if own_param_shapes(op):
                 _check_param_shapes(op, self.layers[op.name])
 
-    def __call__(self, images: jax.Array, labels: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, labels: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """Per-sample (per-token) losses of a batch (the step's loss is their mean); `images` is the data
-        batch, token ids for a token model."""
+        batch, token ids for a token model; `key` the step's (models.keys.step_key; default step 0 of seed 0)."""
         own = {name: layer_params(layer) for name, layer in self.layers.items()}
         values: dict[str, jax.Array] = {}
         for op in self.ops:
             inputs = tuple(values[p] for p in self.producers[op.name]) or (images,)
-            values[op.name] = apply_op(op, op_params(op, own), inputs, labels)
+            values[op.name] = apply_op(op, op_params(op, own), inputs, labels, key)
         return values[self.ops[-1].name]
 
 

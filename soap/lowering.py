@@ -24,6 +24,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from models.labels import output_axes, param_axes
 from models.errors import SoapError
 from models.graph import OpGraph
+from models.network import own_param_shapes
 from models.op import Op
 from soap.step import Shardings
 from soap.config import ParallelConfig
@@ -57,9 +58,11 @@ def output_sharding(op: Op, config: ParallelConfig, mesh: Mesh) -> NamedSharding
 
 
 def param_shardings(op: Op, config: ParallelConfig, mesh: Mesh, state: bool = False) -> dict[str, NamedSharding]:
-    """Each parameter (or, with `state=True`, state array) split on the labels it carries that the config
-    splits (models.labels.param_axes); replicated otherwise."""
-    arrays = op.space.state if state else op.space.params
+    """Each parameter the op owns (or, with `state=True`, state array) split on the labels it carries that
+    the config splits (models.labels.param_axes); replicated otherwise. A tied weight is its owner's (the
+    step reads it where soap.step.tied_sharding says)."""
+    tied = {name for name, _ in op.tied}
+    arrays = op.space.state if state else [(name, names) for name, names in op.space.params if name not in tied]
     return {name: NamedSharding(mesh, PartitionSpec(*param_axes(op.space, names, config.degrees)))
             for name, names in arrays}
 
@@ -76,7 +79,7 @@ def strategy_shardings(graph: OpGraph, strategy: Strategy,
         config = strategy[op.name]
         mesh = op_mesh(op, config, devices)
         activations[op.name] = output_sharding(op, config, mesh)
-        if op.param_shapes:
+        if own_param_shapes(op):
             params[op.name] = param_shardings(op, config, mesh)
         if op.state_shapes:
             state[op.name] = param_shardings(op, config, mesh, state=True)

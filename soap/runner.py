@@ -25,9 +25,11 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from models.batch import synthetic_batch
 from models.graph import OpGraph
+from models.keys import step_key
 from models.network import Params, init_params, init_state, module_with
 from soap.timing import StepTime, time_steps
-from soap.step import TrainStep, sgd_momentum
+from soap.optimizer import Optimizer
+from soap.step import TrainStep
 from soap.transfer import transfer
 from soap.lowering import strategy_shardings
 from soap.strategy import Strategy
@@ -41,8 +43,8 @@ class RunConfig:
     warmup_steps: int = 2
     timed_steps: int = 0
     seed: int = 0
-    learning_rate: float = 0.01
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # soap.optimizer.Optimizer: sgd (momentum 0.9) or adamw
+    learning_rate: float | None = None  # None: the optimizer's usual (soap.optimizer)
     fetch_params: bool = False
 
 
@@ -121,7 +123,7 @@ def run_strategy(graph: OpGraph, strategy: Strategy, config: RunConfig = RunConf
                  devices: Sequence[jax.Device] | None = None, initial: InitialValues | None = None) -> RunResult:
     """Train `strategy` from `initial` (default: the graph's seeded initial values) on the seeded batch."""
     step = TrainStep(graph, strategy_shardings(graph, strategy, devices),
-                     sgd_momentum(config.learning_rate, config.momentum))
+                     Optimizer(config.optimizer).transformation(config.learning_rate), seed=config.seed)
     initial = initial or InitialValues.seeded(graph, config.seed)
     state = step.init(initial.params, initial.model_state)
     images, labels = step.place_batch(*synthetic_batch(graph, config.seed))

@@ -16,6 +16,13 @@ per stage in reverse; every tensor that crosses a stage boundary moves with `soa
 (jax.device_put within a process, a small ppermute program between processes), and the gradient of a
 tensor read in several stages is the sum of what each sends back, added on the producer's devices.
 
+Random ops (dropout) draw from the step's key, models.keys.step_key(seed, step), with `step` counted in
+the TrainState: every strategy draws the bits one device draws (models.keys). A tied weight (Op.tied:
+GPT-2's head reads the token table) is one array, its owner's: a reader reads it where its own config
+places it (`tied_sharding`), its gradient flows back to the owner through that constraint and is added to
+the owner's before the one update; across stages the reader's stage borrows it (moved in like a stage
+input) and sends its gradient back to the owner's stage, which runs its backward later.
+
 Batch norm normalizes with the statistics of the whole batch whatever the split (XLA all-reduces the
 partial sums of a split batch), so every strategy computes what one device computes; its running
 averages (the model state, per op) are updated in the same step, as flax's nnx.BatchNorm updates them.
@@ -38,10 +45,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from models.labels import input_axes
+from models.labels import input_axes, param_axes
 from models.errors import PlacementError
 from models.graph import OpGraph
-from models.network import Params, init_state, loss_op, require_loss_last
+from models.keys import step_key
+from models.network import Params, init_state, loss_op, op_params, own_param_shapes, require_loss_last
 from models.op import Op
 from soap.stages import DATA, LOSS, Stage, refine, sources, split_stages, stage_mesh
 from soap.transfer import transfer
@@ -66,6 +74,7 @@ class TrainState:
     params: Params
     opt_state: dict[str, optax.OptState]
     model_state: State
+    step: int = field(default=0, metadata=dict(static=True))  # steps taken: the next step's random key
 
 
 def sgd_momentum(learning_rate: float = 0.01, momentum: float = 0.9) -> optax.GradientTransformation:
@@ -102,13 +111,25 @@ def input_sharding(op: Op, output: NamedSharding, input_index: int = 0) -> Named
     return NamedSharding(output.mesh, PartitionSpec(*entries))
 
 
+def tied_sharding(op: Op, output: NamedSharding, name: str) -> NamedSharding:
+    """Where `op` reads its tied parameter `name` (another op's weight): split as its own config splits
+    it (models.labels.param_axes), on its output's mesh."""
+    degrees = tuple(output.mesh.shape[label] for label in op.space.config_labels)
+    return NamedSharding(output.mesh, PartitionSpec(*param_axes(op.space, dict(op.space.params)[name], degrees)))
+
+
 def pinned_apply(op: Op, output: NamedSharding, params, state, inputs: tuple[jax.Array, ...],
-                 labels: jax.Array | None = None) -> tuple[jax.Array, Any]:
-    """`op` on `inputs` as a strategy places it: each input pinned where `input_sharding` says, the output
-    pinned to `output`; (output, new op state or None). The step and soap.plan's forward both run this."""
+                 labels: jax.Array | None = None, key: jax.Array | None = None) -> tuple[jax.Array, Any]:
+    """`op` on `inputs` as a strategy places it: each input pinned where `input_sharding` says, each tied
+    weight where `tied_sharding` says, the output pinned to `output`; (output, new op state or None).
+    `params` holds the op's own parameters and its tied ones (models.network.op_params); `key` is the
+    step's random key. The step and soap.plan's forward both run this."""
     with jax.named_scope(f"op.{op.name}"):  # names the op in the compiled program (profiles)
         inputs = tuple(jax.lax.with_sharding_constraint(x, input_sharding(op, output, j)) for j, x in enumerate(inputs))
-        y, op_state = op.spec.apply_with_state(op, params, state, inputs, labels)
+        if op.tied:
+            params = {**params, **{name: jax.lax.with_sharding_constraint(params[name], tied_sharding(op, output, name))
+                                   for name, _ in op.tied}}
+        y, op_state = op.spec.apply_with_state(op, params, state, inputs, labels, key)
         return jax.lax.with_sharding_constraint(y, output), op_state
 
 
@@ -147,13 +168,15 @@ class TrainStep:
 
     Calling it returns the step's loss (mean over the batch) and the new state; `stages` lists the step's
     stages (soap.stages.Stage). The arguments are not consumed: a state may be stepped from twice.
+    `seed` seeds the random ops' keys (models.keys.step_key(seed, state.step)).
     """
 
-    def __init__(self, graph: OpGraph, shardings: Shardings, optimizer: optax.GradientTransformation):
+    def __init__(self, graph: OpGraph, shardings: Shardings, optimizer: optax.GradientTransformation, seed: int = 0):
         require_loss_last(graph)
         self.graph = graph
         self.shardings = shardings
         self.optimizer = optimizer
+        self.seed = seed
         self.stages = step_stages(graph, shardings)
         self._sources = {op.name: sources(graph, op) for op in graph.ops}
         self._loss = loss_op(graph)
@@ -166,6 +189,7 @@ class TrainStep:
         for number, stage in enumerate(self.stages):
             for name in stage.inputs:
                 self._readers.setdefault(name, []).append(number)
+        self._borrowed = [self._borrowed_weights(number) for number in range(len(self.stages))] if staged else None
         if not staged:
             self._program = self._single_program()
         else:
@@ -183,7 +207,7 @@ class TrainStep:
         params = self.shardings.params[name]
         op = self.graph.op(name)
         abstract = jax.eval_shape(self.optimizer.init, {k: jax.ShapeDtypeStruct(shape, op.dtype)
-                                                        for k, shape in op.param_shapes})
+                                                        for k, shape in own_param_shapes(op).items()})
         replicated = NamedSharding(next(iter(params.values())).mesh, PartitionSpec())
         return optax.tree_map_params(self.optimizer, lambda _, sharding: sharding, abstract, params,
                                      transform_non_params=lambda _: replicated)
@@ -196,6 +220,22 @@ class TrainStep:
         """Where tensor `name` is placed for stage `number`: where its first reader there reads it."""
         return self._input_shardings[number][name]
 
+    def _borrowed_weights(self, number: int) -> dict[tuple[str, str], NamedSharding]:
+        """The tied weights stage `number` reads whose owner is in an earlier stage: (owner, parameter) ->
+        where the stage holds it (its first reader's `tied_sharding`, on the stage mesh)."""
+        stage, borrowed = self.stages[number], {}
+        for op in stage.ops:
+            for name, owner in op.tied:
+                owner_stage = next(k for k, other in enumerate(self.stages) if owner in other.names)
+                if owner_stage == number or (owner, name) in borrowed:
+                    continue
+                if owner_stage > number:
+                    raise PlacementError(f"op {op.name!r} reads {owner!r}'s {name!r} in stage {number}, before the "
+                                         f"owner's stage {owner_stage}; place {owner!r} on {op.name!r}'s devices or earlier")
+                sharding = tied_sharding(op, self.shardings.activations[op.name], name)
+                borrowed[owner, name] = refine(sharding, self._meshes[number])
+        return borrowed
+
     def _placement(self, number: int, name: str) -> NamedSharding:
         op, j = self._first_reader(self.stages[number], name)
         sharding = input_sharding(op, self.shardings.activations[op.name], j)
@@ -206,7 +246,7 @@ class TrainStep:
              model_state: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> TrainState:
         """Place host parameters and model state (default: the graph's initial state) with their
         shardings, and start a zero optimizer state beside them."""
-        _check_tree("parameters", params, {op.name: dict(op.param_shapes) for op in self.graph.ops if op.param_shapes},
+        _check_tree("parameters", params, {op.name: own_param_shapes(op) for op in self.graph.ops if own_param_shapes(op)},
                     self.graph.model, "init_params")
         placed = {name: {k: place(np.asarray(v), self.shardings.params[name][k]) for k, v in entry.items()}
                   for name, entry in params.items()}
@@ -239,11 +279,16 @@ class TrainStep:
 
     # --- running -------------------------------------------------------------------------------------
 
+    def _step_number(self, state: TrainState, mesh: Mesh) -> jax.Array:
+        """The state's step count, placed on every device of `mesh` (each program derives its key from it)."""
+        return place(np.int32(state.step), NamedSharding(mesh, PartitionSpec()))
+
     def __call__(self, state: TrainState, images: jax.Array, labels: jax.Array) -> tuple[jax.Array, TrainState]:
         if len(self.stages) == 1:
-            loss, params, opt_state, model_state = self._program(state.params, state.opt_state, state.model_state,
-                                                                 images, labels)
-            return loss, TrainState(params, opt_state, model_state)
+            loss, params, opt_state, model_state = self._program(
+                state.params, state.opt_state, state.model_state, images, labels,
+                self._step_number(state, self._loss_sharding().mesh))
+            return loss, TrainState(params, opt_state, model_state, state.step + 1)
         return self._staged_step(state, images, labels)
 
     def program_times(self, state: TrainState, images: jax.Array, labels: jax.Array
@@ -265,16 +310,18 @@ class TrainStep:
         if len(self.stages) > 1:
             raise PlacementError(f"this step runs {len(self.stages)} stages as separate programs; only a "
                                  f"single-stage step is one program to lower")
-        return self._program.lower(state.params, state.opt_state, state.model_state, images, labels)
+        return self._program.lower(state.params, state.opt_state, state.model_state, images, labels,
+                                   self._step_number(state, self._loss_sharding().mesh))
 
     def _run_ops(self, ops: tuple[Op, ...], params: Params, state: State, values: dict[str, jax.Array],
-                 labels: jax.Array | None) -> State:
-        """Run `ops` in order, each on the `values` it reads, adding its output to `values`; the new state."""
+                 labels: jax.Array | None, key: jax.Array) -> State:
+        """Run `ops` in order, each on the `values` it reads, adding its output to `values`; the new state.
+        `params` holds every weight the ops read (their own, and the owners' of their tied weights)."""
         new_state = {}
         for op in ops:
             inputs = tuple(values[name] for name in self._sources[op.name])
-            values[op.name], op_state = pinned_apply(op, self.shardings.activations[op.name], params.get(op.name),
-                                                     state.get(op.name), inputs, labels)
+            values[op.name], op_state = pinned_apply(op, self.shardings.activations[op.name], op_params(op, params),
+                                                     state.get(op.name), inputs, labels, key)
             if op_state is not None:
                 new_state[op.name] = op_state
         return new_state
@@ -283,10 +330,11 @@ class TrainStep:
         return NamedSharding(self.shardings.activations[self._loss.name].mesh, PartitionSpec())
 
     def _single_program(self) -> Callable:
-        def step(params, opt_state, model_state, images, labels):
+        def step(params, opt_state, model_state, images, labels, step_number):
             def loss_fn(p):
                 values = {DATA: images}
-                new_state = self._run_ops(self.graph.ops, p, model_state, values, labels)
+                new_state = self._run_ops(self.graph.ops, p, model_state, values, labels,
+                                          step_key(self.seed, step_number))
                 return jnp.mean(values[self._loss.name]), new_state
 
             (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -302,14 +350,15 @@ class TrainStep:
     def _stage_forward(self, number: int) -> Callable:
         stage = self.stages[number]
 
-        # The inputs come first: their stage-mesh shardings name the residuals' (see stage_mesh).
-        def forward(inputs, params, model_state, labels):
+        # The inputs come first: their stage-mesh shardings name the residuals' (see stage_mesh). `params`
+        # holds the stage's own weights and the weights it borrows (tied, owned by an earlier stage).
+        def forward(inputs, params, model_state, labels, step_number):
             data = inputs.get(DATA)
             moving = {name: x for name, x in inputs.items() if name != DATA}  # the data needs no cotangent
 
             def run(p, xs):
                 values = dict(xs, **({DATA: data} if data is not None else {}))
-                new_state = self._run_ops(stage.ops, p, model_state, values, labels)
+                new_state = self._run_ops(stage.ops, p, model_state, values, labels, step_key(self.seed, step_number))
                 outputs = {name: values[name] for name in stage.outputs}
                 if stage.has_loss:
                     outputs[LOSS] = jnp.mean(values[self._loss.name])
@@ -325,15 +374,25 @@ class TrainStep:
         param_shardings = self._of_stage(number, self.shardings.params)
         opt_shardings = self._of_stage(number, self._opt_shardings)
         input_shardings = {name: self.stage_input_sharding(number, name) for name in stage.inputs if name != DATA}
+        borrowed = self._borrowed[number]
+        borrowed_shardings = {owner: {} for owner, _ in borrowed}
+        for (owner, name), sharding in borrowed.items():
+            borrowed_shardings[owner][name] = sharding
 
-        def backward(vjp, cotangents, inputs, params, opt_state):
+        def backward(vjp, cotangents, inputs, params, opt_state, received):
+            """The stage's gradients; its own weights updated (with the gradients `received` from later
+            stages' readers of its tied weights added), the borrowed weights' gradients returned."""
             data = inputs.get(DATA)
             moving = {name: x for name, x in inputs.items() if name != DATA}
             grads, input_cotangents = _with_inputs(vjp, (params, moving, data))(cotangents)
-            params, opt_state = _update(self.optimizer, grads, params, opt_state)
-            return params, opt_state, input_cotangents
+            borrowed_grads = {owner: grads.pop(owner) for owner in borrowed_shardings}
+            for owner, entry in received.items():
+                grads[owner] = {**grads[owner], **{name: grads[owner][name] + g for name, g in entry.items()}}
+            own = {name: params[name] for name in grads}
+            own, opt_state = _update(self.optimizer, grads, own, opt_state)
+            return own, opt_state, input_cotangents, borrowed_grads
 
-        return jax.jit(backward, out_shardings=(param_shardings, opt_shardings, input_shardings))
+        return jax.jit(backward, out_shardings=(param_shardings, opt_shardings, input_shardings, borrowed_shardings))
 
     def _staged_step(self, state: TrainState, images: jax.Array, labels: jax.Array,
                      record: list[tuple[str, float]] | None = None):
@@ -358,30 +417,41 @@ class TrainStep:
         saved, loss = [], None
         for number, stage in enumerate(self.stages):
             inputs = {name: moved.pop((number, name)) for name in stage.inputs}
-            outputs, new_state, vjp = run(f"stage {number} forward", self._forwards[number], inputs,
-                                          self._of_stage(number, state.params), self._of_stage(number, model_state),
-                                          labels if stage.has_loss else None)
+            params = self._of_stage(number, state.params)
+            for (owner, name), sharding in self._borrowed[number].items():
+                params.setdefault(owner, {})[name] = run(f"to stage {number}: {owner}.{name}", transfer,
+                                                         state.params[owner][name], sharding)
+            outputs, new_state, vjp = run(f"stage {number} forward", self._forwards[number], inputs, params,
+                                          self._of_stage(number, model_state), labels if stage.has_loss else None,
+                                          self._step_number(state, self._meshes[number]))
             for name in stage.outputs:
                 hand_on(name, outputs[name])
             loss = outputs.get(LOSS, loss)
             model_state.update(new_state)
-            saved.append((inputs, vjp))
+            saved.append((inputs, params, vjp))
         cotangents: dict[str, jax.Array] = {LOSS: jnp.ones_like(loss)}
+        received: dict[str, dict[str, jax.Array]] = {}  # owner -> tied weight -> its readers' gradients, summed
         params, opt_state = dict(state.params), dict(state.opt_state)
         for number in reversed(range(len(self.stages))):
-            stage, (inputs, vjp) = self.stages[number], saved[number]
+            stage, (inputs, stage_params, vjp) = self.stages[number], saved[number]
             wanted = stage.outputs + ((LOSS,) if stage.has_loss else ())
-            stage_params, stage_opt, input_cotangents = run(
+            stage_params, stage_opt, input_cotangents, borrowed_grads = run(
                 f"stage {number} backward", self._backwards[number], vjp,
-                {name: cotangents.pop(name) for name in wanted}, inputs, self._of_stage(number, params),
-                self._of_stage(number, opt_state))
+                {name: cotangents.pop(name) for name in wanted}, inputs, stage_params,
+                self._of_stage(number, opt_state), {name: received.pop(name) for name in stage.names if name in received})
             params.update(stage_params)
             opt_state.update(stage_opt)
             for name, cotangent in input_cotangents.items():  # summed where several stages read the tensor
                 target = self.shardings.activations[name]
                 moved = run(f"grad of {name} from stage {number}", transfer, cotangent, target)
                 cotangents[name] = _adder(target)(cotangents[name], moved) if name in cotangents else moved
-        return loss, TrainState(params, opt_state, model_state)
+            for owner, entry in borrowed_grads.items():  # a tied weight's gradient, home to its owner
+                for name, grad in entry.items():
+                    target = self.shardings.params[owner][name]
+                    moved = run(f"grad of {owner}.{name} from stage {number}", transfer, grad, target)
+                    sums = received.setdefault(owner, {})
+                    sums[name] = _adder(target)(sums[name], moved) if name in sums else moved
+        return loss, TrainState(params, opt_state, model_state, state.step + 1)
 
 
 @jax.tree_util.register_static

@@ -15,6 +15,8 @@ kind's labelled space (models.labels) instead of branching on kinds; a new kind 
   measured profiles. A split of a windowed label makes it a VALID window with its halo (`halo`).
 - `init_state(op)` / `apply_with_state(...)`: the op's initial non-trainable state, and its computation
   in a training step that also returns the new state (batch norm's running averages).
+- `apply_keyed(op, params, inputs, labels, key)`: `apply` with the step's random key (models.network.
+  step_key), which only a random kind reads (dropout: its masks); every other kind ignores it.
 - `layer(op, rngs)`: the nnx module that initializes the op's parameters (flax's default initializers;
   None without); `apply(op, params, inputs, labels)`: the op's JAX computation on its inputs, its
   parameters a dict of arrays named as `param_shapes` names them (None without).
@@ -111,10 +113,15 @@ class KindSpec:
         all-reduce is the simulator's and the runtime's, `stats_bytes`)."""
         return self.apply(self.local_op(op, degrees), params, inputs, labels)
 
+    def apply_keyed(self, op: Op, params, inputs: tuple[jax.Array, ...], labels: jax.Array | None,
+                    key: jax.Array | None) -> jax.Array:
+        """`apply` in a step whose random key is `key` (None: step 0 of seed 0); only random kinds read it."""
+        return self.apply(op, params, inputs, labels)
+
     def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...],
-                         labels: jax.Array | None) -> tuple[jax.Array, dict | None]:
-        """`apply` in a training step: the output and the op's new state (None for an op without state)."""
-        return self.apply(op, params, inputs, labels), None
+                         labels: jax.Array | None, key: jax.Array | None = None) -> tuple[jax.Array, dict | None]:
+        """`apply_keyed` in a training step: the output and the op's new state (None for an op without state)."""
+        return self.apply_keyed(op, params, inputs, labels, key), None
 
     def init_state(self, op: Op) -> dict[str, np.ndarray]:
         return {}

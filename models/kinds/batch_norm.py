@@ -59,7 +59,7 @@ class BatchNorm(KindSpec):
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         return batch_norm(inputs[0], params["scale"], params["bias"], op.relu)[0]
 
-    def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...], labels):
+    def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...], labels, key=None):
         """As nnx.BatchNorm in training mode: running = MOMENTUM * running + (1 - MOMENTUM) * batch."""
         y, mean, var = batch_norm(inputs[0], params["scale"], params["bias"], op.relu)
         new_state = {"mean": MOMENTUM * state["mean"] + (1 - MOMENTUM) * mean,
