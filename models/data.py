@@ -1,4 +1,5 @@
-"""Where training batches come from: a Tiny ImageNet or Kaggle Dogs vs Cats folder, or synthetic images.
+"""Where training batches come from: a Tiny ImageNet or Kaggle Dogs vs Cats folder, or synthetic images;
+token data for the token models (`open_dataset("tokens", data_dir, graph=graph)`) is models.token_data's.
 
     dataset = open_dataset("tiny-imagenet", args.data_dir)  # None: synthetic, "tiny-imagenet train (synthetic, ...)"
     for images, labels in dataset.batches(batch_size=256, seed=0, epoch=0): ...
@@ -28,15 +29,16 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
-from models.datasets import DatasetShape, dataset_shape
+from models.datasets import TOKEN_DATASETS, DatasetShape, Split, dataset_shape
 from models.errors import DataError
+from models.graph import OpGraph
+from models.token_data import TokenDataset, open_tokens
 
-Split = Literal["train", "val"]
 Batch = tuple[np.ndarray, np.ndarray]
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -143,8 +145,17 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
     return (pixels.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def open_dataset(name: str, data_dir: str | Path | None, split: Split = "train", seed: int = 0) -> Dataset:
-    """The `split` of dataset `name` read from `data_dir`, or synthetic (deterministic from `seed`) if None."""
+def open_dataset(name: str, data_dir: str | Path | None, split: Split = "train", seed: int = 0,
+                 graph: OpGraph | None = None) -> Dataset | TokenDataset:
+    """The `split` of dataset `name` read from `data_dir`, or synthetic (deterministic from `seed`) if None.
+
+    The token datasets (models.token_data) take their sequence length, vocabulary and batch size from the
+    model's `graph` and are checked against it as they open; image datasets ignore it.
+    """
+    if name in TOKEN_DATASETS:
+        if graph is None:
+            raise TypeError(f"open_dataset({name!r}) needs the model's graph: its sequence length and vocabulary")
+        return open_tokens(graph, data_dir, split, seed)
     shape = dataset_shape(name)
     if (name, split) not in SPLIT_IMAGES:
         splits = [s for n, s in SPLIT_IMAGES if n == name]

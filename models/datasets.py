@@ -1,13 +1,15 @@
 """Dataset shapes the models are built for: images (size, channels, classes) or token ids.
 
-Image datasets are NHWC float images with one integer class per image. The `tokens` dataset is synthetic
-[b s] int32 token ids over the model's vocabulary, each position labelled with the next id; its sequence
-length is the model's context unless a command's --seq-len says otherwise.
+Image datasets are NHWC float images with one integer class per image. The `tokens` dataset is [b s]
+int32 token ids over the model's vocabulary, each position labelled with the next id: nanoGPT's
+train.bin / val.bin, a text file, or synthetic (models.token_data); its sequence length is the model's
+context unless a command's --seq-len says otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from models.errors import UnknownModelError
 
@@ -30,6 +32,7 @@ DATASETS: dict[str, DatasetShape] = {
 
 
 TOKEN_DATASETS = ("tokens",)
+Split = Literal["train", "val"]
 
 
 def dataset_shape(name: str) -> DatasetShape:

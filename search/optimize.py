@@ -4,6 +4,7 @@
     python -m search.optimize --model alexnet --gpus 16 --machine p100-4x4 --budget 60 --out runs/p100
     python -m search.optimize --model alexnet --gpus 2 --init runs/previous/strategy.json
     python -m search.optimize --model path/to/file.py:NAME --gpus 2    # your own flax nnx model (models.resolve)
+    python -m search.optimize --model gpt2 --gpus 8 --machine h100x8 --data-dir data/openwebtext  # checks train.bin
 
 Prints one table (simulated and measured step time, speedup over one device, peak memory per device)
 for single, data_parallel, model_parallel, owt and the searched strategy (the search's best, or the best
@@ -23,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from models.data import open_dataset
 from models.datasets import DATASETS, TOKEN_DATASETS
 from models.graph import OpGraph
 from models.resolve import MODEL_HELP, ResolvedModel, resolve_model
@@ -65,6 +67,7 @@ class Options:
     recalibrate: bool = False  # measure the local machine again (simulator.drift.calibrated_for_run)
     family: FamilyOptions = FamilyOptions()  # a transformer family's member (--depth, --width, ...)
     optimizer: Optimizer = Optimizer.SGD
+    data_dir: str | None = None  # checked against the model (models.data.open_dataset); None: none read
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -79,7 +82,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--dataset",
                         help=f"the inputs' shape: images and classes, one of {', '.join(DATASETS)} (default "
                              f"tiny-imagenet, 64x64), or {', '.join(TOKEN_DATASETS)} for {', '.join(TOKEN_MODELS)} "
-                             f"(the default there); data is synthetic")
+                             f"(the default there)")
+    parser.add_argument("--data-dir", metavar="PATH",
+                        help="the dataset's data, checked against the model before anything is measured and named "
+                             "in the output: for tokens a folder with nanoGPT's train.bin (uint16 ids), one .bin "
+                             "file, or a .txt file read as bytes (vocabulary 256); for images the dataset's folder. "
+                             "Step times do not depend on its values: the measured runs train on synthetic batches "
+                             "of its shapes (default: no data read)")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
                         help=f"images or sequences per step, over all devices (default {DEFAULT_BATCH_SIZE})")
     add_family_flags(parser)
@@ -121,7 +130,7 @@ def parse_args(argv: list[str] | None) -> Options:
     dataset = args.dataset or (TOKEN_DATASETS[0] if args.model in TOKEN_MODELS else "tiny-imagenet")
     return Options(args.model, dataset, args.gpus, args.batch_size, args.machine, args.budget, args.iterations,
                    args.seed, args.out, args.init, args.no_run, args.steps, args.rounds, args.min_gain,
-                   args.descent, args.recalibrate, family_options(args), Optimizer(args.optimizer))
+                   args.descent, args.recalibrate, family_options(args), Optimizer(args.optimizer), args.data_dir)
 
 
 def resolve_machine(options: Options) -> tuple[Machine, CostModel, str] | None:
@@ -177,6 +186,7 @@ def _main(argv: list[str] | None) -> int:
     options = parse_args(argv)
     model = resolve_model(options.model, options.dataset, options.batch_size, options.family)
     graph = model.graph
+    data = open_dataset(options.dataset, options.data_dir, "train", options.seed, graph) if options.data_dir else None
     init = load_init(options.init, graph, options.gpus) if options.init else None
     if options.machine == "local" and options.model in TOKEN_MODELS:
         raise UsageError(f"{options.model} is priced on a datasheet machine only: calibrating and running token models "
@@ -186,6 +196,8 @@ def _main(argv: list[str] | None) -> int:
     machine, cost_model, costs, drift = (*resolved, None) if resolved else calibrate_local(options, graph)
     print(f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {options.gpus} devices of machine "
           f"{machine.name} ({machine.device.kind}); {costs}")
+    if data is not None:
+        print(f"data: {data.description}")
     baselines, notes = baseline_strategies(graph, options.gpus)
     for note in notes:
         print(f"note: {note}")
@@ -208,7 +220,7 @@ def _main(argv: list[str] | None) -> int:
     os.makedirs(out, exist_ok=True)
     strategy_file = os.path.join(out, "strategy.json")
     _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference, strategies,
-                 drift)
+                 drift, data.description if data else None)
     print(format_table(rows))
     if why_not:
         print(f"measured: not run ({why_not})")
@@ -331,7 +343,8 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
 
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,
-                 options, reference: float | None, strategies: dict[str, Strategy], drift: DriftCheck | None) -> None:
+                 options, reference: float | None, strategies: dict[str, Strategy], drift: DriftCheck | None,
+                 data: str | None) -> None:
     write_atomic(strategy_file, strategy_to_json(chosen.strategy, graph))
     simulator = Simulator(graph, machine, cost_model)
     simulator.full(chosen.strategy)
@@ -339,7 +352,7 @@ def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchR
     document = report_document(model=graph.model, dataset=graph.dataset, gpus=options.gpus,
                                batch_size=graph.batch_size, machine=machine.name, search=result, kept=chosen.kept,
                                seed=options.seed, rows=rows, strategy_file=strategy_file, reference_loss=reference,
-                               calibration=drift.to_json() if drift else None)
+                               calibration=drift.to_json() if drift else None, data=data)
     write_report(os.path.join(out, "report.json"), document)
     plot_search(os.path.join(out, "search.png"), result,
                 f"{graph.model} {graph.dataset}, {options.gpus} x {machine.device.kind}")

@@ -67,9 +67,10 @@ def loss_mismatch(loss: float | None, reference: float | None) -> str:
 
 def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, machine: str, search: SearchResult,
                     kept: str | None, seed: int, rows: list[StrategyRow], strategy_file: str,
-                    reference_loss: float | None, calibration: dict | None = None) -> dict:
+                    reference_loss: float | None, calibration: dict | None = None, data: str | None = None) -> dict:
+    """report.json's content; `data`: the description of the data the run checked (--data-dir), None if none."""
     return {
-        "model": model, "dataset": dataset, "gpus": gpus, "batch_size": batch_size, "machine": machine,
+        "model": model, "dataset": dataset, "data": data, "gpus": gpus, "batch_size": batch_size, "machine": machine,
         "reference_loss": reference_loss,
         "search": {"seconds": search.seconds, "iterations": search.iterations,
                    "simulations_per_second": search.simulations_per_second,

@@ -19,6 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 A2 = ["--model", "alexnet", "--gpus", "2"]
 SIM = [*A2, "--machine", "p100x2-pcie", "--iterations", "10"]
+GPT2_TINY = ["--model", "gpt2", "--depth", "1", "--width", "32", "--heads", "2", "--vocab", "64", "--seq-len", "16",
+             "--batch-size", "4", "--gpus", "2", "--dataset", "tokens"]
 POSITIVE = "must be a positive integer"
 SECONDS = "must be a number of seconds > 0"
 
@@ -47,6 +49,12 @@ CASES = [
     case("search.optimize", ["--model", "alexnet", "--gpus", "2", "--machine", "h100x8", "--heads", "4"],
          "--heads sizes the transformer families", "optimize-family-flag-on-a-cnn"),
     case("search.optimize", [*A2, "--dataset", "mnist"], "unknown dataset 'mnist'", "optimize-dataset"),
+    case("search.optimize", [*GPT2_TINY, "--data-dir", "{tmp}/none"],
+         "token data {tmp}/none does not exist: expected a folder with train.bin", "optimize-token-data-missing"),
+    case("search.optimize", [*GPT2_TINY, "--machine", "h100x8", "--data-dir", "{dir}"], "no train.bin in {dir}",
+         "optimize-token-data-no-train-bin"),
+    case("search.optimize", [*GPT2_TINY, "--machine", "h100x8", "--data-dir", "{text}"],
+         "is neither a .bin nor a .txt file", "optimize-token-data-extension"),
     case("search.optimize", ["--model", "inception_v3", "--gpus", "2", "--dataset", "tiny-imagenet"],
          "at least 75x75", "optimize-image-too-small"),
     case("search.optimize", [*A2, "--machine", "tpu"], "unknown machine 'tpu'; presets:", "optimize-machine"),
@@ -239,6 +247,8 @@ def test_there_are_at_least_40_bad_invocations_over_every_command():
     pytest.param(["search.optimize", *A2, "--no-run"], {"SOAP_CACHE": "{file}/cache"},
                  "set SOAP_CACHE (or --cache-dir) to a writable folder", id="soap-cache-unwritable"),
     pytest.param(["soap.worker", "{tmp}", "0"], {}, "cluster.json does not exist", id="worker"),
+    pytest.param(["search.optimize", *GPT2_TINY, "--data-dir", "{binary}"], {}, "is neither a .bin nor a .txt file",
+                 id="token-data"),
 ])
 def test_bad_invocation_as_a_process(args, env, message, paths):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **{k: v.format(**paths) for k, v in env.items()}}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 
 from models.zoo import build_graph
 from search.optimize import main
@@ -15,7 +16,7 @@ from soap.baselines import BASELINES, owt
 from soap.strategy import strategy_from_json, strategy_to_json
 
 REPORT_KEYS = {"model", "dataset", "gpus", "batch_size", "machine", "search", "strategies", "strategy_file",
-               "reference_loss", "calibration"}
+               "reference_loss", "calibration", "data"}
 SEARCH_KEYS = {"seconds", "iterations", "simulations_per_second", "best_found_at_seconds", "seed", "kept_start"}
 
 
@@ -64,6 +65,16 @@ def test_a_search_gain_under_min_gain_keeps_the_best_baseline(tmp_path, capsys):
     graph = build_graph("alexnet", "tiny-imagenet", 128)
     assert strategy == BASELINES[kept](graph, 2)
     assert f"kept {kept}: the best strategy found" in out and f"= {kept}" in out
+
+
+def test_token_data_is_checked_and_named_in_the_output_and_report(tmp_path, capsys):
+    np.arange(200, dtype=np.uint16).tofile(tmp_path / "train.bin")  # ids under --vocab 256
+    assert main(["--model", "gpt2", "--depth", "1", "--width", "32", "--heads", "2", "--vocab", "256", "--seq-len",
+                 "16", "--batch-size", "4", "--gpus", "2", "--machine", "h100x8", "--iterations", "20",
+                 "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    description = f"tokens train ({tmp_path / 'train.bin'}, 200 tokens, 12 windows of 16 + 1)"
+    assert f"data: {description}\n" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["data"] == description
 
 
 def test_same_seed_same_strategy(tmp_path):
