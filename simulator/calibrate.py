@@ -1,6 +1,8 @@
 """Calibrate the simulator on the devices at hand: per-op timings and link fits, cached on disk.
 
     python -m simulator.calibrate --model alexnet --gpus 2
+    python -m simulator.calibrate --model gpt2 --depth 4 --width 256 --heads 4 --vocab 4096 --seq-len 128 \
+        --batch-size 16 --gpus 2 --optimizer adamw
     python -m search.optimize --model alexnet --gpus 2 --machine local     # calibrates (or loads) first
 
 1. Every local op (models.op.local_op) that the SOAP space can produce for the model on N devices is
@@ -13,10 +15,11 @@
    them in the cache. An entry that fails its checks (a component not above 0, an interval wider than
    +-20%) is measured again; after 3 measurements it is kept, flagged in the profile and said, and the
    calibration goes on.
-2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices)
-   and all-reduce are timed between the N devices (or workers) from 4 KB to 64 MB, priced by the
+2. Resharding (XLA's all-gather, how a step's program moves the slices a task reads from other devices),
+   all-reduce and reduce-scatter are timed between the N devices (or workers) from 4 KB to 64 MB, priced by the
    non-decreasing curve through the timings and fitted to latency + bytes / bandwidth (simulator.linkfit);
-   whether communication overlaps compute is measured too. The result is the machine `local`, written
+   whether communication overlaps compute is measured too, and whether XLA compiles a partial sum that each
+   device slices (sequence parallelism's row-split dense) into a reduce-scatter (XLA:CPU: an all-reduce). The result is the machine `local`, written
    beside the profile with a plot of its links (the machine file's name, .png).
 A corrupt cache file, or one written by another profile format, is reported, set aside and measured
 again; a profile of another device kind or JAX version is never used.
@@ -48,8 +51,9 @@ from soap.optimizer import Optimizer
 # an inner dim (split channels) measured apart, 2-3x slower than the leading dim at 4-16 MB; links priced
 # by their timings, not a fitted line. 4: each point under the ops' timing policy (soap.timing.time_until_stable,
 # a fixed count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve
-# (simulator.linkfit). 5: the median of those samples, not the first quartile.
-LINKS_VERSION = 5
+# (simulator.linkfit). 5: the median of those samples, not the first quartile. 6: reduce-scatter timed too,
+# and whether XLA compiles a row-split dense's sliced partial sum into one (Machine.reduce_scatter).
+LINKS_VERSION = 6
 # Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
 # written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
@@ -111,24 +115,29 @@ def with_entry(profile: TableCostModel, op: Op, entry: ProfileEntry) -> TableCos
 class LinkTimings:
     """Measured milliseconds per message size (bytes held by each device): resharding a split array to
     whole on every device (simulator.measure.time_reshard_ms), split on its leading dim and on an inner
-    dim, and an all-reduce over all devices."""
+    dim, an all-reduce and a reduce-scatter over all devices; and whether XLA emits reduce-scatters
+    (simulator.measure.emits_reduce_scatter)."""
 
     sizes_bytes: tuple[int, ...]
     reshard_ms: tuple[float, ...]
     inner_reshard_ms: tuple[float, ...]
     allreduce_ms: tuple[float, ...]
     overlap: dict  # simulator.measure.time_overlap's figures
+    reduce_scatter_ms: tuple[float, ...]
+    emits_reduce_scatter: bool
 
 
 @dataclass(frozen=True)
 class MeasuredLinks:
     """Each measured link: the timings on the bytes a device receives (resharding, (N-1) * bytes) or sends
-    (all-reduce, the ring's 2(r-1)/r * bytes), priced by their non-decreasing curve, with the fitted line
-    (simulator.linkfit) for its latency, bandwidth above the largest size, and fit quality."""
+    (all-reduce, the ring's 2(r-1)/r * bytes; reduce-scatter, (r-1)/r * bytes), priced by their
+    non-decreasing curve, with the fitted line (simulator.linkfit) for its latency, bandwidth above the
+    largest size, and fit quality."""
 
     link: tuple[tuple[float, float], ...]  # resharding on the leading dim
     inner_dim_reshard: tuple[tuple[float, float], ...]
     allreduce: tuple[tuple[float, float], ...]
+    reduce_scatter: tuple[tuple[float, float], ...]
 
     def fit(self, name: str) -> LinkFit:
         points = getattr(self, name)
@@ -141,18 +150,19 @@ class MeasuredLinks:
     def plot(self, path: Path, title: str) -> None:
         """The links' timings, priced curves and fitted lines in one figure."""
         plot_links(str(path), {name: (getattr(self, name), self.as_link(name).measured, self.fit(name))
-                               for name in ("link", "inner_dim_reshard", "allreduce")}, title)
+                               for name in ("link", "inner_dim_reshard", "allreduce", "reduce_scatter")}, title)
 
 
 def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
     received = [(num_devices - 1) * b for b in timings.sizes_bytes]
     ring = [2 * (num_devices - 1) / num_devices * b for b in timings.sizes_bytes]
+    scattered = [(num_devices - 1) / num_devices * b for b in timings.sizes_bytes]
 
     def points(sizes: list[float], ms: tuple[float, ...]) -> tuple[tuple[float, float], ...]:
         return tuple((float(b), m / 1e3) for b, m in zip(sizes, ms))
 
     return MeasuredLinks(points(received, timings.reshard_ms), points(received, timings.inner_reshard_ms),
-                         points(ring, timings.allreduce_ms))
+                         points(ring, timings.allreduce_ms), points(scattered, timings.reduce_scatter_ms))
 
 
 def overlaps(overlap: dict) -> bool:
@@ -160,10 +170,14 @@ def overlaps(overlap: dict) -> bool:
     return overlap["together_ms"] < 0.8 * (overlap["compute_ms"] + overlap["allreduce_ms"])
 
 
-def local_machine(device: DeviceSpec, num_devices: int, links: MeasuredLinks, overlap: bool) -> Machine:
+def local_machine(device: DeviceSpec, num_devices: int, links: MeasuredLinks, overlap: bool,
+                  reduce_scatter: bool) -> Machine:
+    """The measured machine; `reduce_scatter`: whether XLA compiles a sliced partial sum into a reduce-scatter
+    here (simulator.measure.emits_reduce_scatter), so that the simulator prices what the step runs."""
     link = links.as_link("link")
     return Machine("local", device, num_devices, num_devices, link, link, overlap,
-                   allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"))
+                   allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"),
+                   reduce_scatter=reduce_scatter, reduce_scatter_link=links.as_link("reduce_scatter"))
 
 
 def cpu_kind(busy_cores: int) -> str:
@@ -349,7 +363,7 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     if num_devices == 1:
         return Machine("local", device, 1, 1, Link(1e9, 0.0), Link(1e9, 0.0), False)
     where = f"{num_devices} devices" if in_process else f"{num_devices} pinned workers"
-    say(f"calibrating the links between {where} (4 KB - 64 MB, resharding and all-reduce)")
+    say(f"calibrating the links between {where} (4 KB - 64 MB, resharding, all-reduce and reduce-scatter)")
     job = {"graph": graph_to_json(graph),
            "num_devices": num_devices, "skip": [], "ops": False, "links": True}
     results, warning = run_calibration_job(job, lambda f: json.loads((f / "links.json").read_text()), timeout_s, in_process,
@@ -357,15 +371,17 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     if warning:
         say(f"warning: {warning}")
     timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
-                          tuple(results["inner_reshard_ms"]), tuple(results["allreduce_ms"]), results["overlap"])
+                          tuple(results["inner_reshard_ms"]), tuple(results["allreduce_ms"]), results["overlap"],
+                          tuple(results["reduce_scatter_ms"]), results["emits_reduce_scatter"])
     links = measured_links(timings, num_devices)
     say(f"links (priced by the measured timings; fitted lines): resharding {_fitted(links.fit('link'))}, on an "
         f"inner dim {_fitted(links.fit('inner_dim_reshard'))}; all-reduce {_fitted(links.fit('allreduce'))}; "
-        f"overlap with compute: "
+        f"reduce-scatter {_fitted(links.fit('reduce_scatter'))} (XLA compiles a sliced partial sum into "
+        f"{'a reduce-scatter' if timings.emits_reduce_scatter else 'an all-reduce and a slice'}); overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
     links.plot(plot_path, f"links between {where} ({kind})")
     say(f"link timings and their fits plotted in {plot_path}")
-    return local_machine(device, num_devices, links, overlaps(timings.overlap))
+    return local_machine(device, num_devices, links, overlaps(timings.overlap), timings.emits_reduce_scatter)
 
 
 def _fitted(fit: LinkFit) -> str:
@@ -410,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from models.zoo import DEFAULT_BATCH_SIZE, build_graph
+    from models.zoo import DEFAULT_BATCH_SIZE, add_family_flags, build_graph, default_dataset, family_options
 
     parser = OneLineParser(prog="python -m simulator.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True,
@@ -418,18 +434,21 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--gpus", type=positive_int("--gpus"), required=True,
                         help="how many devices the model will be split over: every shard shape a split over that "
                              "many can produce is timed (without GPUs: that many worker processes, one pinned core each)")
-    parser.add_argument("--dataset", default="tiny-imagenet",
-                        help="the input images' shape, as search.optimize takes it (default tiny-imagenet)")
+    parser.add_argument("--dataset",
+                        help="the input's shape, as search.optimize takes it (default: tokens for a token model, "
+                             "else tiny-imagenet where the model builds at 64x64)")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
-                        help=f"images per step over all devices, as search.optimize takes it (default "
-                             f"{DEFAULT_BATCH_SIZE})")
+                        help=f"images (or sequences) per step over all devices, as search.optimize takes it "
+                             f"(default {DEFAULT_BATCH_SIZE})")
+    add_family_flags(parser)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                         help="where the profile and the measured links are kept (default $SOAP_CACHE, else "
                              "~/.cache/soap); a later run reads them instead of timing again")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                         help="the optimizer whose update is measured (kept beside the others in the profile)")
     args = parser.parse_args(argv)
-    graph = build_graph(args.model, args.dataset, args.batch_size)
+    graph = build_graph(args.model, args.dataset or default_dataset(args.model), args.batch_size,
+                        family_options(args))
     machine, profile = calibrate(graph, args.gpus, args.cache_dir, optimizer=args.optimizer)
     print(f"profile: {len(profile.entries)} op shapes ({profile.source})")
     print(machine_to_json(machine))

@@ -23,7 +23,10 @@ An optional "allreduce": {"bandwidth_bytes_per_s": ..., "latency_s": ...} (writt
 all-reduce of b bytes over r devices as latency_s + 2(r-1)/r * b / bandwidth_bytes_per_s; without it, the
 ring formula runs over the slowest link of the ring (simulator.taskgraph.ring_allreduce_ms). An optional
 "inner_dim_reshard" link (written by calibration) prices moving a tensor split on its last dim (channels,
-features), which XLA transposes around the collective; without it, the node links price every move.
+features), which XLA transposes around the collective; without it, the node links price every move. An
+optional "reduce_scatter_link" (written by calibration) prices a reduce-scatter of b bytes over r devices
+on the (r-1)/r * b bytes each sends; without it, half the all-reduce (simulator.taskgraph). "reduce_scatter"
+(optional, default false) says whether the machine's compiled steps sum a sliced partial sum by one.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class Machine:
     # step all-reduces f32[128,4096] for fc7's input gradient; simulator.taskgraph._summed_incoming). No
     # preset claims reduce-scatters until a GPU's compiled step shows them.
     reduce_scatter: bool = False
+    reduce_scatter_link: Link | None = None  # measured reduce-scatter, on the bytes each device sends
 
     def __post_init__(self) -> None:
         _check_machine(self)
@@ -117,6 +121,8 @@ def _check_machine(machine: Machine) -> None:
         links["allreduce"] = machine.allreduce
     if machine.inner_dim_reshard is not None:
         links["inner_dim_reshard"] = machine.inner_dim_reshard
+    if machine.reduce_scatter_link is not None:
+        links["reduce_scatter_link"] = machine.reduce_scatter_link
     positive = {
         "device.peak_flops_per_s": machine.device.peak_flops_per_s,
         "device.memory_bandwidth_bytes_per_s": machine.device.memory_bandwidth_bytes_per_s,
@@ -205,13 +211,14 @@ def machine_from_json(text: str, source: str = "machine file") -> Machine:
     missing = [k for k in ("name", "num_devices", "devices_per_node", "comm_overlaps_compute") if k not in document]
     if missing:
         raise MachineError(f"{source} is missing fields {missing}; see the schema in simulator/machine.py")
-    allreduce, inner = (_link(document, name, source) if document.get(name) is not None else None
-                        for name in ("allreduce", "inner_dim_reshard"))
+    allreduce, inner, scatter = (_link(document, name, source) if document.get(name) is not None else None
+                                 for name in ("allreduce", "inner_dim_reshard", "reduce_scatter_link"))
     return Machine(
         name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
         devices_per_node=document["devices_per_node"], intra_node=links["intra_node"],
         inter_node=links["inter_node"], comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
         allreduce=allreduce, inner_dim_reshard=inner, reduce_scatter=bool(document.get("reduce_scatter", False)),
+        reduce_scatter_link=scatter,
     )
 
 

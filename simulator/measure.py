@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from models.network import apply_op, layer_params, op_layer
+from models.network import apply_op, layer_params, op_layer, own_param_shapes
 from models.op import Op
 from simulator.cost import MEASUREMENTS, ProfileEntry
 from soap.optimizer import Optimizer
@@ -60,13 +60,19 @@ class OpPrograms:
 
 
 def local_op_programs(op: Op) -> OpPrograms:
-    """`op`'s programs with its arguments: its layer's initial parameters, random inputs and a random
-    cotangent."""
+    """`op`'s programs with its arguments: the parameters it reads (those it owns from its layer's
+    initializers, a tied weight random: the attend head's token table), random inputs of the kind's input
+    dtypes (token ids uniform over the whole vocabulary: on a vocabulary shard those of the other shards
+    miss its rows, as in a step), random class ids shaped like a loss's output (per sample or per token)
+    and a random cotangent."""
     layer = op_layer(op, nnx.Rngs(0))
-    params = layer_params(layer) if layer is not None else {}
     rng = np.random.default_rng(0)
-    inputs = tuple(jnp.asarray(rng.standard_normal(shape), dtype=op.dtype) for shape in op.input_shapes)
-    labels = jnp.zeros((op.input_shapes[0][0],), jnp.int32) if op.spec.reads_labels else None
+    params = {**(layer_params(layer) if layer is not None else {}),
+              **{name: jnp.asarray(rng.standard_normal(dict(op.param_shapes)[name]), op.dtype) for name, _ in op.tied}}
+    inputs = tuple(_random_input(op, shape, dtype, rng)
+                   for shape, dtype in zip(op.input_shapes, op.spec.input_dtypes(op)))
+    labels = jnp.asarray(rng.integers(0, op.input_shapes[0][-1], op.output_shape), jnp.int32) \
+        if op.spec.reads_labels else None  # class ids: the logits' last dim
 
     def forward(params, inputs):
         return apply_op(op, params or None, inputs, labels)
@@ -81,6 +87,13 @@ def local_op_programs(op: Op) -> OpPrograms:
     cotangent = jnp.asarray(rng.standard_normal(op.output_shape), dtype=op.dtype)
     return OpPrograms(jax.jit(forward), jax.jit(forward_vjp), jax.jit(lambda pullback, ct: pullback(ct)), params,
                       inputs, cotangent)
+
+
+def _random_input(op: Op, shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> jax.Array:
+    """Standard normal values, or token ids uniform in [0, the kind's ids_bound)."""
+    if dtype == "int32":
+        return jnp.asarray(rng.integers(0, op.spec.ids_bound(op), shape), jnp.int32)
+    return jnp.asarray(rng.standard_normal(shape), dtype)
 
 
 def update_program(params: dict, optimizer: str) -> Program:
@@ -108,8 +121,9 @@ def time_local_op(op: Op, optimizers: tuple[str, ...] = ("sgd",), policy: Timing
                                 keep_outputs=True, clock=clock)
     _, pullback = programs.forward_vjp(programs.params, programs.inputs)
     backward = time_until_stable(lambda: programs.backward(pullback, programs.cotangent), policy, clock=clock)
-    updates = tuple((name, time_update(programs.params, name, policy, clock)) for name in optimizers
-                    if programs.params)
+    # A tied weight's update is its owner's (one tensor, updated once): only the op's own parameters here.
+    own = {name: programs.params[name] for name in own_param_shapes(op)}
+    updates = tuple((name, time_update(own, name, policy, clock)) for name in optimizers if own)
     return ProfileEntry(forward, backward, updates)
 
 
@@ -191,6 +205,35 @@ def time_allreduce_ms(num_bytes: int, num_devices: int | None = None) -> float:
                                    in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
     x = _per_device_array(mesh, num_bytes)
     return time_until_stable(lambda: reduce(x), COLLECTIVE_POLICY).ms
+
+
+def time_reduce_scatter_ms(num_bytes: int, num_devices: int | None = None) -> float:
+    """Reduce-scatter (psum_scatter) of `num_bytes` held by every device: each ends with its 1/N of the sum,
+    sending (N-1)/N * num_bytes in a ring (Korthikanti's sequence parallelism sums a row-split dense so)."""
+    mesh = _ring_mesh(num_devices)
+    scatter = jax.jit(jax.shard_map(lambda a: jax.lax.psum_scatter(a, "ring", tiled=True), mesh=mesh,
+                                    in_specs=PartitionSpec("ring"), out_specs=PartitionSpec("ring")))
+    x = _per_device_array(mesh, max(num_bytes // (4 * mesh.size), 1) * 4 * mesh.size)  # N equal parts
+    return time_until_stable(lambda: scatter(x), COLLECTIVE_POLICY).ms
+
+
+def emits_reduce_scatter(num_devices: int | None = None) -> bool:
+    """Whether XLA compiles a partial sum that each device then slices into a reduce-scatter (else an
+    all-reduce of the whole and a dynamic-slice): a dense whose contracting dim is split over the devices,
+    its output constrained to a sequence split, as sequence parallelism (megatron_sp) places a row-split
+    dense. Measured 2026-12-07, XLA:CPU (JAX 0.10.2), 2 devices: all-reduce f32[4,8,16] then dynamic-slice
+    f32[4,4,16], where jax.lax.psum_scatter compiles to a reduce-scatter."""
+    mesh = _ring_mesh(num_devices)
+    size = mesh.size
+
+    def row_split_dense(x, w):
+        y = jnp.einsum("bsh,ho->bso", x, w)
+        return jax.lax.with_sharding_constraint(y, NamedSharding(mesh, PartitionSpec(None, "ring", None)))
+
+    x = jax.ShapeDtypeStruct((4, 4 * size, 8 * size), jnp.float32,
+                             sharding=NamedSharding(mesh, PartitionSpec(None, None, "ring")))
+    w = jax.ShapeDtypeStruct((8 * size, 16), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec("ring", None)))
+    return "reduce-scatter(" in jax.jit(row_split_dense).lower(x, w).compile().as_text()
 
 
 def time_overlap(num_devices: int | None = None, matmul_size: int = 1024, allreduce_bytes: int = 32 * MiB,

@@ -23,7 +23,8 @@ kind's labelled space (models.labels) instead of branching on kinds; a new kind 
 - `task_apply(op, degrees, index, params, inputs, labels)`: what task `index` of a split computes on its
   slices (its local op's `apply`; a kind whose task needs its offset in a label says how: a vocabulary
   shard's lookup, a sequence shard's positions and causal mask).
-- `input_dtypes(op)`: the dtype of each input (the op's dtype; token ids are int32).
+- `input_dtypes(op)`: the dtype of each input (the op's dtype; token ids are int32); `ids_bound(op)`: how
+  many ids an int32 input ranges over (calibration draws them from 0 up to it).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class KindSpec:
     def input_dtypes(self, op: Op) -> tuple[str, ...]:
         """The dtype of each input: the op's own (a kind reading token ids says int32)."""
         return (op.dtype,) * len(op.input_shapes)
+
+    def ids_bound(self, op: Op) -> int:
+        """How many token ids the op's int32 input ranges over; only a kind that reads ids has one."""
+        raise NotImplementedError(f"{self.kind.value} reads no token ids")
 
     def layer(self, op: Op, rngs):
         return None

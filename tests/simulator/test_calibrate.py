@@ -58,10 +58,11 @@ def test_profile_of_another_jax_version_is_not_used(tmp_path):
 def test_measured_links_and_local_machine():
     sizes = (4096, 65536, 1 << 20, 16 << 20)
     # Resharding: 0.1 ms + received bytes / 1 GB/s (inner dim: / 0.25 GB/s); all-reduce on 2 devices: ring
-    # traffic = bytes, 0.2 ms + bytes / 0.5 GB/s.
+    # traffic = bytes, 0.2 ms + bytes / 0.5 GB/s; reduce-scatter: half the bytes sent, 0.2 ms + that / 2 GB/s.
     timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.1 + b / 0.25e6 for b in sizes),
                           tuple(0.2 + b / 0.5e6 for b in sizes),
-                          {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7})
+                          {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7},
+                          tuple(0.2 + b / 2 / 2e6 for b in sizes), False)
     links = measured_links(timings, 2)
     assert links.link == tuple((float(b), (0.1 + b / 1e6) / 1e3) for b in sizes)
     fit = links.fit("link")
@@ -69,19 +70,23 @@ def test_measured_links_and_local_machine():
     assert links.fit("inner_dim_reshard").bandwidth_bytes_per_s == pytest.approx(0.25e9)
     assert links.fit("allreduce").bandwidth_bytes_per_s == pytest.approx(0.5e9)
     assert links.fit("allreduce").latency_s == pytest.approx(2e-4)
+    assert [b for b, _ in links.reduce_scatter] == [b / 2 for b in sizes]
+    assert links.fit("reduce_scatter").bandwidth_bytes_per_s == pytest.approx(2e9)
     assert not overlaps(timings.overlap)  # the measured CPU figures of shared/REFERENCE.md
     assert overlaps({"compute_ms": 50, "allreduce_ms": 50, "together_ms": 55})
-    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, links, False)
+    machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, links, False, False)
+    assert not machine.reduce_scatter and machine.reduce_scatter_link.measured == links.reduce_scatter
+    assert local_machine(machine.device, 2, links, False, True).reduce_scatter
     assert machine.name == "local" and machine.link(0, 1).bandwidth_bytes_per_s == pytest.approx(1e9)
     assert machine.link(0, 1).measured == links.link and machine.inner_dim_reshard.measured == links.inner_dim_reshard
     assert machine.allreduce.latency_s == pytest.approx(2e-4) and not machine.comm_overlaps_compute
     assert machine.link(0, 1).transfer_ms(1 << 20) == pytest.approx(0.1 + (1 << 20) / 1e6)
     # On 4 devices each receives 3x the bytes each holds: the timings are kept on what a device receives,
-    # and the all-reduce's on the ring's traffic 2(r-1)/r = 1.5x.
-    four = measured_links(LinkTimings(sizes, timings.reshard_ms, timings.inner_reshard_ms, timings.allreduce_ms,
-                                      timings.overlap), 4)
+    # the all-reduce's on the ring's traffic 2(r-1)/r = 1.5x, the reduce-scatter's on (r-1)/r = 0.75x.
+    four = measured_links(timings, 4)
     assert [b for b, _ in four.link] == [3.0 * b for b in sizes]
     assert [b for b, _ in four.allreduce] == [1.5 * b for b in sizes]
+    assert [b for b, _ in four.reduce_scatter] == [0.75 * b for b in sizes]
 
 
 def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_the_cache(tmp_path):
@@ -170,8 +175,10 @@ def test_the_link_job_times_every_message_size_in_this_process(tmp_path):
     run_job(job, tmp_path, reporter=True)
     links = json.loads((tmp_path / "links.json").read_text())
     assert links["sizes_bytes"] == list(MESSAGE_SIZES)
-    for key in ("reshard_ms", "inner_reshard_ms", "allreduce_ms"):
+    for key in ("reshard_ms", "inner_reshard_ms", "allreduce_ms", "reduce_scatter_ms"):
         assert len(links[key]) == len(MESSAGE_SIZES) and all(ms > 0 for ms in links[key])
+    # XLA:CPU sums a row-split dense's output, then sliced on the sequence, by an all-reduce and a slice.
+    assert links["emits_reduce_scatter"] is False
     # The inner-dim array: 128 rows, split on its columns, 64 KB on each device.
     columns = _per_device_columns(_ring_mesh(2), 65536)
     assert columns.shape == (128, 2 * 128) and columns.addressable_shards[0].data.shape == (128, 128)
@@ -343,7 +350,8 @@ def test_remeasuring_times_every_op_or_the_links_again_though_cached(tmp_path, m
         jobs.append(("links", None))
         ms = [0.5 + b / 1e6 for b in MESSAGE_SIZES]
         return {"sizes_bytes": list(MESSAGE_SIZES), "reshard_ms": ms, "inner_reshard_ms": ms, "allreduce_ms": ms,
-                "overlap": {"compute_ms": 50, "allreduce_ms": 50, "together_ms": 100}}, None
+                "overlap": {"compute_ms": 50, "allreduce_ms": 50, "together_ms": 100}, "reduce_scatter_ms": ms,
+                "emits_reduce_scatter": False}, None
 
     monkeypatch.setattr(calibrate_module, "run_calibration_job", fake_job)
     calibrate = calibrate_module.calibrate
@@ -366,3 +374,40 @@ def test_remeasuring_times_every_op_or_the_links_again_though_cached(tmp_path, m
     record = entry_to_json(_entry(1.0, 2.0))
     del record["measured_at"]
     assert entry_from_json(record).measured_at_s is None
+
+
+def test_every_local_op_of_a_tiny_gpt_on_two_devices_runs_its_programs():
+    # The programs calibration times for every local op of a token model's space (sample, sequence, heads,
+    # hidden column/row and vocabulary splits): ids int32 over the whole vocabulary, labels per token,
+    # every input of attention, add and the head, the tied table read but its update left to its owner.
+    import jax
+    import jax.numpy as jnp
+
+    from models.network import own_param_shapes
+    from models.zoo import FamilyOptions
+    from simulator.measure import local_op_programs, update_program
+
+    graph = build_graph("gpt2", "tokens", 4, FamilyOptions(depth=1, width=32, heads=2, vocab=64, seq_len=8))
+    ops = needed_local_ops(graph, 2)
+    assert {op.kind.value for op in ops} >= {"embedding", "attention", "attend", "token_xent", "layer_norm", "dense"}
+    for op in ops:
+        programs = local_op_programs(op)
+        assert [x.dtype for x in programs.inputs] == [jnp.dtype(d) for d in op.spec.input_dtypes(op)]
+        assert [x.shape for x in programs.inputs] == list(op.input_shapes)
+        output, pullback = programs.forward_vjp(programs.params, programs.inputs)
+        assert output.shape == op.output_shape and bool(jnp.all(jnp.isfinite(output))), op.cost_key
+        grads = jax.tree.leaves(programs.backward(pullback, programs.cotangent))
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads), op.cost_key
+        own = {name: programs.params[name] for name in own_param_shapes(op)}
+        if own:
+            update, arguments = update_program(own, "adamw")
+            jax.block_until_ready(update(*arguments))
+        if op.tied:  # the head reads wte's table: its gradient is computed here, its update is wte's
+            assert "embedding" in programs.params and "embedding" not in own
+    lookups = [op for op in ops if op.kind.value == "embedding"]
+    shard = next(op for op in lookups if op.attrs is not None)  # the vocabulary split: a masked lookup
+    ids = local_op_programs(shard).inputs[0]
+    assert shard.attrs.vocab == 64 and shard.param_shapes == (("embedding", (32, 32)),)
+    assert int(ids.max()) >= 32 and int(ids.min()) < 32  # ids of both shards, those of the other look up 0
+    assert all(op.attrs is None for op in lookups if op is not shard)
+

@@ -165,13 +165,18 @@ def test_profile_missing_entry_names_the_op_and_shard_shape():
         table.op_cost(fc6, "gpu")
 
 
-def test_machine_with_a_measured_allreduce_round_trips():
+def test_machine_with_a_measured_allreduce_and_reduce_scatter_round_trips():
     import dataclasses
 
     from simulator.machine import Link
 
     machine = dataclasses.replace(machine_preset("p100x2-pcie"), name="local", allreduce=Link(2e9, 3e-5))
     assert machine_from_json(machine_to_json(machine)) == machine
+    curve = Link(1e9, 1e-4, measured=((4096.0, 1e-4), (8192.0, 2e-4)))
+    scatter = dataclasses.replace(machine, reduce_scatter_link=curve)
+    assert machine_from_json(machine_to_json(scatter)) == scatter
+    with pytest.raises(MachineError, match="reduce_scatter_link.latency_s must be a number >= 0, got -1"):
+        dataclasses.replace(machine, reduce_scatter_link=Link(1e9, -1))
     with pytest.raises(MachineError, match="allreduce.bandwidth_bytes_per_s must be a positive number, got 0"):
         dataclasses.replace(machine, allreduce=Link(0, 0.0))
 

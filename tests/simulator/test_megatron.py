@@ -14,7 +14,7 @@ import pytest
 
 from models.zoo import FamilyOptions, build_graph
 from simulator.cost import ConstantCostModel
-from simulator.machine import machine_preset
+from simulator.machine import Link, machine_preset
 from simulator.simulate import Simulator
 from simulator.taskgraph import (ALL_REDUCED, REDUCE_SCATTERED, TRANSFER, ring_allreduce_ms, ring_reduce_scatter_ms,
                                  task_name)
@@ -28,13 +28,13 @@ def tiny_gpt(depth: int):
                                                               seq_len=SEQUENCE))
 
 
-def machine(reduce_scatter: bool):
-    return dataclasses.replace(machine_preset("h100x8", T), reduce_scatter=reduce_scatter)
+def machine(reduce_scatter: bool, **fields):
+    return dataclasses.replace(machine_preset("h100x8", T), reduce_scatter=reduce_scatter, **fields)
 
 
-def layer_transfers(graph, strategy, reduce_scatter=False) -> list[tuple[str, float]]:
+def layer_transfers(graph, strategy, reduce_scatter=False, **fields) -> list[tuple[str, float]]:
     """The transfer tasks touching layer h0's ops: (name, duration)."""
-    simulator = Simulator(graph, machine(reduce_scatter), ConstantCostModel())
+    simulator = Simulator(graph, machine(reduce_scatter, **fields), ConstantCostModel())
     simulator.full(strategy)
     return [(task_name(task, graph), task.duration_ms) for task in simulator.tasks()
             if task.kind == TRANSFER and "h0." in task_name(task, graph)]
@@ -81,6 +81,17 @@ def test_sequence_parallelism_turns_each_all_reduce_into_an_all_gather_and_a_red
     link = machine(True).intra_node
     scatter_ms = ring_reduce_scatter_ms(BATCH * SEQUENCE * WIDTH * 4, T, link.bandwidth_bytes_per_s, link.latency_s)
     assert all(duration == pytest.approx(scatter_ms) for name, duration in moved if REDUCE_SCATTERED in name)
+
+
+def test_a_measured_reduce_scatter_prices_it_on_the_bytes_each_device_sends():
+    # A calibrated machine's reduce-scatter curve (simulator.calibrate) wins over the ring formula: a box of
+    # b bytes over 4 devices is priced at the curve's time for the 3/4 * b bytes each device sends.
+    graph = tiny_gpt(1)
+    curve = Link(1e9, 1e-3, measured=((1000.0, 2e-3), (1e6, 4e-3)))
+    moved = layer_transfers(graph, megatron_sp(graph, T), reduce_scatter=True, reduce_scatter_link=curve)
+    box_bytes = BATCH * SEQUENCE * WIDTH * 4
+    scattered = [duration for name, duration in moved if REDUCE_SCATTERED in name]
+    assert len(scattered) == 4 and all(d == pytest.approx(curve.transfer_ms(0.75 * box_bytes)) for d in scattered)
 
 
 def test_megatron_is_asked_of_roles_and_left_out_of_cnns():
