@@ -32,7 +32,7 @@ from models.zoo import DEFAULT_BATCH_SIZE, TOKEN_MODELS, FamilyOptions, add_fami
 from search.mcmc import Budget
 from search.run import WARMUP_STEPS, measure_strategies
 from search.picture import draw_strategies
-from search.report import StrategyRow, format_table, loss_mismatch, plot_search, report_document, write_report
+from search.report import StrategyRow, format_table, loss_mismatch, plot_search, rates, report_document, write_report
 from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
                                     search_starts, search_strategy)
 from simulator.calibrate import calibrate
@@ -188,9 +188,6 @@ def _main(argv: list[str] | None) -> int:
     graph = model.graph
     data = open_dataset(options.dataset, options.data_dir, "train", options.seed, graph) if options.data_dir else None
     init = load_init(options.init, graph, options.gpus) if options.init else None
-    if options.machine == "local" and options.model in TOKEN_MODELS:
-        raise UsageError(f"{options.model} is priced on a datasheet machine only: calibrating and running token models "
-                         f"on the devices at hand is not built yet; pass --machine with one of {', '.join(PRESETS)}")
     resolved = resolve_machine(options)  # a bad machine is said before anything is measured or written
     out = out_dir(options)
     machine, cost_model, costs, drift = (*resolved, None) if resolved else calibrate_local(options, graph)
@@ -212,7 +209,7 @@ def _main(argv: list[str] | None) -> int:
         try:
             measured = _measure(graph, strategies, chosen, baselines, options, _initial(model),
                                 Simulator(graph, machine, cost_model))
-            reference = reference_loss(graph) if model.module is None else module_loss(model.module, graph)
+            reference = reference_loss(graph, options.seed) if model.module is None else module_loss(model.module, graph)
             why_not = ""
         except KeyboardInterrupt:  # the search's result is still worth its files
             why_not, interrupted = "interrupted by Ctrl-C", True
@@ -252,7 +249,8 @@ def _measure(graph, strategies: dict[str, Strategy], chosen: Recommendation, bas
     kept_baseline = chosen.kept in baselines
     distinct = {name: s for name, s in strategies.items() if not (name == "searched" and kept_baseline)}
     _warn_if_long(simulator, distinct, options)
-    measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds, initial)
+    measured = measure_strategies(graph, distinct, options.gpus, options.timed_steps, options.rounds, initial,
+                                  options.optimizer)
     if kept_baseline:
         measured["searched"] = measured[chosen.kept]
     return measured
@@ -338,7 +336,10 @@ def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured:
             note = f"= {chosen.kept}" + (f"; {note}" if note else "")
         if not result.fits_memory:
             note = f"over memory: {result.over_memory()}" + (f"; {note}" if note else "")
-        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note, loss))
+        tokens_per_s, mfu = rates(graph, machine.device.peak_flops_per_s, strategy.num_devices,
+                                  step_ms if step_ms is not None else result.step_ms)
+        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note, loss,
+                                tokens_per_s, mfu if tokens_per_s is not None else None))
     return rows
 
 

@@ -8,7 +8,9 @@ report.json schema (other tools read it; keep it exactly):
      "reference_loss": float|null,  # the model's flax module on one device, first batch, initial parameters
      "strategies": [{"name": "single"|"data_parallel"|"model_parallel"|"owt"|"searched",
                      "simulated_step_ms": float, "measured_step_ms": float|null, "peak_memory_bytes": int,
-                     "first_step_loss": float|null}],   # the strategy's first step, on the same batch and parameters
+                     "first_step_loss": float|null,   # the strategy's first step, on the same batch and parameters
+                     "tokens_per_s": float|null,      # token models: tokens of a step / its time (see `rates`)
+                     "mfu": float|null}],             # model FLOPs utilisation (see `rates`)
      "strategy_file": str,
      "calibration": {...}|null}   # the local machine's drift check before the measured runs, null otherwise:
          # {"profile_age_s": float|null, "recalibrated": bool, "limit": 0.1, "sentinels": [{"key", "profile_ms",
@@ -21,10 +23,12 @@ in the table: it does not compute what one device computes.
 from __future__ import annotations
 
 import json
+import math
 
 from models.cli import write_atomic, write_figure
 from dataclasses import dataclass
 
+from models.graph import OpGraph
 from search.strategy_search import SearchResult
 
 GiB = 2**30
@@ -41,12 +45,26 @@ class StrategyRow:
     peak_memory_bytes: int  # the largest over devices
     note: str = ""  # why a strategy was not measured, or did not fit
     first_step_loss: float | None = None
+    tokens_per_s: float | None = None  # token models only
+    mfu: float | None = None
+
+
+def rates(graph: OpGraph, peak_flops_per_s: float, num_devices: int, step_ms: float) -> tuple[float | None, float]:
+    """(tokens per second (None unless the model reads token ids), model FLOPs utilisation) of a step of
+    `step_ms`: the graph's forward and backward FLOPs (the kinds' counts, a multiply-add = 2) over the step
+    time, against `num_devices` x the device's peak (a calibrated machine's: its fastest op's FLOP rate)."""
+    first = graph.ops[0]
+    tokens = math.prod(first.input_shapes[0]) if first.spec.input_dtypes(first)[0] == "int32" else None
+    seconds = step_ms / 1e3
+    mfu = (graph.forward_flops + graph.backward_flops) / seconds / (num_devices * peak_flops_per_s)
+    return (None if tokens is None else tokens / seconds), mfu
 
 
 def format_table(rows: list[StrategyRow]) -> str:
     single = next(row for row in rows if row.name == "single")
+    tokens = single.tokens_per_s is not None
     header = (f"{'strategy':<15} {'simulated ms':>12} {'speedup':>8} {'measured ms':>12} {'speedup':>8} "
-              f"{'peak GiB/device':>16}")
+              f"{'peak GiB/device':>16}" + (f" {'tokens/s':>9} {'MFU':>6}" if tokens else ""))
     lines = [header, "-" * len(header)]
     for row in rows:
         measured = f"{row.measured_step_ms:>12.2f}" if row.measured_step_ms is not None else f"{'-':>12}"
@@ -54,7 +72,12 @@ def format_table(rows: list[StrategyRow]) -> str:
                             if row.measured_step_ms is not None and single.measured_step_ms is not None else f"{'-':>8}")
         lines.append(f"{row.name:<15} {row.simulated_step_ms:>12.3f} "
                      f"{single.simulated_step_ms / row.simulated_step_ms:>7.2f}x {measured} {measured_speedup} "
-                     f"{row.peak_memory_bytes / GiB:>16.3f}" + (f"  {row.note}" if row.note else ""))
+                     f"{row.peak_memory_bytes / GiB:>16.3f}"
+                     + (f" {row.tokens_per_s:>9.0f} {row.mfu:>6.1%}" if tokens else "")
+                     + (f"  {row.note}" if row.note else ""))
+    if tokens:
+        lines.append("tokens/s and MFU (model FLOPs over the step time and the devices' peak) from the measured "
+                     "step where there is one, else the simulated")
     return "\n".join(lines)
 
 
@@ -78,7 +101,7 @@ def report_document(*, model: str, dataset: str, gpus: int, batch_size: int, mac
                    "kept_start": kept},
         "strategies": [{"name": row.name, "simulated_step_ms": row.simulated_step_ms,
                         "measured_step_ms": row.measured_step_ms, "peak_memory_bytes": row.peak_memory_bytes,
-                        "first_step_loss": row.first_step_loss}
+                        "first_step_loss": row.first_step_loss, "tokens_per_s": row.tokens_per_s, "mfu": row.mfu}
                        for row in rows],
         "strategy_file": strategy_file,
         "calibration": calibration,

@@ -23,6 +23,7 @@ from typing import NamedTuple
 from models.errors import SoapError
 from models.graph import OpGraph
 from soap.devices import ClusterJob, run_on_cluster
+from soap.optimizer import Optimizer
 from soap.runner import InitialValues, RunConfig
 from soap.strategy import Strategy
 from soap.timing import OtherLoad
@@ -41,10 +42,11 @@ class Measured(NamedTuple):
 
 
 def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devices: int, timed_steps: int,
-                       rounds: int = 1, initial: InitialValues | None = None) -> dict[str, Measured]:
-    """Each strategy run for real `rounds` times (interleaved): on a local cluster of pinned workers, or
-    on this process's first `num_devices` devices when they are not CPUs; from `initial` (a user's
-    module's own parameters and state) where given, else from the graph's seeded ones."""
+                       rounds: int = 1, initial: InitialValues | None = None,
+                       optimizer: Optimizer = Optimizer.SGD) -> dict[str, Measured]:
+    """Each strategy run for real `rounds` times (interleaved) with `optimizer`: on a local cluster of
+    pinned workers, or on this process's first `num_devices` devices when they are not CPUs; from `initial`
+    (a user's module's own parameters and state) where given, else from the graph's seeded ones."""
     import jax
 
     run = _run_here if jax.default_backend() != "cpu" else _run_on_cluster
@@ -64,7 +66,8 @@ def measure_strategies(graph: OpGraph, strategies: dict[str, Strategy], num_devi
                 began = time.perf_counter()
                 try:
                     runs[name].append(run(graph, strategy, num_devices,
-                                          RunConfig(warmup_steps=WARMUP_STEPS, timed_steps=timed_steps), initial))
+                                          RunConfig(warmup_steps=WARMUP_STEPS, timed_steps=timed_steps,
+                                                    optimizer=optimizer.value), initial))
                 except SoapError as error:
                     failed[name] = f"not run: {error}"
                 took_s[name] = time.perf_counter() - began
