@@ -6,7 +6,7 @@
 Every strategy draws the same bits as one device: an op draws over its whole logical shape inside the
 step's SPMD program, and JAX's partitionable threefry (`jax_threefry_partitionable`, on by default)
 makes each shard's bits those of the same positions of the whole draw, whatever the sharding
-(tests/soap/test_step_tokens.py checks it rather than assuming it). Without a key, a random op draws
+(tests/soap/test_step_transformers.py checks it rather than assuming it). Without a key, a random op draws
 step 0 of seed 0: the model's reference loss and the first step of a run with seed 0 see the same masks.
 """
 

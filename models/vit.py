@@ -8,7 +8,9 @@ attention -> merge_heads -> dense -> residual add -> layer_norm -> dense 3072 ->
 -> residual add] -> layer_norm -> first_token (the class token) -> dense 1000 -> softmax_xent.
 Layer norm epsilon 1e-6, as released; no dropout (ImageNet-21k pretraining of B/16 used 0.1, the
 released fine-tuned models 0: the parameter count is the same). At another image size the positions are
-the patches there plus one (h/16 * w/16 + 1), as fine-tuning at other sizes does.
+the patches there plus one (h/16 * w/16 + 1), as fine-tuning at other sizes does. `depth`, `width` and
+`heads` build a smaller member (the MLP 4x the width, as in every ViT size): the commands' --depth,
+--width and --heads.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ from models.datasets import DatasetShape
 from models.graph import GraphBuilder, OpGraph
 from models.transformer import mlp, self_attention
 
-PATCH, WIDTH, DEPTH, HEADS, MLP = 16, 768, 12, 12, 3072  # MLP: its hidden width
+PATCH, WIDTH, DEPTH, HEADS = 16, 768, 12, 12
+MLP_RATIO = 4  # the MLP's hidden width over the model's
 LAYER_NORM_EPS = 1e-6
 
 
-def vit_b16(dataset: DatasetShape, batch_size: int) -> OpGraph:
+def vit_b16(dataset: DatasetShape, batch_size: int, depth: int = DEPTH, width: int = WIDTH,
+            heads: int = HEADS) -> OpGraph:
     b = GraphBuilder("vit_b16", dataset.name, (batch_size, dataset.height, dataset.width, dataset.channels))
-    b.conv2d("patches", WIDTH, kernel=PATCH, stride=PATCH, padding="VALID", relu=False)
+    b.conv2d("patches", width, kernel=PATCH, stride=PATCH, padding="VALID", relu=False)
     b.image_tokens("tokens")
     tokens = b.class_token("cls")
     residual = b.add_position("pos", b.shape(tokens)[1])
-    for layer in range(DEPTH):
-        residual = _block(b, f"encoder{layer}", residual)
+    for layer in range(depth):
+        residual = _block(b, f"encoder{layer}", residual, heads)
     b.layer_norm("ln_f", LAYER_NORM_EPS)
     b.first_token("class_token")
     b.dense("head", dataset.classes, relu=False)
@@ -36,9 +40,10 @@ def vit_b16(dataset: DatasetShape, batch_size: int) -> OpGraph:
     return b.build(batch_size)
 
 
-def _block(b: GraphBuilder, prefix: str, residual: str) -> str:
+def _block(b: GraphBuilder, prefix: str, residual: str, heads: int) -> str:
     b.layer_norm(f"{prefix}.ln_1", LAYER_NORM_EPS, input=residual)
-    attended = self_attention(b, prefix, f"{prefix}.ln_1", HEADS, causal=False)
+    attended = self_attention(b, prefix, f"{prefix}.ln_1", heads, causal=False)
     middle = b.add(f"{prefix}.add_1", inputs=[residual, attended])
-    projected = mlp(b, prefix, b.layer_norm(f"{prefix}.ln_2", LAYER_NORM_EPS), MLP, "gelu")
+    projected = mlp(b, prefix, b.layer_norm(f"{prefix}.ln_2", LAYER_NORM_EPS), MLP_RATIO * b.shape(residual)[-1],
+                    "gelu")
     return b.add(f"{prefix}.add_2", inputs=[middle, projected])

@@ -106,7 +106,7 @@ def build_graph(model: str, dataset: str, batch_size: int = DEFAULT_BATCH_SIZE,
         raise SoapError(f"batch size must be a positive integer, got {batch_size}; try --batch-size 128")
     if model in TOKEN_MODELS:
         return _token_graph(model, dataset, batch_size, options)
-    require_no_family_options(model, options)
+    sizes = _image_family_sizes(model, options)
     if dataset in TOKEN_DATASETS:
         raise SoapError(f"{model} reads images, not token ids ({dataset}); pick an image dataset such as imagenet")
     shape = dataset_shape(dataset)
@@ -114,7 +114,32 @@ def build_graph(model: str, dataset: str, batch_size: int = DEFAULT_BATCH_SIZE,
     if min(shape.height, shape.width) < minimum:
         raise ShapeError(f"{model} needs images of at least {minimum}x{minimum}, but {dataset} has "
                          f"{shape.height}x{shape.width}; pick a dataset with larger images")
-    return IMAGE_MODELS[model](shape, batch_size)
+    return IMAGE_MODELS[model](shape, batch_size, **sizes)
+
+
+# Image models that are a family's member: the sizes the commands may give them.
+IMAGE_FAMILIES = {"vit_b16": ("depth", "width", "heads")}
+
+
+def _image_family_sizes(model: str, options: FamilyOptions) -> dict[str, int]:
+    """The --depth/--width/--heads of an image family's member (ViT); one line for another option, or for a
+    model without a family."""
+    allowed = IMAGE_FAMILIES.get(model)
+    if allowed is None:
+        require_no_family_options(model, options)
+        return {}
+    sizes = options.given()
+    for field in sizes:
+        if field not in allowed:
+            raise SoapError(f"{flag(field)} does not size {model} (an image model: {', '.join(map(flag, allowed))} "
+                            f"do); drop {flag(field)}")
+    if "width" in sizes or "heads" in sizes:
+        _, width, heads = IMAGE_MODELS[model].__defaults__  # (depth, width, heads)
+        width, heads = sizes.get("width", width), sizes.get("heads", heads)
+        if width % heads:
+            raise SoapError(f"{model}: --heads {heads} does not divide the width {width}; use a number of heads "
+                            f"that divides {width}, or another --width")
+    return sizes
 
 
 def require_no_family_options(model: str, options: FamilyOptions) -> None:
@@ -122,7 +147,8 @@ def require_no_family_options(model: str, options: FamilyOptions) -> None:
     given = options.given()
     if given:
         name = flag(next(iter(given)))
-        raise SoapError(f"{name} sizes the transformer families ({', '.join(TOKEN_MODELS)}), not {model}; drop {name}")
+        raise SoapError(f"{name} sizes the transformer families ({', '.join((*TOKEN_MODELS, *IMAGE_FAMILIES))}), "
+                        f"not {model}; drop {name}")
 
 
 def _token_graph(model: str, dataset: str, batch_size: int, options: FamilyOptions) -> OpGraph:

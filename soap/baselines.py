@@ -20,7 +20,8 @@ For graphs with attention heads (transformers), `TENSOR_PARALLEL` adds:
   arrives split keeps the split (GELU between the two denses of the MLP); every other op (layer norms,
   dropout, residual adds) is computed whole on every rank of the group (a replica split).
 - `megatron_sp` (Korthikanti et al. 2022): the same with those whole ops split on the sequence instead
-  (sequence parallelism): each all-reduce becomes an all-gather and a reduce-scatter.
+  (sequence parallelism): each all-reduce becomes an all-gather and a reduce-scatter; where t does not
+  divide the sequence (ViT's 197 tokens) those ops stay whole on the group, as in megatron.
 A vocabulary that t does not divide (GPT-2's 50257 = 29 x 1733; Megatron pads it to 50304) stays unsplit:
 those ops are data parallel over all N.
 """
@@ -183,8 +184,8 @@ def _megatron_degrees(op: Op, num_devices: int, t: int, arrives_split: bool,
         choice, split = (contracting[0], False) if arrives_split else (produced[0], True)
     elif arrives_split and produced:
         choice, split = produced[0], True
-    elif sequence_parallel and by_role[Role.SEQUENCE]:
-        choice = by_role[Role.SEQUENCE][0]
+    elif sequence_parallel and by_role[Role.SEQUENCE] and by_role[Role.SEQUENCE][0].size % t == 0:
+        choice = by_role[Role.SEQUENCE][0]  # else (ViT's 197 tokens) the op is whole on the group, as in megatron
     elif by_role[Role.REPLICA]:
         choice = by_role[Role.REPLICA][0]
     if choice is None:

@@ -40,8 +40,6 @@ CASES = [
          "machine 'p100x2-pcie' has at most 2 devices, 4 were asked for", "optimize-gpus-too-many"),
     case("search.optimize", ["--model", "vgg", "--gpus", "2"], "unknown model 'vgg'; known models: alexnet",
          "optimize-model"),
-    case("search.optimize", ["--model", "gpt2", "--gpus", "2"], "gpt2 is priced on a datasheet machine only",
-         "optimize-token-model-local"),
     case("search.optimize", ["--model", "gpt2", "--gpus", "2", "--machine", "h100x8", "--optimizer", "adam"],
          "argument --optimizer: invalid choice: 'adam' (choose from 'sgd', 'adamw')", "optimize-optimizer"),
     case("search.optimize", ["--model", "gpt2", "--gpus", "2", "--machine", "h100x8", "--seq-len", "4096"],
@@ -90,7 +88,10 @@ CASES = [
     case("models", ["gpt2", "--width", "256", "--heads", "5"], "gpt2: --heads 5 does not divide the width 256; use a "
          "number of heads that divides 256", "models-heads"),
     case("models", ["alexnet", "--depth", "4"], "--depth sizes the transformer families (gpt2, gpt2_medium, "
-         "gpt2_large, gpt2_xl, bert_base), not alexnet; drop --depth", "models-family-flag-on-cnn"),
+         "gpt2_large, gpt2_xl, bert_base, vit_b16), not alexnet; drop --depth", "models-family-flag-on-cnn"),
+    case("models", ["vit_b16", "--vocab", "512"], "--vocab does not size vit_b16 (an image model: --depth, --width, "
+         "--heads do); drop --vocab", "models-vocab-on-vit"),
+    case("models", ["vit_b16", "--width", "100"], "vit_b16: --heads 12 does not divide the width 100", "models-vit-heads"),
     case("models", ["gpt2", "--vocab", "0"], f"--vocab {POSITIVE}, got 0", "models-vocab"),
     case("models", ["gpt2", "--dataset", "imagenet"], "gpt2 reads token ids, not images (imagenet); use --dataset "
          "tokens", "models-gpt2-images"),

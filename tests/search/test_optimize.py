@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from models.zoo import build_graph
 from search.optimize import main
@@ -25,7 +26,8 @@ def check_outputs(out, gpus=2):
     assert set(report) == REPORT_KEYS and set(report["search"]) == SEARCH_KEYS
     assert [s["name"] for s in report["strategies"]] == ["single", "data_parallel", "model_parallel", "owt", "searched"]
     for row in report["strategies"]:
-        assert set(row) == {"name", "simulated_step_ms", "measured_step_ms", "peak_memory_bytes", "first_step_loss"}
+        assert set(row) == {"name", "simulated_step_ms", "measured_step_ms", "peak_memory_bytes", "first_step_loss",
+                            "tokens_per_s", "mfu"}
         assert isinstance(row["simulated_step_ms"], float) and isinstance(row["peak_memory_bytes"], int)
     graph = build_graph(report["model"], report["dataset"], report["batch_size"])
     strategy = strategy_from_json((out / "strategy.json").read_text(), graph, gpus)
@@ -73,8 +75,12 @@ def test_token_data_is_checked_and_named_in_the_output_and_report(tmp_path, caps
                  "16", "--batch-size", "4", "--gpus", "2", "--machine", "h100x8", "--iterations", "20",
                  "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     description = f"tokens train ({tmp_path / 'train.bin'}, 200 tokens, 12 windows of 16 + 1)"
-    assert f"data: {description}\n" in capsys.readouterr().out
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["data"] == description
+    out = capsys.readouterr().out
+    assert f"data: {description}\n" in out and "tokens/s    MFU" in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["data"] == description
+    for row in report["strategies"]:  # 4 x 16 tokens a step
+        assert row["tokens_per_s"] == pytest.approx(64 / (row["simulated_step_ms"] / 1e3)) and 0 < row["mfu"] < 1
 
 
 def test_same_seed_same_strategy(tmp_path):

@@ -1,6 +1,7 @@
 """A tiny GPT trained by every kind of strategy computes what one device computes: the Megatron layouts
 (heads, column and row splits, a vocabulary-parallel embedding, tied head and loss, sequence-parallel
-norms), data parallelism, and random strategies in stages, with dropout on and a new mask every step."""
+norms), data parallelism, and random strategies in stages, with dropout on and a new mask every step.
+So does a tiny ViT (patches, class token, no dropout)."""
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +20,15 @@ from soap.runner import reference_loss
 from soap.step import TrainStep
 
 GPT = build_graph("gpt2", "tokens", 8, FamilyOptions(depth=1, width=32, heads=4, vocab=64, seq_len=16))
+VIT = build_graph("vit_b16", "tiny-imagenet", 8, FamilyOptions(depth=1, width=32, heads=4))
 STEPS = 2
 
 
-def _train(strategy, optimizer: Optimizer):
+def _train(strategy, optimizer: Optimizer, graph=GPT):
     """Two steps on the seeded batch: (losses, params, optimizer state) on the host."""
-    step = TrainStep(GPT, strategy_shardings(GPT, strategy), optimizer.transformation())
-    state = step.init(init_params(GPT, 0))
-    batch = step.place_batch(*synthetic_batch(GPT, 0))
+    step = TrainStep(graph, strategy_shardings(graph, strategy), optimizer.transformation())
+    state = step.init(init_params(graph, 0))
+    batch = step.place_batch(*synthetic_batch(graph, 0))
     losses = []
     for _ in range(STEPS):
         loss, state = step(state, *batch)
@@ -86,6 +88,14 @@ def test_random_strategies_in_stages_train_as_one_device(num_devices, seed, one_
     step = TrainStep(GPT, strategy_shardings(GPT, strategy), optimizer.transformation())
     assert len(step.stages) > 1
     _assert_same_training(_train(strategy, optimizer), expected, optimizer)
+
+
+@pytest.mark.parametrize("build", [data_parallel, megatron, megatron_sp,
+                                   lambda graph, n: random_strategy(graph, n, np.random.default_rng(2))],
+                         ids=["data_parallel", "megatron", "megatron_sp", "random"])
+def test_a_tiny_vit_trains_as_one_device(build):
+    expected = _train(single(VIT, 1), Optimizer.SGD, VIT)
+    _assert_same_training(_train(build(VIT, 4), Optimizer.SGD, VIT), expected, Optimizer.SGD)
 
 
 def test_a_dropout_mask_drawn_on_a_split_is_the_one_device_draw():
