@@ -16,7 +16,8 @@ from models.zoo import FamilyOptions, build_graph
 from soap.baselines import data_parallel, megatron, megatron_sp, random_strategy, single
 from soap.lowering import strategy_shardings
 from soap.optimizer import Optimizer
-from soap.runner import reference_loss
+from soap.devices import ClusterJob, run_on_cluster
+from soap.runner import RunConfig, reference_loss
 from soap.step import TrainStep
 
 GPT = build_graph("gpt2", "tokens", 8, FamilyOptions(depth=1, width=32, heads=4, vocab=64, seq_len=16))
@@ -48,7 +49,8 @@ def _assert_same_training(got, expected, optimizer: Optimizer) -> None:
     AdamW divides each gradient by its own root mean square, so an element whose exact gradient is 0 but
     whose float sum is noise (+-1e-9: the key bias, which softmax cannot see, as it shifts every key's
     logit equally) moves by +-lr in a direction the summation order picks. Such elements (first moment
-    under 1e-6 of the model's largest) are held to lr * steps; every other element to rtol 1e-5.
+    under 1e-6 of the model's largest) are held to lr * steps; every other element to rtol 1e-5. The
+    first moments are compared too where `got` has an optimizer state (a cluster run fetches parameters only).
     """
     (losses, params, opt_state), (ref_losses, ref_params, ref_opt) = got, expected
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
@@ -61,8 +63,9 @@ def _assert_same_training(got, expected, optimizer: Optimizer) -> None:
             if optimizer is Optimizer.ADAMW:
                 mu = ref_opt[name][0].mu[key]
                 atol[np.abs(mu) < noise] = 1e-3 * STEPS
-                np.testing.assert_allclose(opt_state[name][0].mu[key], mu, rtol=1e-4, atol=noise,
-                                           err_msg=f"{name}.{key} first moment")
+                if opt_state is not None:
+                    np.testing.assert_allclose(opt_state[name][0].mu[key], mu, rtol=1e-4, atol=noise,
+                                               err_msg=f"{name}.{key} first moment")
             np.testing.assert_array_less(np.abs(params[name][key] - value), atol + 1e-5 * np.abs(value),
                                          err_msg=f"{name}.{key}")
 
@@ -88,6 +91,18 @@ def test_random_strategies_in_stages_train_as_one_device(num_devices, seed, one_
     step = TrainStep(GPT, strategy_shardings(GPT, strategy), optimizer.transformation())
     assert len(step.stages) > 1
     _assert_same_training(_train(strategy, optimizer), expected, optimizer)
+
+
+def test_two_pinned_workers_train_megatron_and_a_staged_strategy_as_one_device():
+    """Across processes: Megatron's all-reduces over gloo, and stages whose head borrows the token table
+    from the other process and sends its gradient back."""
+    strategies = [megatron(GPT, 2), random_strategy(GPT, 2, np.random.default_rng(0))]
+    config = RunConfig(steps=STEPS, fetch_params=True, optimizer="adamw")
+    report = run_on_cluster(ClusterJob.for_strategies(GPT, strategies, config), num_workers=2, timeout_s=600)
+    expected = _train(single(GPT, 1), Optimizer.ADAMW)
+    assert report.results[1].num_stages > 1
+    for result in report.results:
+        _assert_same_training((list(result.losses), result.params, None), expected, Optimizer.ADAMW)
 
 
 @pytest.mark.parametrize("build", [data_parallel, megatron, megatron_sp,
