@@ -27,7 +27,9 @@ from collections import defaultdict
 from models.cli import (CommandFailed, OneLineParser, UsageError, check_writable, positive_int, read_text, run_command,
                         write_atomic)
 from models.graph_file import graph_to_json
-from models.zoo import DEFAULT_BATCH_SIZE, MODELS, build_graph
+from models.zoo import (DEFAULT_BATCH_SIZE, MODELS, TOKEN_MODELS, add_family_flags, build_graph, default_dataset,
+                        family_options)
+from soap.optimizer import Optimizer
 from soap.strategy import strategy_from_json, strategy_to_json
 
 PHASES = ("forward", "backward", "update", "comm", "other")
@@ -169,35 +171,46 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     from simulator.calibrate import calibrate
-    from soap.baselines import BASELINES
+    from soap.baselines import BASELINES, TENSOR_PARALLEL, baselines_for
     from soap.devices import ClusterError, run_worker_job
 
     parser = OneLineParser(prog="python -m benchmarks.op_breakdown", description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=positive_int("--gpus"), default=2)
-    parser.add_argument("--strategy", default="owt", help=f"a baseline ({', '.join(BASELINES)})")
+    parser.add_argument("--strategy", default="owt", help=f"a baseline ({', '.join({**BASELINES, **TENSOR_PARALLEL})}; "
+                                                          f"the last two for a model with attention heads)")
     parser.add_argument("--strategy-file", help="a strategy.json instead of a baseline")
     parser.add_argument("--model", default="alexnet", help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("--dataset", default="tiny-imagenet")
-    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--dataset", help="default: tiny-imagenet (imagenet-299 where a model needs more); tokens "
+                                          "for a token model")
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"),
+                        help=f"default: {DEFAULT_BATCH_SIZE}, 16 for a token model")
+    add_family_flags(parser)
+    parser.add_argument("--optimizer", choices=[o.value for o in Optimizer], help="default: sgd, adamw for a token model")
     parser.add_argument("--steps", type=positive_int("--steps"), default=3)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
-    graph = build_graph(args.model, args.dataset, args.batch_size)
+    tokens = args.model in TOKEN_MODELS
+    graph = build_graph(args.model, args.dataset or default_dataset(args.model),
+                        args.batch_size or (16 if tokens else DEFAULT_BATCH_SIZE), family_options(args))
+    optimizer = Optimizer(args.optimizer or ("adamw" if tokens else "sgd"))
+    baselines = baselines_for(graph)
     if args.strategy_file:
         text = read_text("--strategy-file", args.strategy_file, "a strategy.json written by search.optimize")
         strategy = strategy_from_json(text, graph, args.gpus, args.strategy_file)
-    elif args.strategy in BASELINES:
-        strategy = BASELINES[args.strategy](graph, args.gpus)
+    elif args.strategy in baselines:
+        strategy = baselines[args.strategy](graph, args.gpus)
     else:
-        raise UsageError(f"--strategy {args.strategy!r} is not a baseline; use one of {', '.join(BASELINES)} "
-                         f"or --strategy-file")
-    machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr))
+        raise UsageError(f"--strategy {args.strategy!r} is not a baseline of {graph.model}; use one of "
+                         f"{', '.join(baselines)} or --strategy-file")
+    machine, profile = calibrate(graph, args.gpus, say=lambda line: print(line, file=sys.stderr),
+                                 optimizer=optimizer.value)
     from soap.stages import split_stages
 
     staged = len(split_stages(graph, {name: config.device_set for name, config in strategy.items()})) > 1
-    job = {"graph": graph_to_json(graph), "steps": args.steps, "strategy": strategy_to_json(strategy, graph)}
+    job = {"graph": graph_to_json(graph), "steps": args.steps, "strategy": strategy_to_json(strategy, graph),
+           "optimizer": optimizer.value}
     try:
         measured = run_worker_job(json.dumps(job), args.gpus,
                                   lambda folder: [json.loads((folder / f"breakdown{p}.json").read_text())

@@ -1,6 +1,6 @@
 """A worker of benchmarks.op_breakdown: `python -m benchmarks.op_breakdown_worker FOLDER PROCESS_ID`.
 
-Job: {"graph" (models.graph_file JSON), "steps", "strategy"}. Trains 2 warm-up steps, then writes
+Job: {"graph" (models.graph_file JSON), "steps", "strategy", "optimizer" (soap.optimizer: sgd or adamw)}. Trains 2 warm-up steps, then writes
 FOLDER/breakdown{PROCESS_ID}.json, milliseconds per step on this process's device: for a single-program
 step, by "op/phase" from `steps` profiled steps (jax.profiler, Perfetto trace); for a staged step, by
 program (soap.step.TrainStep.program_times), averaged over `steps` steps.
@@ -22,14 +22,15 @@ def main(folder: Path, process_id: int) -> int:
     from benchmarks.op_breakdown import instruction_phases, measured_breakdown
     from models.batch import synthetic_batch
     from models.network import init_params
-    from soap.step import TrainStep, sgd_momentum
+    from soap.optimizer import Optimizer
+    from soap.step import TrainStep
     from models.graph_file import graph_from_json
     from soap.lowering import strategy_shardings
     from soap.strategy import strategy_from_json
 
     graph = graph_from_json(job["graph"], "the breakdown job's graph")
     strategy = strategy_from_json(job["strategy"], graph, jax.device_count())
-    step = TrainStep(graph, strategy_shardings(graph, strategy), sgd_momentum())
+    step = TrainStep(graph, strategy_shardings(graph, strategy), Optimizer(job["optimizer"]).transformation())
     state = step.init(jax.tree.map(np.asarray, init_params(graph, 0)))
     images, labels = step.place_batch(*synthetic_batch(graph, 0))
     for _ in range(2):
