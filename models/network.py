@@ -32,8 +32,9 @@ Params = dict[str, dict[str, jax.Array]]
 # fresh memory against a random output gradient (simulator.measure). 5: the forward and backward timed
 # with the forward's output kept (a conv's forward was left out of it). 6: each op's optimizer update
 # timed with it, at its own parameter size. 7: workers keep the memory they free (soap.join), so an op's
-# scratch buffers stop paying page faults on every call.
-OPS_VERSION = 7
+# scratch buffers stop paying page faults on every call. 8: attention on [b h s k] (batched matmuls), dropout
+# drawing per-step keys.
+OPS_VERSION = 8
 
 
 def own_param_shapes(op: Op) -> dict[str, tuple[int, ...]]:
