@@ -45,7 +45,7 @@ from models.errors import SoapError
 from models.graph_file import DATA
 from models.graph import OpGraph
 from models.importer import ImportedModel, Source, import_model
-from models.network import loss_op
+from models.network import loss_op, op_params
 from models.trace import Path
 from soap.lowering import strategy_shardings
 from soap.stages import sources as op_sources, stage_mesh
@@ -89,7 +89,7 @@ class ShardPlan:
         values = {DATA: images}
         for op in graph.ops[:graph.index(logits) + 1]:
             inputs = tuple(values[name] for name in op_sources(graph, op))
-            values[op.name], new_state = pinned_apply(op, self.shardings.activations[op.name], params.get(op.name),
+            values[op.name], new_state = pinned_apply(op, self.shardings.activations[op.name], op_params(op, params),
                                                       state.get(op.name), inputs)
             for name, value in (new_state or {}).items():
                 variables[paths[op.name, name]].set_value(value)
