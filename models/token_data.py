@@ -143,6 +143,12 @@ def open_tokens(graph: OpGraph, data_dir: str | Path | None, split: Split = "tra
     return dataset
 
 
+def has_split(data_dir: str | Path | None, split: Split) -> bool:
+    """Whether the token data at `data_dir` holds `split` apart from the other splits: synthetic data (each
+    split its own stream) or a folder with <split>.bin. A single .bin or .txt file is one split only."""
+    return data_dir is None or (Path(data_dir) / f"{split}.bin").is_file()
+
+
 def _split_file(path: Path, split: Split) -> Path:
     """The file that holds `split`: `path` itself if a .bin or .txt file, else the folder's <split>.bin."""
     if not path.exists():
