@@ -20,16 +20,13 @@ Both are listed in `skipped_files`. A dataset with no readable image is a DataEr
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -37,6 +34,7 @@ from PIL import Image
 from models.datasets import TOKEN_DATASETS, DatasetShape, Split, dataset_shape
 from models.errors import DataError
 from models.graph import OpGraph
+from models.prefetch import prefetch
 from models.token_data import TokenDataset, open_tokens
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -51,7 +49,6 @@ SPLIT_IMAGES: dict[tuple[str, str], int] = {
 TINY_LAYOUT = "the tiny-imagenet-200 folder with wnids.txt, train/<wnid>/images/*.JPEG, val/val_annotations.txt"
 DOGS_LAYOUT = "the Kaggle dogs-vs-cats folder with train/cat.N.jpg and train/dog.N.jpg, or that train/ folder"
 _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(eq=False)
@@ -172,27 +169,9 @@ def open_dataset(name: str, data_dir: str | Path | None, split: Split = "train",
     return _readable(shape, split, root, pairs)
 
 
-def prefetch(load: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
-    """Yield load(item) for each item, in order, loaded in background threads up to `ahead` items early.
-
-    One thread per item in flight, at most one per core. Closing the generator (or dropping it) cancels the
-    queued loads and joins the threads; an exception in `load` is raised here, in the consumer.
-    """
-    assert ahead >= 1, ahead
-    items = iter(items)
-    pool = ThreadPoolExecutor(min(ahead, os.cpu_count() or 1), thread_name_prefix="soap-data")
-    try:
-        queued = deque(pool.submit(load, item) for item in islice(items, ahead))
-        while queued:
-            result = queued.popleft().result()
-            queued.extend(pool.submit(load, item) for item in islice(items, 1))
-            yield result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def measure_throughput(dataset: Dataset, batch_size: int, batches: int) -> float:
-    """Images per second the input pipeline alone delivers over `batches` batches (epochs 0, 1, ... as needed)."""
+def measure_throughput(dataset: Dataset | TokenDataset, batch_size: int, batches: int) -> float:
+    """Samples (images, or token windows) per second the input pipeline alone delivers over `batches` batches
+    (epochs 0, 1, ... as needed)."""
     if batches < 1:
         raise DataError(f"measuring input throughput needs 1 or more batches, got {batches}")
     served, epoch = 0, 0

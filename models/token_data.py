@@ -38,6 +38,7 @@ from models.datasets import Split
 from models.errors import DataError
 from models.graph import OpGraph
 from models.labels import Role
+from models.prefetch import prefetch
 
 TEXT_VOCAB = 256  # a text file is read as bytes
 SYNTHETIC_TOKENS: dict[str, int] = {"train": 1 << 20, "val": 1 << 17}  # per split; each split its own stream
@@ -98,15 +99,26 @@ class TokenDataset:
             raise DataError(f"batch size {batch_size} is over the {len(self)} windows of {self.description}; "
                             f"use --batch-size {len(self)} or less, a shorter --seq-len, or more data")
 
-    def batches(self, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch of (ids, labels) batches, each int32 [batch_size, sequence_tokens]."""
+    def batches(self, batch_size: int, seed: int, epoch: int, ahead: int = 4,
+                rows: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (ids, labels) batches, each int32 [batch_size, sequence_tokens], read up to `ahead`
+        batches early in background threads (a memmap read may wait on the disk).
+
+        `rows` (positions within a batch) are the ids a process places (soap.step.TrainStep.local_batch_rows);
+        the other rows of ids are zero, as models.data's images are, so a strategy that read a row its process
+        does not place would show in its loss. Labels are always whole: the loss may be split otherwise.
+        """
         self.require_batch(batch_size)
         steps = self.steps_per_epoch(batch_size)
         chunks = self.order(seed, epoch)[: steps * batch_size].reshape(steps, batch_size)
-        offsets = np.arange(self.sequence_tokens + 1)
-        for chunk in chunks:
-            windows = self.tokens[chunk[:, None] * self.sequence_tokens + offsets].astype(np.int32)
-            yield windows[:, :-1], windows[:, 1:]
+        rows = np.arange(batch_size) if rows is None else np.asarray(rows)
+        return prefetch(lambda chunk: self._batch(chunk, rows), chunks, ahead)
+
+    def _batch(self, windows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.tokens[windows[:, None] * self.sequence_tokens + np.arange(self.sequence_tokens + 1)]
+        ids = np.zeros((len(windows), self.sequence_tokens), np.int32)
+        ids[rows] = tokens[rows, :-1]
+        return ids, tokens[:, 1:].astype(np.int32)
 
 
 def open_tokens(graph: OpGraph, data_dir: str | Path | None, split: Split = "train", seed: int = 0) -> TokenDataset:
@@ -129,6 +141,12 @@ def open_tokens(graph: OpGraph, data_dir: str | Path | None, split: Split = "tra
         dataset = TokenDataset(tokens, shape.sequence_tokens, split, path)
     dataset.require_batch(graph.batch_size)
     return dataset
+
+
+def has_split(data_dir: str | Path | None, split: Split) -> bool:
+    """Whether the token data at `data_dir` holds `split` apart from the other splits: synthetic data (each
+    split its own stream) or a folder with <split>.bin. A single .bin or .txt file is one split only."""
+    return data_dir is None or (Path(data_dir) / f"{split}.bin").is_file()
 
 
 def _split_file(path: Path, split: Split) -> Path:

@@ -1,10 +1,12 @@
 """An epoch-training worker: `python -m soap.epoch_worker FOLDER PROCESS_ID`, started by benchmarks.epochs.
 
-Job (FOLDER/job.json): {"model", "dataset", "batch_size", "data_dir" (null: synthetic), "strategies":
-{name: strategy JSON}, "config": soap.epochs.EpochConfig's fields}. Every worker trains every strategy in
-turn (soap.epochs.train_epochs); process 0 appends one JSON line per event to FOLDER/epochs.jsonl as it
-happens, so that the parent shows progress and keeps every finished epoch if the run is stopped:
-{"strategy", "compile_s"} once per strategy, then {"strategy", "epoch", "seconds", "loss", "steps"}.
+Job (FOLDER/job.json): {"graph" (models.graph_file JSON), "dataset", "data_dir" (null: synthetic),
+"evaluate" (whether to evaluate on the val split), "strategies": {name: strategy JSON}, "config":
+soap.epochs.EpochConfig's fields}. Every worker trains every strategy in turn (soap.epochs.train_epochs);
+process 0 appends one JSON line per event to FOLDER/epochs.jsonl as it happens, so that the parent shows
+progress and keeps every finished epoch if the run is stopped: {"strategy", "epoch", "seconds", "loss",
+"steps"} per epoch, then {"strategy", "compile_s"} once per strategy, with "eval_loss", "eval_accuracy"
+and "eval_batches" when evaluated.
 """
 
 import json
@@ -23,14 +25,15 @@ def main(folder: Path, process_id: int) -> int:
 
     from models.data import open_dataset
     from models.errors import SoapError
-    from models.zoo import build_graph
+    from models.graph_file import graph_from_json
     from soap.epochs import EpochConfig, train_epochs
     from soap.strategy import strategy_from_json
 
     try:
-        graph = build_graph(job["model"], job["dataset"], job["batch_size"])
-        dataset = open_dataset(job["dataset"], job["data_dir"], "train", job["config"]["seed"])
+        graph = graph_from_json(job["graph"], "the epoch job's graph")
         config = EpochConfig(**job["config"])
+        dataset = open_dataset(job["dataset"], job["data_dir"], "train", config.seed, graph)
+        held_out = open_dataset(job["dataset"], job["data_dir"], "val", config.seed, graph) if job["evaluate"] else None
         strategies = {name: strategy_from_json(text, graph, jax.device_count(), source=f"strategy {name} of the job")
                       for name, text in job["strategies"].items()}
         with open(folder / "epochs.jsonl" if process_id == 0 else os.devnull, "a") as log:
@@ -42,8 +45,11 @@ def main(folder: Path, process_id: int) -> int:
                 barrier(f"strategy {name}")
                 result = train_epochs(graph, strategy, dataset, config,
                                       on_epoch=lambda record, name=name: write({"strategy": name,
-                                                                                **dataclasses.asdict(record)}))
-                write({"strategy": name, "compile_s": result.compile_s})
+                                                                                **dataclasses.asdict(record)}),
+                                      evaluation_data=held_out)
+                evaluated = ({f"eval_{k}": v for k, v in dataclasses.asdict(result.evaluation).items()}
+                             if result.evaluation else {})
+                write({"strategy": name, "compile_s": result.compile_s, **evaluated})
     except SoapError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2

@@ -9,7 +9,7 @@ import pytest
 
 from models.data import open_dataset
 from models.errors import DataError
-from models.token_data import SYNTHETIC_TOKENS, open_tokens, token_input
+from models.token_data import SYNTHETIC_TOKENS, has_split, open_tokens, token_input
 from models.zoo import FamilyOptions, build_graph
 
 SEQUENCE, VOCAB, BATCH = 4, 64, 2
@@ -156,3 +156,18 @@ def test_a_folder_without_val_bin_has_no_val_split(graph, folder):
 def test_an_image_model_reads_no_tokens(folder):
     with pytest.raises(DataError, match="alexnet reads images, not token ids"):
         open_tokens(build_graph("alexnet", "tiny-imagenet", 2), folder)
+
+
+def test_a_process_reads_the_ids_of_the_rows_it_places_and_every_label(graph, folder):
+    dataset = open_dataset("tokens", folder, "train", 0, graph)
+    (whole_ids, whole_labels), _ = epoch(dataset)
+    (ids, labels), _ = list(dataset.batches(BATCH, seed=0, epoch=0, ahead=1, rows=np.array([1])))
+    np.testing.assert_array_equal(ids[1], whole_ids[1])
+    assert not ids[0].any()  # another process's row: never read, left zero
+    np.testing.assert_array_equal(labels, whole_labels)  # the loss may be split otherwise than the ids
+
+
+def test_a_split_of_its_own_is_a_folders_bin_or_synthetic(folder):
+    assert has_split(folder, "val") and has_split(None, "val")
+    (folder / "val.bin").unlink()
+    assert not has_split(folder, "val") and not has_split(folder / "train.bin", "val")

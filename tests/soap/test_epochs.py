@@ -8,19 +8,37 @@ import numpy as np
 import pytest
 
 from models.data import open_dataset
-from models.zoo import build_graph
-from benchmarks.epochs import same_as_baseline
-from soap.baselines import data_parallel, owt, random_strategy, single
+from models.zoo import FamilyOptions, build_graph
+from benchmarks.epochs import same_as_baseline, summarize
+from soap.baselines import data_parallel, megatron, owt, random_strategy, single
 from soap.epochs import EpochConfig, train_epochs
 from soap.strategy import strategy_to_json
 from tests.fakedata import write_tiny_imagenet
 
 BATCH = 4
+GPT_FLAGS = ["--model", "gpt2", "--depth", "1", "--width", "32", "--heads", "2", "--vocab", "64", "--seq-len", "16",
+             "--batch-size", str(BATCH)]
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return write_tiny_imagenet(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt():
+    """GPT-2 of one block, width 32, 2 heads, vocabulary 64, 16 tokens a sample, 4 samples a batch."""
+    return build_graph("gpt2", "tokens", BATCH, FamilyOptions(depth=1, width=32, heads=2, vocab=64, seq_len=16))
+
+
+@pytest.fixture(scope="module")
+def token_dir(tmp_path_factory):
+    """train.bin: 300 random ids below 64 (18 windows of 16 + 1: 4 steps of 4); val.bin: 100 (6 windows)."""
+    folder = tmp_path_factory.mktemp("tokens")
+    rng = np.random.default_rng(0)
+    rng.integers(0, 64, 300).astype(np.uint16).tofile(folder / "train.bin")
+    rng.integers(0, 64, 100).astype(np.uint16).tofile(folder / "val.bin")
+    return folder
 
 
 def test_strategies_learn_the_same_over_epochs_of_real_files(tiny_dir):
@@ -36,6 +54,29 @@ def test_strategies_learn_the_same_over_epochs_of_real_files(tiny_dir):
     for name in ("data_parallel", "owt"):
         np.testing.assert_allclose(losses[name], losses["single"], rtol=1e-5)
     assert all(result.compile_s > 0 for result in results.values())
+
+
+def test_a_tiny_gpt_trains_the_same_from_the_same_seed_and_is_evaluated(tiny_gpt, token_dir):
+    train = open_dataset("tokens", token_dir, "train", 0, tiny_gpt)
+    val = open_dataset("tokens", token_dir, "val", 0, tiny_gpt)
+    config = EpochConfig(epochs=2, optimizer="adamw")
+    first, again = (train_epochs(tiny_gpt, megatron(tiny_gpt, 2), train, config, evaluation_data=val)
+                    for _ in range(2))
+    losses = [e.loss for e in first.epochs]
+    assert [e.steps for e in first.epochs] == [4, 4] and losses[1] < losses[0]  # it trains
+    assert [e.loss for e in again.epochs] == losses and again.evaluation == first.evaluation  # dropout keys: seeded
+    assert first.evaluation.batches == 1 and 0 <= first.evaluation.accuracy <= 1
+    assert np.isfinite(first.evaluation.loss)
+
+
+def test_token_throughput_is_tokens_an_epoch_over_its_mean_time():
+    records = [{"strategy": "megatron", "epoch": k, "seconds": seconds, "loss": 4.0, "steps": 4}
+               for k, seconds in ((1, 2.0), (2, 6.0))]
+    records.append({"strategy": "megatron", "compile_s": 3.0, "eval_loss": 4.1, "eval_accuracy": 0.02,
+                    "eval_batches": 1})
+    summary = summarize(records, ["megatron"], "tokens", per_step=BATCH * 16)["megatron"]
+    assert summary["tokens_per_s"] == 4 * BATCH * 16 / 4.0  # 4 steps of 4 x 16 tokens, mean epoch 4 s
+    assert (summary["eval_loss"], summary["eval_accuracy"], summary["eval_batches"]) == (4.1, 0.02, 1)
 
 
 def _benchmark(*args):
@@ -64,11 +105,32 @@ def test_the_benchmark_trains_every_strategy_on_two_workers(tiny_dir, tmp_path):
     assert "largest loss difference from single" in done.stdout and (tmp_path / "epochs.png").exists()
 
 
+def test_the_benchmark_trains_a_tiny_gpt_on_two_workers(token_dir, tmp_path):
+    out = tmp_path / "epochs.json"
+    done = _benchmark(*GPT_FLAGS, "--data-dir", str(token_dir), "--strategy", "megatron", "--strategy",
+                      "data_parallel", "--epochs", "1", "--json", str(out), "--plot", str(tmp_path / "epochs.png"))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    assert (document["optimizer"], document["searched_strategy"]) == ("adamw", None)
+    strategies = document["strategies"]
+    assert list(strategies) == ["data_parallel", "megatron"]  # the baselines' order
+    for summary in strategies.values():
+        assert summary["steps_per_epoch"] == 4 and summary["tokens_per_s"] > 0 and summary["eval_batches"] == 1
+    np.testing.assert_allclose(strategies["megatron"]["losses"], strategies["data_parallel"]["losses"], rtol=1e-5)
+    np.testing.assert_allclose(strategies["megatron"]["eval_loss"], strategies["data_parallel"]["eval_loss"],
+                               rtol=1e-5)
+    assert "tokens/s" in done.stdout and "val split after the last epoch" in done.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data-dir", "/no/such/folder"], "data dir /no/such/folder does not exist"),
     (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
     (["--dataset", "mnist"], "invalid choice: 'mnist'"),
     (["--strategy-file", "/no/such.json"], "--strategy-file '/no/such.json' cannot be read"),
+    (["--strategy", "megatron"], "--strategy 'megatron' is not a baseline of alexnet"),
+    (["--strategy", "owt", "--strategy-file", "s.json"], "--strategy-file is for the searched strategy"),
+    ([*GPT_FLAGS, "--dataset", "tiny-imagenet"], "gpt2 reads token ids, not images"),
+    ([*GPT_FLAGS, "--data-dir", "/no/such/tokens"], "token data /no/such/tokens does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     done = _benchmark(*args)
