@@ -71,7 +71,7 @@ def run_chain(graph, num_devices: int, start_name: str, iterations: int, seed: i
     beta = BETA_RELATIVE / start_ms if math.isfinite(start_ms) else 0.0
 
     def price(strategy):
-        return priced_ms(simulator.delta(strategy))
+        return priced_ms(simulator.delta(strategy, time_over_memory=False))  # as the search prices
 
     propose = proposal(graph, num_devices)
     clock = time.process_time if profiler is None else time.perf_counter

@@ -218,7 +218,9 @@ def search_strategy(
     descent (search.descent) to the proposals, DESCENT_SHARE of them."""
     began = clock()
     simulator = Simulator(graph, machine, cost_model)
-    price = simulator.delta if simulation == "delta" else simulator.full
+    # A strategy over memory is priced inf whatever its time, so a delta need not time it.
+    price = ((lambda strategy: simulator.delta(strategy, time_over_memory=False)) if simulation == "delta"
+             else simulator.full)
     improvements: list[tuple[float, float]] = []
 
     def noted(ms: float) -> float:
