@@ -53,7 +53,7 @@ def build_start(name: str, graph, simulator: Simulator, seed: int):
         found = narrower_data_parallel(graph, num_devices, lambda s: simulator.full(s).step_ms)
         strategy = None if found is None else found[1]
     else:
-        strategy = baseline_strategies(graph, num_devices)[0].get(name)
+        strategy = baseline_strategies(graph, num_devices, simulator.machine.devices_per_node)[0].get(name)
     if strategy is None:
         raise UsageError(f"--start {name} does not exist for {graph.model} on {num_devices} devices; "
                          f"try data_parallel or {RANDOM_START}")

@@ -82,7 +82,7 @@ def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = 
     reference's included, with greedy descents among its moves; `optimizer`: the update the costs price."""
     machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device, optimizer=optimizer)
-    baselines = baseline_strategies(graph, num_devices)[0]
+    baselines = baseline_strategies(graph, num_devices, machine.devices_per_node)[0]
     starts = {seed: search_starts(graph, num_devices, baselines, seed) for seed in seeds}
     budget = Budget(iterations=iterations)
     references = []

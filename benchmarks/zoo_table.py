@@ -61,7 +61,7 @@ def run(model: str, preset: str, num_devices: int, budget_s: float, seed: int) -
     graph = build_graph(model, dataset_for(model), per_gpu * num_devices)
     machine = machine_preset(preset, num_devices)
     cost = RooflineCostModel(machine.device, optimizer=optimizer_for(graph))
-    baselines, _ = baseline_strategies(graph, num_devices)
+    baselines, _ = baseline_strategies(graph, num_devices, machine.devices_per_node)
     simulator = Simulator(graph, machine, cost)
     rows = {name: _row(simulator.full(strategy)) for name, strategy in baselines.items()}
     starts = search_starts(graph, num_devices, baselines, seed)

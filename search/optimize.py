@@ -186,7 +186,7 @@ def _main(argv: list[str] | None) -> int:
     machine, cost_model, costs, drift = (*resolved, None) if resolved else calibrate_local(options, graph)
     print(f"{graph.model} / {graph.dataset}, batch {graph.batch_size}, {options.gpus} devices of machine "
           f"{machine.name} ({machine.device.kind}); {costs}")
-    baselines, notes = baseline_strategies(graph, options.gpus)
+    baselines, notes = baseline_strategies(graph, options.gpus, machine.devices_per_node)
     for note in notes:
         print(f"note: {note}")
     starts = search_starts(graph, options.gpus, baselines, options.seed, init)
