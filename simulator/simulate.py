@@ -22,8 +22,8 @@ A caller that prices a strategy over a device's memory as infinite, whatever its
 asks `delta(strategy, time_over_memory=False)`: over memory, the pass is put off (the result's step time
 is inf) until a later delta or a trace needs the times, and then runs from the first segment left
 untimed. The memory is summed before the pass, so it costs nothing to know. Chains from layouts over
-memory price mostly such strategies (GPT-2 Medium on 64 k80-16x4 GPUs, 2 sequences per GPU: five of
-seven starts).
+memory price mostly such strategies (GPT-2 Medium on 64 k80-16x4 GPUs, 2 sequences per GPU: the chains
+from model_parallel, single and the random start).
 """
 
 from __future__ import annotations
