@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.model_flags import add_model_flags, graph_of
+from benchmarks.model_flags import add_model_flags, graph_of, optimizer_for
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_int, run_command, write_atomic
 from search.mcmc import Budget, run_mcmc
 from search.starts import additive_start, narrower_data_parallel
@@ -53,7 +53,7 @@ def build_start(name: str, graph, simulator: Simulator, seed: int):
         found = narrower_data_parallel(graph, num_devices, lambda s: simulator.full(s).step_ms)
         strategy = None if found is None else found[1]
     else:
-        strategy = baseline_strategies(graph, num_devices)[0].get(name)
+        strategy = baseline_strategies(graph, num_devices, simulator.machine.devices_per_node)[0].get(name)
     if strategy is None:
         raise UsageError(f"--start {name} does not exist for {graph.model} on {num_devices} devices; "
                          f"try data_parallel or {RANDOM_START}")
@@ -65,13 +65,13 @@ def run_chain(graph, num_devices: int, start_name: str, iterations: int, seed: i
               profiler: cProfile.Profile | None = None) -> tuple[float, int, float, float]:
     """(CPU seconds of the chain, its iterations, the start's ms, the chain's best ms)."""
     machine = machine_preset(preset, num_devices)
-    simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
+    simulator = Simulator(graph, machine, RooflineCostModel(machine.device, optimizer=optimizer_for(graph)))
     start = build_start(start_name, graph, simulator, seed)
     start_ms = simulator.full(start).step_ms
     beta = BETA_RELATIVE / start_ms if math.isfinite(start_ms) else 0.0
 
     def price(strategy):
-        return priced_ms(simulator.delta(strategy))
+        return priced_ms(simulator.delta(strategy, time_over_memory=False))  # as the search prices
 
     propose = proposal(graph, num_devices)
     clock = time.process_time if profiler is None else time.perf_counter
@@ -123,15 +123,16 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
-    graph = graph_of(args)
     rows = []
     for num_devices in args.sizes:
+        graph = graph_of(args, num_devices)
         seconds, iterations, start_ms, best_ms = run_chain(graph, num_devices, args.start, args.iterations, args.seed,
                                                            args.machine)
         profiler = cProfile.Profile()
         run_chain(graph, num_devices, args.start, args.iterations, args.seed, args.machine, profiler)
         top = top_functions(profiler)
-        rows.append({"gpus": num_devices, "start": args.start, "start_ms": start_ms, "best_ms": best_ms,
+        rows.append({"gpus": num_devices, "batch_size": graph.batch_size, "start": args.start, "start_ms": start_ms,
+                     "best_ms": best_ms,
                      "iterations": iterations, "seconds": seconds, "iterations_per_s": iterations / seconds,
                      "top_functions": top})
         print(f"{graph.model} on {num_devices} {args.machine} GPUs, one chain from {args.start} ({start_ms:.3f} ms "
@@ -140,7 +141,7 @@ def _main(argv: list[str] | None) -> int:
         for entry in top:
             print(f"  {entry['share']:6.1%}  {entry['calls']:>9}  {entry['function']}")
     if args.json:
-        write_atomic(args.json, json.dumps({"benchmark": "search_profile", "model": graph.model,
+        write_atomic(args.json, json.dumps({"benchmark": "search_profile", "model": args.model,
                                             "machine": args.machine, "start": args.start, "seed": args.seed,
                                             "rows": rows}, indent=1))
     return 0

@@ -4,9 +4,12 @@
     python -m benchmarks.search_time --model inception_v3 --sizes 16 64 --iterations 300
     python -m benchmarks.search_time --sizes 16 32 64 --seeds 0 1 2 3 --reference-ms 1.894 1.549 1.313
     python -m benchmarks.search_time --descent --sizes 16 --seeds 0 1 2 3 --reference-ms 1.894
+    python -m benchmarks.search_time --model gpt2 --sizes 8 16 64 --machine k80-16x4
 
 A zoo model (AlexNet by default: tiny-imagenet shapes, batch 128) on 4, 8, 16, 32, 64 GPUs of
-p100-4x4-shaped machines (roofline costs from the datasheet; --machine for another preset). For each size: a
+p100-4x4-shaped machines (roofline costs from the datasheet; --machine for another preset). A transformer
+(GPT-2, BERT: the tokens dataset; ViT) trains as in benchmarks.zoo_table: AdamW, 8 sequences (images) per
+GPU (benchmarks.model_flags). For each size: a
 reference search REFERENCE_FACTOR (10) times longer than the timed one (10 x --iterations, all chains)
 finds the reference best; then the search of --iterations (same seed) runs with delta simulation and with
 full simulation, stopped as soon as its best is within 1% of the reference best, and that moment is its
@@ -33,7 +36,7 @@ import math
 import statistics
 import time
 
-from benchmarks.model_flags import add_model_flags, graph_of
+from benchmarks.model_flags import add_model_flags, graph_of, optimizer_for
 from models.cli import (OneLineParser, UsageError, check_writable, natural_int, positive_float, positive_int,
                         run_command, write_atomic)
 from search.mcmc import Budget, Progress
@@ -41,6 +44,8 @@ from search.strategy_search import SearchResult, baseline_strategies, search_sta
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
+from soap.baselines import has_heads
+from soap.optimizer import Optimizer
 
 # FlexFlow's search time to its best, full / delta simulation, seconds, by (model, machine) and GPUs.
 FLEXFLOW_S = {("alexnet", "p100-4x4"): {4: (0.11, 0.04), 8: (0.40, 0.13), 16: (1.4, 0.48), 32: (5.3, 1.8),
@@ -70,13 +75,14 @@ def _search_until(graph, machine, cost, starts, budget: Budget, seed: int, simul
 
 
 def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = (0,),
-             preset: str = "p100-4x4", reference_ms: float | None = None, descent: bool = False) -> dict:
+             preset: str = "p100-4x4", reference_ms: float | None = None, descent: bool = False,
+             optimizer: Optimizer = Optimizer.SGD) -> dict:
     """One row of the table; `reference_ms`, when given, is the best the seeds are timed against, and no
     reference search runs (the row's reference fields are then empty); `descent`: every search, the
-    reference's included, with greedy descents among its moves."""
+    reference's included, with greedy descents among its moves; `optimizer`: the update the costs price."""
     machine = machine_preset(preset, num_devices)
-    cost = RooflineCostModel(machine.device)
-    baselines = baseline_strategies(graph, num_devices)[0]
+    cost = RooflineCostModel(machine.device, optimizer=optimizer)
+    baselines = baseline_strategies(graph, num_devices, machine.devices_per_node)[0]
     starts = {seed: search_starts(graph, num_devices, baselines, seed) for seed in seeds}
     budget = Budget(iterations=iterations)
     references = []
@@ -101,7 +107,7 @@ def run_size(graph, num_devices: int, iterations: int, seeds: tuple[int, ...] = 
     dp_ms = baseline_ms.get("data_parallel")
     flexflow = FLEXFLOW_S.get((graph.model, preset), {}).get(num_devices, (None, None))
     return {
-        "gpus": num_devices, "reference_best_ms": reference_ms, "seeds": list(seeds),
+        "gpus": num_devices, "batch_size": graph.batch_size, "reference_best_ms": reference_ms, "seeds": list(seeds),
         "full_s": median_seconds(full_s), "delta_s": median_seconds(delta_s),
         "within_1pct": sum(seconds is not None for seconds in delta_s),
         "full_s_by_seed": full_s, "delta_s_by_seed": delta_s, "searched_ms_by_seed": searched_ms,
@@ -154,10 +160,12 @@ def _main(argv: list[str] | None) -> int:
                          f"--reference-ms {len(args.reference_ms)}); give one ms per size, in the order of --sizes")
     if args.json:
         check_writable("--json", args.json)
-    graph = graph_of(args)
+    graph = graph_of(args, args.sizes[0])
+    batch = (f"batch {args.batch_size}" if args.batch_size or not has_heads(graph) else
+             f"{graph.batch_size // args.sizes[0]} per GPU, {optimizer_for(graph).value}")
     against = ("the given bests" if args.reference_ms else
                f"the best a search of {REFERENCE_FACTOR * args.iterations} iterations finds")
-    print(f"{graph.model} {graph.dataset} batch {graph.batch_size}, {args.machine} machines; time to within 1% of "
+    print(f"{graph.model} {graph.dataset} {batch}, {args.machine} machines; time to within 1% of "
           f"{against}, in at most {args.iterations} (seeds {' '.join(map(str, args.seeds))}; times are medians "
           f"over them){'; with greedy descents' if args.descent else ''}")
     print(f"{'GPUs':>5} {'full s':>8} {'delta s':>8} {'within 1%':>10} {'FlexFlow full/delta s':>22} {'best ms':>12} "
@@ -165,8 +173,9 @@ def _main(argv: list[str] | None) -> int:
     rows = []
     for position, num_devices in enumerate(args.sizes):
         reference_ms = args.reference_ms[position] if args.reference_ms else None
+        graph = graph_of(args, num_devices)
         row = run_size(graph, num_devices, args.iterations, tuple(args.seeds), args.machine, reference_ms,
-                       args.descent)
+                       args.descent, optimizer_for(graph))
         rows.append(row)
         print(f"{num_devices:>5} {_seconds(row['full_s']):>8} {_seconds(row['delta_s']):>8} "
               f"{row['within_1pct']:>4} of {len(args.seeds):<3} "
@@ -176,7 +185,7 @@ def _main(argv: list[str] | None) -> int:
               f"{_speedup(row['speedup_over_best_baseline']):>17}")
     if args.json:
         write_atomic(args.json, json.dumps({"benchmark": "search_time", "model": graph.model, "dataset": graph.dataset,
-                                            "batch_size": graph.batch_size, "machine": args.machine,
+                                            "machine": args.machine,
                                             "iterations": args.iterations, "seeds": args.seeds,
                                             "descent": args.descent, "rows": rows},
                                            indent=1))

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from benchmarks.model_flags import add_model_flags, graph_of
+from benchmarks.model_flags import add_model_flags, graph_of, optimizer_for
 from models.cli import OneLineParser, check_writable, natural_int, positive_int, run_command, write_atomic
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
@@ -43,7 +43,7 @@ def random_walk(graph, num_devices: int, moves: int, seed: int) -> list:
 
 def measure(graph, num_devices: int, moves: int, seed: int, preset: str = "p100-4x4") -> dict:
     machine = machine_preset(preset, num_devices)
-    simulator = Simulator(graph, machine, RooflineCostModel(machine.device))
+    simulator = Simulator(graph, machine, RooflineCostModel(machine.device, optimizer=optimizer_for(graph)))
     walk = random_walk(graph, num_devices, moves, seed)
     for strategy in walk:  # fills the value caches both modes share; not the segments delta keeps
         simulator.full(strategy)
@@ -56,7 +56,7 @@ def measure(graph, num_devices: int, moves: int, seed: int, preset: str = "p100-
     delta_s = time.perf_counter() - started
     assert by_delta == by_full[1:], "delta and full simulation disagree"
     full_per_s, delta_per_s = len(walk) / full_s, (len(walk) - 1) / delta_s
-    return {"gpus": num_devices, "full_per_s": full_per_s, "delta_per_s": delta_per_s,
+    return {"gpus": num_devices, "batch_size": graph.batch_size, "full_per_s": full_per_s, "delta_per_s": delta_per_s,
             "full_ms": 1e3 / full_per_s, "delta_ms": 1e3 / delta_per_s, "ratio": delta_per_s / full_per_s}
 
 
@@ -73,19 +73,21 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.json:
         check_writable("--json", args.json)
-    graph = graph_of(args)
-    print(f"{graph.model} {graph.dataset}, batch {graph.batch_size} ({len(graph)} ops), {args.machine} machines, "
-          f"{args.moves} random single-op moves from DP")
-    print(f"{'GPUs':>5} {'full/s':>9} {'delta/s':>9} {'full ms':>8} {'delta ms':>9} {'delta/full':>11}")
+    graph = graph_of(args, args.sizes[0])
+    print(f"{graph.model} {graph.dataset} ({len(graph)} ops), {args.machine} machines, {args.moves} random single-op "
+          f"moves from DP")
+    print(f"{'GPUs':>5} {'batch':>6} {'full/s':>9} {'delta/s':>9} {'full ms':>8} {'delta ms':>9} {'delta/full':>11}")
     rows = []
     for num_devices in args.sizes:
+        graph = graph_of(args, num_devices)
         row = measure(graph, num_devices, args.moves, args.seed, args.machine)
         rows.append(row)
-        print(f"{num_devices:>5} {row['full_per_s']:>9.0f} {row['delta_per_s']:>9.0f} {row['full_ms']:>8.3f} "
+        print(f"{num_devices:>5} {graph.batch_size:>6} {row['full_per_s']:>9.0f} {row['delta_per_s']:>9.0f} "
+              f"{row['full_ms']:>8.3f} "
               f"{row['delta_ms']:>9.3f} {row['ratio']:>10.2f}x")
     if args.json:
         write_atomic(args.json, json.dumps({"benchmark": "simulator_speed", "model": graph.model,
-                                            "dataset": graph.dataset, "batch_size": graph.batch_size,
+                                            "dataset": graph.dataset,
                                             "machine": args.machine, "moves": args.moves, "rows": rows}, indent=1))
     return 0
 

@@ -11,12 +11,14 @@ searched speedup over data parallelism and over the best baseline, beside FlexFl
 (SysML 2019: 1.3-3.3x over data parallelism and expert strategies; ResNet-101 close to data
 parallelism). Strategies over a device's memory are marked; the search never accepts one.
 
-    python -m benchmarks.zoo_table --models gpt2 gpt2_medium gpt2_xl [--budget 60]
+    python -m benchmarks.zoo_table --models gpt2 gpt2_medium gpt2_xl vit_b16 bert_base [--budget 60]
 
-A token model (GPT-2 and its family) runs on h100x8 (8 GPUs), p100-4x4 (16) and k80-16x4 (64) with AdamW,
-8 sequences of its context per GPU: the step time and peak memory per device of data_parallel, megatron,
-megatron_sp and the searched strategy (Megatron's layouts are left out where no tensor degree divides the
-heads, e.g. GPT-2 XL's 25 on 16 GPUs), and the searched speedup over the best Megatron layout.
+A transformer (a model with attention heads: GPT-2 and its family and BERT on token ids, ViT-B/16 on
+ImageNet's 224x224 images) runs on h100x8 (8 GPUs), p100-4x4 (16) and k80-16x4 (64) with AdamW, 8
+sequences of its context (8 images) per GPU (benchmarks.model_flags): the step time and peak memory per
+device of data_parallel, megatron, megatron_sp and the searched strategy (Megatron's layouts are left out
+where no tensor degree divides the heads, e.g. GPT-2 XL's 25 on 16 GPUs), and the searched speedup over
+the best Megatron layout.
 """
 
 from __future__ import annotations
@@ -24,34 +26,42 @@ from __future__ import annotations
 import json
 import time
 
+from benchmarks.model_flags import PER_GPU_TRANSFORMER, is_transformer, optimizer_for
 from models.cli import OneLineParser, UsageError, check_writable, natural_int, positive_float, run_command, write_atomic
-from models.zoo import MODELS, TOKEN_MODELS, build_graph
+from models.datasets import TOKEN_DATASETS
+from models.zoo import MODELS, build_graph, default_dataset
 from search.mcmc import Budget
 from search.strategy_search import baseline_strategies, search_starts, search_strategy
 from simulator.cost import RooflineCostModel
 from simulator.machine import machine_preset
 from simulator.simulate import Simulator
-from soap.optimizer import Optimizer
 
 MACHINES = (("p100-4x4", 16), ("k80-16x4", 64))
-TOKEN_MACHINES = (("h100x8", 8), ("p100-4x4", 16), ("k80-16x4", 64))
+TRANSFORMER_MACHINES = (("h100x8", 8), ("p100-4x4", 16), ("k80-16x4", 64))
 IMAGES_PER_GPU = 64
-SEQUENCES_PER_GPU = 8
-TOKEN_STRATEGIES = ("data_parallel", "megatron", "megatron_sp", "searched")
+TRANSFORMER_STRATEGIES = ("data_parallel", "megatron", "megatron_sp", "searched")
 FLEXFLOW_RANGE = "1.3-3.3x"
 
 
 def dataset_for(model: str) -> str:
+    """ImageNet's shapes for an image model (299x299 for Inception-v3), the tokens for a token model."""
+    dataset = default_dataset(model)
+    if dataset in TOKEN_DATASETS:
+        return dataset
     return "imagenet-299" if model == "inception_v3" else "imagenet"
 
 
+def transformer(model: str) -> bool:
+    """Whether `model` belongs in the transformer table (it has attention heads)."""
+    return is_transformer(model, dataset_for(model))
+
+
 def run(model: str, preset: str, num_devices: int, budget_s: float, seed: int) -> dict:
-    tokens = model in TOKEN_MODELS
-    graph = (build_graph(model, "tokens", SEQUENCES_PER_GPU * num_devices) if tokens
-             else build_graph(model, dataset_for(model), IMAGES_PER_GPU * num_devices))
+    per_gpu = PER_GPU_TRANSFORMER if transformer(model) else IMAGES_PER_GPU
+    graph = build_graph(model, dataset_for(model), per_gpu * num_devices)
     machine = machine_preset(preset, num_devices)
-    cost = RooflineCostModel(machine.device, optimizer=Optimizer.ADAMW if tokens else Optimizer.SGD)
-    baselines, _ = baseline_strategies(graph, num_devices)
+    cost = RooflineCostModel(machine.device, optimizer=optimizer_for(graph))
+    baselines, _ = baseline_strategies(graph, num_devices, machine.devices_per_node)
     simulator = Simulator(graph, machine, cost)
     rows = {name: _row(simulator.full(strategy)) for name, strategy in baselines.items()}
     starts = search_starts(graph, num_devices, baselines, seed)
@@ -74,7 +84,7 @@ def _cell(row: dict) -> str:
     return f"{row['step_ms']:.1f}" + ("" if row["fits_memory"] else "*")
 
 
-def _token_cell(row: dict | None) -> str:
+def _transformer_cell(row: dict | None) -> str:
     return "-" if row is None else f"{row['step_ms']:.1f} / {row['peak_gib']:.1f}" + ("" if row["fits_memory"] else "*")
 
 
@@ -96,13 +106,13 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(f"--models: unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}")
     if args.json:
         check_writable("--json", args.json)
-    images = [model for model in args.models if model not in TOKEN_MODELS]
-    tokens = [model for model in args.models if model in TOKEN_MODELS]
+    images = [model for model in args.models if not transformer(model)]
+    transformers = [model for model in args.models if transformer(model)]
     results = []
     if images:
         results += _image_table(images, args.budget, args.seed)
-    if tokens:
-        results += _token_table(tokens, args.budget, args.seed)
+    if transformers:
+        results += _transformer_table(transformers, args.budget, args.seed)
     if args.json:
         write_atomic(args.json, json.dumps({"benchmark": "zoo_table", "budget_s": args.budget, "seed": args.seed,
                                             "rows": results}, indent=1))
@@ -127,20 +137,22 @@ def _image_table(models: list[str], budget_s: float, seed: int) -> list[dict]:
     return results
 
 
-def _token_table(models: list[str], budget_s: float, seed: int) -> list[dict]:
-    print(f"simulated step ms / peak GiB per device, AdamW, {SEQUENCES_PER_GPU} sequences of the context per GPU, "
-          f"search budget {budget_s:g} s (* over memory; -: no such layout)")
-    print(f"{'model':<13} {'machine':<13} " + " ".join(f"{n:>17}" for n in TOKEN_STRATEGIES) + f" {'vs Megatron':>12}")
+def _transformer_table(models: list[str], budget_s: float, seed: int) -> list[dict]:
+    print(f"simulated step ms / peak GiB per device, AdamW, {PER_GPU_TRANSFORMER} sequences of the context "
+          f"(images of 224x224) per GPU, search budget {budget_s:g} s (* over memory; -: no such layout)")
+    print(f"{'model':<13} {'machine':<13} " + " ".join(f"{n:>17}" for n in TRANSFORMER_STRATEGIES)
+          + f" {'vs Megatron':>12}")
     results = []
     for model in models:
-        for preset, num_devices in TOKEN_MACHINES:
+        for preset, num_devices in TRANSFORMER_MACHINES:
             result = run(model, preset, num_devices, budget_s, seed)
             results.append(result)
             rows = result["strategies"]
             megatron = [rows[n]["step_ms"] for n in ("megatron", "megatron_sp") if n in rows and rows[n]["fits_memory"]]
             gain = f"{min(megatron) / rows['searched']['step_ms']:.2f}x" if megatron else "-"
             print(f"{model:<13} {f'{preset} x{num_devices}':<13} "
-                  + " ".join(f"{_token_cell(rows.get(n)):>17}" for n in TOKEN_STRATEGIES) + f" {gain:>12}", flush=True)
+                  + " ".join(f"{_transformer_cell(rows.get(n)):>17}" for n in TRANSFORMER_STRATEGIES)
+                  + f" {gain:>12}", flush=True)
     return results
 
 

@@ -195,7 +195,7 @@ def _main(argv: list[str] | None) -> int:
           f"{machine.name} ({machine.device.kind}); {costs}")
     if data is not None:
         print(f"data: {data.description}")
-    baselines, notes = baseline_strategies(graph, options.gpus)
+    baselines, notes = baseline_strategies(graph, options.gpus, machine.devices_per_node)
     for note in notes:
         print(f"note: {note}")
     starts = search_starts(graph, options.gpus, baselines, options.seed, init)

@@ -140,13 +140,16 @@ class SearchResult:
         return (self.iterations + self.descent_simulations) / self.seconds if self.seconds > 0 else 0.0
 
 
-def baseline_strategies(graph: OpGraph, num_devices: int) -> tuple[dict[str, Strategy], list[str]]:
+def baseline_strategies(graph: OpGraph, num_devices: int, devices_per_node: int | None = None
+                        ) -> tuple[dict[str, Strategy], list[str]]:
     """The baselines that exist for this graph and device count, and a note for those that do not (one
-    note for all that need the batch split over every device, when the device count does not divide it)."""
+    note for all that need the batch split over every device, when the device count does not divide it).
+    Megatron's tensor groups stay inside a node of `devices_per_node` devices (None: one node of all)."""
     strategies, notes, unsplit = {}, [], []
     for name, build in baselines_for(graph).items():
         try:
-            strategies[name] = build(graph, num_devices)
+            strategies[name] = (build(graph, num_devices, devices_per_node) if name in TENSOR_PARALLEL
+                                else build(graph, num_devices))
         except BatchNotDivisibleError:
             unsplit.append(name)
         except SoapError as error:
@@ -218,7 +221,9 @@ def search_strategy(
     descent (search.descent) to the proposals, DESCENT_SHARE of them."""
     began = clock()
     simulator = Simulator(graph, machine, cost_model)
-    price = simulator.delta if simulation == "delta" else simulator.full
+    # A strategy over memory is priced inf whatever its time, so a delta need not time it.
+    price = ((lambda strategy: simulator.delta(strategy, time_over_memory=False)) if simulation == "delta"
+             else simulator.full)
     improvements: list[tuple[float, float]] = []
 
     def noted(ms: float) -> float:

@@ -17,10 +17,18 @@ previous task on the resource in the segment, or the resource's slot: its free t
 begins), so re-timing a task is two or three list reads, a comparison and an addition, the very floats
 the full pass compares. It does not stop early: nearly every task after a changed one moves (93% in
 benchmarks.simulator_speed at 16 GPUs), and knowing what did not costs more than re-timing it.
+
+A caller that prices a strategy over a device's memory as infinite, whatever its time (the search),
+asks `delta(strategy, time_over_memory=False)`: over memory, the pass is put off (the result's step time
+is inf) until a later delta or a trace needs the times, and then runs from the first segment left
+untimed. The memory is summed before the pass, so it costs nothing to know. Chains from layouts over
+memory price mostly such strategies (GPT-2 Medium on 64 k80-16x4 GPUs, 2 sequences per GPU: the chains
+from model_parallel, single and the random start).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -37,7 +45,7 @@ from soap.strategy import Strategy
 
 @dataclass(frozen=True)
 class SimResult:
-    step_ms: float
+    step_ms: float  # inf when not timed: a delta over memory asked without its time (Simulator.delta)
     peak_memory_bytes: tuple[int, ...]
     device_memory_bytes: int
 
@@ -77,6 +85,7 @@ class _Timeline(NamedTuple):
     memory: list[int]
     times: list[float]
     makespan_ms: float
+    untimed_from: int | None
 
 
 def _changed_ops(old: tuple[ParallelConfig, ...], new: tuple[ParallelConfig, ...]) -> list[int]:
@@ -115,6 +124,8 @@ class Simulator:
         self._previous_configs: tuple[ParallelConfig, ...] | None = None
         self._previous_unused = 0
         self._built: dict[tuple, tuple[Segment, _Program]] = {}
+        # The first segment whose times a delta over memory left stale (None: every time is current).
+        self._untimed_from: int | None = None
 
     def _check(self, strategy: Strategy) -> tuple[ParallelConfig, ...]:
         if strategy.graph_signature != self.graph.signature or strategy.num_devices != self.machine.num_devices:
@@ -156,6 +167,7 @@ class Simulator:
         self._makespan_ms = max(free.values())  # a resource's last task ends last on it
         self._programs: list[_Program] | None = None  # made by the next delta, which needs them
         self._previous = self._previous_configs = None
+        self._untimed_from = None
 
     def _memory_totals(self) -> list[int]:
         memory = [0] * self.machine.num_devices
@@ -169,10 +181,11 @@ class Simulator:
 
     # --- delta ---------------------------------------------------------------------------------------
 
-    def delta(self, strategy: Strategy) -> SimResult:
+    def delta(self, strategy: Strategy, time_over_memory: bool = True) -> SimResult:
         """Move the last simulation to `strategy`: rebuild the segments its changed ops reach and re-time
         from the first of them on, starting from the last timeline or, when `strategy` is closer to it,
-        the one before.
+        the one before. With `time_over_memory=False`, a strategy over a device's memory is not timed:
+        its step time is inf, and its re-timing waits for the next delta or trace that needs it.
 
         Any number of ops may differ (MCMC reverts a rejected move and proposes the next in one call).
         """
@@ -188,7 +201,7 @@ class Simulator:
         else:
             self._previous_unused += 1
         if not changed:
-            return self._result()
+            return self._timed_result(time_over_memory)
         if self._programs is None:
             self._make_programs()
         keep = self._previous_unused < self.KEEP_PREVIOUS_UNUSED
@@ -205,7 +218,18 @@ class Simulator:
             for device, num_bytes in new.memory_bytes.items():
                 memory[device] += num_bytes
         self._configs = configs
-        self._pass(affected[0])
+        if self._untimed_from is None or affected[0] < self._untimed_from:
+            self._untimed_from = affected[0]
+        return self._timed_result(time_over_memory)
+
+    def _timed_result(self, time_over_memory: bool) -> SimResult:
+        """The result, after the pass from the first untimed segment unless the strategy is over memory and
+        its time is not asked for."""
+        if self._untimed_from is not None:
+            if not time_over_memory and max(self._memory) > self.machine.device.memory_bytes:
+                return SimResult(math.inf, tuple(self._memory), self.machine.device.memory_bytes)
+            self._pass(self._untimed_from)
+            self._untimed_from = None
         return self._result()
 
     def _built_segment(self, segment_id: int, configs: tuple[ParallelConfig, ...]) -> tuple[Segment, _Program]:
@@ -223,12 +247,12 @@ class Simulator:
     def _timeline(self) -> _Timeline:
         """A copy of what a delta changes."""
         return _Timeline(self._configs, self._segments[:], self._programs[:], self._memory[:], self._times[:],
-                         self._makespan_ms)
+                         self._makespan_ms, self._untimed_from)
 
     def _restore_previous(self) -> None:
         length = len(self._times)
         (self._configs, self._segments, self._programs, self._memory, self._times,
-         self._makespan_ms) = self._previous
+         self._makespan_ms, self._untimed_from) = self._previous
         self._previous = self._previous_configs = None
         # Positions given out since the copy was made are unused in it but must exist.
         self._times.extend([0.0] * (length - len(self._times)))
@@ -314,6 +338,9 @@ class Simulator:
     def trace(self) -> Trace:
         """The last simulated timeline: one event per task and resource it occupies."""
         n = self.machine.num_devices
+        if self._untimed_from is not None:
+            self._pass(self._untimed_from)
+            self._untimed_from = None
         end = self._end
         if end is None:  # a delta ran: the times are in its list
             end = {key: self._times[at] for key, at in self._position.items()}

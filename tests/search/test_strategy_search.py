@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from models.graph import GraphBuilder
+from models.zoo import FamilyOptions, build_graph
 from search.descent import descent_move
 from search.mcmc import Budget
 from search.strategy_search import (MAX_ADAPTIVE_BUDGET_S, SearchResult, _chain_budget, adaptive_budget,
                                     adaptive_min_iterations, baseline_strategies, priced_ms, proposal, recommend,
                                     search_starts, search_strategy)
 from simulator.simulate import Simulator
-from soap.baselines import data_parallel, model_parallel, owt, random_strategy, single
+from soap.baselines import TENSOR_PARALLEL, data_parallel, model_parallel, owt, random_strategy, single, tensor_degree
 from soap.space import enumerate_configs, valid_degrees
 from soap.strategy import Strategy
 from tests.simulator.fakes import FlopCost, fake_machine
@@ -231,3 +232,15 @@ def test_the_improvements_run_from_the_first_start_priced_to_the_best_in_time_or
     chain_bests = [chain.began_at_s + t for chain in result.chains for t, ms in chain.mcmc.history
                    if ms == result.best_ms]
     assert times[-1] <= min(chain_bests)
+
+
+def test_megatron_baselines_keep_their_tensor_groups_inside_a_node():
+    # 8 heads on 8 devices: one tensor group of 8 on one node, two groups of 4 on nodes of 4.
+    graph = build_graph("gpt2", "tokens", 8, FamilyOptions(depth=1, width=32, heads=8, vocab=64, seq_len=8))
+    whole, _ = baseline_strategies(graph, 8)
+    in_nodes, _ = baseline_strategies(graph, 8, devices_per_node=4)
+    assert tensor_degree(graph, 8) == 8 and tensor_degree(graph, 8, 4) == 4
+    for name in ("megatron", "megatron_sp"):
+        assert whole[name] == TENSOR_PARALLEL[name](graph, 8)
+        assert in_nodes[name] == TENSOR_PARALLEL[name](graph, 8, 4) != whole[name]
+    assert in_nodes["data_parallel"] == whole["data_parallel"]

@@ -469,3 +469,32 @@ def test_delta_equals_full_on_random_transformers(seed, num_devices, overlap, re
         assert by_delta.step_ms == by_full.step_ms  # bit for bit
         assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
     assert delta.trace() == full.trace()
+
+
+# --- g. deltas over memory left untimed -----------------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 4]), moves=st.integers(1, 16))
+def test_deltas_over_memory_left_untimed_time_the_rest_as_full_does(seed, num_devices, moves):
+    """On a device holding what a random strategy needs, some moves go over memory: those deltas
+    (time_over_memory=False) return inf; every other one, and the final trace, equal full simulation bit for
+    bit, though the pass put off over memory must start from an earlier segment. Half the moves go back to
+    the strategy before, as MCMC's rejections do (a delta from the timeline before the last)."""
+    rng = np.random.default_rng(seed)
+    graph = build_graph("gpt2", "tokens", 4, FamilyOptions(depth=1, width=16, heads=2, vocab=32, seq_len=8))
+    machine = preset(num_devices, overlap=True)
+    cost = RooflineCostModel(machine.device, optimizer=Optimizer.ADAMW)
+    strategy = random_strategy(graph, num_devices, rng)
+    memory = max(Simulator(graph, machine, cost).full(strategy).peak_memory_bytes)
+    machine = dataclasses.replace(machine, device=dataclasses.replace(machine.device, memory_bytes=memory))
+    delta, full = Simulator(graph, machine, cost), Simulator(graph, machine, cost)
+    delta.full(strategy)
+    for _ in range(moves):
+        proposed = random_moves(graph, strategy, num_devices, rng)
+        by_delta, by_full = delta.delta(proposed, time_over_memory=False), full.full(proposed)
+        assert by_delta.peak_memory_bytes == by_full.peak_memory_bytes
+        assert by_delta.step_ms == (by_full.step_ms if by_full.fits_memory else float("inf"))  # bit for bit
+        strategy = proposed if rng.integers(2) else strategy
+    delta.delta(strategy, time_over_memory=False)
+    full.full(strategy)
+    assert delta.trace() == full.trace()  # a trace times what was left untimed
