@@ -33,7 +33,7 @@ Params = dict[str, dict[str, jax.Array]]
 # with the forward's output kept (a conv's forward was left out of it). 6: each op's optimizer update
 # timed with it, at its own parameter size. 7: workers keep the memory they free (soap.join), so an op's
 # scratch buffers stop paying page faults on every call. 8: attention on [b h s k] (batched matmuls), dropout
-# drawing per-step keys.
+# drawing per-step keys, each op's forward timed with the residuals its backward reads (simulator.measure).
 OPS_VERSION = 8
 
 

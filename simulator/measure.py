@@ -5,7 +5,10 @@
 An op is timed as its local op (what one task computes, models.op.local_op), each component as its own
 jitted program, repeated until its estimate is stable (soap.timing.time_until_stable), so that no
 component is the difference of two noisy timings (which came out 0 for half the updates of ResNet-18):
-- forward: the op's output from its parameters and inputs;
+- forward: the op's output from its parameters and inputs, with the residuals its backward will read
+  (jax.vjp's pullback, less the arrays that are the op's own inputs or parameters), as a training step's
+  forward computes and keeps them: GELU (tanh) on 16x128x1024 takes 1.4 ms for its output alone and
+  13.8 ms with its residuals (one core), and the whole step runs the latter;
 - backward: the pullback alone, compiled on its own and fed the residuals a forward saved
   (jax.vjp's pullback is a pytree holding them) and a cotangent: the gradients of the parameters and,
   unless the op reads the data batch (op.input_grad False), of the input, all returned, as a step uses them;
@@ -16,9 +19,10 @@ An op's share of a training step is forward + backward + update. Measured on one
 (2026-12-07), AlexNet's conv2 at tiny-imagenet batch 128 (one device: the whole op, 5x5x64x192), first
 quartiles of 15 calls, three runs: forward 31.6 / 32.2 / 32.4 ms, backward 64.3 / 71.9 / 68.9 ms, update
 (SGD) 0.34 / 0.42 / 0.33 ms, sum 96.2 / 104.5 / 101.7 ms, against 106.8 / 107.3 / 105.0 ms for forward,
-VJP and update fused in one program: 3-10% under, the fused forward also writing the residuals its
-backward reads. Over a whole single-device step the components' sum came within -0.2% and +2.6% of the
-measured step (soap.timing.TimingPolicy).
+VJP and update fused in one program: 3-10% under, when the forward was timed without the residuals its
+backward reads. Over a whole single-device step of AlexNet the components' sum came within -0.2% and +2.6%
+of the measured step (soap.timing.TimingPolicy); of a 4-layer GPT (width 256, 16 x 128 tokens) it was 20%
+under with the forward timed without its residuals (GELU, layer norm and the loss write several).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from models.network import apply_op, layer_params, op_layer, own_param_shapes
 from models.op import Op
 from simulator.cost import MEASUREMENTS, ProfileEntry
 from soap.optimizer import Optimizer
+from soap.step import residuals_without_inputs
 from soap.timing import Estimate, TimingPolicy, time_steps, time_until_stable
 
 Program = tuple[Callable, tuple]  # a jitted function and its arguments
@@ -48,11 +53,14 @@ MiB = 2**20
 class OpPrograms:
     """The programs calibration times for a local op, jitted: `forward(params, inputs)` -> output;
     `forward_vjp(params, inputs)` -> (output, pullback), the pullback holding the residuals;
+    `forward_residuals(params, inputs)` -> the same less the arrays that are its arguments (what a step's
+    forward computes and keeps: soap.step.residuals_without_inputs);
     `backward(pullback, cotangent)` -> the gradients (parameters', then the input's unless op.input_grad
     is False)."""
 
     forward: Callable
     forward_vjp: Callable
+    forward_residuals: Callable
     backward: Callable
     params: dict
     inputs: tuple
@@ -85,8 +93,12 @@ def local_op_programs(op: Op) -> OpPrograms:
     # The output's gradient is an argument of random values: a constant one (jnp.ones_like) lets XLA fold
     # much of the backward away (a batch norm's backward timed 0.1-3 ms alone).
     cotangent = jnp.asarray(rng.standard_normal(op.output_shape), dtype=op.dtype)
-    return OpPrograms(jax.jit(forward), jax.jit(forward_vjp), jax.jit(lambda pullback, ct: pullback(ct)), params,
-                      inputs, cotangent)
+    def forward_residuals(params, inputs):
+        output, pullback = forward_vjp(params, inputs)
+        return output, residuals_without_inputs(pullback, (params, inputs))
+
+    return OpPrograms(jax.jit(forward), jax.jit(forward_vjp), jax.jit(forward_residuals),
+                      jax.jit(lambda pullback, ct: pullback(ct)), params, inputs, cotangent)
 
 
 def _random_input(op: Op, shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> jax.Array:
@@ -117,7 +129,7 @@ def time_local_op(op: Op, optimizers: tuple[str, ...] = ("sgd",), policy: Timing
     # The forward's outputs are kept, as a step keeps its activations: each call writes fresh memory
     # (soap.timing.time_steps). Gradients are not: a step consumes them (the update, the previous op's
     # backward) and frees them.
-    forward = time_until_stable(lambda: programs.forward(programs.params, programs.inputs), policy,
+    forward = time_until_stable(lambda: programs.forward_residuals(programs.params, programs.inputs), policy,
                                 keep_outputs=True, clock=clock)
     _, pullback = programs.forward_vjp(programs.params, programs.inputs)
     backward = time_until_stable(lambda: programs.backward(pullback, programs.cotangent), policy, clock=clock)

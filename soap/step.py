@@ -365,7 +365,7 @@ class TrainStep:
                 return outputs, new_state
 
             outputs, vjp, new_state = jax.vjp(run, params, moving, has_aux=True)
-            return outputs, new_state, _without_inputs(vjp, (params, moving, data))
+            return outputs, new_state, residuals_without_inputs(vjp, (params, moving, data))
 
         return jax.jit(forward)
 
@@ -462,7 +462,7 @@ class _Input:
     index: int
 
 
-def _without_inputs(vjp, inputs):
+def residuals_without_inputs(vjp, inputs):
     """The vjp's residuals with every leaf that IS one of `inputs`' leaves (a kernel, the stage input)
     replaced by its place: a jitted program copies each array it returns, and returning a residual that
     is an input copied fc6's 151 MB kernel in every step (+41 ms on one core)."""
@@ -471,7 +471,7 @@ def _without_inputs(vjp, inputs):
 
 
 def _with_inputs(vjp, inputs):
-    """The vjp with the inputs put back in their places (see _without_inputs)."""
+    """The vjp with the inputs put back in their places (see residuals_without_inputs)."""
     leaves = jax.tree.leaves(inputs)
     return jax.tree.map(lambda r: leaves[r.index] if isinstance(r, _Input) else r, vjp,
                         is_leaf=lambda r: isinstance(r, _Input))
