@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -52,7 +53,8 @@ import numpy as np
 from models.graph import OpGraph
 from models import labels
 from models.op import local_op
-from simulator.cost import CostModel, optimizer_of
+from simulator.calibration_plan import read_transposed
+from simulator.cost import CostModel, OpCost, optimizer_of
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
 
@@ -299,11 +301,16 @@ class TaskGraphBuilder:
             cached = self._device_arrays[devices] = np.array(devices, dtype=np.int64)
         return cached
 
-    def op_cost(self, op_index: int, degrees: tuple[int, ...]):
+    def op_cost(self, op_index: int, degrees: tuple[int, ...]) -> OpCost:
+        """Op i's local op's costs under `degrees`; the forward that also writes the output transposed where
+        a dense reads it and the cost model measured that (calibration_plan.read_transposed)."""
         key = (op_index, degrees)
         cached = self._op_costs.get(key)
         if cached is None:
-            cached = self.cost.op_cost(local_op(self.graph.ops[op_index], degrees), self.machine.device.kind)
+            op = self.graph.ops[op_index]
+            cached = self.cost.op_cost(local_op(op, degrees), self.machine.device.kind)
+            if cached.forward_read_transposed_ms is not None and read_transposed(self.graph, op):
+                cached = replace(cached, forward_ms=cached.forward_read_transposed_ms)
             self._op_costs[key] = cached
         return cached
 

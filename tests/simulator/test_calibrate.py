@@ -262,13 +262,16 @@ def _fake_measurements(zero_tries: int):
 
     tries: dict[str, int] = {}
 
-    def time_op(op, optimizers):
+    def time_op(op, optimizers, read_transposed=False):
         tries[op.cost_key] = tries.get(op.cost_key, 0) + 1
         backward_ms = 0.0 if tries[op.cost_key] <= zero_tries else 2.0
         updates = tuple((name, Estimate(0.5, 0.01, 5)) for name in optimizers) if op.param_bytes else ()
-        return ProfileEntry(Estimate(1.0, 0.01, 5), Estimate(backward_ms, 0.01, 5), updates)
+        transposed = Estimate(1.5, 0.01, 5) if read_transposed else None
+        return ProfileEntry(Estimate(1.0, 0.01, 5), Estimate(backward_ms, 0.01, 5), updates,
+                            forward_transposed=transposed)
 
-    return (lambda op, optimizers: measure_entry(op, optimizers, time_op)), tries
+    return (lambda op, optimizers, read_transposed=False: measure_entry(op, optimizers, read_transposed,
+                                                                        time_op)), tries
 
 
 def test_an_entry_measured_0_is_measured_again(monkeypatch, tmp_path):
