@@ -454,13 +454,16 @@ class TaskGraphBuilder:
         """[a, b]: what the edge from op p (under `sources[a]`) into input `input_index` of op c (under
         `configs[b]`) costs when nothing else runs: the resharding of p's output into c's tasks and that of
         the gradient back (the partial sums' all-reduces first where c's tasks hold them, side by side),
-        one after the other. These are the durations of the tasks `_incoming` and `_summed_incoming`
-        build, priced without building them, every config of p at once for each config of c (the
-        additive start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
+        one after the other. Where p's tasks hold partial sums of their output (a split contracting label),
+        the forward is the slowest group's sum, then the move to readers outside the groups. These are the
+        durations of the tasks `_incoming` and `_summed_incoming` build, priced without building them (but
+        for partial outputs, rare among the candidates), every config of p at once for each config of c
+        (the additive start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
         boxes = np.concatenate([self._shard_boxes(p, source.degrees) for source in sources])
         owner = np.repeat(np.arange(len(sources)), [source.num_tasks for source in sources])
         owner_devices = np.concatenate([self._device_array(source.devices) for source in sources])
         owner_inner_dim = np.array([self._splits_inner_dim(p, source.degrees) for source in sources])
+        partial = [a for a, source in enumerate(sources) if self.partial_output(p, source.degrees)]
         table = np.empty((len(sources), len(configs)))
         for b, config in enumerate(configs):
             source_tasks, tasks, num_bytes = _intersections(
@@ -468,6 +471,8 @@ class TaskGraphBuilder:
             pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
             devices, inner_dim = self._device_array(config.devices)[tasks], owner_inner_dim[pair]
             forward_ms = self._reshards_ms(len(sources), pair, source_devices, devices, num_bytes, inner_dim)
+            for a in partial:
+                forward_ms[a] = self._summed_read_ms(p, sources[a], c, config, input_index)
             if not self.partial_input(c, config.degrees, input_index):
                 table[:, b] = forward_ms + self._reshards_ms(len(sources), pair, devices, source_devices, num_bytes,
                                                              inner_dim)
@@ -486,6 +491,19 @@ class TaskGraphBuilder:
                                             num_bytes[outside], inner_dim[outside])
             table[:, b] = summed_ms + (forward_ms + backward_ms)
         return table
+
+    def _summed_read_ms(self, p: int, source: ParallelConfig, c: int, config: ParallelConfig,
+                        input_index: int) -> float:
+        """Op c (under `config`) reading op p's partial-sum output (p under `source`) alone: the slowest
+        group's sum, then the resharding to the tasks outside the groups (the tasks `_summed_incoming`
+        builds)."""
+        tasks: list[Task] = []
+        flows = self.volumes(p, c, input_index, source.degrees, config.degrees)
+        self._summed_incoming(0, p, self.output_partial_groups(p, source.degrees),
+                              self._output_group_bytes(p, source.degrees), [0], source, c, config.devices, flows,
+                              [[] for _ in config.devices], tasks, self._splits_inner_dim(p, source.degrees))
+        summed = [task.duration_ms for task in tasks if len(task.label) == 3]
+        return max(summed, default=0.0) + sum(task.duration_ms for task in tasks if len(task.label) == 4)
 
     def _reshards_ms(self, num_pairs: int, pair: np.ndarray, src: np.ndarray, dst: np.ndarray,
                      num_bytes: np.ndarray, inner_dim: np.ndarray) -> np.ndarray:
