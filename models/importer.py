@@ -44,12 +44,18 @@ zoo's transformer kinds (models/gpt2.py), by module boundary where the layer is 
     q . k over head_dim, * 1/sqrt(k), a causal mask (jnp.where with a constant lower-triangular mask), a
     softmax over the keys (jax.nn.softmax or its exp / sum), . v                            -> attention
 
+The attention's steps are followed as partial values (`_Scores`: the scale so far, the mask, how far the
+softmax is), and an element-wise expression as `_Expr` until something else reads it, where it becomes the
+activation it equals on a probe of 1201 points in [-6, 6] (so any way of writing GELU is GELU); an
+activation op therefore sits where its value is first read. The scale may be on the scores or on q.
+
 Batch norm is taken by its module boundary rather than its arithmetic: a call of an nnx.BatchNorm (flax's
 own __call__, not a subclass's) reads one activation and its scale and bias and returns one activation
 (its running averages, updated beside, feed nothing the logits need). The module's settings must be the
 ones models/kinds/batch_norm.py computes.
-Anything else (a sort, a while loop, a custom call, a multiply) is one ModelImportError line naming the
-primitive, the module path, the user's file and line, and what is supported.
+Anything else (a sort, a while loop, a custom call, a multiply of images, nnx.MultiHeadAttention, whose
+[d h k] kernels no dense op holds) is one ModelImportError line naming the primitive, the module path, the
+user's file and line, and what is supported.
 
 Program order is the order the forward computes the ops in. The graph holds every parameter the module
 holds (a parameter the forward never reads, or reads twice, is an error), so parameter counts agree, and
@@ -245,10 +251,12 @@ class _Expr:
 
 @dataclass(frozen=True)
 class _Heads:
-    """A [b s h k] heads activation (draft `draft`) transposed: axis i holds label labels[i] of b, s, h, k."""
+    """A [b s h k] heads activation (draft `draft`) transposed (axis i holds label labels[i] of b, s, h, k)
+    or scaled by a constant `scale` (queries scaled before their product with the keys)."""
 
     draft: int
     labels: tuple[str, ...]
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -718,8 +726,9 @@ class _Matcher:
         if self._extend_expr(step, values):
             return True
         for atom in step.inputs:
-            if isinstance(atom, int):
-                self._settle(atom)
+            if step.primitive == "dot_general":
+                self._scaled_heads(atom)
+            self._settle(atom)
         values = self._args(step)
         handler = getattr(self, "_token_" + step.primitive, None)
         return handler is not None and handler(step, values) is not False
@@ -755,7 +764,7 @@ class _Matcher:
         if not isinstance(value, _Expr):
             return
         (last,) = (step for step in value.steps if atom in step.outputs)
-        fn = _identify(value, atom)
+        fn = _identify(_evaluate(value, atom))
         if fn is None:
             self._fail(last, "computes an element-wise function of an activation that is none of "
                              f"{', '.join(a.value for a in Activation)} (checked by evaluating it)")
@@ -836,13 +845,21 @@ class _Matcher:
                              f"to [b s h k] first")
         return False
 
-    def _heads_labels(self, value) -> tuple[tuple[str, ...], int] | None:
-        """(labels per axis, draft) of a heads activation, transposed or not."""
+    def _heads_labels(self, value) -> _Heads | None:
+        """A heads activation, transposed or scaled or neither, as _Heads."""
         if isinstance(value, _Heads):
-            return value.labels, value.draft
+            return value
         if self._token_tensor(value, rank=4):
-            return _HEADS, value.draft
+            return _Heads(value.draft, _HEADS)
         return None
+
+    def _scaled_heads(self, atom) -> None:
+        """A heads activation times a constant, read by a product: kept as scaled heads (not an activation)."""
+        value = self.values.get(atom) if isinstance(atom, int) else None
+        if isinstance(value, _Expr) and len(self.drafts[value.source].shape) == 4:
+            factor = _linear_factor(_evaluate(value, atom))
+            if factor is not None:
+                self.values[atom] = _Heads(value.source, _HEADS, factor)
 
     def _token_transpose(self, step: Step, values: tuple) -> bool:
         (value,) = values
@@ -853,8 +870,9 @@ class _Matcher:
         heads = self._heads_labels(value)
         if heads is None:
             return False
-        labels = tuple(heads[0][axis] for axis in permutation)
-        self._alias(step, _Tensor(heads[1]) if labels == _HEADS else _Heads(heads[1], labels))
+        labels = tuple(heads.labels[axis] for axis in permutation)
+        self._alias(step, _Tensor(heads.draft) if labels == _HEADS and heads.scale == 1 else
+                    replace(heads, labels=labels))
         return True
 
     def _token_dot_general(self, step: Step, values: tuple) -> bool:
@@ -885,13 +903,13 @@ class _Matcher:
     def _scores_product(self, step: Step, left, right) -> bool:
         """q . k over head_dim, batched over samples and heads: the attention scores."""
         (lc, rc), (lb, rb) = step.params["dimension_numbers"]
-        (left_labels, q), (right_labels, k) = left, right
+        left_labels, right_labels = left.labels, right.labels
         batch = tuple(left_labels[axis] for axis in lb)
         if (len(lc) != 1 or left_labels[lc[0]] != "k" or right_labels[rc[0]] != "k" or set(batch) != {"b", "h"}
                 or batch != tuple(right_labels[axis] for axis in rb)):
             self._fail(step, "multiplies two heads activations other than q . k over head_dim (batched over "
                              "samples and heads)")
-        self._alias(step, _Scores((q, k), batch + ("0", "1")))
+        self._alias(step, _Scores((left.draft, right.draft), batch + ("0", "1"), scale=left.scale * right.scale))
         return True
 
     def _scores_step(self, step: Step, values: tuple) -> None:
@@ -976,8 +994,9 @@ class _Matcher:
         heads = self._heads_labels(v)
         (lc, rc), (lb, rb) = step.params["dimension_numbers"]
         (pc, vc), (pb, vb) = ((lc, rc), (lb, rb)) if probs_left else ((rc, lc), (rb, lb))
-        if (probs.stage != "probs" or heads is None or len(pc) != 1 or probs.labels[pc[0]] != probs.keys
-                or heads[0][vc[0]] != "s" or tuple(probs.labels[a] for a in pb) != tuple(heads[0][a] for a in vb)):
+        if (probs.stage != "probs" or heads is None or heads.scale != 1 or len(pc) != 1
+                or probs.labels[pc[0]] != probs.keys or heads.labels[vc[0]] != "s"
+                or tuple(probs.labels[a] for a in pb) != tuple(heads.labels[a] for a in vb)):
             self._fail(step, "multiplies the attention scores by other than v over the keys (after the softmax)")
         if probs.queries not in (None, "1" if probs.keys == "0" else "0"):
             self._fail(step, "attends with a causal mask whose queries are the softmax's keys")
@@ -989,7 +1008,7 @@ class _Matcher:
                              f"1/sqrt(head_dim) = {1 / math.sqrt(head_dim):.6g}")
         batch = tuple(probs.labels[a] for a in pb)
         free = ("s", "k") if probs_left else ("k", "s")
-        self._attended(step, _Attended((q, k, heads[1]), probs.queries is not None, batch + free), batch + free)
+        self._attended(step, _Attended((q, k, heads.draft), probs.queries is not None, batch + free), batch + free)
 
     def _attended(self, step: Step, attended: _Attended, labels: tuple[str, ...]) -> None:
         if labels != _HEADS:
@@ -1016,6 +1035,12 @@ def _is_token_layer(module) -> bool:
     return any(isinstance(module, cls) and type(module).__call__ is cls.__call__ for cls in _TOKEN_LAYERS)
 
 
+def _linear_factor(values: np.ndarray) -> float | None:
+    """c where `values` is c times `_PROBE` (c not 0), else None."""
+    factor = float(values @ _PROBE / (_PROBE @ _PROBE))
+    return factor if factor and np.allclose(values, factor * _PROBE, rtol=1e-6, atol=1e-6 * abs(factor)) else None
+
+
 def _call_end(steps: tuple[Step, ...], index: int) -> int:
     """The end of the module call whose first step is steps[index]."""
     end = index
@@ -1032,9 +1057,8 @@ def _constant(value) -> float | None:
     return float(first) if np.all(value.value == first) else None
 
 
-def _identify(expr: _Expr, atom: int) -> Activation | str | None:
-    """The activation expression `expr` computes at variable `atom` ("identity" where it is none), found by
-    evaluating it on `_PROBE`; None where it is no activation SOAP has."""
+def _evaluate(expr: _Expr, atom: int) -> np.ndarray:
+    """What expression `expr` computes at variable `atom`, its source being `_PROBE`."""
     computed: dict[int, jax.Array] = {}
     for step in expr.steps:
         args = [computed.get(arg, _PROBE) if isinstance(arg, int) else _constant(arg) for arg in step.inputs]
@@ -1045,7 +1069,11 @@ def _identify(expr: _Expr, atom: int) -> Activation | str | None:
         else:
             result = _ELEMENTWISE[step.primitive](*args)
         computed[step.outputs[0]] = jnp.asarray(result, jnp.float32) * jnp.ones_like(_PROBE)
-    values = np.asarray(computed[atom])
+    return np.asarray(computed[atom])
+
+
+def _identify(values: np.ndarray) -> Activation | str | None:
+    """The activation that gives `values` on `_PROBE` ("identity" where it is the probe itself), else None."""
     if np.allclose(values, _PROBE, rtol=1e-6, atol=1e-7):
         return "identity"
     return next((fn for fn in Activation if np.allclose(values, np.asarray(FUNCTIONS[fn](_PROBE)), rtol=1e-5,

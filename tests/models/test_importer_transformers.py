@@ -5,7 +5,6 @@ bad input is one line."""
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import jax
@@ -22,13 +21,13 @@ from models.importer import import_model
 from models.kinds.activation import Activation
 from models.network import module_with
 from models.op import OpKind
+from models.resolve import resolve_model
 from models.transformer import TransformerSize
+from models.zoo import FamilyOptions
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel, megatron
+from tests.models.user_gpt import GPT
 from tests.simulator.fakes import FlopCost, fake_machine
-
-sys.path.insert(0, str(Path(__file__).parent))
-from user_gpt import GPT  # noqa: E402  (the fixture a command line names as tests/models/user_gpt.py:tiny_gpt)
 
 VOCAB, WIDTH, HEADS, BATCH, SEQUENCE = 64, 32, 4, 2, 8
 E, D, A, L, N, DROP, ACT, MUL, ADD, SPLIT, MERGE, ATTN, POS = (
@@ -68,7 +67,8 @@ def linear(**options):
 
 
 def attention_by_hand(causal: bool, heads_first: bool):
-    """q = k = v = the split tokens; einsum, 1/sqrt(k) (as a multiply), optional tril mask, softmax, einsum."""
+    """q = k = v = the split tokens; einsum, 1/sqrt(k) (on the queries; [b h s k]: on the scores), optional
+    causal mask (flax's make_causal_mask), softmax, einsum."""
     def fn(layers, x):
         b, s, d = x.shape
         q = x.reshape(b, s, HEADS, d // HEADS)
@@ -76,7 +76,7 @@ def attention_by_hand(causal: bool, heads_first: bool):
             q = q.transpose(0, 2, 1, 3)
             scores = jnp.einsum("bhqd,bhkd->bhqk", q, q) * (1 / math.sqrt(d // HEADS))
         else:
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, q) * (1 / math.sqrt(d // HEADS))
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q / math.sqrt(d // HEADS), q)
         if causal:
             scores = jnp.where(nnx.make_causal_mask(jnp.ones((b, s))), scores, -1e10)
         probs = jax.nn.softmax(scores, axis=-1)
@@ -219,6 +219,11 @@ class ImageNet(nnx.Module):
         return self.fc(images.mean(axis=(1, 2)))
 
 
+def unscaled_attention(_, x):
+    q = x.reshape(T4)
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, q)), q).reshape(T3)
+
+
 class Sorted(nnx.Module):
     def __init__(self, rngs):
         self.wte = nnx.Embed(VOCAB, WIDTH, rngs=rngs)
@@ -249,6 +254,9 @@ def _line(marker: str) -> int:
     pytest.param(lambda rngs: TokenModel(lambda rngs: nnx.MultiHeadAttention(
         HEADS, WIDTH, decode=False, rngs=rngs), rngs), SEQUENCE, ModelImportError,
                  r"module 'body' \(MultiHeadAttention\): it is an nnx\.MultiHeadAttention", id="multi-head-attention"),
+    pytest.param(lambda rngs: TokenModel(apply(unscaled_attention), rngs), SEQUENCE, ModelImportError,
+                 r"it scales the attention scores by 1, where SOAP's attention scales by 1/sqrt\(head_dim\) = "
+                 r"0\.353553", id="attention-unscaled"),
 ])
 def test_a_bad_token_model_is_one_line(model, seq_len, error, match):
     with pytest.raises(error, match=match) as raised:
@@ -259,3 +267,18 @@ def test_a_bad_token_model_is_one_line(model, seq_len, error, match):
 def test_seq_len_on_an_image_dataset_is_one_line():
     with pytest.raises(SoapError, match=r"^--seq-len 8 sizes token sequences, but tiny-imagenet holds images"):
         import_model(_abstract(ImageNet), "tiny-imagenet", BATCH, seq_len=SEQUENCE)
+
+
+USER_GPT = f"{Path(__file__).parent / 'user_gpt.py'}:tiny_gpt"
+
+
+def test_a_user_s_gpt_file_resolves_at_the_sequence_length_given():
+    model = resolve_model(USER_GPT, "tokens", BATCH, FamilyOptions(seq_len=SEQUENCE))
+    assert (model.graph.model, model.graph.ops[0].output_shape, model.graph.ops[-1].kind) == ("GPT", T3, L)
+    assert model.imported.params["wte"]["embedding"].shape == (VOCAB, WIDTH)
+
+
+def test_a_family_size_for_a_user_s_gpt_is_one_line():
+    with pytest.raises(SoapError, match=r"^--depth sizes the transformer families .*, not .*user_gpt\.py:tiny_gpt; "
+                                        r"drop --depth$"):
+        resolve_model(USER_GPT, "tokens", BATCH, FamilyOptions(depth=1, seq_len=SEQUENCE))

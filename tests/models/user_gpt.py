@@ -2,7 +2,8 @@
 blocks with hand-written causal attention (einsum, 1/sqrt(k), jnp.tril mask, jax.nn.softmax, einsum), a GELU
 MLP, dropout and a head tied to the token embedding; the layers mirror models/gpt2.py one for one.
 
-    python -m search.optimize --model tests/models/user_gpt.py:tiny_gpt --dataset tokens --seq-len 16 --gpus 2
+    python -m search.optimize --model tests/models/user_gpt.py:tiny_gpt --dataset tokens --seq-len 64 --gpus 2 \
+        --batch-size 8
 """
 
 import math
