@@ -794,8 +794,11 @@ class _Matcher:
         view = self.values[self.leaf_numbers[table.path]]
         positions, width = self._param_shape(view)
         shape = self._shape(step.outputs[0])
-        if not self._token_tensor(x, rank=3) or shape[2] != width or shape[1] > positions:
+        if not self._token_tensor(x, rank=3) or shape[2] != width:
             self._fail(step, f"adds the position table '{path_str(table.path)}' to other than the [b s d] tokens")
+        if shape[1] > positions:
+            self._fail(step, f"adds positions for {shape[1]} tokens from '{path_str(table.path)}', a table of "
+                             f"{positions} positions (the model's context); use --seq-len {positions} or less")
         self._new(step, OpKind.ADD_POSITION, (x.draft,), params=(("embedding", self._read_param(step, view)),),
                   settings=(("positions", positions),))
         return True

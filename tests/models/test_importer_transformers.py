@@ -257,6 +257,9 @@ def _line(marker: str) -> int:
     pytest.param(lambda rngs: TokenModel(apply(unscaled_attention), rngs), SEQUENCE, ModelImportError,
                  r"it scales the attention scores by 1, where SOAP's attention scales by 1/sqrt\(head_dim\) = "
                  r"0\.353553", id="attention-unscaled"),
+    pytest.param(lambda rngs: TokenModel(LAYERS["positions-embed"][0], rngs), 4 * SEQUENCE, ModelImportError,
+                 r"it adds positions for 32 tokens from 'body\.layers\.wpe\.embedding', a table of 16 positions \(the model's context\); "
+                 r"use --seq-len 16 or less", id="sequence-over-context"),
 ])
 def test_a_bad_token_model_is_one_line(model, seq_len, error, match):
     with pytest.raises(error, match=match) as raised:
