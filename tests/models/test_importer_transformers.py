@@ -260,6 +260,10 @@ def _line(marker: str) -> int:
     pytest.param(lambda rngs: TokenModel(LAYERS["positions-embed"][0], rngs), 4 * SEQUENCE, ModelImportError,
                  r"it adds positions for 32 tokens from 'body\.layers\.wpe\.embedding', a table of 16 positions \(the model's context\); "
                  r"use --seq-len 16 or less", id="sequence-over-context"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda m, x: m["qkv"](x).reshape(T3), qkv=lambda rngs: nnx.LinearGeneral(
+        WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs)), rngs), SEQUENCE, ModelImportError,
+                 r"module 'body\.layers\.qkv' \(LinearGeneral\): it multiplies the tokens by parameter "
+                 r"'body\.layers\.qkv\.kernel', which is no \(d, f\) kernel parameter", id="linear-general-to-heads"),
 ])
 def test_a_bad_token_model_is_one_line(model, seq_len, error, match):
     with pytest.raises(error, match=match) as raised:
