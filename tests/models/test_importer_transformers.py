@@ -224,6 +224,10 @@ def unscaled_attention(_, x):
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, q)), q).reshape(T3)
 
 
+to_heads = apply(lambda m, x: m["qkv"](x).reshape(T3),
+                 qkv=lambda rngs: nnx.LinearGeneral(WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs))
+
+
 class Sorted(nnx.Module):
     def __init__(self, rngs):
         self.wte = nnx.Embed(VOCAB, WIDTH, rngs=rngs)
@@ -258,10 +262,9 @@ def _line(marker: str) -> int:
                  r"it scales the attention scores by 1, where SOAP's attention scales by 1/sqrt\(head_dim\) = "
                  r"0\.353553", id="attention-unscaled"),
     pytest.param(lambda rngs: TokenModel(LAYERS["positions-embed"][0], rngs), 4 * SEQUENCE, ModelImportError,
-                 r"it adds positions for 32 tokens from 'body\.layers\.wpe\.embedding', a table of 16 positions \(the model's context\); "
-                 r"use --seq-len 16 or less", id="sequence-over-context"),
-    pytest.param(lambda rngs: TokenModel(apply(lambda m, x: m["qkv"](x).reshape(T3), qkv=lambda rngs: nnx.LinearGeneral(
-        WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs)), rngs), SEQUENCE, ModelImportError,
+                 r"it adds positions for 32 tokens from 'body\.layers\.wpe\.embedding', a table of 16 positions "
+                 r"\(the model's context\); use --seq-len 16 or less", id="sequence-over-context"),
+    pytest.param(lambda rngs: TokenModel(to_heads, rngs), SEQUENCE, ModelImportError,
                  r"module 'body\.layers\.qkv' \(LinearGeneral\): it multiplies the tokens by parameter "
                  r"'body\.layers\.qkv\.kernel', which is no \(d, f\) kernel parameter", id="linear-general-to-heads"),
 ])
