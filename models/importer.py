@@ -78,6 +78,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -277,17 +278,19 @@ class _TableT:
 class _Scores:
     """Attention scores of heads drafts `operands` (the product's two sides) on their way to probabilities.
 
-    labels: per axis "b", "h", "0" (the positions of the first side) or "1" (the second's). stage: "logits"
-    (scaled by `scale`; masked causally with side `queries` as the queries, None unmasked), "max" or "sum"
-    (a reduction over side `keys` of variable `of`), "shifted" (logits minus their max), "exp", "probs"."""
+    labels: per axis "b", "h", "0" (the positions of the first side), "1" (the second's) or "g" (a unit axis).
+    stage: "logits" (scaled by `scale`; masked causally with side `queries` as the queries, None unmasked),
+    "max" or "sum" (a reduction over side `keys` of the value whose origin is `of`), "shifted" (logits minus
+    their max), "exp", "probs". origin: the variable that computed the value (a transpose keeps it)."""
 
     operands: tuple[int, int]
     labels: tuple[str, ...]
     scale: float = 1.0
-    queries: str | None = None
-    keys: str | None = None
-    stage: str = "logits"
+    queries: Literal["0", "1"] | None = None
+    keys: Literal["0", "1"] | None = None
+    stage: Literal["logits", "max", "sum", "shifted", "exp", "probs"] = "logits"
     of: int | None = None
+    origin: int | None = None
 
 
 @dataclass(frozen=True)
@@ -843,6 +846,12 @@ class _Matcher:
         if self._token_tensor(value, rank=4) and new == old[:2] + (old[2] * old[3],):
             self._new(step, OpKind.MERGE_HEADS, (value.draft,), settings=())
             return True
+        heads = self._heads_labels(value)
+        labels = _unit_axes(heads.labels, old, new) if heads is not None else None
+        if labels is not None:
+            self._alias(step, _Tensor(heads.draft) if labels == _HEADS and heads.scale == 1 else
+                        replace(heads, labels=labels))
+            return True
         if isinstance(value, _Heads):
             self._fail(step, f"reshapes heads laid out as [{' '.join(value.labels)}] to {new}; transpose them back "
                              f"to [b s h k] first")
@@ -906,13 +915,14 @@ class _Matcher:
     def _scores_product(self, step: Step, left, right) -> bool:
         """q . k over head_dim, batched over samples and heads: the attention scores."""
         (lc, rc), (lb, rb) = step.params["dimension_numbers"]
-        left_labels, right_labels = left.labels, right.labels
-        batch = tuple(left_labels[axis] for axis in lb)
-        if (len(lc) != 1 or left_labels[lc[0]] != "k" or right_labels[rc[0]] != "k" or set(batch) != {"b", "h"}
-                or batch != tuple(right_labels[axis] for axis in rb)):
+        batch = tuple(left.labels[axis] for axis in lb)
+        if (len(lc) != 1 or left.labels[lc[0]] != "k" or right.labels[rc[0]] != "k" or set(batch) != {"b", "h"}
+                or batch != tuple(right.labels[axis] for axis in rb)):
             self._fail(step, "multiplies two heads activations other than q . k over head_dim (batched over "
                              "samples and heads)")
-        self._alias(step, _Scores((left.draft, right.draft), batch + ("0", "1"), scale=left.scale * right.scale))
+        sides = _free_labels(left.labels, lc + lb, {"s": "0"}) + _free_labels(right.labels, rc + rb, {"s": "1"})
+        self._alias(step, _Scores((left.draft, right.draft), batch + sides, scale=left.scale * right.scale,
+                                  origin=step.outputs[0]))
         return True
 
     def _scores_step(self, step: Step, values: tuple) -> None:
@@ -924,6 +934,9 @@ class _Matcher:
         if isinstance(first, _Attended):
             if primitive == "transpose":
                 return self._attended(step, first, tuple(first.labels[a] for a in step.params["permutation"]))
+            labels = _unit_axes(first.labels, self._shape(step.inputs[0]), self._shape(step.outputs[0]))
+            if primitive == "reshape" and labels is not None:
+                return self._attended(step, first, labels)
             self._fail(step, f"computes '{primitive}' on the attention's output laid out as [{' '.join(first.labels)}]"
                              f" (transpose it to [b s h k] before anything else)")
         if primitive in ("convert_element_type", "stop_gradient", "copy", "copy_p") or (
@@ -931,6 +944,8 @@ class _Matcher:
             return self._alias(step, first)
         if primitive == "dot_general":
             return self._attention_output(step, values)
+        if primitive == "transpose":  # a reduction's layout is not followed: only its origin and axis matter
+            return self._alias(step, replace(first, labels=tuple(first.labels[a] for a in step.params["permutation"])))
         scalar = _constant(consts[0]) if len(consts) == 1 else None
         new = None
         if first.stage == "logits" and primitive == "mul" and scalar:
@@ -940,11 +955,11 @@ class _Matcher:
         elif first.stage == "logits" and primitive == "select_n" and first.queries is None:
             new = self._masked(step, first)
         elif first.stage == "logits" and primitive == "reduce_max":
-            new = replace(first, stage="max", keys=self._reduced_side(step, first), of=step.inputs[0])
+            new = replace(first, stage="max", keys=self._reduced_side(step, first), of=first.origin)
         elif first.stage == "max" and primitive == "max" and scalar == -np.inf:
             new = first
         elif primitive == "sub" and len(scores) == 2 and scores[0].stage == "logits" and scores[1].stage == "max" \
-                and scores[1].of == step.inputs[0]:
+                and scores[1].of == scores[0].origin:
             new = replace(scores[0], stage="shifted", keys=scores[1].keys)
         elif primitive == "exp" and first.stage in ("logits", "shifted"):
             new = replace(first, stage="exp", of=None)
@@ -952,14 +967,14 @@ class _Matcher:
             keys = self._reduced_side(step, first)
             if first.keys not in (None, keys):
                 self._fail(step, "sums the softmax over another axis than its max")
-            new = replace(first, stage="sum", keys=keys, of=step.inputs[0])
+            new = replace(first, stage="sum", keys=keys, of=first.origin)
         elif primitive == "div" and len(scores) == 2 and scores[0].stage == "exp" and scores[1].stage == "sum" \
-                and scores[1].of == step.inputs[0]:
+                and scores[1].of == scores[0].origin:
             new = replace(scores[0], stage="probs", keys=scores[1].keys)
         if new is None:
             self._fail(step, f"computes '{primitive}' on attention scores; SOAP takes q . k, a constant scale, a "
                              f"causal jnp.where mask, a softmax over the keys, then . v")
-        self._alias(step, new)
+        self._alias(step, replace(new, origin=step.outputs[0]))
 
     def _reduced_side(self, step: Step, scores: _Scores) -> str:
         axes = tuple(step.params["axes"])
@@ -1010,7 +1025,12 @@ class _Matcher:
             self._fail(step, f"scales the attention scores by {probs.scale:.6g}, where SOAP's attention scales by "
                              f"1/sqrt(head_dim) = {1 / math.sqrt(head_dim):.6g}")
         batch = tuple(probs.labels[a] for a in pb)
-        free = ("s", "k") if probs_left else ("k", "s")
+        probs_free = _free_labels(probs.labels, pc + pb, {query: "s"})
+        v_free = _free_labels(heads.labels, vc + vb, {})
+        if set(batch) != {"b", "h"} or set(probs_free) - {"g"} != {"s"} or set(v_free) - {"g"} != {"k"}:
+            self._fail(step, "multiplies the attention scores by v with other axes than samples, heads, queries "
+                             "and head_dim")
+        free = probs_free + v_free if probs_left else v_free + probs_free
         self._attended(step, _Attended((q, k, heads.draft), probs.queries is not None, batch + free), batch + free)
 
     def _attended(self, step: Step, attended: _Attended, labels: tuple[str, ...]) -> None:
@@ -1042,6 +1062,24 @@ def _linear_factor(values: np.ndarray) -> float | None:
     """c where `values` is c times `_PROBE` (c not 0), else None."""
     factor = float(values @ _PROBE / (_PROBE @ _PROBE))
     return factor if factor and np.allclose(values, factor * _PROBE, rtol=1e-6, atol=1e-6 * abs(factor)) else None
+
+
+def _free_labels(labels: tuple[str, ...], used: tuple[int, ...], renamed: dict[str, str]) -> tuple[str, ...]:
+    """The labels of a product's operand on the axes neither contracted nor batched (`used`), in order, as the
+    product's output lays them out; `renamed` gives some a new name (a side's positions)."""
+    return tuple(renamed.get(label, label) for axis, label in enumerate(labels) if axis not in used)
+
+
+def _unit_axes(labels: tuple[str, ...], old: tuple[int, ...], new: tuple[int, ...]) -> tuple[str, ...] | None:
+    """The labels after a reshape from `old` to `new` that inserts a unit axis ("g": a group of one query
+    head per key head, as jax.nn.dot_product_attention lays its queries out) or removes one; else None."""
+    if len(new) == len(old) + 1:
+        return next((labels[:i] + ("g",) + labels[i:] for i in range(len(new))
+                     if new[i] == 1 and new[:i] + new[i + 1:] == old), None)
+    if len(new) == len(old) - 1:
+        return next((labels[:i] + labels[i + 1:] for i in range(len(old))
+                     if labels[i] == "g" and old[:i] + old[i + 1:] == new), None)
+    return None
 
 
 def _call_end(steps: tuple[Step, ...], index: int) -> int:

@@ -86,6 +86,12 @@ def attention_by_hand(causal: bool, heads_first: bool):
     return apply(fn)
 
 
+def jax_attention(causal: bool):
+    """jax.nn.dot_product_attention on q = k = v = the split tokens (it lays q out with a unit group axis)."""
+    return apply(lambda _, x: jax.nn.dot_product_attention(x.reshape(T4), x.reshape(T4), x.reshape(T4),
+                                                           is_causal=causal).reshape(T3))
+
+
 def positions_param(rngs):
     class Positions(nnx.Module):
         def __init__(self):
@@ -121,6 +127,10 @@ LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute
                   ("body.attention", False)),
     "causal-attention-heads-first": (attention_by_hand(causal=True, heads_first=True),
                                      [(SPLIT, T4), (ATTN, T4), (MERGE, T3)], ("body.attention", True)),
+    "jax-attention": (jax_attention(causal=False), [(SPLIT, T4), (SPLIT, T4), (SPLIT, T4), (ATTN, T4), (MERGE, T3)],
+                      ("body.attention", False)),
+    "jax-attention-causal": (jax_attention(causal=True), [(SPLIT, T4), (SPLIT, T4), (SPLIT, T4), (ATTN, T4),
+                                                          (MERGE, T3)], ("body.attention", True)),
     "positions-embed": (apply(lambda m, x: x + m["wpe"](jnp.arange(x.shape[1])),
                               wpe=lambda rngs: nnx.Embed(2 * SEQUENCE, WIDTH, rngs=rngs)),
                         [(POS, T3)], ("body.layers.wpe", {"embedding": (2 * SEQUENCE, WIDTH)})),
@@ -187,6 +197,20 @@ def test_a_hand_written_gpt_s_network_gives_the_module_s_loss_and_gradients():
     scale = max(float(jnp.abs(value).max()) for value in expected.values())
     for path, value in expected.items():  # the tied table's gradient: the lookup's and the head's summed
         np.testing.assert_allclose(mapped[path], value, rtol=1e-5, atol=1e-6 * scale, err_msg=str(path))
+
+
+@pytest.mark.parametrize("layer", ["causal-attention-heads-first", "jax-attention-causal", "gated-mlp", "rms-norm"])
+def test_a_layer_s_network_gives_the_module_s_loss_and_gradients(layer):
+    module = TokenModel(LAYERS[layer][0], nnx.Rngs(jax.random.key(0, impl="rbg")))
+    imported = import_model(module, "tokens", BATCH, seq_len=SEQUENCE)
+    ids, labels = synthetic_batch(imported.graph, seed=1)
+    loss, grads = jax.jit(nnx.value_and_grad(_user_loss))(module, ids, labels)
+    network_loss, network_grads = jax.jit(nnx.value_and_grad(_network_loss))(
+        module_with(imported.graph, imported.params), ids, labels)
+    np.testing.assert_allclose(network_loss, loss, rtol=1e-5)
+    mapped = imported.module_paths(nnx.to_pure_dict(network_grads)["layers"])
+    for path, variable in nnx.to_flat_state(grads):
+        np.testing.assert_allclose(mapped[path], variable.get_value(), rtol=1e-5, atol=1e-7, err_msg=str(path))
 
 
 def _structure(graph):
