@@ -59,8 +59,9 @@ _LIBRARY_PREFIXES = tuple(os.path.dirname(package.__file__) + os.sep for package
 
 @dataclass(frozen=True, eq=False)
 class Const:
-    """A value that depends on neither the images nor the parameters; `value` is None where it is computed
-    (the importer only reads literal constants: ReLU's 0, a mean's divisor)."""
+    """A value that depends on neither the input batch nor the parameters: a literal or a small constant
+    evaluated while flattening (ReLU's 0, a mean's divisor, a causal mask); `value` is None where it was too
+    large to evaluate."""
 
     value: np.ndarray | None
 
@@ -86,9 +87,9 @@ class Trace:
     """The module's forward as live steps in program order.
 
     Variables 0..len(leaf_paths)-1 are the module's state leaves, by path (`param_paths`: those that are
-    nnx.Param); `images` is the image batch's variable and `logits` the output's. `shapes` gives every
-    variable's shape and `dtypes` its dtype; `uses` how many steps (and the output) read it; `modules` the
-    module at each scope path.
+    nnx.Param); `images` is the input batch's variable (images or token ids) and `logits` the output's.
+    `shapes` gives every variable's shape and `dtypes` its dtype; `uses` how many steps (and the output) read
+    it; `modules` the module at each scope path.
     """
 
     steps: tuple[Step, ...]
