@@ -682,8 +682,9 @@ class _Matcher:
             return
         lookups = [lookup.inputs[1] for lookup in steps if lookup.primitive == "gather"]
         ids = lookups[0].value if len(lookups) == 1 and isinstance(lookups[0], Const) else None
-        shape = self._shape(step.outputs[0])
-        if tensors or len(shape) != 2 or ids is None or not np.array_equal(ids.reshape(-1), np.arange(shape[0])):
+        shape = self._shape(step.outputs[0])  # [s d], or [1 s d] for jnp.arange(s)[None]
+        if (tensors or len(shape) not in (2, 3) or set(shape[:-2]) - {1} or ids is None
+                or not np.array_equal(ids.reshape(-1), np.arange(shape[-2]))):
             self._fail(step, "looks up other ids than the token ids or the positions jnp.arange(s)")
         self._alias(step, _Positions(path))
 
@@ -824,10 +825,11 @@ class _Matcher:
         return True
 
     def _token_broadcast_in_dim(self, step: Step, values: tuple) -> bool:
+        """A position table's rows broadcast over the samples ([s d] or [1 s d] -> [b s d])."""
         table = self._position_rows(step, values[0])
         old, new = self._shape(step.inputs[0]), self._shape(step.outputs[0])
-        if table is None or tuple(new[-2:]) != tuple(old) or tuple(step.params["broadcast_dimensions"]) != (
-                len(new) - 2, len(new) - 1):
+        if table is None or tuple(new[-2:]) != tuple(old[-2:]) or set(old[:-2]) - {1} or tuple(
+                step.params["broadcast_dimensions"])[-2:] != (len(new) - 2, len(new) - 1):
             return False
         self._alias(step, table)
         return True

@@ -134,6 +134,9 @@ LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute
     "positions-embed": (apply(lambda m, x: x + m["wpe"](jnp.arange(x.shape[1])),
                               wpe=lambda rngs: nnx.Embed(2 * SEQUENCE, WIDTH, rngs=rngs)),
                         [(POS, T3)], ("body.layers.wpe", {"embedding": (2 * SEQUENCE, WIDTH)})),
+    "positions-embed-batched": (apply(lambda m, x: x + m["wpe"](jnp.arange(x.shape[1])[None, :]),
+                                      wpe=lambda rngs: nnx.Embed(2 * SEQUENCE, WIDTH, rngs=rngs)),
+                                [(POS, T3)], ("body.layers.wpe", {"embedding": (2 * SEQUENCE, WIDTH)})),
     "positions-param": (positions_param, [(POS, T3)], ("body", {"embedding": (2 * SEQUENCE, WIDTH)})),
 }
 
@@ -199,7 +202,8 @@ def test_a_hand_written_gpt_s_network_gives_the_module_s_loss_and_gradients():
         np.testing.assert_allclose(mapped[path], value, rtol=1e-5, atol=1e-6 * scale, err_msg=str(path))
 
 
-@pytest.mark.parametrize("layer", ["causal-attention-heads-first", "jax-attention-causal", "gated-mlp", "rms-norm"])
+@pytest.mark.parametrize("layer", ["causal-attention-heads-first", "jax-attention-causal", "gated-mlp", "rms-norm",
+                                   "positions-param"])
 def test_a_layer_s_network_gives_the_module_s_loss_and_gradients(layer):
     module = TokenModel(LAYERS[layer][0], nnx.Rngs(jax.random.key(0, impl="rbg")))
     imported = import_model(module, "tokens", BATCH, seq_len=SEQUENCE)
