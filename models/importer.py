@@ -992,7 +992,10 @@ class _Matcher:
         if not isinstance(pred, Const) or pred.value is None or (_constant(fill) or 0) > -1e9:
             self._fail(step, "selects from the attention scores other than with a constant mask and a very negative "
                              "fill (jnp.where(mask, scores, jnp.finfo(jnp.float32).min))")
-        kept = np.broadcast_to(pred.value.astype(bool), self._shape(step.outputs[0]))
+        kept = np.broadcast_to(pred.value if pred.value.dtype == bool else pred.value != 0, self._shape(step.outputs[0]))
+        sides = {scores.labels.index("0"), scores.labels.index("1")}
+        kept = kept[tuple(slice(None) if axis in sides or kept.strides[axis] else slice(0, 1)  # broadcast: once
+                          for axis in range(kept.ndim))]
         kept = kept if isinstance(on_true, _Scores) else ~kept
         rows, columns = (self._side_positions(scores, side, kept.ndim) for side in ("0", "1"))
         if np.array_equal(kept, np.broadcast_to(rows >= columns, kept.shape)):
@@ -1096,8 +1099,10 @@ def _constant(value) -> float | None:
     """The one value of a constant holding a single value (a scalar, or one broadcast), else None."""
     if not isinstance(value, Const) or value.value is None or value.value.size == 0:
         return None
-    first = value.value.reshape(-1)[0]
-    return float(first) if np.all(value.value == first) else None
+    array = value.value
+    array = array[tuple(0 if stride == 0 else slice(None) for stride in array.strides)]  # a broadcast: once
+    first = array.reshape(-1)[0]
+    return float(first) if np.all(array == first) else None
 
 
 def _evaluate(expr: _Expr, atom: int) -> np.ndarray:

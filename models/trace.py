@@ -21,7 +21,8 @@ stay as they are, for the importer to take or to name as unsupported. Steps that
 
 Constants: a step whose inputs are all known constants (a causal mask built with `jnp.tril`, `jnp.arange(s)`
 for learned positions, `1 / sqrt(head_dim)`) is evaluated while flattening and becomes a `Const` holding its
-value, so the importer reads what the mask or the positions are. Constants of more than
+value, so the importer reads what the mask or the positions are. A broadcast is kept as a numpy view (no
+copy: a [s s] mask broadcast over samples and heads stays s*s floats); other constants of more than
 `FOLD_MAX_ELEMENTS` elements stay steps (their value unknown).
 
 Each step also carries the user's source line that produced it (`Step.where`): the innermost frame of its
@@ -208,8 +209,11 @@ def _fold(eqn, args: tuple[Atom, ...]) -> tuple[Const, ...] | None:
     """The equation's outputs as constants, where every input is a known constant and the outputs are small;
     else None (it stays a step)."""
     if (eqn.primitive.name in _INLINED or eqn.effects
-            or not all(isinstance(arg, Const) and arg.value is not None for arg in args)
-            or any(np.prod(var.aval.shape, dtype=np.int64) > FOLD_MAX_ELEMENTS for var in eqn.outvars)):
+            or not all(isinstance(arg, Const) and arg.value is not None for arg in args)):
+        return None
+    if eqn.primitive.name == "broadcast_in_dim" and len(args) == 1:
+        return (Const(_broadcast(args[0].value, tuple(eqn.params["shape"]), eqn.params["broadcast_dimensions"])),)
+    if any(np.prod(var.aval.shape, dtype=np.int64) > FOLD_MAX_ELEMENTS for var in eqn.outvars):
         return None
     try:
         results = eqn.primitive.bind(*(arg.value for arg in args), **eqn.params)
@@ -217,6 +221,14 @@ def _fold(eqn, args: tuple[Atom, ...]) -> tuple[Const, ...] | None:
         return None
     return tuple(Const(np.asarray(result))
                  for result in (results if eqn.primitive.multiple_results else (results,)))
+
+
+def _broadcast(value: np.ndarray, shape: tuple[int, ...], dims) -> np.ndarray:
+    """lax.broadcast_in_dim as a read-only numpy view (operand axis i becomes output axis dims[i])."""
+    placed = [1] * len(shape)
+    for axis, dim in enumerate(dims):
+        placed[dim] = value.shape[axis]
+    return np.broadcast_to(value.reshape(placed), shape)
 
 
 def _flatten(closed: jcore.ClosedJaxpr, leaf_paths: tuple[Path, ...], param_paths: frozenset[Path],

@@ -320,3 +320,11 @@ def test_a_family_size_for_a_user_s_gpt_is_one_line():
     with pytest.raises(SoapError, match=r"^--depth sizes the transformer families .*, not .*user_gpt\.py:tiny_gpt; "
                                         r"drop --depth$"):
         resolve_model(USER_GPT, "tokens", BATCH, FamilyOptions(depth=1, seq_len=SEQUENCE))
+
+
+def test_a_causal_mask_broadcast_past_the_folding_limit_is_still_read():
+    """2 samples x 4 heads x 1024 x 1024 scores: 8M mask elements, over trace.FOLD_MAX_ELEMENTS, yet the mask
+    (a broadcast view of its 1024 x 1024 rows) is checked and the attention is causal."""
+    twin = _abstract(lambda rngs: GPT(VOCAB, 1024, WIDTH, HEADS, 1, 0.0, rngs))
+    graph = import_model(twin, "tokens", BATCH, seq_len=1024).graph
+    assert [op.attrs.causal for op in graph.ops if op.kind is ATTN] == [True]
