@@ -39,7 +39,7 @@ from models.errors import SoapError
 from models.graph import OpGraph
 from models.graph_file import graph_to_json
 from models.op import Op
-from simulator.calibration_plan import needed_local_ops, read_transposed_keys
+from simulator.calibration_plan import INPUT_GRADIENT, OUTPUT, needed_local_ops, transposed_copies_by_key
 from simulator.cost import MEASUREMENTS, OPTIMIZERS, ProfileEntry, TableCostModel, entry_from_json, profile_from_json
 from simulator.errors import ProfileError
 from simulator.linkfit import LinkFit, fit_link, monotonic_points, plot_links
@@ -214,12 +214,15 @@ def read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
     return entries
 
 
-def _needs_measuring(op: Op, profile: TableCostModel, transposed: frozenset[str]) -> bool:
+def _needs_measuring(op: Op, profile: TableCostModel, transposed: dict[str, tuple[str, ...]]) -> bool:
     """Not in the profile, without the update of the profile's optimizer for an op with parameters, or
-    without the transposed forward of an op a dense reads (`transposed`: calibration_plan.read_transposed_keys)."""
+    without a transposed copy's forward or backward a step computes (`transposed`:
+    calibration_plan.transposed_copies_by_key)."""
     entry = profile.entries.get(op.cost_key)
+    copies = transposed.get(op.cost_key, ())
     return (entry is None or bool(op.param_bytes) and entry.update(profile.optimizer) is None
-            or op.cost_key in transposed and entry.forward_transposed is None)
+            or OUTPUT in copies and entry.forward_transposed is None
+            or INPUT_GRADIENT in copies and entry.backward_transposed is None)
 
 
 def _merged(old: ProfileEntry | None, new: ProfileEntry) -> ProfileEntry:
@@ -270,7 +273,7 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     loaded = load_profile(paths.profile, kind, version, say)
     profile = TableCostModel(kind, version, loaded.entries, loaded.source, optimizer)
-    transposed = read_transposed_keys(graph, num_devices)
+    transposed = transposed_copies_by_key(graph, num_devices)
     missing = [op for op in needed_local_ops(graph, num_devices)
                if remeasure_ops or _needs_measuring(op, profile, transposed)]
     if missing:

@@ -38,19 +38,20 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
     from models.graph_file import graph_from_json
     from simulator import measure
     from simulator.cost import entry_to_json
-    from simulator.calibration_plan import MESSAGE_SIZES, needed_local_ops, read_transposed_keys
+    from simulator.calibration_plan import MESSAGE_SIZES, needed_local_ops, transposed_copies_by_key
 
     num_devices = job["num_devices"]
     if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
         graph = graph_from_json(job["graph"], "the calibration job's graph")
         skip = set(job["skip"])
         optimizers = tuple(job["optimizers"])
-        transposed = read_transposed_keys(graph, num_devices)
+        transposed = transposed_copies_by_key(graph, num_devices)
         with open(folder / "ops.jsonl" if reporter else os.devnull, "a") as log:
             for op in needed_local_ops(graph, num_devices):
                 if op.cost_key in skip:
                     continue
-                entry = replace(measure.measure_entry(op, optimizers, op.cost_key in transposed), measured_at_s=time.time())
+                entry = replace(measure.measure_entry(op, optimizers, transposed.get(op.cost_key, ())),
+                                measured_at_s=time.time())
                 log.write(json.dumps({"key": op.cost_key, **entry_to_json(entry)}) + "\n")
                 log.flush()
     if job["links"]:

@@ -50,9 +50,10 @@ class OpCost:
     forward_ms: float
     backward_ms: float
     update_ms: float = 0.0  # the optimizer update of the op's parameter slice (0 without parameters)
-    # The forward where a dense reads the output, which the step then also writes transposed
-    # (simulator.calibration_plan.read_transposed); None: as forward_ms.
-    forward_read_transposed_ms: float | None = None
+    # The forward and the backward that also write a transposed copy (of the output; of the input
+    # gradient), where the step does (simulator.calibration_plan.transposed_copies); None: not measured.
+    forward_transposed_ms: float | None = None
+    backward_transposed_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class ProfileEntry:
     """One local op's measured components: forward, backward and, for an op with parameters, the update of
     each calibrated optimizer (name, estimate); `flags`, the checks (problems) it still failed when
     calibration stopped re-measuring it; `measured_at_s`, when it was measured (Unix time; None: unknown);
-    `forward_transposed`, the forward that also writes its output transposed, measured for an op a dense
-    reads (simulator.calibration_plan.read_transposed; None where not measured)."""
+    `forward_transposed` and `backward_transposed`, the forward that also writes its output transposed and
+    the backward that also writes its input gradient transposed, measured where a step computes them
+    (simulator.calibration_plan.transposed_copies; None where not measured)."""
 
     forward: Estimate
     backward: Estimate
@@ -69,6 +71,7 @@ class ProfileEntry:
     flags: tuple[str, ...] = ()
     measured_at_s: float | None = None
     forward_transposed: Estimate | None = None
+    backward_transposed: Estimate | None = None
 
     def update(self, optimizer: str) -> Estimate | None:
         return dict(self.updates).get(optimizer)
@@ -76,14 +79,16 @@ class ProfileEntry:
     def cost(self, optimizer: str) -> OpCost:
         update = self.update(optimizer)
         return OpCost(self.forward.ms, self.backward.ms, update.ms if update else 0.0,
-                      self.forward_transposed.ms if self.forward_transposed else None)
+                      self.forward_transposed.ms if self.forward_transposed else None,
+                      self.backward_transposed.ms if self.backward_transposed else None)
 
     def problems(self, has_params: bool, optimizers: tuple[str, ...]) -> tuple[str, ...]:
         """What makes this entry untrustworthy: a component not above 0 ms, a missing update of an op with
         parameters, an interval wider than MAX_SPREAD."""
         components = [("forward", self.forward), ("backward", self.backward)]
-        if self.forward_transposed is not None:
-            components.append(("forward transposed", self.forward_transposed))
+        components += [(name, estimate) for name, estimate in (("forward transposed", self.forward_transposed),
+                                                               ("backward transposed", self.backward_transposed))
+                       if estimate is not None]
         if has_params:
             components += [(f"{name} update", self.update(name)) for name in optimizers]
         found = []
@@ -105,8 +110,9 @@ def entry_to_json(entry: ProfileEntry) -> dict:
     record = {"forward": timing(entry.forward), "backward": timing(entry.backward),
               "update": {name: timing(estimate) for name, estimate in entry.updates}, "flags": list(entry.flags),
               "measured_at": entry.measured_at_s}
-    if entry.forward_transposed is not None:
-        record["forward_transposed"] = timing(entry.forward_transposed)
+    for name in ("forward_transposed", "backward_transposed"):
+        if (estimate := getattr(entry, name)) is not None:
+            record[name] = timing(estimate)
     return record
 
 
@@ -119,7 +125,8 @@ def entry_from_json(record: dict) -> ProfileEntry:
                         tuple((str(name), timing(fields)) for name, fields in sorted(record["update"].items())),
                         tuple(str(flag) for flag in record["flags"]),
                         None if record.get("measured_at") is None else float(record["measured_at"]),
-                        timing(record["forward_transposed"]) if "forward_transposed" in record else None)
+                        *(timing(record[name]) if name in record else None
+                          for name in ("forward_transposed", "backward_transposed")))
 
 
 class CostModel(Protocol):

@@ -40,6 +40,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from models.network import apply_op, layer_params, op_layer, own_param_shapes
 from models.op import Op
+from simulator.calibration_plan import INPUT_GRADIENT, OUTPUT
 from simulator.cost import MEASUREMENTS, ProfileEntry
 from soap.optimizer import Optimizer
 from soap.step import residuals_without_inputs
@@ -56,15 +57,17 @@ class OpPrograms:
     `forward_residuals(params, inputs)` -> the same less the arrays that are its arguments (what a step's
     forward computes and keeps: soap.step.residuals_without_inputs);
     `forward_transposed(params, inputs)` -> forward_residuals' arrays and the output once more, as a
-    [features, tokens] matrix (what a step computes for an op a dense reads: calibration_plan.read_transposed);
-    `backward(pullback, cotangent)` -> the gradients (parameters', then the input's unless op.input_grad
-    is False)."""
+    [features, tokens] matrix; `backward(pullback, cotangent)` -> the gradients (parameters', then the
+    input's unless op.input_grad is False); `backward_transposed(pullback, cotangent)` -> those and the
+    input gradient once more, transposed (what a step computes where calibration_plan.transposed_copies
+    says)."""
 
     forward: Callable
     forward_vjp: Callable
     forward_residuals: Callable
     forward_transposed: Callable
     backward: Callable
+    backward_transposed: Callable
     params: dict
     inputs: tuple
     cotangent: jax.Array
@@ -102,11 +105,20 @@ def local_op_programs(op: Op) -> OpPrograms:
 
     def forward_transposed(params, inputs):
         output, residuals = forward_residuals(params, inputs)
-        return output, residuals, output.reshape(-1, output.shape[-1]).T
+        return output, residuals, _transposed(output)
+
+    def backward_transposed(pullback, cotangent):
+        gradients = pullback(cotangent)  # (params', inputs'): the first input's gradient is transposed
+        return gradients, _transposed(gradients[-1][0])
 
     return OpPrograms(jax.jit(forward), jax.jit(forward_vjp), jax.jit(forward_residuals),
-                      jax.jit(forward_transposed), jax.jit(lambda pullback, ct: pullback(ct)), params, inputs,
-                      cotangent)
+                      jax.jit(forward_transposed), jax.jit(lambda pullback, ct: pullback(ct)),
+                      jax.jit(backward_transposed), params, inputs, cotangent)
+
+
+def _transposed(array: jax.Array) -> jax.Array:
+    """`array` as a [last dim, the others] matrix: a token tensor laid out as a kernel gradient reads it."""
+    return array.reshape(-1, array.shape[-1]).T
 
 
 def _random_input(op: Op, shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> jax.Array:
@@ -131,23 +143,27 @@ def update_program(params: dict, optimizer: str) -> Program:
 
 
 def time_local_op(op: Op, optimizers: tuple[str, ...] = ("sgd",), policy: TimingPolicy = TimingPolicy(),
-                  clock: Callable[[], float] = time.perf_counter, read_transposed: bool = False) -> ProfileEntry:
+                  clock: Callable[[], float] = time.perf_counter, transposed: tuple[str, ...] = ()) -> ProfileEntry:
     """Forward, backward and each optimizer's update of `op` (a local op) on this process's first device;
-    with `read_transposed`, the forward that also writes its output transposed too (an op a dense reads)."""
+    and the forward or backward writing the transposed copies `transposed` names
+    (calibration_plan.transposed_copies)."""
     programs = local_op_programs(op)
     # The forward's outputs are kept, as a step keeps its activations: each call writes fresh memory
     # (soap.timing.time_steps). Gradients are not: a step consumes them (the update, the previous op's
     # backward) and frees them.
     forward = time_until_stable(lambda: programs.forward_residuals(programs.params, programs.inputs), policy,
                                 keep_outputs=True, clock=clock)
-    transposed = time_until_stable(lambda: programs.forward_transposed(programs.params, programs.inputs), policy,
-                                   keep_outputs=True, clock=clock) if read_transposed else None
+    forward_transposed = time_until_stable(lambda: programs.forward_transposed(programs.params, programs.inputs),
+                                           policy, keep_outputs=True, clock=clock) if OUTPUT in transposed else None
     _, pullback = programs.forward_vjp(programs.params, programs.inputs)
     backward = time_until_stable(lambda: programs.backward(pullback, programs.cotangent), policy, clock=clock)
+    backward_transposed = time_until_stable(lambda: programs.backward_transposed(pullback, programs.cotangent), policy,
+                                            clock=clock) if INPUT_GRADIENT in transposed else None
     # A tied weight's update is its owner's (one tensor, updated once): only the op's own parameters here.
     own = {name: programs.params[name] for name in own_param_shapes(op)}
     updates = tuple((name, time_update(own, name, policy, clock)) for name in optimizers if own)
-    return ProfileEntry(forward, backward, updates, forward_transposed=transposed)
+    return ProfileEntry(forward, backward, updates, forward_transposed=forward_transposed,
+                        backward_transposed=backward_transposed)
 
 
 def time_update(params: dict, optimizer: str, policy: TimingPolicy = TimingPolicy(),
@@ -163,13 +179,13 @@ def time_update(params: dict, optimizer: str, policy: TimingPolicy = TimingPolic
     return time_until_stable(step, policy, clock=clock)
 
 
-def measure_entry(op: Op, optimizers: tuple[str, ...], read_transposed: bool = False,
+def measure_entry(op: Op, optimizers: tuple[str, ...], transposed: tuple[str, ...] = (),
                   time_op: Callable[..., ProfileEntry] = time_local_op, measurements: int = MEASUREMENTS) -> ProfileEntry:
-    """`op`'s entry (`time_op(op, optimizers, read_transposed=...)`), measured again while it fails its
-    checks (ProfileEntry.problems), at most `measurements` times in all; the last one is kept, flagged
-    with what it still fails."""
+    """`op`'s entry (`time_op(op, optimizers, transposed=...)`), measured again while it fails its checks
+    (ProfileEntry.problems), at most `measurements` times in all; the last one is kept, flagged with what
+    it still fails."""
     for _ in range(measurements):
-        entry = time_op(op, optimizers, read_transposed=read_transposed)
+        entry = time_op(op, optimizers, transposed=transposed)
         problems = entry.problems(bool(op.param_bytes), optimizers)
         if not problems:
             return entry

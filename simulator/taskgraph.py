@@ -53,7 +53,7 @@ import numpy as np
 from models.graph import OpGraph
 from models import labels
 from models.op import local_op
-from simulator.calibration_plan import read_transposed
+from simulator.calibration_plan import INPUT_GRADIENT, OUTPUT, transposed_copies
 from simulator.cost import CostModel, OpCost, optimizer_of
 from simulator.machine import Link, Machine
 from soap.config import ParallelConfig
@@ -302,15 +302,18 @@ class TaskGraphBuilder:
         return cached
 
     def op_cost(self, op_index: int, degrees: tuple[int, ...]) -> OpCost:
-        """Op i's local op's costs under `degrees`; the forward that also writes the output transposed where
-        a dense reads it and the cost model measured that (calibration_plan.read_transposed)."""
+        """Op i's local op's costs under `degrees`: the forward or backward that also writes a transposed
+        copy where the step computes one and the cost model measured it (calibration_plan.transposed_copies)."""
         key = (op_index, degrees)
         cached = self._op_costs.get(key)
         if cached is None:
             op = self.graph.ops[op_index]
             cached = self.cost.op_cost(local_op(op, degrees), self.machine.device.kind)
-            if cached.forward_read_transposed_ms is not None and read_transposed(self.graph, op):
-                cached = replace(cached, forward_ms=cached.forward_read_transposed_ms)
+            copies = transposed_copies(self.graph, op)
+            if OUTPUT in copies and cached.forward_transposed_ms is not None:
+                cached = replace(cached, forward_ms=cached.forward_transposed_ms)
+            if INPUT_GRADIENT in copies and cached.backward_transposed_ms is not None:
+                cached = replace(cached, backward_ms=cached.backward_transposed_ms)
             self._op_costs[key] = cached
         return cached
 

@@ -258,20 +258,21 @@ def test_calibrating_a_cnn_with_a_branch_and_a_batch_norm_from_an_empty_cache_ha
 def _fake_measurements(zero_tries: int):
     """A measure_entry whose measurements give a 0 ms backward for the first `zero_tries` of each op, and
     the count of measurements per op."""
+    from simulator.calibration_plan import INPUT_GRADIENT, OUTPUT
     from simulator.measure import measure_entry
 
     tries: dict[str, int] = {}
 
-    def time_op(op, optimizers, read_transposed=False):
+    def time_op(op, optimizers, transposed=()):
         tries[op.cost_key] = tries.get(op.cost_key, 0) + 1
         backward_ms = 0.0 if tries[op.cost_key] <= zero_tries else 2.0
         updates = tuple((name, Estimate(0.5, 0.01, 5)) for name in optimizers) if op.param_bytes else ()
-        transposed = Estimate(1.5, 0.01, 5) if read_transposed else None
+        copy = Estimate(1.5, 0.01, 5)
         return ProfileEntry(Estimate(1.0, 0.01, 5), Estimate(backward_ms, 0.01, 5), updates,
-                            forward_transposed=transposed)
+                            forward_transposed=copy if OUTPUT in transposed else None,
+                            backward_transposed=copy if INPUT_GRADIENT in transposed else None)
 
-    return (lambda op, optimizers, read_transposed=False: measure_entry(op, optimizers, read_transposed,
-                                                                        time_op)), tries
+    return (lambda op, optimizers, transposed=(): measure_entry(op, optimizers, transposed, time_op)), tries
 
 
 def test_an_entry_measured_0_is_measured_again(monkeypatch, tmp_path):
