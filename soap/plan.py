@@ -5,14 +5,21 @@
     logits = plan.forward(model, images)           # in the user's own jitted step, instead of model(images)
 
 `shard_plan` imports the model (models.importer: its operator graph, ops named by module path) and lowers
-the strategy (soap.lowering) as SOAP's own runtime does. What the user takes home:
+the strategy (soap.lowering) as SOAP's own runtime does (`lower_plan`, given the graph already imported).
+What the user takes home:
 
 - `state_shardings`: an nnx.State matching `nnx.state(model)`, each leaf the NamedSharding of that array
   (op `blocks.3.conv`'s kernel split on its output channels where the strategy splits that op's
   channels; replicated over the strategy's devices where it splits the batch); leaves the graph does
   not hold (an RNG counter) are replicated over all of the strategy's devices.
-- `mesh` (one mesh over the strategy's devices, which every op's mesh refines) and `meshes` (op name ->
-  the op's own mesh, one axis per output dim), `images_sharding` and `labels_sharding` for the batch.
+- `mesh` (one mesh over the strategy's devices that refines every op's mesh: soap.stages.stage_mesh, axes
+  `stage0`, `stage1`, ...) and `meshes` (op name -> the op's own mesh, one axis per config label),
+  `images_sharding` (the first op's input: images or token ids) and `labels_sharding` for the batch.
+- `partition_specs`: the same placements as `state_shardings`, each a PartitionSpec on `mesh`'s axes, and
+  `annotate(model)`, which writes them into the model's variables as flax's sharding metadata
+  (`out_sharding`, with `mesh`), so that `nnx.get_partition_spec(nnx.state(model))` gives them and
+  `nnx.get_named_sharding(nnx.state(model), plan.mesh)` places the model as the plan does; variables the
+  model creates from annotated ones (nnx.Optimizer's states) are placed alike as flax creates them.
 - `forward(model, images)`: the model's logits with every op's input and output pinned by
   `with_sharding_constraint`, reading the model's own variables (so nnx.value_and_grad differentiates
   them) and writing batch norm's running averages back into the model, as its training-mode call does.
@@ -44,11 +51,11 @@ from models.cli import read_text
 from models.errors import SoapError
 from models.graph_file import DATA
 from models.graph import OpGraph
-from models.importer import ImportedModel, Source, import_model
+from models.importer import Source, import_model
 from models.network import loss_op, op_params
 from models.trace import Path
 from soap.lowering import strategy_shardings
-from soap.stages import sources as op_sources, stage_mesh
+from soap.stages import refine, sources as op_sources, stage_mesh
 from soap.step import Shardings, input_sharding, pinned_apply, step_stages
 from soap.strategy import Strategy, strategy_from_json
 
@@ -76,6 +83,14 @@ class ShardPlan:
     meshes: dict[str, Mesh]
     images_sharding: NamedSharding
     labels_sharding: NamedSharding
+    partition_specs: nnx.State
+
+    def annotate(self, model: nnx.Module) -> None:
+        """Write `partition_specs` into `model`'s variables as flax's sharding metadata (`out_sharding` and
+        `mesh`), so that nnx.get_partition_spec(nnx.state(model)) gives them; the arrays stay where they are."""
+        specs = {path: variable.get_value() for path, variable in nnx.to_flat_state(self.partition_specs)}
+        for path, variable in _variables(model).items():
+            variable.set_metadata(out_sharding=tuple(specs[path]), mesh=self.mesh)
 
     def forward(self, model: nnx.Module, images: jax.Array) -> jax.Array:
         """The logits of `model` (training mode) on `images`, every op placed as the strategy says;
@@ -106,6 +121,13 @@ def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dat
     if not isinstance(strategy, Strategy):
         text = read_text("strategy", os.fspath(strategy), "a strategy.json written by search.optimize")
         strategy = strategy_from_json(text, graph, _num_devices(text), source=f"strategy {os.fspath(strategy)!r}")
+    return lower_plan(graph, imported.sources, nnx.state(model), strategy, devices)
+
+
+def lower_plan(graph: OpGraph, sources: tuple[Source, ...], state: nnx.State, strategy: Strategy,
+               devices: Sequence[jax.Device] | None = None) -> ShardPlan:
+    """The plan of `strategy` for the model whose imported graph is `graph` (models.importer: its arrays at
+    `sources`) and whose nnx.state is `state` (arrays or abstract: only its paths and variables are read)."""
     shardings = strategy_shardings(graph, strategy, devices)
     stages = step_stages(graph, shardings)
     if len(stages) > 1:
@@ -118,8 +140,9 @@ def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dat
     labels = shardings.activations[loss_op(graph).name]
     first = graph.ops[0]
     images = input_sharding(first, shardings.activations[first.name])  # where the first op reads them
-    state_shardings = _state_shardings(model, imported, shardings, mesh)
-    return ShardPlan(graph, imported.sources, strategy, shardings, state_shardings, mesh, meshes, images, labels)
+    state_shardings = _state_shardings(state, sources, shardings, mesh)
+    specs = jax.tree.map(lambda sharding: refine(sharding, mesh).spec, state_shardings)
+    return ShardPlan(graph, sources, strategy, shardings, state_shardings, mesh, meshes, images, labels, specs)
 
 
 def _num_devices(text: str) -> int:
@@ -146,9 +169,13 @@ def _per_op(sources: tuple[Source, ...], variables: dict[Path, nnx.Variable], tr
     return tree
 
 
-def _state_shardings(model: nnx.Module, imported: ImportedModel, shardings: Shardings, mesh: Mesh) -> nnx.State:
-    """nnx.state(model) with each array's NamedSharding in its place."""
-    by_path = {**imported.module_paths(shardings.params), **imported.module_paths(shardings.state)}
+def _state_shardings(state: nnx.State, sources: tuple[Source, ...], shardings: Shardings, mesh: Mesh) -> nnx.State:
+    """`state` (a model's nnx.state) with each array's NamedSharding in its place."""
+    by_path = {}
+    for source in sources:
+        arrays = (shardings.params if source.trainable else shardings.state).get(source.op, {})
+        if source.name in arrays:
+            by_path[source.path] = arrays[source.name]
     replicated = NamedSharding(mesh, PartitionSpec())
     return nnx.from_flat_state([(path, variable.replace(by_path.get(path, replicated)))
-                                for path, variable in nnx.to_flat_state(nnx.state(model))])
+                                for path, variable in nnx.to_flat_state(state)])
