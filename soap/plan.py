@@ -55,7 +55,7 @@ from models.importer import Source, import_model
 from models.network import loss_op, op_params
 from models.trace import Path
 from soap.lowering import strategy_shardings
-from soap.stages import refine, sources as op_sources, stage_mesh
+from soap.stages import refine, sources as op_sources, split_stages, stage_mesh
 from soap.step import Shardings, input_sharding, pinned_apply, step_stages
 from soap.strategy import Strategy, strategy_from_json
 
@@ -120,7 +120,7 @@ def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dat
     graph = imported.graph
     if not isinstance(strategy, Strategy):
         text = read_text("strategy", os.fspath(strategy), "a strategy.json written by search.optimize")
-        strategy = strategy_from_json(text, graph, _num_devices(text), source=f"strategy {os.fspath(strategy)!r}")
+        strategy = strategy_from_json(text, graph, strategy_file_devices(text), source=f"strategy {os.fspath(strategy)!r}")
     return lower_plan(graph, imported.sources, nnx.state(model), strategy, devices)
 
 
@@ -128,12 +128,9 @@ def lower_plan(graph: OpGraph, sources: tuple[Source, ...], state: nnx.State, st
                devices: Sequence[jax.Device] | None = None) -> ShardPlan:
     """The plan of `strategy` for the model whose imported graph is `graph` (models.importer: its arrays at
     `sources`) and whose nnx.state is `state` (arrays or abstract: only its paths and variables are read)."""
+    require_one_program(graph, strategy)
     shardings = strategy_shardings(graph, strategy, devices)
-    stages = step_stages(graph, shardings)
-    if len(stages) > 1:
-        raise PlanError(f"the strategy puts {graph.model}'s ops on different device sets ({len(stages)} stages, the "
-                        f"first {list(stages[0].names)}), which one jitted step cannot run; {RUN_STAGED}")
-    (stage,) = stages
+    (stage,) = step_stages(graph, shardings)
     mesh = stage_mesh([sharding for op in stage.ops for sharding in (
         shardings.activations[op.name], *shardings.params.get(op.name, {}).values())])
     meshes = {name: sharding.mesh for name, sharding in shardings.activations.items()}
@@ -145,7 +142,15 @@ def lower_plan(graph: OpGraph, sources: tuple[Source, ...], state: nnx.State, st
     return ShardPlan(graph, sources, strategy, shardings, state_shardings, mesh, meshes, images, labels, specs)
 
 
-def _num_devices(text: str) -> int:
+def require_one_program(graph: OpGraph, strategy: Strategy) -> None:
+    """PlanError unless `strategy` is one stage (soap.stages): what one jitted step runs."""
+    stages = split_stages(graph, {name: config.device_set for name, config in strategy.items()})
+    if len(stages) > 1:
+        raise PlanError(f"the strategy puts {graph.model}'s ops on different device sets ({len(stages)} stages, the "
+                        f"first {list(stages[0].names)}), which one jitted step cannot run; {RUN_STAGED}")
+
+
+def strategy_file_devices(text: str) -> int:
     """The device count a strategy file says (strategy_from_json then checks the rest); the process's
     device count where the file does not say one, for strategy_from_json's own one-line error."""
     try:
