@@ -46,7 +46,7 @@ from models.user_model import summary
 from search.mcmc import Budget
 from search.report import StrategyRow, format_table, strategy_rows
 from search.strategy_search import baseline_strategies, recommend, search_starts, search_strategy
-from simulator.cost import CostModel, RooflineCostModel
+from simulator.cost import RooflineCostModel
 from simulator.calibrate import calibrate
 from simulator.machine import Machine, load_machine
 from soap.optimizer import Optimizer
@@ -137,16 +137,21 @@ def parallelize(model: nnx.Module, example_inputs, *, num_devices: int | None = 
                 machine: str | Machine = LOCAL, budget_s: float | None = None, optimizer: str = "sgd",
                 seed: int = 0) -> Plan:
     """The plan of the best SPMD strategy found for training `model` on batches like `example_inputs` on
-    `num_devices` devices (default: every JAX device) of `machine`, with `optimizer` (sgd: momentum 0.9;
-    adamw) priced in the step. `budget_s`: the search's seconds (None: search.strategy_search's adaptive
-    budget, which can run minutes on large graphs); the same seed finds the same strategy."""
-    num_devices = _device_count(num_devices)
+    `num_devices` devices of `machine` (default: all of a preset's or a Machine's devices; for "local",
+    every JAX device), with `optimizer` (sgd: momentum 0.9; adamw) priced in the step. `budget_s`: the
+    search's seconds (None: search.strategy_search's adaptive budget, which can run minutes on large
+    graphs); the same seed finds the same strategy when the search converges before its budget."""
+    if num_devices is not None:
+        _require_device_count(num_devices)
     optimizer = _optimizer(optimizer)
+    simulated = None if machine == LOCAL else _simulated_machine(machine, num_devices)
+    num_devices = num_devices or (jax.device_count() if simulated is None else simulated.num_devices)
     batch = example_batch(model, example_inputs)
     imported = _import(model, batch)
     graph = imported.graph
     _require_spmd_space(graph, num_devices)
-    machine, cost_model = _machine(machine, graph, num_devices, optimizer)
+    machine, cost_model = (calibrate(graph, num_devices, optimizer=optimizer.value) if simulated is None
+                           else (simulated, RooflineCostModel(simulated.device, optimizer=optimizer)))
     baselines, _ = baseline_strategies(graph, num_devices, machine.devices_per_node)
     starts = search_starts(graph, num_devices, baselines, seed, spmd=True)
     budget = None if budget_s is None else Budget(seconds=budget_s)
@@ -163,7 +168,7 @@ def load_plan(model: nnx.Module, path: str | os.PathLike, example_inputs, *, num
     imported = _import(model, batch)
     path = os.fspath(path)
     text = read_text("plan", path, "a strategy.json that Plan.save or search.optimize wrote")
-    count = strategy_file_devices(text) if num_devices is None else _device_count(num_devices)
+    count = strategy_file_devices(text) if num_devices is None else _require_device_count(num_devices)
     strategy = strategy_from_json(text, imported.graph, count, source=f"plan {path!r}")
     require_one_program(imported.graph, strategy)
     return Plan(strategy, imported.graph, imported.sources, _abstract(model), note=f"loaded from {path}")
@@ -215,9 +220,7 @@ def _abstract(model: nnx.Module) -> nnx.State:
     return jax.tree.map(lambda array: jax.ShapeDtypeStruct(array.shape, array.dtype), nnx.state(model))
 
 
-def _device_count(num_devices) -> int:
-    if num_devices is None:
-        return jax.device_count()
+def _require_device_count(num_devices) -> int:
     if not isinstance(num_devices, int) or isinstance(num_devices, bool) or num_devices < 1:
         raise ParallelizeError(f"num_devices must be an integer >= 1, got {num_devices!r}")
     return num_devices
@@ -242,18 +245,12 @@ def _require_spmd_space(graph: OpGraph, num_devices: int) -> None:
                 f"{graph.batch_size}) or fewer devices")
 
 
-def _machine(machine: str | Machine, graph: OpGraph, num_devices: int,
-             optimizer: Optimizer) -> tuple[Machine, CostModel]:
-    """The machine of `num_devices` devices and its cost model: the local devices calibrated (cached), or
-    a preset, a machine file or a Machine (resized to `num_devices`: Machine.with_devices) with the
-    datasheet's roofline."""
-    if machine == LOCAL:
-        return calibrate(graph, num_devices, optimizer=optimizer.value)
+def _simulated_machine(machine: str | Machine, num_devices: int | None) -> Machine:
+    """A preset, a machine file or a Machine, of `num_devices` devices (None: as it is), priced from its
+    datasheet; one line for anything else."""
     if isinstance(machine, Machine):
-        machine = machine.with_devices(num_devices)
-    elif isinstance(machine, str):
-        machine = load_machine(machine, num_devices)
-    else:
-        raise ParallelizeError(f"machine must be {LOCAL!r}, a preset's name, a machine JSON path or a "
-                               f"simulator.machine.Machine, got {type(machine).__name__}")
-    return machine, RooflineCostModel(machine.device, optimizer=optimizer)
+        return machine if num_devices is None else machine.with_devices(num_devices)
+    if isinstance(machine, str):
+        return load_machine(machine, num_devices)
+    raise ParallelizeError(f"machine must be {LOCAL!r}, a preset's name, a machine JSON path or a "
+                           f"simulator.machine.Machine, got {type(machine).__name__}")

@@ -120,6 +120,7 @@ def test_a_machine_value_and_the_local_machine(monkeypatch):
     model = _tiny()
     plan = soap.parallelize(model, IMAGES, num_devices=2, machine=load_machine("h100x8"), budget_s=1)
     assert on_all_devices(plan.strategy.values(), 2)
+    assert soap.parallelize(model, IMAGES, machine="h100x8", budget_s=1).strategy.num_devices == 8  # all of it
     calls = []
 
     def calibrate(graph, num_devices, optimizer):  # the local profile, as search.optimize --no-run gets it
