@@ -119,8 +119,9 @@ def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dat
     imported = import_model(model, dataset, batch_size)
     graph = imported.graph
     if not isinstance(strategy, Strategy):
-        text = read_text("strategy", os.fspath(strategy), "a strategy.json written by search.optimize")
-        strategy = strategy_from_json(text, graph, strategy_file_devices(text), source=f"strategy {os.fspath(strategy)!r}")
+        path = os.fspath(strategy)
+        text = read_text("strategy", path, "a strategy.json written by search.optimize")
+        strategy = strategy_from_json(text, graph, strategy_file_devices(text), source=f"strategy {path!r}")
     return lower_plan(graph, imported.sources, nnx.state(model), strategy, devices)
 
 
