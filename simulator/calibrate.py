@@ -39,7 +39,7 @@ from models.errors import SoapError
 from models.graph import OpGraph
 from models.graph_file import graph_to_json
 from models.op import Op
-from simulator.calibration_plan import needed_local_ops
+from simulator.calibration_plan import needed_local_ops, read_transposed_keys
 from simulator.cost import MEASUREMENTS, OPTIMIZERS, ProfileEntry, TableCostModel, entry_from_json, profile_from_json
 from simulator.errors import ProfileError
 from simulator.linkfit import LinkFit, fit_link, monotonic_points, plot_links
@@ -53,7 +53,7 @@ from soap.optimizer import Optimizer
 # a fixed count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve
 # (simulator.linkfit). 5: the median of those samples, not the first quartile. 6: reduce-scatter timed too,
 # and whether XLA compiles a row-split dense's sliced partial sum into one (Machine.reduce_scatter).
-LINKS_VERSION = 6
+LINKS_VERSION = 7
 # Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
 # written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
@@ -125,6 +125,7 @@ class LinkTimings:
     overlap: dict  # simulator.measure.time_overlap's figures
     reduce_scatter_ms: tuple[float, ...]
     emits_reduce_scatter: bool
+    combined_allreduce_ms: tuple[float, ...]  # per (array, 1 KB) pair of one combined all-reduce
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class MeasuredLinks:
     inner_dim_reshard: tuple[tuple[float, float], ...]
     allreduce: tuple[tuple[float, float], ...]
     reduce_scatter: tuple[tuple[float, float], ...]
+    combined_allreduce: tuple[tuple[float, float], ...]  # on the ring traffic of the pair's large array
 
     def fit(self, name: str) -> LinkFit:
         points = getattr(self, name)
@@ -150,7 +152,8 @@ class MeasuredLinks:
     def plot(self, path: Path, title: str) -> None:
         """The links' timings, priced curves and fitted lines in one figure."""
         plot_links(str(path), {name: (getattr(self, name), self.as_link(name).measured, self.fit(name))
-                               for name in ("link", "inner_dim_reshard", "allreduce", "reduce_scatter")}, title)
+                               for name in ("link", "inner_dim_reshard", "allreduce", "reduce_scatter",
+                                            "combined_allreduce")}, title)
 
 
 def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
@@ -162,7 +165,8 @@ def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
         return tuple((float(b), m / 1e3) for b, m in zip(sizes, ms))
 
     return MeasuredLinks(points(received, timings.reshard_ms), points(received, timings.inner_reshard_ms),
-                         points(ring, timings.allreduce_ms), points(scattered, timings.reduce_scatter_ms))
+                         points(ring, timings.allreduce_ms), points(scattered, timings.reduce_scatter_ms),
+                         points(ring, timings.combined_allreduce_ms))
 
 
 def overlaps(overlap: dict) -> bool:
@@ -177,7 +181,8 @@ def local_machine(device: DeviceSpec, num_devices: int, links: MeasuredLinks, ov
     link = links.as_link("link")
     return Machine("local", device, num_devices, num_devices, link, link, overlap,
                    allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"),
-                   reduce_scatter=reduce_scatter, reduce_scatter_link=links.as_link("reduce_scatter"))
+                   reduce_scatter=reduce_scatter, reduce_scatter_link=links.as_link("reduce_scatter"),
+                   combined_allreduce=links.as_link("combined_allreduce"))
 
 
 def cpu_kind(busy_cores: int) -> str:
@@ -209,10 +214,12 @@ def read_ops_log(folder: Path) -> dict[str, ProfileEntry]:
     return entries
 
 
-def _needs_measuring(op: Op, profile: TableCostModel) -> bool:
-    """Not in the profile, or without the update of the profile's optimizer for an op with parameters."""
+def _needs_measuring(op: Op, profile: TableCostModel, transposed: frozenset[str]) -> bool:
+    """Not in the profile, without the update of the profile's optimizer for an op with parameters, or
+    without the transposed forward of an op a dense reads (`transposed`: calibration_plan.read_transposed_keys)."""
     entry = profile.entries.get(op.cost_key)
-    return entry is None or bool(op.param_bytes) and entry.update(profile.optimizer) is None
+    return (entry is None or bool(op.param_bytes) and entry.update(profile.optimizer) is None
+            or op.cost_key in transposed and entry.forward_transposed is None)
 
 
 def _merged(old: ProfileEntry | None, new: ProfileEntry) -> ProfileEntry:
@@ -263,7 +270,9 @@ def calibrate(graph: OpGraph, num_devices: int, cache_dir: Path = DEFAULT_CACHE,
     paths = CachePaths.of(cache_dir, kind, version, num_devices)
     loaded = load_profile(paths.profile, kind, version, say)
     profile = TableCostModel(kind, version, loaded.entries, loaded.source, optimizer)
-    missing = [op for op in needed_local_ops(graph, num_devices) if remeasure_ops or _needs_measuring(op, profile)]
+    transposed = read_transposed_keys(graph, num_devices)
+    missing = [op for op in needed_local_ops(graph, num_devices)
+               if remeasure_ops or _needs_measuring(op, profile, transposed)]
     if missing:
         where = f"one {kind}" if in_process else f"{num_devices} pinned cores at once ({kind})"
         say(f"calibrating {len(missing)} op shapes of {graph.model} on {where}; cached in {paths.profile}")
@@ -372,11 +381,13 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
         say(f"warning: {warning}")
     timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
                           tuple(results["inner_reshard_ms"]), tuple(results["allreduce_ms"]), results["overlap"],
-                          tuple(results["reduce_scatter_ms"]), results["emits_reduce_scatter"])
+                          tuple(results["reduce_scatter_ms"]), results["emits_reduce_scatter"],
+                          tuple(results["combined_allreduce_ms"]))
     links = measured_links(timings, num_devices)
     say(f"links (priced by the measured timings; fitted lines): resharding {_fitted(links.fit('link'))}, on an "
         f"inner dim {_fitted(links.fit('inner_dim_reshard'))}; all-reduce {_fitted(links.fit('allreduce'))}; "
-        f"reduce-scatter {_fitted(links.fit('reduce_scatter'))} (XLA compiles a sliced partial sum into "
+        f"reduce-scatter {_fitted(links.fit('reduce_scatter'))}; a weight and its bias in a combined all-reduce "
+        f"{_fitted(links.fit('combined_allreduce'))} (XLA compiles a sliced partial sum into "
         f"{'a reduce-scatter' if timings.emits_reduce_scatter else 'an all-reduce and a slice'}); overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
     links.plot(plot_path, f"links between {where} ({kind})")

@@ -6,8 +6,8 @@ needed local op not in "skip" on its pinned core (all cores busy, as in a parall
 (simulator.measure.measure_entry); process 0 appends one JSON line per op ({"key", **the profile entry})
 to FOLDER/ops.jsonl as it goes (the parent shows progress and keeps what was measured if stopped); an op's
 entry holds each optimizer's update of its parameters. With "links", all workers
-time resharding (all-gather, split on the leading dim and on an inner dim), all-reduce and reduce-scatter over
-MESSAGE_SIZES and the overlap probe, and compile a row-split dense to see whether XLA emits a reduce-scatter
+time resharding (all-gather, split on the leading dim and on an inner dim), all-reduce, reduce-scatter and
+the pairs of a combined all-reduce (measure.time_combined_allreduce_ms) over MESSAGE_SIZES and the overlap probe, and compile a row-split dense to see whether XLA emits a reduce-scatter
 (measure.emits_reduce_scatter); process 0 writes FOLDER/links.json. With "link_probe_bytes" (optional; the drift check, simulator.drift), all workers time one
 all-reduce of that many bytes each; process 0 writes FOLDER/link_probe.json ({"allreduce_ms"}).
 """
@@ -38,18 +38,19 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
     from models.graph_file import graph_from_json
     from simulator import measure
     from simulator.cost import entry_to_json
-    from simulator.calibration_plan import MESSAGE_SIZES, needed_local_ops
+    from simulator.calibration_plan import MESSAGE_SIZES, needed_local_ops, read_transposed_keys
 
     num_devices = job["num_devices"]
     if job["ops"]:  # every worker times the ops, so that the cores are as busy as in a parallel step
         graph = graph_from_json(job["graph"], "the calibration job's graph")
         skip = set(job["skip"])
         optimizers = tuple(job["optimizers"])
+        transposed = read_transposed_keys(graph, num_devices)
         with open(folder / "ops.jsonl" if reporter else os.devnull, "a") as log:
             for op in needed_local_ops(graph, num_devices):
                 if op.cost_key in skip:
                     continue
-                entry = replace(measure.measure_entry(op, optimizers), measured_at_s=time.time())
+                entry = replace(measure.measure_entry(op, optimizers, op.cost_key in transposed), measured_at_s=time.time())
                 log.write(json.dumps({"key": op.cost_key, **entry_to_json(entry)}) + "\n")
                 log.flush()
     if job["links"]:
@@ -59,6 +60,7 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
             "inner_reshard_ms": [measure.time_reshard_ms(size, num_devices, inner_dim=True) for size in MESSAGE_SIZES],
             "allreduce_ms": [measure.time_allreduce_ms(size, num_devices) for size in MESSAGE_SIZES],
             "reduce_scatter_ms": [measure.time_reduce_scatter_ms(size, num_devices) for size in MESSAGE_SIZES],
+            "combined_allreduce_ms": [measure.time_combined_allreduce_ms(size, num_devices) for size in MESSAGE_SIZES],
             "emits_reduce_scatter": measure.emits_reduce_scatter(num_devices),
             "overlap": measure.time_overlap(num_devices),
         }

@@ -50,31 +50,40 @@ class OpCost:
     forward_ms: float
     backward_ms: float
     update_ms: float = 0.0  # the optimizer update of the op's parameter slice (0 without parameters)
+    # The forward where a dense reads the output, which the step then also writes transposed
+    # (simulator.calibration_plan.read_transposed); None: as forward_ms.
+    forward_read_transposed_ms: float | None = None
 
 
 @dataclass(frozen=True)
 class ProfileEntry:
     """One local op's measured components: forward, backward and, for an op with parameters, the update of
     each calibrated optimizer (name, estimate); `flags`, the checks (problems) it still failed when
-    calibration stopped re-measuring it; `measured_at_s`, when it was measured (Unix time; None: unknown)."""
+    calibration stopped re-measuring it; `measured_at_s`, when it was measured (Unix time; None: unknown);
+    `forward_transposed`, the forward that also writes its output transposed, measured for an op a dense
+    reads (simulator.calibration_plan.read_transposed; None where not measured)."""
 
     forward: Estimate
     backward: Estimate
     updates: tuple[tuple[str, Estimate], ...] = ()
     flags: tuple[str, ...] = ()
     measured_at_s: float | None = None
+    forward_transposed: Estimate | None = None
 
     def update(self, optimizer: str) -> Estimate | None:
         return dict(self.updates).get(optimizer)
 
     def cost(self, optimizer: str) -> OpCost:
         update = self.update(optimizer)
-        return OpCost(self.forward.ms, self.backward.ms, update.ms if update else 0.0)
+        return OpCost(self.forward.ms, self.backward.ms, update.ms if update else 0.0,
+                      self.forward_transposed.ms if self.forward_transposed else None)
 
     def problems(self, has_params: bool, optimizers: tuple[str, ...]) -> tuple[str, ...]:
         """What makes this entry untrustworthy: a component not above 0 ms, a missing update of an op with
         parameters, an interval wider than MAX_SPREAD."""
         components = [("forward", self.forward), ("backward", self.backward)]
+        if self.forward_transposed is not None:
+            components.append(("forward transposed", self.forward_transposed))
         if has_params:
             components += [(f"{name} update", self.update(name)) for name in optimizers]
         found = []
@@ -93,9 +102,12 @@ def entry_to_json(entry: ProfileEntry) -> dict:
     def timing(estimate: Estimate) -> dict:
         return {"ms": estimate.ms, "spread": estimate.spread, "repeats": estimate.repeats}
 
-    return {"forward": timing(entry.forward), "backward": timing(entry.backward),
-            "update": {name: timing(estimate) for name, estimate in entry.updates}, "flags": list(entry.flags),
-            "measured_at": entry.measured_at_s}
+    record = {"forward": timing(entry.forward), "backward": timing(entry.backward),
+              "update": {name: timing(estimate) for name, estimate in entry.updates}, "flags": list(entry.flags),
+              "measured_at": entry.measured_at_s}
+    if entry.forward_transposed is not None:
+        record["forward_transposed"] = timing(entry.forward_transposed)
+    return record
 
 
 def entry_from_json(record: dict) -> ProfileEntry:
@@ -106,7 +118,8 @@ def entry_from_json(record: dict) -> ProfileEntry:
     return ProfileEntry(timing(record["forward"]), timing(record["backward"]),
                         tuple((str(name), timing(fields)) for name, fields in sorted(record["update"].items())),
                         tuple(str(flag) for flag in record["flags"]),
-                        None if record.get("measured_at") is None else float(record["measured_at"]))
+                        None if record.get("measured_at") is None else float(record["measured_at"]),
+                        timing(record["forward_transposed"]) if "forward_transposed" in record else None)
 
 
 class CostModel(Protocol):

@@ -26,7 +26,12 @@ ring formula runs over the slowest link of the ring (simulator.taskgraph.ring_al
 features), which XLA transposes around the collective; without it, the node links price every move. An
 optional "reduce_scatter_link" (written by calibration) prices a reduce-scatter of b bytes over r devices
 on the (r-1)/r * b bytes each sends; without it, half the all-reduce (simulator.taskgraph). "reduce_scatter"
-(optional, default false) says whether the machine's compiled steps sum a sliced partial sum by one.
+(optional, default false) says whether the machine's compiled steps sum a sliced partial sum by one. An
+optional "combined_allreduce" link (written by calibration) prices an op's gradient arrays in the one
+combined all-reduce XLA makes of a step's gradient all-reduces, where the collectives run it operand by
+operand and an operand after a large one pays the link's floor again (XLA:CPU over gloo): the time of a
+(b-byte array, 1 KB array) pair of such an all-reduce, on the ring traffic of the b bytes
+(simulator.measure.time_combined_allreduce_ms; simulator.taskgraph prices with it).
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class Machine:
     # preset claims reduce-scatters until a GPU's compiled step shows them.
     reduce_scatter: bool = False
     reduce_scatter_link: Link | None = None  # measured reduce-scatter, on the bytes each device sends
+    combined_allreduce: Link | None = None  # measured (array, 1 KB array) pair of a combined all-reduce
 
     def __post_init__(self) -> None:
         _check_machine(self)
@@ -123,6 +129,8 @@ def _check_machine(machine: Machine) -> None:
         links["inner_dim_reshard"] = machine.inner_dim_reshard
     if machine.reduce_scatter_link is not None:
         links["reduce_scatter_link"] = machine.reduce_scatter_link
+    if machine.combined_allreduce is not None:
+        links["combined_allreduce"] = machine.combined_allreduce
     positive = {
         "device.peak_flops_per_s": machine.device.peak_flops_per_s,
         "device.memory_bandwidth_bytes_per_s": machine.device.memory_bandwidth_bytes_per_s,
@@ -211,14 +219,15 @@ def machine_from_json(text: str, source: str = "machine file") -> Machine:
     missing = [k for k in ("name", "num_devices", "devices_per_node", "comm_overlaps_compute") if k not in document]
     if missing:
         raise MachineError(f"{source} is missing fields {missing}; see the schema in simulator/machine.py")
-    allreduce, inner, scatter = (_link(document, name, source) if document.get(name) is not None else None
-                                 for name in ("allreduce", "inner_dim_reshard", "reduce_scatter_link"))
+    allreduce, inner, scatter, combined = (
+        _link(document, name, source) if document.get(name) is not None else None
+        for name in ("allreduce", "inner_dim_reshard", "reduce_scatter_link", "combined_allreduce"))
     return Machine(
         name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
         devices_per_node=document["devices_per_node"], intra_node=links["intra_node"],
         inter_node=links["inter_node"], comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
         allreduce=allreduce, inner_dim_reshard=inner, reduce_scatter=bool(document.get("reduce_scatter", False)),
-        reduce_scatter_link=scatter,
+        reduce_scatter_link=scatter, combined_allreduce=combined,
     )
 
 

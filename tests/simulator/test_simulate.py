@@ -279,6 +279,22 @@ def test_a_measured_allreduce_replaces_the_ring_formula():
     assert {round(e.end_ms - e.start_ms, 9) for e in allreduce} == {2.288}
 
 
+def test_a_combined_allreduce_charges_the_operand_after_the_largest_once_per_op():
+    # As above, plus the machine's combined all-reduce: a (b-byte, 1 KB) pair in one collective takes
+    # 5 ms + b / 1e6 B/s. fc's kernel (256 B) then pays 5.256 - 1.256 - 2.024 (1 KB alone) = 1.976 ms more
+    # for the operand after it, once: 2.288 + 1.976 = 4.264 ms.
+    graph = two_layer_graph()
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
+    machine = dataclasses.replace(fake_machine(2), allreduce=Link(1e6, 1e-3), combined_allreduce=Link(1e6, 5e-3))
+    _, trace = simulate(graph, strategy, machine, COSTS)
+    allreduce = [e for e in trace.events if e.kind == "allreduce"]
+    assert {round(e.end_ms - e.start_ms, 9) for e in allreduce} == {4.264}
+    # Where the pair costs no more than its two arrays alone, nothing is added.
+    cheap = dataclasses.replace(machine, combined_allreduce=Link(1e6, 1e-3))
+    _, trace = simulate(graph, strategy, cheap, COSTS)
+    assert {round(e.end_ms - e.start_ms, 9) for e in trace.events if e.kind == "allreduce"} == {2.288}
+
+
 def test_delta_after_a_task_leaves_a_resource_that_a_later_task_uses():
     # Found by the property test above: flatten's move removes a transfer from a link in pool5's backward
     # while an earlier, unmoved task on that link made the link look settled; conv5's backward then used
