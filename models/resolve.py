@@ -2,16 +2,18 @@
 
     model = resolve_model("alexnet", "tiny-imagenet", 128)                   # model.graph; no module
     model = resolve_model("mine.py:Net", "tiny-imagenet", 128)               # imported: model.imported
+    model = resolve_model("gpt.py:GPT", "tokens", 8, FamilyOptions(seq_len=64))   # a user's token model
 
 A name containing ".py:" is a user's file: models.user_model builds NAME and models.importer imports it
 into the same operator graph the zoo builds, with the module's own initial parameters and state (which
 a run then trains, and whose direct call is the reference loss). Anything else is a zoo name
-(models.zoo.build_graph). Every failure is one SoapError line.
+(models.zoo.build_graph). A user's token model takes --seq-len only (its sizes are its own). Every failure is
+one SoapError line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flax import nnx
 
@@ -37,10 +39,11 @@ def is_user_model(spec: str) -> bool:
 
 
 def resolve_model(spec: str, dataset: str, batch_size: int, options: FamilyOptions = FamilyOptions()) -> ResolvedModel:
-    """`options` size a zoo transformer family's member (models.zoo.FamilyOptions); none applies to a user's model."""
+    """`options` size a zoo transformer family's member (models.zoo.FamilyOptions); of them only seq_len, the
+    token batch's sequence length, applies to a user's model."""
     if not is_user_model(spec):
         return ResolvedModel(build_graph(spec, dataset, batch_size, options))
-    require_no_family_options(spec, options)
+    require_no_family_options(spec, replace(options, seq_len=None))
     module = load_user_model(spec)
-    imported = import_model(module, dataset, batch_size)
+    imported = import_model(module, dataset, batch_size, seq_len=options.seq_len)
     return ResolvedModel(imported.graph, module, imported)

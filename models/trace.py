@@ -1,11 +1,13 @@
 """A user's flax nnx module traced into a flat list of primitive steps, each knowing its module path.
 
     trace = trace_module(module, jax.ShapeDtypeStruct((128, 64, 64, 3), jnp.float32))   # models.importer's input
+    trace = trace_module(module, jax.ShapeDtypeStruct((8, 64), jnp.int32))            # a token model's ids
 
 `trace_module(module, images)` runs the module's `__call__` under `jax.make_jaxpr` on a copy merged from
 the traced leaves (`nnx.split` outside, `nnx.merge` inside the traced function, so the user's module is
 never touched), in training mode (`train()`: batch norm uses the batch's statistics). The function's
-inputs are the module's state leaves, by their `nnx.state` path, and the image batch; its output is the logits.
+inputs are the module's state leaves, by their `nnx.state` path, and the input batch (NHWC images or [b s]
+token ids; `Trace.images` names it either way); its output is the logits.
 
 Module boundaries: while tracing, the `__call__` of every module class in the model runs inside
 `jax.named_scope` of that module's path and a call number, so that every equation records the innermost
@@ -16,6 +18,12 @@ Flattening: the calls JAX nests (jit, custom_jvp / custom_vjp such as `jax.nn.re
 inlined, so the importer sees primitives only; control flow (while, scan, cond) and every other primitive
 stay as they are, for the importer to take or to name as unsupported. Steps that do not feed the logits
 (batch norm's running averages, unused branches) are dropped.
+
+Constants: a step whose inputs are all known constants (a causal mask built with `jnp.tril`, `jnp.arange(s)`
+for learned positions, `1 / sqrt(head_dim)`) is evaluated while flattening and becomes a `Const` holding its
+value, so the importer reads what the mask or the positions are. A broadcast is kept as a numpy view (no
+copy: a [s s] mask broadcast over samples and heads stays s*s floats); other constants of more than
+`FOLD_MAX_ELEMENTS` elements stay steps (their value unknown).
 
 Each step also carries the user's source line that produced it (`Step.where`): the innermost frame of its
 traceback outside JAX, flax and SOAP, for one-line errors.
@@ -44,6 +52,7 @@ _INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_
             "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "remat2": "jaxpr",
             "checkpoint": "jaxpr"}
 _SCOPE_PREFIX = "soap-module:"
+FOLD_MAX_ELEMENTS = 1 << 22  # a causal mask of 2048 x 2048 tokens; larger constants are not evaluated
 # Frames that are not the user's: JAX, flax, numpy, and the scoping wrapper below.
 _LIBRARY_PREFIXES = tuple(os.path.dirname(package.__file__) + os.sep for package in (jax, flax, np)) + (
     os.path.abspath(__file__),)
@@ -51,8 +60,9 @@ _LIBRARY_PREFIXES = tuple(os.path.dirname(package.__file__) + os.sep for package
 
 @dataclass(frozen=True, eq=False)
 class Const:
-    """A value that depends on neither the images nor the parameters; `value` is None where it is computed
-    (the importer only reads literal constants: ReLU's 0, a mean's divisor)."""
+    """A value that depends on neither the input batch nor the parameters: a literal or a small constant
+    evaluated while flattening (ReLU's 0, a mean's divisor, a causal mask); `value` is None where it was too
+    large to evaluate."""
 
     value: np.ndarray | None
 
@@ -78,9 +88,9 @@ class Trace:
     """The module's forward as live steps in program order.
 
     Variables 0..len(leaf_paths)-1 are the module's state leaves, by path (`param_paths`: those that are
-    nnx.Param); `images` is the image batch's variable and `logits` the output's. `shapes` gives every
-    variable's shape and `dtypes` its dtype; `uses` how many steps (and the output) read it; `modules` the
-    module at each scope path.
+    nnx.Param); `images` is the input batch's variable (images or token ids) and `logits` the output's.
+    `shapes` gives every variable's shape and `dtypes` its dtype; `uses` how many steps (and the output) read
+    it; `modules` the module at each scope path.
     """
 
     steps: tuple[Step, ...]
@@ -180,6 +190,10 @@ class _Flattener:
             eqn_where = _user_line(eqn) or where
             args = tuple(read(atom) for atom in eqn.invars)
             name = eqn.primitive.name
+            folded = _fold(eqn, args)
+            if folded is not None:
+                env.update(zip(eqn.outvars, folded))
+                continue
             if name in _INLINED:
                 body = eqn.params[_INLINED[name]]
                 inner, inner_consts = (body.jaxpr, body.consts) if isinstance(body, jcore.ClosedJaxpr) else (body, ())
@@ -189,6 +203,32 @@ class _Flattener:
                 self.steps.append(Step(name, dict(eqn.params), args, results, *eqn_scope, eqn_where))
             env.update(zip(eqn.outvars, results))
         return tuple(read(atom) for atom in jaxpr.outvars)
+
+
+def _fold(eqn, args: tuple[Atom, ...]) -> tuple[Const, ...] | None:
+    """The equation's outputs as constants, where every input is a known constant and the outputs are small;
+    else None (it stays a step)."""
+    if (eqn.primitive.name in _INLINED or eqn.effects
+            or not all(isinstance(arg, Const) and arg.value is not None for arg in args)):
+        return None
+    if eqn.primitive.name == "broadcast_in_dim" and len(args) == 1:
+        return (Const(_broadcast(args[0].value, tuple(eqn.params["shape"]), eqn.params["broadcast_dimensions"])),)
+    if any(np.prod(var.aval.shape, dtype=np.int64) > FOLD_MAX_ELEMENTS for var in eqn.outvars):
+        return None
+    try:
+        results = eqn.primitive.bind(*(arg.value for arg in args), **eqn.params)
+    except Exception:  # a primitive that does not evaluate eagerly stays a step, as it would unfolded
+        return None
+    return tuple(Const(np.asarray(result))
+                 for result in (results if eqn.primitive.multiple_results else (results,)))
+
+
+def _broadcast(value: np.ndarray, shape: tuple[int, ...], dims) -> np.ndarray:
+    """lax.broadcast_in_dim as a read-only numpy view (operand axis i becomes output axis dims[i])."""
+    placed = [1] * len(shape)
+    for axis, dim in enumerate(dims):
+        placed[dim] = value.shape[axis]
+    return np.broadcast_to(value.reshape(placed), shape)
 
 
 def _flatten(closed: jcore.ClosedJaxpr, leaf_paths: tuple[Path, ...], param_paths: frozenset[Path],

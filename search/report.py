@@ -23,12 +23,12 @@ in the table: it does not compute what one device computes.
 from __future__ import annotations
 
 import json
-import math
 
 from models.cli import write_atomic, write_figure
 from dataclasses import dataclass
 
 from models.graph import OpGraph
+from models.token_data import token_input
 from search.strategy_search import Recommendation, SearchResult
 from simulator.cost import CostModel
 from simulator.machine import Machine
@@ -57,8 +57,7 @@ def rates(graph: OpGraph, peak_flops_per_s: float, num_devices: int, step_ms: fl
     """(tokens per second (None unless the model reads token ids), model FLOPs utilisation) of a step of
     `step_ms`: the graph's forward and backward FLOPs (the kinds' counts, a multiply-add = 2) over the step
     time, against `num_devices` x the device's peak (a calibrated machine's: its fastest op's FLOP rate)."""
-    first = graph.ops[0]
-    tokens = math.prod(first.input_shapes[0]) if first.spec.input_dtypes(first)[0] == "int32" else None
+    tokens = graph.batch_size * read.sequence_tokens if (read := token_input(graph)) else None
     seconds = step_ms / 1e3
     mfu = (graph.forward_flops + graph.backward_flops) / seconds / (num_devices * peak_flops_per_s)
     return (None if tokens is None else tokens / seconds), mfu

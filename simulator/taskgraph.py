@@ -330,14 +330,16 @@ class TaskGraphBuilder:
     def kept_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
         """What one task keeps on its device through the step: its parameter slice, their gradients and the
         optimizer's states (2 + states x the slice: 3 x for SGD with momentum, 4 x for AdamW), its state
-        slice and its output shard."""
+        slice and its output shard. A partial sum is not kept: what its readers take of the sum is, on
+        their devices (`_summed_incoming`), as Megatron frees a row-parallel dense's partial output once
+        reduced."""
         key = (op_index, degrees)
         cached = self._kept_bytes.get(key)
         if cached is None:
             local = local_op(self.graph.ops[op_index], degrees)
+            output_bytes = 0 if self.partial_output(op_index, degrees) else math.prod(local.output_shape) * local.dtype_bytes
             cached = self._kept_bytes[key] = ((2 + self.optimizer.states) * sum(self.param_slice_bytes(op_index, degrees))
-                                              + local.state_count * local.dtype_bytes
-                                              + math.prod(local.output_shape) * local.dtype_bytes)
+                                              + local.state_count * local.dtype_bytes + output_bytes)
         return cached
 
     def partial_input(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> bool:
@@ -452,13 +454,16 @@ class TaskGraphBuilder:
         """[a, b]: what the edge from op p (under `sources[a]`) into input `input_index` of op c (under
         `configs[b]`) costs when nothing else runs: the resharding of p's output into c's tasks and that of
         the gradient back (the partial sums' all-reduces first where c's tasks hold them, side by side),
-        one after the other. These are the durations of the tasks `_incoming` and `_summed_incoming`
-        build, priced without building them, every config of p at once for each config of c (the
-        additive start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
+        one after the other. Where p's tasks hold partial sums of their output (a split contracting label),
+        the forward is the slowest group's sum, then the move to readers outside the groups. These are the
+        durations of the tasks `_incoming` and `_summed_incoming` build, priced without building them (but
+        for partial outputs, rare among the candidates), every config of p at once for each config of c
+        (the additive start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
         boxes = np.concatenate([self._shard_boxes(p, source.degrees) for source in sources])
         owner = np.repeat(np.arange(len(sources)), [source.num_tasks for source in sources])
         owner_devices = np.concatenate([self._device_array(source.devices) for source in sources])
         owner_inner_dim = np.array([self._splits_inner_dim(p, source.degrees) for source in sources])
+        partial = [a for a, source in enumerate(sources) if self.partial_output(p, source.degrees)]
         table = np.empty((len(sources), len(configs)))
         for b, config in enumerate(configs):
             source_tasks, tasks, num_bytes = _intersections(
@@ -466,6 +471,8 @@ class TaskGraphBuilder:
             pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
             devices, inner_dim = self._device_array(config.devices)[tasks], owner_inner_dim[pair]
             forward_ms = self._reshards_ms(len(sources), pair, source_devices, devices, num_bytes, inner_dim)
+            for a in partial:
+                forward_ms[a] = self._summed_read_ms(p, sources[a], c, config, input_index)
             if not self.partial_input(c, config.degrees, input_index):
                 table[:, b] = forward_ms + self._reshards_ms(len(sources), pair, devices, source_devices, num_bytes,
                                                              inner_dim)
@@ -484,6 +491,19 @@ class TaskGraphBuilder:
                                             num_bytes[outside], inner_dim[outside])
             table[:, b] = summed_ms + (forward_ms + backward_ms)
         return table
+
+    def _summed_read_ms(self, p: int, source: ParallelConfig, c: int, config: ParallelConfig,
+                        input_index: int) -> float:
+        """Op c (under `config`) reading op p's partial-sum output (p under `source`) alone: the slowest
+        group's sum, then the resharding to the tasks outside the groups (the tasks `_summed_incoming`
+        builds)."""
+        tasks: list[Task] = []
+        flows = self.volumes(p, c, input_index, source.degrees, config.degrees)
+        self._summed_incoming(0, p, self.output_partial_groups(p, source.degrees),
+                              self._output_group_bytes(p, source.degrees), [0], source, c, config.devices, flows,
+                              [[] for _ in config.devices], tasks, self._splits_inner_dim(p, source.degrees))
+        summed = [task.duration_ms for task in tasks if len(task.label) == 3]
+        return max(summed, default=0.0) + sum(task.duration_ms for task in tasks if len(task.label) == 4)
 
     def _reshards_ms(self, num_pairs: int, pair: np.ndarray, src: np.ndarray, dst: np.ndarray,
                      num_bytes: np.ndarray, inner_dim: np.ndarray) -> np.ndarray:
@@ -597,7 +617,7 @@ class TaskGraphBuilder:
             if self.partial_output(p, source.degrees):
                 groups = self.output_partial_groups(p, source.degrees)
                 self._summed_incoming(seg, p, groups, self._output_group_bytes(p, source.degrees),
-                                      [p << 24 | _COMPUTE], source, i, devices, flows, deps, tasks, inner_dim)
+                                      [p << 24 | _COMPUTE], source, i, devices, flows, deps, tasks, inner_dim, memory)
             else:
                 self._incoming(seg, p, p << 24 | _COMPUTE, source, i, devices, flows, deps, tasks, memory, inner_dim)
         self._stats(seg, i, config, deps, tasks)
@@ -716,7 +736,8 @@ class TaskGraphBuilder:
 
     def _summed_incoming(self, seg: int, source_op: int, groups: list[list[int]], group_bytes: list[int],
                          source_bases: list[int], source: ParallelConfig, i: int, devices: tuple[int, ...],
-                         flows: Flows, deps: list[list[int]], tasks: list[Task], inner_dim: bool) -> None:
+                         flows: Flows, deps: list[list[int]], tasks: list[Task], inner_dim: bool,
+                         memory: dict[int, int] | None = None) -> None:
         """What op i reads from `source_op`, whose tasks hold partial sums: of the gradient of their input
         (backward; a dense layer or conv split on its output channels) or of their output (forward; a split
         contracting label: a row-split dense, a vocabulary-split embedding). The tasks of one group hold
@@ -727,7 +748,8 @@ class TaskGraphBuilder:
         is, if its device is in the group, else in one resharding from the group's first device. Several
         consumers under one config whose partial gradients of op i's output fall in the same groups
         (`source_bases`, one compute base each: q, k and v of an attention split on heads) are added on
-        each device and summed once, as Megatron sums them (one all-reduce per layer norm)."""
+        each device and summed once, as Megatron sums them (one all-reduce per layer norm). With `memory`
+        (the forward), each device keeps what its task reads of the sum (kept_bytes keeps no partial sum)."""
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
             reads.setdefault(n, []).append((k, num_bytes))
@@ -751,13 +773,15 @@ class TaskGraphBuilder:
             for k, num_bytes in box:
                 if devices[k] in group_devices:
                     deps[k].append(key)
+                    if memory is not None:
+                        memory[devices[k]] = memory.get(devices[k], 0) + num_bytes
                 else:
                     moves.append((key, group_devices[0], group[0], k, num_bytes))
         if moves:
             columns = (np.array(column, dtype=np.int64) for column in zip(*moves))
             keys, src, source_tasks, moved_tasks, num_bytes = columns
             self._reshard(seg, source_op, i, Flows(source_tasks, moved_tasks, num_bytes), keys, src,
-                          self._device_array(devices)[moved_tasks], deps, tasks, None, inner_dim)
+                          self._device_array(devices)[moved_tasks], deps, tasks, memory, inner_dim)
 
     def _reshard(self, seg: int, source_op: int, i: int, moves: Flows, source_keys: np.ndarray, src: np.ndarray,
                  dst: np.ndarray, deps: list[list[int]], tasks: list[Task], memory: dict[int, int] | None,

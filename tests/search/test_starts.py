@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.graph import GraphBuilder
-from models.zoo import build_graph
+from models.zoo import FamilyOptions, build_graph
 from search.mcmc import Budget
 from search import starts
 from search.starts import (additive_start, block_candidates, data_parallel_on, half_block_candidates,
@@ -23,7 +23,7 @@ from simulator.taskgraph import TRANSFER
 from soap.baselines import data_parallel
 from soap.space import enumerate_configs, validate_config
 from tests.search.test_strategy_search import COST, GRAPH
-from tests.simulator.fakes import fake_machine
+from tests.simulator.fakes import FlopCost, fake_machine
 
 
 @pytest.mark.parametrize("width", [1, 2, 4, 8])
@@ -229,8 +229,9 @@ def _edge_tasks_ms(builder, p, c, configs):
     backward = [task for task in builder.segment(builder.backward_segment_id(p), configs).tasks
                 if task.kind == TRANSFER]
     summed = [task.duration_ms for task in backward if len(task.label) == 3]  # (source, op, how summed)
+    summed_forward = [task.duration_ms for task in forward if len(task.label) == 3]  # p's partial outputs
     resharded = [task.duration_ms for task in forward + backward if len(task.label) == 4]
-    return max(summed, default=0.0) + sum(resharded)
+    return max(summed, default=0.0) + max(summed_forward, default=0.0) + sum(resharded)
 
 
 @pytest.mark.parametrize("measured", [False, True], ids=["datasheet-links", "measured-links"])
@@ -247,6 +248,26 @@ def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(m
             others = [space[0] for space in spaces]
             others[p], others[p + 1] = source, config
             assert table[a, b] == _edge_tasks_ms(builder, p, p + 1, tuple(others)), (source, config)
+
+
+def test_the_edge_table_prices_a_partial_sum_output_as_the_tasks_the_simulator_builds():
+    # A row-split attn_proj (its contracting hidden label split) holds partial sums its dropout reads:
+    # all-reduced (whole readers) or all-reduced and moved (readers elsewhere), each as the simulator builds.
+    # (The table still prices a replicated reader's copies as separate readers: left out here.)
+    graph = build_graph("gpt2", "tokens", 4, FamilyOptions(depth=1, width=16, heads=4, vocab=32, seq_len=8))
+    builder = Simulator(graph, _two_node_machine(True), FlopCost()).builder
+    p, c = graph.index("h0.attn_proj"), graph.index("h0.attn_drop")
+    spaces = [enumerate_configs(op, 8) for op in graph.ops]
+    sources = [config for config in spaces[p] if builder.partial_output(p, config.degrees)]
+    sources = sources[:6] + [config for config in spaces[p] if not builder.partial_output(p, config.degrees)][:3]
+    unreplicated = [config for config in spaces[c] if builder.copies(c, config.degrees) == 1]  # copies: not yet
+    configs = unreplicated[:: max(len(unreplicated) // 8, 1)]
+    assert len(sources) == 9 and any(builder.partial_output(p, config.degrees) for config in sources)
+    table = builder.edge_ms_table(p, c, 0, sources, configs)
+    for (a, source), (b, config) in itertools.product(enumerate(sources), enumerate(configs)):
+        others = [space[0] for space in spaces]
+        others[p], others[c] = source, config
+        assert table[a, b] == _edge_tasks_ms(builder, p, c, tuple(others)), (source, config)
 
 
 def test_the_additive_start_reads_the_placed_candidates_prices_bit_for_bit():

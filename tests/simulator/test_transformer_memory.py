@@ -13,10 +13,11 @@ merge 1, attn_proj 1, attn_drop 1, add_1 1, ln_2 1, fc 4, act 4, mlp_proj 1, mlp
   attn_proj and mlp_proj (their partial sums, all-reduced in place), the dropouts, the adds and ln_2 are
   whole on every device of the group (8): (8 + 16 / t) B*S*H. Nothing else arrives: the layer norms'
   outputs are already on every device.
-- megatron_sp: 22 are split t ways (the replicated ones on the sequence), but attn_proj and mlp_proj keep
-  their whole partial sums (2; reduce-scattered into the next op, which the simulator does not charge);
-  and q (k and v read where q read) and fc each receive the all-gathered layer norm output, (t - 1) / t
-  of it from the others: 22 / t + 2 + 2 (t - 1) / t = (20 + 4t) / t B*S*H.
+- megatron_sp: 22 are split t ways (the replicated ones on the sequence); attn_proj and mlp_proj keep no
+  partial sum, their readers (the dropouts) keep their sequence part of the sum (2 / t; a partial sum is
+  transient, as Megatron frees it once reduce-scattered); and q (k and v read where q read) and fc each
+  receive the all-gathered layer norm output, (t - 1) / t of it from the others:
+  22 / t + 2 / t + 2 (t - 1) / t = (22 + 2t) / t B*S*H.
 
 Korthikanti et al. 2022 count bytes at 16 bits, s*b*h*(34 + 5*a*s/h) per layer, (10 + 24/t + 5as/(ht))
 with tensor parallelism, (34/t + 5as/(ht)) with sequence parallelism. In 16-bit elements (bytes / 2; a
@@ -27,10 +28,8 @@ dropout mask). Term by term against the simulator's 24: its replicated 8 are the
 outputs before dropout (2; they keep a mask instead) and the dropout outputs in place of the masks (+1);
 its split 16 are their 12 plus the outputs of the head splits and merge (4: reshapes, kept as copies);
 it keeps no S x S scores (their 2.5 as/h); and with sequence parallelism it keeps the all-gathered inputs
-of the two column-split denses, which Megatron gathers again in the backward, and the row-split denses'
-whole partial sums, which Megatron frees once reduce-scattered (2 (t - 1) / t over their 24 / t: the one
-place where the simulator's rule, every op keeps its output, keeps a buffer no backward reads at t times
-its size). So the ratio of megatron to
+of the two column-split denses, which Megatron gathers again in the backward (2 (t - 1) / t over their
+24 / t). So the ratio of megatron to
 data parallelism at equal sequences per GPU, (8t + 16) / 24 (2x at t = 4), is the replication that
 Korthikanti et al.'s 10 sbh term describes, not an accounting error; no received bytes are counted twice.
 
@@ -72,7 +71,7 @@ def layer_bytes(layout, num_devices: int) -> int:
 
 def activation_units(layout: str, t: int) -> float:
     """A layer's activations in units of B*S*H float32 elements (the module docstring)."""
-    return {"data_parallel": 24, "megatron": 8 + 16 / t, "megatron_sp": (20 + 4 * t) / t}[layout]
+    return {"data_parallel": 24, "megatron": 8 + 16 / t, "megatron_sp": (22 + 2 * t) / t}[layout]
 
 
 def parameter_elements(t: int) -> float:
@@ -98,4 +97,4 @@ def test_at_equal_sequences_per_gpu_megatron_keeps_t_times_the_replicated_activa
     t = 4
     dp = activation_units("data_parallel", 1) * (BATCH // t)
     assert activation_units("megatron", t) * BATCH / dp == pytest.approx((8 * t + 16) / 24)
-    assert activation_units("megatron_sp", t) * BATCH / dp == pytest.approx((20 + 4 * t) / 24)
+    assert activation_units("megatron_sp", t) * BATCH / dp == pytest.approx((22 + 2 * t) / 24)
