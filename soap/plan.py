@@ -139,7 +139,7 @@ def lower_plan(graph: OpGraph, sources: tuple[Source, ...], state: nnx.State, st
     first = graph.ops[0]
     images = input_sharding(first, shardings.activations[first.name])  # where the first op reads them
     state_shardings = _state_shardings(state, sources, shardings, mesh)
-    specs = jax.tree.map(lambda sharding: refine(sharding, mesh).spec, state_shardings)
+    specs = jax.tree.map(lambda sharding: _canonical(refine(sharding, mesh).spec), state_shardings)
     return ShardPlan(graph, sources, strategy, shardings, state_shardings, mesh, meshes, images, labels, specs)
 
 
@@ -173,6 +173,15 @@ def _per_op(sources: tuple[Source, ...], variables: dict[Path, nnx.Variable], tr
         if source.trainable == trainable:
             tree.setdefault(source.op, {})[source.name] = variables[source.path].get_value()
     return tree
+
+
+def _canonical(spec: PartitionSpec) -> PartitionSpec:
+    """`spec` without its trailing Nones, as the jitted step's outputs name their shardings: a parameter
+    placed as P(None,) and returned as P() would compile the user's step a second time."""
+    entries = list(spec)
+    while entries and entries[-1] is None:
+        entries.pop()
+    return PartitionSpec(*entries)
 
 
 def _state_shardings(state: nnx.State, sources: tuple[Source, ...], shardings: Shardings, mesh: Mesh) -> nnx.State:

@@ -1,5 +1,5 @@
 """soap.parallelize (search.parallelize): the example of docs/library.md runs as written and trains two AdamW
-steps with one device's numerics; the plan is of the SPMD space, annotates the model as flax reads it,
+steps with one device's numerics, as a hand-written GPT does; the plan is of the SPMD space, annotates the model as flax reads it,
 saves and loads back equal; it needs devices only for its shardings; bad inputs are one line each."""
 
 import re
@@ -19,6 +19,7 @@ from simulator.machine import MachineError, load_machine
 from soap.errors import StrategyFileError
 from soap.lowering import LoweringError
 from soap.space import on_all_devices
+from tests.models.user_gpt import GPT
 
 LIBRARY_MD = Path(__file__).resolve().parents[2] / "docs" / "library.md"
 
@@ -47,7 +48,12 @@ def _one_device_losses(model, images, labels) -> list[float]:
 
 
 def _arrays(model) -> dict:
-    return {path: np.asarray(variable.get_value()) for path, variable in nnx.to_flat_state(nnx.state(model))}
+    """Every array of the model's state, random keys as their data."""
+    def numpy(value):
+        return np.asarray(jax.random.key_data(value) if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+                          else value)
+
+    return {path: numpy(variable.get_value()) for path, variable in nnx.to_flat_state(nnx.state(model))}
 
 
 def _specs(state) -> dict:
@@ -195,3 +201,52 @@ def test_a_model_whose_forward_fails_is_one_line():
     model = nnx.eval_shape(lambda: Broken(rngs=nnx.Rngs(0)))
     with pytest.raises(ModelImportError, match=r"^calling Broken on example_inputs \(8, 64, 64, 3\) float32 failed: "):
         soap.parallelize(model, IMAGES, num_devices=2, machine="h100x8", budget_s=1)
+
+
+def test_a_hand_written_gpt_trains_two_adamw_steps_with_one_device_s_numerics():
+    """tests/models/user_gpt.py's GPT (a tied head, hand-written causal attention; one layer, no dropout)
+    on [8 16] token ids: the plan's step equals the module's own on one device."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 64, (8, 16), dtype=np.int32)
+    labels = rng.integers(0, 64, (8, 16), dtype=np.int32)
+    model = _one_layer_gpt()
+    plan = soap.parallelize(model, ids, num_devices=4, machine="h100x8", budget_s=1, optimizer="adamw")
+    assert plan.graph.dataset == "tokens" and plan.graph.batch_size == 8
+    assert on_all_devices(plan.strategy.values(), 4)
+    assert re.search(r"^megatron ", plan.table, re.M) and re.search(r"^searched ", plan.table, re.M)
+    plan.annotate(model)
+    state = nnx.state(model)
+    nnx.update(model, jax.device_put(state, nnx.get_named_sharding(state, plan.mesh)))
+    optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
+    state = nnx.state(optimizer)
+    nnx.update(optimizer, jax.device_put(state, nnx.get_named_sharding(state, plan.mesh)))
+
+    @nnx.jit
+    def train_step(model, optimizer, ids, labels):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(plan.forward(model, ids), labels).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    model.train()
+    placed = jax.device_put(ids, plan.inputs_sharding), jax.device_put(labels, plan.labels_sharding)
+    losses = [float(train_step(model, optimizer, *placed)) for _ in range(2)]
+    one_device = _one_layer_gpt()
+    np.testing.assert_allclose(losses, _one_device_losses(one_device, ids, labels), rtol=1e-5)
+    got, expected = _arrays(model), _arrays(one_device)
+    assert set(got) == set(expected)
+    for path, value in expected.items():
+        if path[-2:] == ("k", "bias"):
+            # A key bias adds one constant to each query's scores, which softmax removes: its gradient is 0
+            # in exact arithmetic, and AdamW scales either side's rounding noise up to steps of up to lr.
+            assert np.abs(got[path]).max() <= 2e-3 and np.abs(value).max() <= 2e-3, path
+            continue
+        # atol: AdamW divides by the gradient's size, so an entry whose gradient is near 0 (summed in
+        # another order here) moves by a share of lr (1e-3) that rounding changes; 1% of a step.
+        np.testing.assert_allclose(got[path], value, rtol=1e-5, atol=1e-5, err_msg=str(path))
+
+
+def _one_layer_gpt() -> GPT:
+    return GPT(vocab=64, context=16, width=32, heads=4, depth=1, rate=0.0, rngs=nnx.Rngs(0))
