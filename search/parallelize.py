@@ -120,8 +120,9 @@ class Plan:
         return self.lowered.labels_sharding
 
     @property
-    def forward(self) -> Callable[[nnx.Module, jax.Array], jax.Array]:
-        """forward(model, inputs): the model's logits, every op placed as the strategy says (soap.plan)."""
+    def forward(self) -> Callable[..., jax.Array]:
+        """forward(model, inputs, key=None): the model's logits, every op placed as the strategy says, dropout
+        drawn from `key` (soap.plan.ShardPlan.forward)."""
         return self.lowered.forward
 
     def annotate(self, model: nnx.Module) -> None:

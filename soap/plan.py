@@ -20,9 +20,10 @@ What the user takes home:
   (`out_sharding`, with `mesh`), so that `nnx.get_partition_spec(nnx.state(model))` gives them and
   `nnx.get_named_sharding(nnx.state(model), plan.mesh)` places the model as the plan does; variables the
   model creates from annotated ones (nnx.Optimizer's states) are placed alike as flax creates them.
-- `forward(model, images)`: the model's logits with every op's input and output pinned by
+- `forward(model, images, key=None)`: the model's logits with every op's input and output pinned by
   `with_sharding_constraint`, reading the model's own variables (so nnx.value_and_grad differentiates
-  them) and writing batch norm's running averages back into the model, as its training-mode call does.
+  them) and writing batch norm's running averages back into the model, as its training-mode call does;
+  dropout draws from `key` (the step's: pass a new one each step), not from the model's nnx.Rngs.
 
 Why `forward` computes the imported graph (soap.step.pinned_apply on the module's own arrays) rather
 than the module's `__call__` with constraints slipped in: the importer has matched every primitive of the
@@ -92,9 +93,11 @@ class ShardPlan:
         for path, variable in _variables(model).items():
             variable.set_metadata(out_sharding=tuple(specs[path]), mesh=self.mesh)
 
-    def forward(self, model: nnx.Module, images: jax.Array) -> jax.Array:
+    def forward(self, model: nnx.Module, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """The logits of `model` (training mode) on `images`, every op placed as the strategy says;
-        batch norm's running averages are updated in the model."""
+        batch norm's running averages are updated in the model. `key`: the step's random key, from which
+        each dropout draws its own (models.keys.op_key; None: step 0 of seed 0, the same masks every
+        step), not the model's nnx.Rngs."""
         graph = self.graph
         variables = _variables(model)
         params = _per_op(self.sources, variables, trainable=True)
@@ -105,7 +108,7 @@ class ShardPlan:
         for op in graph.ops[:graph.index(logits) + 1]:
             inputs = tuple(values[name] for name in op_sources(graph, op))
             values[op.name], new_state = pinned_apply(op, self.shardings.activations[op.name], op_params(op, params),
-                                                      state.get(op.name), inputs)
+                                                      state.get(op.name), inputs, key=key)
             for name, value in (new_state or {}).items():
                 variables[paths[op.name, name]].set_value(value)
         return values[logits]

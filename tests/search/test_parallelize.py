@@ -250,3 +250,14 @@ def test_a_hand_written_gpt_trains_two_adamw_steps_with_one_device_s_numerics():
 
 def _one_layer_gpt() -> GPT:
     return GPT(vocab=64, context=16, width=32, heads=4, depth=1, rate=0.0, rngs=nnx.Rngs(0))
+
+
+def test_dropout_draws_from_the_step_s_key():
+    model = GPT(vocab=64, context=16, width=32, heads=4, depth=1, rate=0.5, rngs=nnx.Rngs(0))
+    ids = np.random.default_rng(0).integers(0, 64, (4, 16), dtype=np.int32)
+    plan = soap.parallelize(model, ids, num_devices=2, machine="h100x8", budget_s=1)
+    model.train()
+    forward = nnx.jit(plan.forward)
+    first, again, other = (np.asarray(forward(model, ids, jax.random.key(step))) for step in (1, 1, 2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
