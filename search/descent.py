@@ -38,12 +38,13 @@ class Descent:
     simulations: int  # the strategies priced, the start's included
 
 
-def op_neighbourhoods(graph: OpGraph, num_devices: int) -> Neighbourhood:
+def op_neighbourhoods(graph: OpGraph, num_devices: int, spmd: bool = False) -> Neighbourhood:
     """neighbourhood(i, config): the configs of op i's space with config's split or an adjacent one, on every
     aligned block of devices (first device a multiple of the task count): config's split first, then the
-    adjacent ones in the order of valid_degrees, each on its blocks from device 0 up."""
-    spaces = [enumerate_configs(op, num_devices) for op in graph.ops]
-    splits = [valid_degrees(op, num_devices) for op in graph.ops]
+    adjacent ones in the order of valid_degrees, each on its blocks from device 0 up (`spmd`: of the SPMD
+    space, soap.space)."""
+    spaces = [enumerate_configs(op, num_devices, spmd) for op in graph.ops]
+    splits = [valid_degrees(op, num_devices, spmd) for op in graph.ops]
     aligned: list[dict[tuple[int, ...], list[ParallelConfig]]] = [{} for _ in spaces]
     for blocks, space in zip(aligned, spaces):
         for config in space:
@@ -90,12 +91,12 @@ def descend(strategy: Strategy, price: Callable[[Strategy], float], graph: OpGra
 
 
 def descent_move(graph: OpGraph, num_devices: int, price: Callable[[Strategy], float],
-                 stop_requested: Callable[[], bool] = lambda: False) -> Move:
+                 stop_requested: Callable[[], bool] = lambda: False, spmd: bool = False) -> Move:
     """A proposal move (search.proposals.Move): the strategy `descend` reaches from the current one, or None
     where no op has a faster config in its neighbourhood. It never proposes a slower strategy, so MCMC
     always accepts it, and it is not reversible: a chain using it is a search, not a sampler (basin
-    hopping: the other moves leave a local optimum, this one finds the next)."""
-    neighbourhood = op_neighbourhoods(graph, num_devices)
+    hopping: the other moves leave a local optimum, this one finds the next). `spmd`: within the SPMD space."""
+    neighbourhood = op_neighbourhoods(graph, num_devices, spmd)
 
     def move(strategy: Strategy, rng) -> Strategy | None:
         found = descend(strategy, price, graph, neighbourhood, stop_requested).strategy

@@ -32,7 +32,7 @@ from models.zoo import DEFAULT_BATCH_SIZE, TOKEN_MODELS, FamilyOptions, add_fami
 from search.mcmc import Budget
 from search.run import WARMUP_STEPS, measure_strategies
 from search.picture import draw_strategies
-from search.report import StrategyRow, format_table, loss_mismatch, plot_search, rates, report_document, write_report
+from search.report import StrategyRow, format_table, plot_search, report_document, strategy_rows, write_report
 from search.strategy_search import (MIN_GAIN, Recommendation, SearchResult, baseline_strategies, recommend,
                                     search_starts, search_strategy)
 from simulator.calibrate import calibrate
@@ -213,7 +213,7 @@ def _main(argv: list[str] | None) -> int:
             why_not = ""
         except KeyboardInterrupt:  # the search's result is still worth its files
             why_not, interrupted = "interrupted by Ctrl-C", True
-    rows = _rows(graph, machine, cost_model, strategies, measured, chosen, reference)
+    rows = strategy_rows(graph, machine, cost_model, strategies, measured, chosen, reference)
     os.makedirs(out, exist_ok=True)
     strategy_file = os.path.join(out, "strategy.json")
     _write_files(out, strategy_file, graph, machine, cost_model, result, chosen, rows, options, reference, strategies,
@@ -320,27 +320,6 @@ def _budget_text(budget: Budget, given: bool) -> str:
         return f"budget {limits}"
     return (f"adaptive budget {limits}: each chain runs twice the {budget.convergence_floor} iterations before "
             f"FlexFlow's rule (no gain in the last half) may stop it; --budget or --iterations sets another")
-
-
-def _rows(graph, machine, cost_model, strategies: dict[str, Strategy], measured: dict,
-          chosen: Recommendation, reference: float | None) -> list[StrategyRow]:
-    rows = []
-    simulator = Simulator(graph, machine, cost_model)
-    for name, strategy in strategies.items():
-        result = simulator.full(strategy)
-        step_ms, note, loss = measured.get(name, (None, "", None))
-        mismatch = loss_mismatch(loss, reference)
-        if mismatch:
-            note = mismatch + (f"; {note}" if note else "")
-        if name == "searched" and chosen.kept:
-            note = f"= {chosen.kept}" + (f"; {note}" if note else "")
-        if not result.fits_memory:
-            note = f"over memory: {result.over_memory()}" + (f"; {note}" if note else "")
-        tokens_per_s, mfu = rates(graph, machine.device.peak_flops_per_s, strategy.num_devices,
-                                  step_ms if step_ms is not None else result.step_ms)
-        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note, loss,
-                                tokens_per_s, mfu if tokens_per_s is not None else None))
-    return rows
 
 
 def _write_files(out, strategy_file, graph, machine, cost_model, result: SearchResult, chosen: Recommendation, rows,

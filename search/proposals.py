@@ -1,4 +1,7 @@
-"""Proposal moves for the SOAP search: small named functions, `move(strategy, rng) -> Strategy | None`."""
+"""Proposal moves for the SOAP search: small named functions, `move(strategy, rng) -> Strategy | None`.
+
+Each draws from soap.space's configs of an op; with `spmd=True`, from its SPMD space only (every op on all
+the devices), so that a chain from an SPMD strategy stays in that space."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ Move = Callable[[Strategy, np.random.Generator], "Strategy | None"]
 MAX_RUN_OPS = 16
 
 
-def random_op_random_split(graph: OpGraph, num_devices: int) -> Move:
+def random_op_random_split(graph: OpGraph, num_devices: int, spmd: bool = False) -> Move:
     """A random op gets a random config other than its current one, drawn in two steps: a split (the
     degrees) uniformly among the op's valid splits, then a device block uniformly among those for it.
 
@@ -31,7 +34,7 @@ def random_op_random_split(graph: OpGraph, num_devices: int) -> Move:
     each split is as likely (1/5 for flatten), which is what finds AlexNet's best strategies on 16 and
     32 devices in tens of iterations instead of hundreds (benchmarks.search_time).
     """
-    splits = [_by_split(enumerate_configs(op, num_devices)) for op in graph.ops]
+    splits = [_by_split(enumerate_configs(op, num_devices, spmd)) for op in graph.ops]
 
     def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
         i = int(rng.integers(len(graph.ops)))
@@ -62,7 +65,7 @@ def _by_split(space: tuple[ParallelConfig, ...]) -> list[tuple[ParallelConfig, .
     return [tuple(group) for group in groups.values()]
 
 
-def copy_from_neighbour(graph: OpGraph, num_devices: int) -> Move:
+def copy_from_neighbour(graph: OpGraph, num_devices: int, spmd: bool = False) -> Move:
     """A random op takes the config of one of its producers or consumers (drawn uniformly among those
     whose config is valid for it and differs from its own); None when none is.
 
@@ -74,7 +77,7 @@ def copy_from_neighbour(graph: OpGraph, num_devices: int) -> Move:
     """
     names = [op.name for op in graph.ops]
     neighbours = [tuple(dict.fromkeys(graph.producers(name) + graph.consumers(name))) for name in names]
-    spaces = [frozenset(enumerate_configs(op, num_devices)) for op in graph.ops]
+    spaces = [frozenset(enumerate_configs(op, num_devices, spmd)) for op in graph.ops]
 
     def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
         i = int(rng.integers(len(names)))
@@ -88,7 +91,7 @@ def copy_from_neighbour(graph: OpGraph, num_devices: int) -> Move:
     return move
 
 
-def adjacent_split(graph: OpGraph, num_devices: int) -> Move:
+def adjacent_split(graph: OpGraph, num_devices: int, spmd: bool = False) -> Move:
     """A random op moves to an adjacent split (`adjacent_splits`, drawn uniformly): on the block of the new
     size that holds its current block where the split has more tasks, on one inside it (drawn uniformly)
     where it has fewer, on the same block otherwise. None when the op has no adjacent split, or when the
@@ -102,8 +105,8 @@ def adjacent_split(graph: OpGraph, num_devices: int) -> Move:
     best of seeds 0-3).
     """
     names = [op.name for op in graph.ops]
-    splits = [valid_degrees(op, num_devices) for op in graph.ops]
-    spaces = [frozenset(enumerate_configs(op, num_devices)) for op in graph.ops]
+    splits = [valid_degrees(op, num_devices, spmd) for op in graph.ops]
+    spaces = [frozenset(enumerate_configs(op, num_devices, spmd)) for op in graph.ops]
     adjacent: dict[tuple[int, tuple[int, ...]], tuple[tuple[int, ...], ...]] = {}
 
     def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
@@ -149,7 +152,7 @@ def mixture(moves: list[tuple[float, Move]]) -> Move:
     return move
 
 
-def run_random_split(graph: OpGraph, num_devices: int, max_ops: int = MAX_RUN_OPS) -> Move:
+def run_random_split(graph: OpGraph, num_devices: int, max_ops: int = MAX_RUN_OPS, spmd: bool = False) -> Move:
     """A random op and the run around it (the ops joined to it by edges through ops of its own config, the
     `max_ops` nearest) get one random config, drawn as in `random_op_random_split`; each op of the run
     takes it where its space has it. None when the op has no other config.
@@ -161,7 +164,7 @@ def run_random_split(graph: OpGraph, num_devices: int, max_ops: int = MAX_RUN_OP
     names = [op.name for op in graph.ops]
     neighbours = [tuple(graph.index(n) for n in dict.fromkeys(graph.producers(name) + graph.consumers(name)))
                   for name in names]
-    spaces = [enumerate_configs(op, num_devices) for op in graph.ops]
+    spaces = [enumerate_configs(op, num_devices, spmd) for op in graph.ops]
     splits, members = [_by_split(space) for space in spaces], [frozenset(space) for space in spaces]
 
     def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:

@@ -29,7 +29,11 @@ from dataclasses import dataclass
 
 from models.graph import OpGraph
 from models.token_data import token_input
-from search.strategy_search import SearchResult
+from search.strategy_search import Recommendation, SearchResult
+from simulator.cost import CostModel
+from simulator.machine import Machine
+from simulator.simulate import Simulator
+from soap.strategy import Strategy
 
 GiB = 2**30
 # float32 sums over a batch split across devices add in another order: first-step losses of AlexNet and
@@ -78,6 +82,29 @@ def format_table(rows: list[StrategyRow]) -> str:
         lines.append("tokens/s and MFU (model FLOPs over the step time and the devices' peak) from the measured "
                      "step where there is one, else the simulated")
     return "\n".join(lines)
+
+
+def strategy_rows(graph: OpGraph, machine: Machine, cost_model: CostModel, strategies: dict[str, Strategy],
+                  measured: dict, chosen: Recommendation, reference: float | None) -> list[StrategyRow]:
+    """The table's rows: each strategy simulated on `machine`, with its `measured` (name -> (step ms, note,
+    first-step loss); absent: not run), its loss against `reference`, and the searched row's kept start."""
+    rows = []
+    simulator = Simulator(graph, machine, cost_model)
+    for name, strategy in strategies.items():
+        result = simulator.full(strategy)
+        step_ms, note, loss = measured.get(name, (None, "", None))
+        mismatch = loss_mismatch(loss, reference)
+        if mismatch:
+            note = mismatch + (f"; {note}" if note else "")
+        if name == "searched" and chosen.kept:
+            note = f"= {chosen.kept}" + (f"; {note}" if note else "")
+        if not result.fits_memory:
+            note = f"over memory: {result.over_memory()}" + (f"; {note}" if note else "")
+        tokens_per_s, mfu = rates(graph, machine.device.peak_flops_per_s, strategy.num_devices,
+                                  step_ms if step_ms is not None else result.step_ms)
+        rows.append(StrategyRow(name, result.step_ms, step_ms, max(result.peak_memory_bytes), note, loss,
+                                tokens_per_s, mfu if tokens_per_s is not None else None))
+    return rows
 
 
 def loss_mismatch(loss: float | None, reference: float | None) -> str:

@@ -88,12 +88,15 @@ def narrower_data_parallel(graph: OpGraph, num_devices: int,
 
 
 def additive_start(graph: OpGraph, builder: TaskGraphBuilder, stop_requested: Callable[[], bool] = lambda: False,
-                   placed: PricedCandidates | None = None) -> Strategy | None:
+                   placed: PricedCandidates | None = None, spmd: bool = False) -> Strategy | None:
     """The strategy of least additive cost among `block_candidates` per op, or None when the graph is not
     series-parallel or `stop_requested()` turned true while its edges were priced (a Ctrl-C: Inception-v3
     on 64 devices prices about 180,000 pairs of configs). With `placed` (`placed_candidates`), whose
-    candidates hold these, their prices are read from it instead of priced again."""
-    candidates = [block_candidates(op, builder.machine.num_devices) for op in graph.ops]
+    candidates hold these, their prices are read from it instead of priced again. `spmd`: among the
+    candidates on all the devices (soap.space), None where an op has none."""
+    candidates = [block_candidates(op, builder.machine.num_devices, spmd) for op in graph.ops]
+    if not all(candidates):
+        return None
     if placed is None:
         priced = priced_candidates(graph, builder, candidates, False, stop_requested)
     else:
@@ -315,11 +318,11 @@ def _shares_a_device(sources: tuple[ParallelConfig, ...], configs: tuple[Paralle
     return (a @ b.T) > 0
 
 
-def block_candidates(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
-    """The configs of `op`'s space on devices 0 up that split only its batch and its channels: the
-    choices of the additive start (K per op costs K^2 edge prices per edge; these are up to 28 on 64
-    devices, where every config of a conv is about 1700)."""
-    return tuple(config for config in enumerate_configs(op, num_devices)
+def block_candidates(op: Op, num_devices: int, spmd: bool = False) -> tuple[ParallelConfig, ...]:
+    """The configs of `op`'s space (`spmd`: its SPMD space) on devices 0 up that split only its batch and
+    its channels: the choices of the additive start (K per op costs K^2 edge prices per edge; these are up
+    to 28 on 64 devices, where every config of a conv is about 1700)."""
+    return tuple(config for config in enumerate_configs(op, num_devices, spmd)
                  if config.devices[0] == 0 and _splits_only(op, config, _BLOCK_ROLES))
 
 

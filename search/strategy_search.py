@@ -51,7 +51,7 @@ from simulator.machine import Machine
 from simulator.simulate import Simulator
 from soap.baselines import BASELINES, TENSOR_PARALLEL, baselines_for, random_strategy
 from soap.errors import BatchNotDivisibleError
-from soap.space import valid_degrees
+from soap.space import on_all_devices, valid_degrees
 from soap.strategy import Strategy
 
 # A move 1% worse than the start's step time is accepted with p = exp(-3). AlexNet on p100-4x4 with run moves
@@ -162,14 +162,16 @@ def baseline_strategies(graph: OpGraph, num_devices: int, devices_per_node: int 
 
 
 def search_starts(graph: OpGraph, num_devices: int, baselines: dict[str, Strategy], seed: int,
-                  init: Strategy | None = None) -> list[tuple[str, Strategy]]:
+                  init: Strategy | None = None, spmd: bool = False) -> list[tuple[str, Strategy]]:
     """Where the search starts: the user's strategy, data parallel, OWT, model parallel, one device (the
     fastest where the links are slow and the batch small), Megatron's layouts for a transformer, and a
-    random one."""
+    random one; `spmd`: those of the SPMD space (soap.space.on_all_devices), the random one drawn from it."""
     starts = ([(INIT_START, init)] if init else []) + [(name, baselines[name]) for name in
                                                    ("data_parallel", "owt", "model_parallel", "single",
                                                     *TENSOR_PARALLEL) if name in baselines]
-    return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed)))]
+    if spmd:
+        starts = [(name, start) for name, start in starts if on_all_devices(start.values(), num_devices)]
+    return starts + [(RANDOM_START, random_strategy(graph, num_devices, np.random.default_rng(seed), spmd))]
 
 
 def without_cyclic_collector(search: Callable) -> Callable:
@@ -208,6 +210,7 @@ def search_strategy(
     on_starts: Callable[[list[tuple[str, float]], Budget], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     descent: bool = False,
+    spmd: bool = False,
 ) -> SearchResult:
     """Search from every start, and from the starts search.starts derives (data parallelism on the
     fastest narrower device block, the least additive cost, then the placed start), each when faster
@@ -218,7 +221,10 @@ def search_strategy(
     `on_starts([(name, ms), ...], budget)` once every start and the budget are known, before the chains
     run. `clock` measures the budget and the times (the benchmarks pass time.process_time: the search's own
     CPU seconds, which a process paused or sharing its core does not spend). `descent=True` adds the greedy
-    descent (search.descent) to the proposals, DESCENT_SHARE of them."""
+    descent (search.descent) to the proposals, DESCENT_SHARE of them. `spmd=True` searches the SPMD space
+    only (soap.space: every op on all the devices, what one jitted step runs): its starts must be in it
+    (`search_starts(..., spmd=True)`), the proposals and the descents stay in it, and of the derived starts
+    only the additive one is built, among SPMD candidates."""
     began = clock()
     simulator = Simulator(graph, machine, cost_model)
     # A strategy over memory is priced inf whatever its time, so a delta need not time it.
@@ -247,7 +253,8 @@ def search_strategy(
 
     for what, build in _derived_starts(graph, simulator, seed, stop_requested,
                                        lambda s: noted(priced_ms(simulator.full(s))),
-                                       lambda s: noted(priced_ms(price(s))), descent_price, start_descent_stops):
+                                       lambda s: noted(priced_ms(price(s))), descent_price, start_descent_stops,
+                                       spmd):
         if stop_requested():
             break
         if on_building is not None:
@@ -256,19 +263,20 @@ def search_strategy(
         if derived is not None and derived[2] < min(start_costs):
             starts, start_costs = starts + [derived[:2]], start_costs + [derived[2]]
     if budget is None:
-        budget = adaptive_budget(len(starts), adaptive_min_iterations(graph, machine.num_devices), simulation_s,
-                                 clock() - began)
+        budget = adaptive_budget(len(starts), adaptive_min_iterations(graph, machine.num_devices, spmd),
+                                 simulation_s, clock() - began)
     if on_starts is not None:
         on_starts([(name, ms) for (name, _), ms in zip(starts, start_costs)], budget)
-    min_iterations = (adaptive_min_iterations(graph, machine.num_devices) if budget.min_iterations is None
+    min_iterations = (adaptive_min_iterations(graph, machine.num_devices, spmd) if budget.min_iterations is None
                       else budget.min_iterations)
     chain_ends_at = math.inf  # a descent stops at its chain's time budget too, like a Ctrl-C
 
     def descent_stops() -> bool:
         return stop_requested() or clock() >= chain_ends_at
 
-    descent_proposal = descent_move(graph, machine.num_devices, descent_price, descent_stops) if descent else None
-    propose = proposal(graph, machine.num_devices, descent_proposal)
+    descent_proposal = (descent_move(graph, machine.num_devices, descent_price, descent_stops, spmd) if descent
+                        else None)
+    propose = proposal(graph, machine.num_devices, descent_proposal, spmd)
     order = sorted(range(len(starts)), key=lambda index: start_costs[index])
     chains: list[ChainResult] = []
     for position, index in enumerate(order):
@@ -317,18 +325,19 @@ def _chain_budget(budget: Budget, num_chains: int, position: int, min_iterations
     return Budget(seconds=seconds, iterations=iterations, min_iterations=min_iterations)
 
 
-def proposal(graph: OpGraph, num_devices: int, descent: Move | None = None) -> Move:
+def proposal(graph: OpGraph, num_devices: int, descent: Move | None = None, spmd: bool = False) -> Move:
     """The search's proposal: a random config for one op, a neighbour's config copied (COPY_SHARE), a
     random config for a run of ops sharing one (RUN_SHARE), an adjacent split for one op (ADJACENT_SHARE),
     and, when given, `descent` (search.descent.descent_move: DESCENT_SHARE, out of the random configs'
-    share)."""
-    moves = [(COPY_SHARE, copy_from_neighbour(graph, num_devices)),
-             (RUN_SHARE, run_random_split(graph, num_devices)),
-             (ADJACENT_SHARE, adjacent_split(graph, num_devices))] + ([(DESCENT_SHARE, descent)] if descent else [])
+    share); `spmd`: each within the SPMD space (soap.space)."""
+    moves = [(COPY_SHARE, copy_from_neighbour(graph, num_devices, spmd)),
+             (RUN_SHARE, run_random_split(graph, num_devices, spmd=spmd)),
+             (ADJACENT_SHARE, adjacent_split(graph, num_devices, spmd))]
+    moves += [(DESCENT_SHARE, descent)] if descent else []
     random_share = 1.0
     for share, _ in moves:
         random_share -= share
-    return mixture([(random_share, random_op_random_split(graph, num_devices)), *moves])
+    return mixture([(random_share, random_op_random_split(graph, num_devices, spmd)), *moves])
 
 
 def adaptive_budget(num_chains: int, min_iterations: int, simulation_s: float, spent_s: float) -> Budget:
@@ -344,27 +353,28 @@ def adaptive_budget(num_chains: int, min_iterations: int, simulation_s: float, s
     return Budget(seconds=max(seconds, _NO_TIME_S), iterations=iterations, min_iterations=min_iterations)
 
 
-def adaptive_min_iterations(graph: OpGraph, num_devices: int) -> int:
+def adaptive_min_iterations(graph: OpGraph, num_devices: int, spmd: bool = False) -> int:
     """The iterations a chain runs before FlexFlow's convergence rule may stop it: one per (op, split)
     pair of the space, at least FlexFlow's 1000 (AlexNet: 1000 up to 64 GPUs; Inception-v3: 1897 on 4
     GPUs, 22165 on 64). Half the proposals draw a random split for a random op, so by then each (op,
     split) pair has been proposed about half a time: FlexFlow's fixed 1000 stopped Inception-v3 and
-    ResNet-101 chains after a few proposals per op."""
-    num_splits = sum(len(valid_degrees(op, num_devices)) for op in graph.ops)
+    ResNet-101 chains after a few proposals per op. `spmd`: the pairs of the SPMD space (soap.space)."""
+    num_splits = sum(len(valid_degrees(op, num_devices, spmd)) for op in graph.ops)
     return max(FLEXFLOW_MIN_ITERATIONS, num_splits)
 
 
 def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_requested: Callable[[], bool],
                     price: Callable[[Strategy], float], search_price: Callable[[Strategy], float],
-                    descent_price: Callable[[Strategy], float], descent_stops: Callable[[], bool]
-                    ) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
+                    descent_price: Callable[[Strategy], float], descent_stops: Callable[[], bool],
+                    spmd: bool = False) -> Iterator[tuple[str, Callable[[], tuple[str, Strategy, float] | None]]]:
     """search.starts' starts in order: (what is built, for a progress line; a function building it and
     returning (name, strategy, simulated ms), or None where the graph has none or a stop was requested).
     A start is priced by `price` (a full simulation); the placed strategies are ranked by `search_price`
     (the search's own simulation: a delta prices the many alike strategies faster). The placed start is
     the joint descent (search.joint_descent) from the fastest of them, then the greedy descent
-    (search.descent) from there, both priced by `descent_price` and stopped by `descent_stops`."""
-    with_placed = len(graph.ops) <= PLACED_MAX_OPS
+    (search.descent) from there, both priced by `descent_price` and stopped by `descent_stops`. `spmd`: the
+    additive start only, among SPMD candidates (the others put ops on fewer devices)."""
+    with_placed = len(graph.ops) <= PLACED_MAX_OPS and not spmd
     priced = []  # the placed start's candidates, priced once for the additive start (a part of them) and it
 
     def additive() -> tuple[str, Strategy, float] | None:
@@ -372,7 +382,7 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
             priced.append(placed_candidates(graph, simulator.builder, stop_requested))
             if priced[0] is None:
                 return None
-        strategy = additive_start(graph, simulator.builder, stop_requested, priced[0] if priced else None)
+        strategy = additive_start(graph, simulator.builder, stop_requested, priced[0] if priced else None, spmd)
         return None if strategy is None else (ADDITIVE_START, strategy, price(strategy))
 
     def placed() -> tuple[str, Strategy, float] | None:
@@ -380,8 +390,9 @@ def _derived_starts(graph: OpGraph, simulator: Simulator, seed: int, stop_reques
                             priced[0] if priced else None)
         return None if best is None else (PLACED_START, best, price(best))
 
-    yield ("data parallel on fewer devices",
-           lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
+    if not spmd:
+        yield ("data parallel on fewer devices",
+               lambda: narrower_data_parallel(graph, simulator.machine.num_devices, price))
     yield f"{ADDITIVE_START} (a dynamic program over {len(graph.ops)} ops)", additive
     if with_placed:
         yield (f"{PLACED_START} (the dynamic program with each op on either half of the devices, then a joint "

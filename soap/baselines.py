@@ -219,10 +219,10 @@ def baselines_for(graph: OpGraph) -> dict[str, Callable[[OpGraph, int], Strategy
     return {**BASELINES, **TENSOR_PARALLEL} if has_heads(graph) else dict(BASELINES)
 
 
-def random_strategy(graph: OpGraph, num_devices: int, rng: np.random.Generator) -> Strategy:
-    """A strategy giving each op a config drawn uniformly from its enumerated space."""
+def random_strategy(graph: OpGraph, num_devices: int, rng: np.random.Generator, spmd: bool = False) -> Strategy:
+    """A strategy giving each op a config drawn uniformly from its enumerated space (`spmd`: soap.space's)."""
     configs = {}
     for op in graph.ops:
-        space = enumerate_configs(op, num_devices)
+        space = enumerate_configs(op, num_devices, spmd)
         configs[op.name] = space[rng.integers(len(space))]
     return Strategy.for_graph(graph, num_devices, configs)

@@ -5,17 +5,25 @@
     logits = plan.forward(model, images)           # in the user's own jitted step, instead of model(images)
 
 `shard_plan` imports the model (models.importer: its operator graph, ops named by module path) and lowers
-the strategy (soap.lowering) as SOAP's own runtime does. What the user takes home:
+the strategy (soap.lowering) as SOAP's own runtime does (`lower_plan`, given the graph already imported).
+What the user takes home:
 
 - `state_shardings`: an nnx.State matching `nnx.state(model)`, each leaf the NamedSharding of that array
   (op `blocks.3.conv`'s kernel split on its output channels where the strategy splits that op's
   channels; replicated over the strategy's devices where it splits the batch); leaves the graph does
   not hold (an RNG counter) are replicated over all of the strategy's devices.
-- `mesh` (one mesh over the strategy's devices, which every op's mesh refines) and `meshes` (op name ->
-  the op's own mesh, one axis per output dim), `images_sharding` and `labels_sharding` for the batch.
-- `forward(model, images)`: the model's logits with every op's input and output pinned by
+- `mesh` (one mesh over the strategy's devices that refines every op's mesh: soap.stages.stage_mesh, axes
+  `stage0`, `stage1`, ...) and `meshes` (op name -> the op's own mesh, one axis per config label),
+  `images_sharding` (the first op's input: images or token ids) and `labels_sharding` for the batch.
+- `partition_specs`: the same placements as `state_shardings`, each a PartitionSpec on `mesh`'s axes, and
+  `annotate(model)`, which writes them into the model's variables as flax's sharding metadata
+  (`out_sharding`, with `mesh`), so that `nnx.get_partition_spec(nnx.state(model))` gives them and
+  `nnx.get_named_sharding(nnx.state(model), plan.mesh)` places the model as the plan does; variables the
+  model creates from annotated ones (nnx.Optimizer's states) are placed alike as flax creates them.
+- `forward(model, images, key=None)`: the model's logits with every op's input and output pinned by
   `with_sharding_constraint`, reading the model's own variables (so nnx.value_and_grad differentiates
-  them) and writing batch norm's running averages back into the model, as its training-mode call does.
+  them) and writing batch norm's running averages back into the model, as its training-mode call does;
+  dropout draws from `key` (the step's: pass a new one each step), not from the model's nnx.Rngs.
 
 Why `forward` computes the imported graph (soap.step.pinned_apply on the module's own arrays) rather
 than the module's `__call__` with constraints slipped in: the importer has matched every primitive of the
@@ -44,11 +52,11 @@ from models.cli import read_text
 from models.errors import SoapError
 from models.graph_file import DATA
 from models.graph import OpGraph
-from models.importer import ImportedModel, Source, import_model
+from models.importer import Source, import_model
 from models.network import loss_op, op_params
 from models.trace import Path
 from soap.lowering import strategy_shardings
-from soap.stages import sources as op_sources, stage_mesh
+from soap.stages import refine, sources as op_sources, split_stages, stage_mesh
 from soap.step import Shardings, input_sharding, pinned_apply, step_stages
 from soap.strategy import Strategy, strategy_from_json
 
@@ -76,10 +84,20 @@ class ShardPlan:
     meshes: dict[str, Mesh]
     images_sharding: NamedSharding
     labels_sharding: NamedSharding
+    partition_specs: nnx.State
 
-    def forward(self, model: nnx.Module, images: jax.Array) -> jax.Array:
+    def annotate(self, model: nnx.Module) -> None:
+        """Write `partition_specs` into `model`'s variables as flax's sharding metadata (`out_sharding` and
+        `mesh`), so that nnx.get_partition_spec(nnx.state(model)) gives them; the arrays stay where they are."""
+        specs = {path: variable.get_value() for path, variable in nnx.to_flat_state(self.partition_specs)}
+        for path, variable in _variables(model).items():
+            variable.set_metadata(out_sharding=tuple(specs[path]), mesh=self.mesh)
+
+    def forward(self, model: nnx.Module, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """The logits of `model` (training mode) on `images`, every op placed as the strategy says;
-        batch norm's running averages are updated in the model."""
+        batch norm's running averages are updated in the model. `key`: the step's random key, from which
+        each dropout draws its own (models.keys.op_key; None: step 0 of seed 0, the same masks every
+        step), not the model's nnx.Rngs."""
         graph = self.graph
         variables = _variables(model)
         params = _per_op(self.sources, variables, trainable=True)
@@ -90,7 +108,7 @@ class ShardPlan:
         for op in graph.ops[:graph.index(logits) + 1]:
             inputs = tuple(values[name] for name in op_sources(graph, op))
             values[op.name], new_state = pinned_apply(op, self.shardings.activations[op.name], op_params(op, params),
-                                                      state.get(op.name), inputs)
+                                                      state.get(op.name), inputs, key=key)
             for name, value in (new_state or {}).items():
                 variables[paths[op.name, name]].set_value(value)
         return values[logits]
@@ -104,25 +122,39 @@ def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dat
     imported = import_model(model, dataset, batch_size)
     graph = imported.graph
     if not isinstance(strategy, Strategy):
-        text = read_text("strategy", os.fspath(strategy), "a strategy.json written by search.optimize")
-        strategy = strategy_from_json(text, graph, _num_devices(text), source=f"strategy {os.fspath(strategy)!r}")
+        path = os.fspath(strategy)
+        text = read_text("strategy", path, "a strategy.json written by search.optimize")
+        strategy = strategy_from_json(text, graph, strategy_file_devices(text), source=f"strategy {path!r}")
+    return lower_plan(graph, imported.sources, nnx.state(model), strategy, devices)
+
+
+def lower_plan(graph: OpGraph, sources: tuple[Source, ...], state: nnx.State, strategy: Strategy,
+               devices: Sequence[jax.Device] | None = None) -> ShardPlan:
+    """The plan of `strategy` for the model whose imported graph is `graph` (models.importer: its arrays at
+    `sources`) and whose nnx.state is `state` (arrays or abstract: only its paths and variables are read)."""
+    require_one_program(graph, strategy)
     shardings = strategy_shardings(graph, strategy, devices)
-    stages = step_stages(graph, shardings)
-    if len(stages) > 1:
-        raise PlanError(f"the strategy puts {graph.model}'s ops on different device sets ({len(stages)} stages, the "
-                        f"first {list(stages[0].names)}), which one jitted step cannot run; {RUN_STAGED}")
-    (stage,) = stages
+    (stage,) = step_stages(graph, shardings)
     mesh = stage_mesh([sharding for op in stage.ops for sharding in (
         shardings.activations[op.name], *shardings.params.get(op.name, {}).values())])
     meshes = {name: sharding.mesh for name, sharding in shardings.activations.items()}
     labels = shardings.activations[loss_op(graph).name]
     first = graph.ops[0]
     images = input_sharding(first, shardings.activations[first.name])  # where the first op reads them
-    state_shardings = _state_shardings(model, imported, shardings, mesh)
-    return ShardPlan(graph, imported.sources, strategy, shardings, state_shardings, mesh, meshes, images, labels)
+    state_shardings = _state_shardings(state, sources, shardings, mesh)
+    specs = jax.tree.map(lambda sharding: _canonical(refine(sharding, mesh).spec), state_shardings)
+    return ShardPlan(graph, sources, strategy, shardings, state_shardings, mesh, meshes, images, labels, specs)
 
 
-def _num_devices(text: str) -> int:
+def require_one_program(graph: OpGraph, strategy: Strategy) -> None:
+    """PlanError unless `strategy` is one stage (soap.stages): what one jitted step runs."""
+    stages = split_stages(graph, {name: config.device_set for name, config in strategy.items()})
+    if len(stages) > 1:
+        raise PlanError(f"the strategy puts {graph.model}'s ops on different device sets ({len(stages)} stages, the "
+                        f"first {list(stages[0].names)}), which one jitted step cannot run; {RUN_STAGED}")
+
+
+def strategy_file_devices(text: str) -> int:
     """The device count a strategy file says (strategy_from_json then checks the rest); the process's
     device count where the file does not say one, for strategy_from_json's own one-line error."""
     try:
@@ -146,9 +178,22 @@ def _per_op(sources: tuple[Source, ...], variables: dict[Path, nnx.Variable], tr
     return tree
 
 
-def _state_shardings(model: nnx.Module, imported: ImportedModel, shardings: Shardings, mesh: Mesh) -> nnx.State:
-    """nnx.state(model) with each array's NamedSharding in its place."""
-    by_path = {**imported.module_paths(shardings.params), **imported.module_paths(shardings.state)}
+def _canonical(spec: PartitionSpec) -> PartitionSpec:
+    """`spec` without its trailing Nones, as the jitted step's outputs name their shardings: a parameter
+    placed as P(None,) and returned as P() would compile the user's step a second time."""
+    entries = list(spec)
+    while entries and entries[-1] is None:
+        entries.pop()
+    return PartitionSpec(*entries)
+
+
+def _state_shardings(state: nnx.State, sources: tuple[Source, ...], shardings: Shardings, mesh: Mesh) -> nnx.State:
+    """`state` (a model's nnx.state) with each array's NamedSharding in its place."""
+    by_path = {}
+    for source in sources:
+        arrays = (shardings.params if source.trainable else shardings.state).get(source.op, {})
+        if source.name in arrays:
+            by_path[source.path] = arrays[source.name]
     replicated = NamedSharding(mesh, PartitionSpec())
     return nnx.from_flat_state([(path, variable.replace(by_path.get(path, replicated)))
-                                for path, variable in nnx.to_flat_state(nnx.state(model))])
+                                for path, variable in nnx.to_flat_state(state)])

@@ -5,6 +5,9 @@ splits only the labels its kind lets split, every degree divides its label's siz
 distinct and in 0..N-1. Enumeration yields, for every valid degree tuple with t = product <= N tasks,
 each contiguous block of t devices that starts at a multiple of t (FlexFlow's contiguous blocks; the
 alignment keeps blocks inside nodes of 2^k devices).
+
+The SPMD space (`spmd=True`) holds only the configs with t = N tasks: every op on all N devices, split any
+way, which a single jitted step runs as one program (soap.plan; soap.stages: one device set, one stage).
 """
 
 from __future__ import annotations
@@ -58,22 +61,30 @@ def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
         )
 
 
-def valid_degrees(op: Op, num_devices: int) -> tuple[tuple[int, ...], ...]:
-    """Every degree tuple that splits `op` into at most `num_devices` equal tasks."""
+def valid_degrees(op: Op, num_devices: int, spmd: bool = False) -> tuple[tuple[int, ...], ...]:
+    """Every degree tuple that splits `op` into at most `num_devices` equal tasks (`spmd`: exactly that many)."""
     per_dim = [
         tuple(d for d in divisors(_size(label, num_devices)) if d <= num_devices)
         if label.name in op.space.splittable else (1,)
         for label in op.config_labels
     ]
-    return tuple(combo for combo in itertools.product(*per_dim) if math.prod(combo) <= num_devices)
+    return tuple(combo for combo in itertools.product(*per_dim)
+                 if math.prod(combo) == num_devices or (not spmd and math.prod(combo) < num_devices))
 
 
 @functools.lru_cache(maxsize=4096)
-def enumerate_configs(op: Op, num_devices: int) -> tuple[ParallelConfig, ...]:
-    """Every config of the space for `op`: valid degrees x aligned contiguous device blocks."""
+def enumerate_configs(op: Op, num_devices: int, spmd: bool = False) -> tuple[ParallelConfig, ...]:
+    """Every config of the space for `op`: valid degrees x aligned contiguous device blocks (`spmd`: the
+    configs on all the devices)."""
     configs = []
-    for degrees in valid_degrees(op, num_devices):
+    for degrees in valid_degrees(op, num_devices, spmd):
         tasks = math.prod(degrees)
         for start in range(0, num_devices - tasks + 1, tasks):
             configs.append(ParallelConfig(degrees, tuple(range(start, start + tasks))))
     return tuple(configs)
+
+
+def on_all_devices(configs, num_devices: int) -> bool:
+    """Whether every config of `configs` (a Strategy's values) runs on all `num_devices` devices: a strategy
+    of the SPMD space."""
+    return all(config.num_tasks == num_devices for config in configs)

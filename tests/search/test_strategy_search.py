@@ -15,7 +15,7 @@ from search.strategy_search import (MAX_ADAPTIVE_BUDGET_S, SearchResult, _chain_
                                     search_starts, search_strategy)
 from simulator.simulate import Simulator
 from soap.baselines import TENSOR_PARALLEL, data_parallel, model_parallel, owt, random_strategy, single, tensor_degree
-from soap.space import enumerate_configs, valid_degrees
+from soap.space import enumerate_configs, on_all_devices, valid_degrees
 from soap.strategy import Strategy
 from tests.simulator.fakes import FlopCost, fake_machine
 
@@ -244,3 +244,24 @@ def test_megatron_baselines_keep_their_tensor_groups_inside_a_node():
         assert whole[name] == TENSOR_PARALLEL[name](graph, 8)
         assert in_nodes[name] == TENSOR_PARALLEL[name](graph, 8, 4) != whole[name]
     assert in_nodes["data_parallel"] == whole["data_parallel"]
+
+
+def test_the_spmd_search_keeps_every_op_on_all_the_devices():
+    """spmd=True: the starts, every chain's best and the result stay in soap.space's SPMD space, and the
+    search finds its exhaustive optimum (fewer strategies than the whole space's 864)."""
+    baselines, _ = baseline_strategies(GRAPH, 2)
+    spmd_starts = search_starts(GRAPH, 2, baselines, seed=0, spmd=True)
+    assert [name for name, _ in spmd_starts] == ["data_parallel", "owt", "random"]
+    result = search_strategy(GRAPH, MACHINE, COST, spmd_starts, Budget(iterations=2000, min_iterations=500), seed=1,
+                             spmd=True, descent=True)
+    assert all(on_all_devices(strategy.values(), 2) for _, strategy, _ in result.starts)
+    assert all(on_all_devices(chain.mcmc.best.values(), 2) for chain in result.chains)
+    simulator = Simulator(GRAPH, MACHINE, COST)
+    spaces = [enumerate_configs(op, 2, spmd=True) for op in GRAPH.ops]
+    best = min(simulator.full(Strategy.for_graph(GRAPH, 2, dict(zip((op.name for op in GRAPH.ops), configs)))).step_ms
+               for configs in itertools.product(*spaces))
+    assert result.best_ms == pytest.approx(best, rel=1e-12)
+    propose, rng, strategy = proposal(GRAPH, 2, spmd=True), np.random.default_rng(0), data_parallel(GRAPH, 2)
+    for _ in range(500):
+        strategy = propose(strategy, rng) or strategy
+        assert on_all_devices(strategy.values(), 2)

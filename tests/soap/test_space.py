@@ -78,3 +78,14 @@ def test_every_enumerated_config_is_valid_and_blocks_are_aligned(num_devices):
         for degrees in valid_degrees(op, num_devices):
             assert math.prod(degrees) <= num_devices
             assert all(size % d == 0 for size, d in zip(op.output_shape, degrees))
+
+
+@pytest.mark.parametrize("num_devices", [1, 2, 4, 8])
+def test_the_spmd_space_is_the_configs_on_all_the_devices(num_devices):
+    for op in GRAPH.ops:
+        assert enumerate_configs(op, num_devices, spmd=True) == tuple(
+            config for config in enumerate_configs(op, num_devices) if config.num_tasks == num_devices)
+    # fc7 (128, 4096) on 2 devices: split on the batch or on the channels, never whole.
+    assert enumerate_configs(GRAPH.op("fc7"), 2, spmd=True) == (ParallelConfig((1, 2), (0, 1)),
+                                                                 ParallelConfig((2, 1), (0, 1)))
+    assert valid_degrees(GRAPH.op("loss"), 4, spmd=True) == ((4,),)
