@@ -22,7 +22,7 @@ import networkx as nx
 from models.errors import ShapeError
 from models.kinds.activation import Activation, ActivationAttrs
 from models.kinds.attention import AttentionAttrs
-from models.kinds.conv import IM2COL_MAX_PIXELS
+from models.kinds.conv import IM2COL_MAX_PIXELS, ConvAttrs
 from models.kinds.dropout import DropoutAttrs
 from models.kinds.layer_norm import LayerNormAttrs
 from models.op import Op, OpKind, Padding, Shape, attrs_items, spatial_output_size
@@ -149,15 +149,26 @@ class GraphBuilder:
         self._require_positive(name, (out_h, out_w))
         return (n, h, w, c), (n, out_h, out_w), dict(kernel_hw=(kh, kw), stride_hw=(sh, sw), padding=padding)
 
-    def conv2d(self, name, channels, kernel, stride=1, padding=Padding.SAME, relu=True, bias=True, input=...) -> str:
-        """A conv of `kernel` (an int or (height, width)) and `stride`; `bias=False` before a batch norm."""
+    def conv2d(self, name, channels, kernel, stride=1, padding=Padding.SAME, relu=True, bias=True, groups=1,
+               input=...) -> str:
+        """A conv of `kernel` (an int or (height, width)) and `stride`; `bias=False` before a batch norm;
+        `groups` independent channel groups (the input's channels for a depthwise conv)."""
         source = self._source(input)
         in_shape, (n, out_h, out_w), window = self._windowed_output(name, source, kernel, stride, padding)
-        params = (("kernel", window["kernel_hw"] + (in_shape[3], channels)),) + ((("bias", (channels,)),) if bias else ())
+        self._require_groups(name, in_shape[3], channels, groups)
+        params = (("kernel", window["kernel_hw"] + (in_shape[3] // groups, channels)),) + (
+            (("bias", (channels,)),) if bias else ())
         op = Op(name=name, kind=OpKind.CONV2D, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, channels),
-                param_shapes=params, dtype=self._dtype, relu=relu, im2col=out_h * out_w <= IM2COL_MAX_PIXELS,
-                **window)
+                param_shapes=params, dtype=self._dtype, relu=relu,
+                im2col=out_h * out_w <= IM2COL_MAX_PIXELS and groups == 1,
+                attrs=ConvAttrs(groups=groups) if groups != 1 else None, **window)
         return self._add(op, (source,))
+
+    @staticmethod
+    def _require_groups(name: str, in_channels: int, out_channels: int, groups: int) -> None:
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ShapeError(f"conv {name!r}: {groups} groups do not divide its {in_channels} input and "
+                             f"{out_channels} output channels; use a number of groups dividing both")
 
     def pool2d(self, name, kernel=3, stride=2, padding=Padding.VALID, input=...) -> str:
         """A max pool."""
@@ -220,12 +231,13 @@ class GraphBuilder:
                 output_shape=(shape[0], math.prod(shape[1:])), dtype=self._dtype)
         return self._add(op, (source,))
 
-    def dense(self, name, units, relu=True, bias=True, input=...) -> str:
-        """x . kernel (+ bias) on (N, features) or on [b s d] tokens (the last dim contracted)."""
+    def dense(self, name, units, relu=True, bias=True, pixels=False, input=...) -> str:
+        """x . kernel (+ bias) on (N, features) or on [b s d] tokens (the last dim contracted); with `pixels`
+        on every pixel of NHWC images (a rank-4 input is otherwise a missing flatten)."""
         source = self._source(input)
         shape = self.shape(source)
-        if len(shape) != 3:
-            self._require_rank(name, shape, 2)
+        if len(shape) != 3 and not (pixels and len(shape) == 4):
+            self._require_rank(name, shape, 4 if pixels else 2)
         params = (("kernel", (shape[-1], units)),) + ((("bias", (units,)),) if bias else ())
         op = Op(name=name, kind=OpKind.DENSE, input_shapes=(shape,), output_shape=shape[:-1] + (units,),
                 param_shapes=params, dtype=self._dtype, relu=relu)
