@@ -15,19 +15,24 @@ innermost module call computing it. The importer walks them in order, giving eve
 the images, an op's output, a view of a parameter (reshaped or broadcast), a constant, or a partial
 pattern (a window sum awaiting its divisor). Patterns, one small function per primitive:
 
-    conv_general_dilated(x, kernel)   NHWC x HWIO, SAME or VALID pads, no dilation           -> conv2d
-                                      (feature_group_count G: groups=G, depthwise where G = C)
+    conv_general_dilated(x, kernel)   NHWC x HWIO, any pads, kernel dilation, feature groups -> conv2d
+                                      (SAME or VALID where the pads are those, else explicit;
+                                      feature_group_count G: groups=G, depthwise where G = C)
     dot_general(x, kernel)            (N, F) x (F, U), or (N, H, W, F) x (F, U) per pixel    -> dense
     + bias                            a channel vector right after a conv or dense product   -> fused bias
     max(x, 0)                         after conv, dense, batch_norm or add, read nowhere else -> fused ReLU
+                                      after anything else                                    -> activation relu
     reduce_window_max                 (1, kh, kw, 1) windows                                 -> pool2d
     reduce_window_sum / (kh * kw)     flax's avg_pool (padding counted)                      -> avg_pool2d
     reduce_sum over H, W / (H * W)    a mean over height and width                           -> global_avg_pool
+    reduce_max over H, W              a maximum over height and width                        -> global_max_pool
+    split / slice on the last axis    jnp.split(x, n, -1), x[..., a:b] of a layer's output  -> channel_slice each
     reshape (N, H, W, C) -> (N, HWC)                                                         -> flatten
     x + y of two activations                                                                 -> add
     concatenate on the last dim                                                              -> concat
     every step of one nnx.BatchNorm call (training mode)                                     -> batch_norm
     every step of one nnx.LayerNorm / nnx.RMSNorm call (over the last axis)                  -> layer_norm
+    every step of one nnx.GroupNorm call (NHWC images)                                       -> group_norm
     every step of one nnx.Dropout call (training mode, rate > 0; rate 0 computes nothing)    -> dropout
     the element-wise steps of jax.nn.gelu (tanh or erf), silu, tanh, sigmoid of one activation -> activation
 
@@ -78,19 +83,21 @@ from models.errors import ModelImportError, ShapeError, SoapError
 from models.graph import GraphBuilder, OpGraph
 from models.kinds import batch_norm as batch_norm_kind
 from models.kinds.activation import FUNCTIONS, Activation, ActivationAttrs
-from models.kinds.conv import ConvAttrs, conv_attrs
+from models.kinds.channel_slice import ChannelSliceAttrs
+from models.kinds.conv import ConvAttrs, attrs_or_none, conv_attrs
 from models.kinds.dropout import DropoutAttrs
+from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
 from models.op import OpKind, Padding, same_padding
 from models.trace import Const, Path, Step, Trace, path_str, trace_module
 from models.user_model import summary
 
-SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, SAME or VALID, no dilation; grouped or depthwise by "
-             "feature_group_count), nnx.Linear on (batch, features) or on each pixel of NHWC images, nnx.BatchNorm "
-             "in training mode, nnx.LayerNorm and nnx.RMSNorm over the last axis, nnx.Dropout, ReLU after a conv, "
-             "dense, batch norm or add, jax.nn.gelu (either form), silu, tanh and sigmoid, nnx.max_pool, "
-             "nnx.avg_pool, a mean over height and width, a reshape to (batch, features), the sum of two "
-             "activations and jnp.concatenate on the channels")
+SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, any padding, kernel_dilation, grouped or depthwise "
+             "by feature_group_count), nnx.Linear on (batch, features) or on each pixel of NHWC images, "
+             "nnx.BatchNorm in training mode, nnx.LayerNorm and nnx.RMSNorm over the last axis, nnx.GroupNorm on "
+             "images, nnx.Dropout, ReLU (fused into a conv, dense, batch norm or add), jax.nn.gelu (either form), "
+             "silu, tanh and sigmoid, nnx.max_pool, nnx.avg_pool, a mean or maximum over height and width, a "
+             "reshape to (batch, features), the sum of two activations, jnp.concatenate and jnp.split on the channels")
 LOSS_NAME = "loss"
 
 
@@ -350,13 +357,14 @@ class _Matcher:
         if (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) != ((0, 3, 1, 2), (3, 2, 0, 1),
                                                                                          (0, 3, 1, 2)):
             self._fail(step, "computes a convolution whose layout is not NHWC images and an HWIO kernel")
-        if set(params["lhs_dilation"]) | set(params["rhs_dilation"]) != {1} or params["batch_group_count"] != 1:
-            self._fail(step, "computes a dilated convolution or one grouped over the batch")
+        if set(params["lhs_dilation"]) != {1} or params["batch_group_count"] != 1:
+            self._fail(step, "computes a transposed convolution (input dilation) or one grouped over the batch")
         kh, kw = self._shape(kernel)[:2]
-        window = self._window(step, self._shape(x), (kh, kw), tuple(params["window_strides"]),
-                              tuple(params["padding"]))
-        groups = params["feature_group_count"]
-        attrs = ConvAttrs(groups=groups) if groups != 1 else None
+        dilation = tuple(params["rhs_dilation"])
+        pads = tuple(tuple(pad) for pad in params["padding"])
+        window = self._window(step, self._shape(x), (kh, kw), tuple(params["window_strides"]), pads, dilation)
+        attrs = attrs_or_none(ConvAttrs(groups=params["feature_group_count"], dilation_hw=dilation,
+                                        pads=pads if window["padding"] is Padding.EXPLICIT else None))
         self._new(step, OpKind.CONV2D, (source.draft,), params=(("kernel", self._read_param(step, view)),),
                   attrs=attrs, **window)
 
@@ -459,8 +467,8 @@ class _Matcher:
             self._fail(step, f"takes the maximum of {self._describe(a)} and {self._describe(b)} (only ReLU is taken)")
         draft = self._fusable(x, (OpKind.CONV2D, OpKind.DENSE, OpKind.BATCH_NORM, OpKind.ADD))
         if draft is None or draft.relu:
-            self._fail(step, f"applies a ReLU to {self._describe(x)}, which does not come right from a conv, dense, "
-                             f"batch norm or add read by nothing else")
+            source = self._tensor(step, x)  # a ReLU after another op (a group norm's): an activation op
+            return self._new(step, OpKind.ACTIVATION, (source.draft,), attrs=ActivationAttrs(Activation.RELU))
         self._fuse(step, x, replace(draft, relu=True))
 
     def _on_reduce_window_max(self, step: Step) -> None:
@@ -549,14 +557,19 @@ class _Matcher:
             self._fail(step, f"pools with windows {dims} and strides {strides} (only over height and width)")
         return self._window(step, self._shape(step.inputs[0]), dims[1:3], strides[1:3], pads[1:3])
 
-    def _window(self, step: Step, in_shape, kernel_hw, stride_hw, pads) -> dict:
+    def _window(self, step: Step, in_shape, kernel_hw, stride_hw, pads, dilation_hw=None) -> dict:
+        """The window fields of a pool or (with `dilation_hw`) a conv: SAME or VALID where the pads are
+        those, else, for a conv, EXPLICIT (the pads then in its ConvAttrs)."""
         sizes = in_shape[1:3]
-        same = tuple(same_padding(size, k, s) for size, k, s in zip(sizes, kernel_hw, stride_hw))
+        spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_hw, dilation_hw or (1, 1)))
+        same = tuple(same_padding(size, k, s) for size, k, s in zip(sizes, spans, stride_hw))
         pads = tuple(tuple(pad) for pad in pads)
         if pads == same:
             padding = Padding.SAME
         elif pads == ((0, 0), (0, 0)):
             padding = Padding.VALID
+        elif dilation_hw is not None:
+            padding = Padding.EXPLICIT
         else:
             self._fail(step, f"pads by {pads}, which is neither SAME {same} nor VALID for a {kernel_hw[0]}x"
                              f"{kernel_hw[1]} window of stride {stride_hw} on {sizes[0]}x{sizes[1]} images")
@@ -571,6 +584,8 @@ class _Matcher:
             return self._layer_norm
         if _is_flax_call(module, nnx.Dropout):
             return self._dropout
+        if _is_flax_call(module, nnx.GroupNorm):
+            return self._group_norm
         return None
 
     def _layer_norm(self, steps: tuple[Step, ...]) -> None:
@@ -581,17 +596,38 @@ class _Matcher:
         self._require_settings(first, module, OpKind.LAYER_NORM, {
             "use_scale": True, "reduction_axes": -1, "feature_axes": -1, "axis_name": None,
             "use_fast_variance": True, **({} if rms else {"use_bias": True})})
-        reads, outputs = self._call_io(steps)
         names = ("scale",) if rms else ("scale", "bias")
+        x, paths, output = self._normalization_call(steps, names)
+        self._new(replace(first, outputs=(output,)), OpKind.LAYER_NORM, (self.values[x].draft,),
+                  params=tuple(zip(names, paths)), attrs=LayerNormAttrs(eps=float(module.epsilon), rms=rms))
+
+    def _normalization_call(self, steps: tuple[Step, ...], names: tuple[str, ...]) -> tuple[int, tuple[Path, ...], int]:
+        """The activation a normalization module's call reads, the paths of its own parameters `names`
+        (now read) and the variable it returns; anything else it reads or returns is one error line."""
+        first = steps[0]
+        reads, outputs = self._call_io(steps)
         paths = tuple(self._own_variable(first.scope, name) for name in names)
         tensors = [atom for atom, value in reads.items() if isinstance(value, _Tensor)]
         views = {value.path for value in reads.values() if isinstance(value, _ParamView)}
         if len(tensors) != 1 or len(reads) != 1 + len(paths) or views != set(paths) or len(outputs) != 1:
-            self._fail(first, f"is a layer norm reading other than one activation and its own {' and '.join(names)}")
+            self._fail(first, f"reads other than one activation and its own {' and '.join(names)}")
         for path in paths:
             self._read_param(first, self.values[self.leaf_numbers[path]])
-        self._new(replace(first, outputs=(outputs[0],)), OpKind.LAYER_NORM, (reads[tensors[0]].draft,),
-                  params=tuple(zip(names, paths)), attrs=LayerNormAttrs(eps=float(module.epsilon), rms=rms))
+        return tensors[0], paths, outputs[0]
+
+    def _group_norm(self, steps: tuple[Step, ...]) -> None:
+        """One nnx.GroupNorm call on NHWC images (statistics over height, width and each group): a group_norm op."""
+        first = steps[0]
+        module = self.trace.modules[first.scope]
+        self._require_settings(first, module, OpKind.GROUP_NORM, {
+            "use_scale": True, "use_bias": True, "reduction_axes": None, "axis_name": None,
+            "use_fast_variance": True})
+        x, (scale, bias), output = self._normalization_call(steps, ("scale", "bias"))
+        if len(self._shape(x)) != 4:
+            self._fail(first, f"normalizes {self._describe(x)} in groups (only NHWC images are taken)")
+        self._new(replace(first, outputs=(output,)), OpKind.GROUP_NORM, (self.values[x].draft,),
+                  params=(("scale", scale), ("bias", bias)),
+                  attrs=GroupNormAttrs(groups=int(module.num_groups), eps=float(module.epsilon)))
 
     def _dropout(self, steps: tuple[Step, ...]) -> None:
         """One nnx.Dropout call in training mode: a dropout op of its rate (its mask is SOAP's own, drawn
@@ -607,6 +643,38 @@ class _Matcher:
             self._fail(first, "is a dropout reading other than one activation and its random key")
         self._new(replace(first, outputs=(outputs[0],)), OpKind.DROPOUT, (reads[tensors[0]].draft,),
                   attrs=DropoutAttrs(rate=float(module.rate)))
+
+    def _on_split(self, step: Step) -> None:
+        """jnp.split on the channels: a channel slice per output read after it."""
+        source = self._tensor(step, step.inputs[0])
+        rank = len(self._shape(step.inputs[0]))
+        if step.params["axis"] != rank - 1 or source.draft is None:
+            self._fail(step, f"splits {self._describe(step.inputs[0])} on axis {step.params['axis']} (only a layer's "
+                             f"output on its channels, the last axis, is taken)")
+        offset = 0
+        for output, size in zip(step.outputs, step.params["sizes"]):
+            if self.trace.uses[output]:
+                self._add_draft(step, _Draft(OpKind.CHANNEL_SLICE, (source.draft,), output, self._shape(output),
+                                             step.scope, step.where, attrs=ChannelSliceAttrs(offset=offset)))
+            offset += int(size)
+
+    def _on_slice(self, step: Step) -> None:
+        """x[..., a:b] of a layer's output: a channel slice."""
+        source = self._tensor(step, step.inputs[0])
+        old, new = self._shape(step.inputs[0]), self._shape(step.outputs[0])
+        start = tuple(step.params["start_indices"])
+        if (source.draft is None or old[:-1] != new[:-1] or any(start[:-1]) or
+                set(step.params["strides"] or (1,)) != {1}):
+            self._fail(step, f"slices {self._describe(step.inputs[0])} to {new} (only a range of a layer's channels, "
+                             f"the last axis, is taken)")
+        self._new(step, OpKind.CHANNEL_SLICE, (source.draft,), attrs=ChannelSliceAttrs(offset=start[-1]))
+
+    def _on_reduce_max(self, step: Step) -> None:
+        source = self._tensor(step, step.inputs[0], rank=4)
+        if tuple(step.params["axes"]) != (1, 2):
+            self._fail(step, f"takes the maximum over axes {tuple(step.params['axes'])} (only over height and width "
+                             f"is taken)")
+        self._new(step, OpKind.GLOBAL_MAX_POOL, (source.draft,))
 
     def _extend_elementwise(self, step: Step) -> bool:
         """Take `step` into an element-wise function of one activation (`_Elementwise`) where it is one:
@@ -778,8 +846,10 @@ def _add(builder: GraphBuilder, draft: _Draft, name: str, sources: list[str | No
     window = dict(kernel=draft.kernel_hw, stride=draft.stride_hw, padding=draft.padding)
     kind = draft.kind
     if kind is OpKind.CONV2D:
-        builder.conv2d(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1,
-                       groups=conv_attrs(draft).groups, input=sources[0], **window)
+        attrs = conv_attrs(draft)
+        window["padding"] = attrs.pads or draft.padding
+        builder.conv2d(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1, groups=attrs.groups,
+                       dilation=attrs.dilation_hw, input=sources[0], **window)
     elif kind is OpKind.DENSE:
         builder.dense(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1,
                       pixels=len(draft.shape) == 4, input=sources[0])
@@ -787,6 +857,8 @@ def _add(builder: GraphBuilder, draft: _Draft, name: str, sources: list[str | No
         builder.layer_norm(name, eps=draft.attrs.eps, rms=draft.attrs.rms, input=sources[0])
     elif kind is OpKind.DROPOUT:
         builder.dropout(name, draft.attrs.rate, input=sources[0])
+    elif kind is OpKind.GROUP_NORM:
+        builder.group_norm(name, draft.attrs.groups, eps=draft.attrs.eps, input=sources[0])
     elif kind is OpKind.ACTIVATION:
         builder.activation(name, draft.attrs.fn, input=sources[0])
     elif kind is OpKind.POOL2D:
@@ -795,6 +867,10 @@ def _add(builder: GraphBuilder, draft: _Draft, name: str, sources: list[str | No
         builder.avg_pool2d(name, input=sources[0], **window)
     elif kind is OpKind.GLOBAL_AVG_POOL:
         builder.global_avg_pool(name, input=sources[0])
+    elif kind is OpKind.GLOBAL_MAX_POOL:
+        builder.global_max_pool(name, input=sources[0])
+    elif kind is OpKind.CHANNEL_SLICE:
+        builder.channel_slice(name, draft.attrs.offset, draft.shape[-1], input=sources[0])
     elif kind is OpKind.BATCH_NORM:
         builder.batch_norm(name, relu=draft.relu, input=sources[0])
     elif kind is OpKind.ADD:

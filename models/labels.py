@@ -86,6 +86,16 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Offset:
+    """An input dim whose part [offset, offset + label size) is output label `label` (a channel slice's input,
+    the inverse of `Part`): rows [a, b) of the label read input rows [offset + a, offset + b) of its `size`."""
+
+    label: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
 class Merged:
     """A dim that is several labels merged row-major, e.g. hidden = (heads, head_dim) where a reshape splits
     or merges attention heads. Only its first label may be split: a shard of it is a contiguous range."""
@@ -93,7 +103,7 @@ class Merged:
     labels: tuple[str, ...]
 
 
-Axis = str | Window | Part | Merged  # what one dim of a tensor carries (an output: a label or Merged)
+Axis = str | Window | Part | Offset | Merged  # what one dim of a tensor carries (an output: a label or Merged)
 
 
 def axis_label(axis: Axis) -> str:
@@ -272,13 +282,16 @@ def _axis_range(space: Space, axis: Axis, ranges: Mapping[str, tuple[int, int]])
     if isinstance(axis, Part):
         low, high = max(start, axis.offset) - axis.offset, min(stop, axis.offset + axis.size) - axis.offset
         return (low, high) if low < high else (0, 0)
+    if isinstance(axis, Offset):
+        return start + axis.offset, stop + axis.offset
     return start, stop
 
 
 def input_axes(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[str | None, ...], ...]:
     """For each input, the config label each of its dims is sharded on at run time (None: whole): a label
     the input carries and the config splits, unless the kind reads it whole (`whole_labels`); a part
-    (concat's) is read whole. Dims a split does not divide are left to the caller (`input_degrees`)."""
+    (concat's) and an offset range (a channel slice's: its shards do not align with the input's) are read
+    whole. Dims a split does not divide are left to the caller (`input_degrees`)."""
     split = space.degree_map(degrees)
     whole = whole_labels(space, degrees)
     return tuple(tuple(_sharded_on(a, split, whole) for a in axes) for axes in space.inputs)
@@ -286,7 +299,7 @@ def input_axes(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[str | None
 
 def _sharded_on(axis: Axis, split: Mapping[str, int], whole: frozenset[str] = frozenset()) -> str | None:
     name = axis_label(axis)
-    return name if not isinstance(axis, Part) and split.get(name, 1) > 1 and name not in whole else None
+    return name if not isinstance(axis, (Part, Offset)) and split.get(name, 1) > 1 and name not in whole else None
 
 
 def output_axes(space: Space, degrees: tuple[int, ...]) -> tuple[str | None, ...]:

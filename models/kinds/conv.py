@@ -14,6 +14,12 @@ of one; the output's and the kernel's last dims are (channel, group_channel) mer
 groups' input channels and writes their output channels (no partial sums). A conv of one group keeps the
 plain space below (and no attrs: its cost key and signature are those of every conv before groups).
 
+Dilation (`ConvAttrs.dilation_hw`, nnx.Conv's kernel_dilation) spreads the kernel's taps d rows apart: each
+window spans (K - 1) * d + 1 input rows (models/kinds/window.py `span`; SAME pads for that span), its FLOPs
+those of its K taps. Explicit padding (`Padding.EXPLICIT`, the (low, high) pairs in `ConvAttrs.pads`) sets
+each window's leading pad; a halo shard's window holds it (VALID). A conv with such attrs is never computed
+as patches, and its halo shard's input gradient is autodiff's (the `_halo_conv` below is a plain conv's).
+
 A task split on the output channels reads its input whole in height and width (`whole_when_split`):
 XLA's SPMD partitioner (JAX 0.10.2) computes such a conv wrongly when its input is split spatially
 (tests/models/test_train.py checks such strategies), so the runtime pins it so and the simulator charges
@@ -54,7 +60,7 @@ from jax import lax
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Label, Merged, Role, Space
-from models.op import Op, OpKind
+from models.op import Op, OpKind, Padding
 
 
 IM2COL_MAX_PIXELS = 4  # 2x2 outputs and smaller
@@ -66,6 +72,18 @@ class ConvAttrs:
     default (Op.attrs None), so that plain convs keep their cost keys and signatures."""
 
     groups: int = 1  # feature_group_count: Ci and Co split into this many independent groups
+    dilation_hw: tuple[int, int] = (1, 1)  # kernel (rhs) dilation: taps this many rows and columns apart
+    pads: tuple[tuple[int, int], tuple[int, int]] | None = None  # (low, high) per spatial dim: Padding.EXPLICIT
+
+    def __post_init__(self) -> None:  # a graph file gives tuples back as lists
+        object.__setattr__(self, "dilation_hw", tuple(int(d) for d in self.dilation_hw))
+        if self.pads is not None:
+            object.__setattr__(self, "pads", tuple(tuple(int(p) for p in pad) for pad in self.pads))
+
+
+def attrs_or_none(attrs: ConvAttrs) -> ConvAttrs | None:
+    """What an op holds: None for a conv of default settings."""
+    return None if attrs == ConvAttrs() else attrs
 
 
 def conv_attrs(op: Op) -> ConvAttrs:
@@ -123,37 +141,45 @@ class Conv2D(KindSpec):
                      whole_when_split=(("channel", frozenset({"height", "width"})),))
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
-        """A channel split of a grouped conv leaves each task G / degree groups."""
+        """A channel split of a grouped conv leaves each task G / degree groups; a halo shard's window
+        holds its padding (VALID)."""
         local = super().local_op(op, degrees)
-        if groups(op) == 1:
+        if op.attrs is None:
             return local
-        return dataclasses.replace(local, attrs=dataclasses.replace(
-            op.attrs, groups=groups(op) // op.space.degree_map(degrees)["channel"]))
+        count = groups(op) // op.space.degree_map(degrees)["channel"] if groups(op) > 1 else 1
+        attrs = dataclasses.replace(op.attrs, groups=count, pads=None if local.halo else op.attrs.pads)
+        return dataclasses.replace(local, attrs=attrs_or_none(attrs))
 
     def layer(self, op: Op, rngs):
+        attrs = conv_attrs(op)
         return nnx.Conv(op.input_shapes[0][-1], op.output_shape[-1], op.kernel_hw, strides=op.stride_hw,
-                        padding=op.padding.value, feature_group_count=groups(op), use_bias=len(op.param_shapes) > 1,
-                        dtype=op.dtype, param_dtype=op.dtype, rngs=rngs)
+                        padding=_padding(op), kernel_dilation=attrs.dilation_hw, feature_group_count=attrs.groups,
+                        use_bias=len(op.param_shapes) > 1, dtype=op.dtype, param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        """As nnx.Conv computes it (lax.conv_general_dilated, then the bias), or as patches @ kernel (one
-        group only: the builder sets im2col on no grouped conv)."""
-        count = groups(op)
+        """As nnx.Conv computes it (lax.conv_general_dilated, then the bias), or as patches @ kernel (a conv
+        of default attrs only: the builder sets im2col on no other)."""
+        attrs = conv_attrs(op)
         if op.im2col:
             kh, kw, ci, co = params["kernel"].shape
             patches = lax.conv_general_dilated_patches(inputs[0], (kh, kw), op.stride_hw, op.padding.value,
                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
             # The patches' features are ordered (input channel, kernel row, kernel column).
             y = patches @ params["kernel"].transpose(2, 0, 1, 3).reshape(ci * kh * kw, co)
-        elif op.halo and count == 1:
+        elif op.halo and op.attrs is None:
             y = _halo_conv(inputs[0], params["kernel"], op.stride_hw)
-        else:  # a grouped conv's halo shard: autodiff's backward of its VALID window
-            y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw,
-                                         "VALID" if op.halo else op.padding.value,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=count)
+        else:  # a grouped or dilated conv's halo shard: autodiff's backward of its VALID window
+            y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, _padding(op),
+                                         rhs_dilation=attrs.dilation_hw, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         feature_group_count=attrs.groups)
         if "bias" in params:
             y = y + params["bias"]
         return relu_if(op, y)
+
+
+def _padding(op: Op) -> str | tuple[tuple[int, int], tuple[int, int]]:
+    """lax's and nnx.Conv's padding argument: SAME, VALID or the explicit (low, high) pairs."""
+    return op.attrs.pads if op.padding is Padding.EXPLICIT else op.padding.value
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
