@@ -22,8 +22,10 @@ import networkx as nx
 from models.errors import ShapeError
 from models.kinds.activation import Activation, ActivationAttrs
 from models.kinds.attention import AttentionAttrs
-from models.kinds.conv import IM2COL_MAX_PIXELS
+from models.kinds.channel_slice import ChannelSliceAttrs
+from models.kinds.conv import IM2COL_MAX_PIXELS, ConvAttrs, attrs_or_none
 from models.kinds.dropout import DropoutAttrs
+from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
 from models.op import Op, OpKind, Padding, Shape, attrs_items, spatial_output_size
 
@@ -141,23 +143,42 @@ class GraphBuilder:
     def _source(self, input) -> str | None:
         return self._last if input is ... else input
 
-    def _windowed_output(self, name: str, source: str | None, kernel, stride, padding) -> tuple:
+    def _windowed_output(self, name: str, source: str | None, kernel, stride, padding, dilation=1) -> tuple:
+        """(input shape, output (n, h, w), the op's window fields, explicit pads or None); `padding` SAME,
+        VALID or ((top, bottom), (left, right))."""
         n, h, w, c = self._require_rank(name, self.shape(source), 4)
-        (kh, kw), (sh, sw), padding = _pair(kernel), _pair(stride), Padding(padding)
-        out_h = spatial_output_size(h, kh, sh, padding)
-        out_w = spatial_output_size(w, kw, sw, padding)
+        (kh, kw), (sh, sw), (dh, dw) = _pair(kernel), _pair(stride), _pair(dilation)
+        pads = None
+        if isinstance(padding, (tuple, list)):
+            pads, padding = (_pair(padding[0]), _pair(padding[1])), Padding.EXPLICIT
+        padding = Padding(padding)
+        out_h = spatial_output_size(h, (kh - 1) * dh + 1, sh, padding, pads[0] if pads else (0, 0))
+        out_w = spatial_output_size(w, (kw - 1) * dw + 1, sw, padding, pads[1] if pads else (0, 0))
         self._require_positive(name, (out_h, out_w))
-        return (n, h, w, c), (n, out_h, out_w), dict(kernel_hw=(kh, kw), stride_hw=(sh, sw), padding=padding)
+        return (n, h, w, c), (n, out_h, out_w), dict(kernel_hw=(kh, kw), stride_hw=(sh, sw), padding=padding), pads
 
-    def conv2d(self, name, channels, kernel, stride=1, padding=Padding.SAME, relu=True, bias=True, input=...) -> str:
-        """A conv of `kernel` (an int or (height, width)) and `stride`; `bias=False` before a batch norm."""
+    def conv2d(self, name, channels, kernel, stride=1, padding=Padding.SAME, relu=True, bias=True, groups=1,
+               dilation=1, input=...) -> str:
+        """A conv of `kernel` (an int or (height, width)) and `stride`; `bias=False` before a batch norm;
+        `groups` independent channel groups (the input's channels for a depthwise conv); `dilation` of the
+        kernel (an int or a pair); `padding` SAME, VALID or explicit ((top, bottom), (left, right))."""
         source = self._source(input)
-        in_shape, (n, out_h, out_w), window = self._windowed_output(name, source, kernel, stride, padding)
-        params = (("kernel", window["kernel_hw"] + (in_shape[3], channels)),) + ((("bias", (channels,)),) if bias else ())
+        in_shape, (n, out_h, out_w), window, pads = self._windowed_output(name, source, kernel, stride, padding,
+                                                                          dilation)
+        self._require_groups(name, in_shape[3], channels, groups)
+        attrs = attrs_or_none(ConvAttrs(groups=groups, dilation_hw=_pair(dilation), pads=pads))
+        params = (("kernel", window["kernel_hw"] + (in_shape[3] // groups, channels)),) + (
+            (("bias", (channels,)),) if bias else ())
         op = Op(name=name, kind=OpKind.CONV2D, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, channels),
-                param_shapes=params, dtype=self._dtype, relu=relu, im2col=out_h * out_w <= IM2COL_MAX_PIXELS,
-                **window)
+                param_shapes=params, dtype=self._dtype, relu=relu,
+                im2col=out_h * out_w <= IM2COL_MAX_PIXELS and attrs is None, attrs=attrs, **window)
         return self._add(op, (source,))
+
+    @staticmethod
+    def _require_groups(name: str, in_channels: int, out_channels: int, groups: int) -> None:
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ShapeError(f"conv {name!r}: {groups} groups do not divide its {in_channels} input and "
+                             f"{out_channels} output channels; use a number of groups dividing both")
 
     def pool2d(self, name, kernel=3, stride=2, padding=Padding.VALID, input=...) -> str:
         """A max pool."""
@@ -168,15 +189,23 @@ class GraphBuilder:
 
     def _pool(self, kind, name, kernel, stride, padding, input) -> str:
         source = self._source(input)
-        in_shape, (n, out_h, out_w), window = self._windowed_output(name, source, kernel, stride, padding)
+        in_shape, (n, out_h, out_w), window, pads = self._windowed_output(name, source, kernel, stride, padding)
+        if pads is not None:
+            raise ShapeError(f"pool {name!r} pads explicitly by {pads}; pools take SAME or VALID padding")
         op = Op(name=name, kind=kind, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, in_shape[3]),
                 dtype=self._dtype, **window)
         return self._add(op, (source,))
 
     def global_avg_pool(self, name, input=...) -> str:
+        return self._global_pool(OpKind.GLOBAL_AVG_POOL, name, input)
+
+    def global_max_pool(self, name, input=...) -> str:
+        return self._global_pool(OpKind.GLOBAL_MAX_POOL, name, input)
+
+    def _global_pool(self, kind: OpKind, name, input) -> str:
         source = self._source(input)
         n, _, _, c = shape = self._require_rank(name, self.shape(source), 4)
-        op = Op(name=name, kind=OpKind.GLOBAL_AVG_POOL, input_shapes=(shape,), output_shape=(n, c), dtype=self._dtype)
+        op = Op(name=name, kind=kind, input_shapes=(shape,), output_shape=(n, c), dtype=self._dtype)
         return self._add(op, (source,))
 
     def batch_norm(self, name, relu=False, input=...) -> str:
@@ -213,6 +242,17 @@ class GraphBuilder:
         op = Op(name=name, kind=OpKind.CONCAT, input_shapes=shapes, output_shape=out, dtype=self._dtype)
         return self._add(op, sources)
 
+    def channel_slice(self, name, offset, channels, input=...) -> str:
+        """The channels [offset, offset + channels) of the input (its last dim)."""
+        source = self._source(input)
+        shape = self.shape(source)
+        if offset < 0 or channels < 1 or offset + channels > shape[-1]:
+            raise ShapeError(f"channel slice {name!r}: channels [{offset}, {offset + channels}) are not within the "
+                             f"input's {shape[-1]}; slice within [0, {shape[-1]})")
+        op = Op(name=name, kind=OpKind.CHANNEL_SLICE, input_shapes=(shape,), output_shape=shape[:-1] + (channels,),
+                dtype=self._dtype, attrs=ChannelSliceAttrs(offset=offset))
+        return self._add(op, (source,))
+
     def flatten(self, name, input=...) -> str:
         source = self._source(input)
         shape = self._require_rank(name, self.shape(source), 4)
@@ -220,12 +260,13 @@ class GraphBuilder:
                 output_shape=(shape[0], math.prod(shape[1:])), dtype=self._dtype)
         return self._add(op, (source,))
 
-    def dense(self, name, units, relu=True, bias=True, input=...) -> str:
-        """x . kernel (+ bias) on (N, features) or on [b s d] tokens (the last dim contracted)."""
+    def dense(self, name, units, relu=True, bias=True, pixels=False, input=...) -> str:
+        """x . kernel (+ bias) on (N, features) or on [b s d] tokens (the last dim contracted); with `pixels`
+        on every pixel of NHWC images (a rank-4 input is otherwise a missing flatten)."""
         source = self._source(input)
         shape = self.shape(source)
-        if len(shape) != 3:
-            self._require_rank(name, shape, 2)
+        if len(shape) != 3 and not (pixels and len(shape) == 4):
+            self._require_rank(name, shape, 4 if pixels else 2)
         params = (("kernel", (shape[-1], units)),) + ((("bias", (units,)),) if bias else ())
         op = Op(name=name, kind=OpKind.DENSE, input_shapes=(shape,), output_shape=shape[:-1] + (units,),
                 param_shapes=params, dtype=self._dtype, relu=relu)
@@ -272,6 +313,18 @@ class GraphBuilder:
         params = (("scale", shape[-1:]),) + (() if rms else (("bias", shape[-1:]),))
         op = Op(name=name, kind=OpKind.LAYER_NORM, input_shapes=(shape,), output_shape=shape, param_shapes=params,
                 dtype=self._dtype, attrs=LayerNormAttrs(eps=eps, rms=rms))
+        return self._add(op, (source,))
+
+    def group_norm(self, name, groups, eps=1e-6, input=...) -> str:
+        """Group norm of NHWC images: `groups` channel groups, statistics per sample and group."""
+        source = self._source(input)
+        shape = self._require_rank(name, self.shape(source), 4)
+        if groups < 1 or shape[-1] % groups:
+            raise ShapeError(f"group norm {name!r}: {groups} groups do not divide its {shape[-1]} channels; use a "
+                             f"number of groups dividing {shape[-1]}")
+        op = Op(name=name, kind=OpKind.GROUP_NORM, input_shapes=(shape,), output_shape=shape,
+                param_shapes=(("scale", shape[-1:]), ("bias", shape[-1:])), dtype=self._dtype,
+                attrs=GroupNormAttrs(groups=groups, eps=eps))
         return self._add(op, (source,))
 
     def split_heads(self, name, heads, input=...) -> str:

@@ -16,17 +16,32 @@ innermost module call computing it. The importer walks them in order, giving eve
 the images, an op's output, a view of a parameter (reshaped or broadcast), a constant, or a partial
 pattern (a window sum awaiting its divisor). Patterns, one small function per primitive:
 
-    conv_general_dilated(x, kernel)   NHWC x HWIO, SAME or VALID pads, no dilation or groups -> conv2d
-    dot_general(x, kernel)            (N, F) x (F, U)                                        -> dense
+    conv_general_dilated(x, kernel)   NHWC x HWIO, any pads, kernel dilation, feature groups -> conv2d
+                                      (SAME or VALID where the pads are those, else explicit;
+                                      feature_group_count G: groups=G, depthwise where G = C)
+    dot_general(x, kernel)            (N, F) x (F, U), or (N, H, W, F) x (F, U) per pixel    -> dense
     + bias                            a channel vector right after a conv or dense product   -> fused bias
     max(x, 0)                         after conv, dense, batch_norm or add, read nowhere else -> fused ReLU
+                                      after anything else                                    -> activation relu
     reduce_window_max                 (1, kh, kw, 1) windows                                 -> pool2d
     reduce_window_sum / (kh * kw)     flax's avg_pool (padding counted)                      -> avg_pool2d
     reduce_sum over H, W / (H * W)    a mean over height and width                           -> global_avg_pool
+    reduce_max over H, W              a maximum over height and width                        -> global_max_pool
+    split / slice on the last axis    jnp.split(x, n, -1), x[..., a:b] of a layer's output  -> channel_slice each
     reshape (N, H, W, C) -> (N, HWC)                                                         -> flatten
     x + y of two activations                                                                 -> add
     concatenate on the last dim                                                              -> concat
     every step of one nnx.BatchNorm call (training mode)                                     -> batch_norm
+    every step of one nnx.LayerNorm / nnx.RMSNorm call (over the last axis)                  -> layer_norm
+    every step of one nnx.GroupNorm call (NHWC images)                                       -> group_norm
+    every step of one nnx.Dropout call (training mode, rate > 0; rate 0 computes nothing)    -> dropout
+    the element-wise steps of jax.nn.gelu (tanh or erf), silu, tanh, sigmoid of one activation -> activation
+
+An activation function is recognised by its arithmetic: the element-wise steps of one activation (and
+scalars) are gathered into one canonical expression (a partial value, as a window sum awaiting its
+divisor), which becomes an activation op where a step other than an element-wise one reads it and it
+equals the expression of one of the activation kind's functions, traced from the kind's own JAX function
+(`_templates`). A chain that equals none of them is an error where it is read.
 
 Token models (dataset `tokens`: [b s] int32 ids, the loss token_xent on [b s vocab] logits) map onto the
 zoo's transformer kinds (models/gpt2.py), by module boundary where the layer is a flax class:
@@ -52,7 +67,9 @@ activation op therefore sits where its value is first read. The scale may be on 
 Batch norm is taken by its module boundary rather than its arithmetic: a call of an nnx.BatchNorm (flax's
 own __call__, not a subclass's) reads one activation and its scale and bias and returns one activation
 (its running averages, updated beside, feed nothing the logits need). The module's settings must be the
-ones models/kinds/batch_norm.py computes.
+ones models/kinds/batch_norm.py computes. In an image model, layer norm, group norm and dropout are taken
+the same way (a dropout call reads one activation and its random key; SOAP draws its own masks,
+models/kinds/dropout.py); in a token model, the token layers above.
 Anything else (a sort, a while loop, a custom call, a multiply of images, nnx.MultiHeadAttention, whose
 [d h k] kernels no dense op holds) is one ModelImportError line naming the primitive, the module path, the
 user's file and line, and what is supported.
@@ -74,6 +91,7 @@ them, so each op's arrays are the module's own, unchanged.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -88,20 +106,27 @@ from flax import nnx
 from models.datasets import TOKEN_DATASETS, dataset_shape
 from models.errors import ModelImportError, ShapeError, SoapError
 from models.graph import GraphBuilder, OpGraph
-from models.kinds.activation import FUNCTIONS, Activation
 from models.kinds import batch_norm as batch_norm_kind
+from models.kinds.activation import FUNCTIONS, Activation, ActivationAttrs
+from models.kinds.channel_slice import ChannelSliceAttrs
+from models.kinds.conv import ConvAttrs, attrs_or_none, conv_attrs
+from models.kinds.dropout import DropoutAttrs
+from models.kinds.group_norm import GroupNormAttrs
+from models.kinds.layer_norm import LayerNormAttrs
 from models.op import OpKind, Padding, same_padding
 from models.trace import Const, Path, Step, Trace, path_str, trace_module
 from models.user_model import summary
 
-SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, SAME or VALID, no dilation or groups), nnx.Linear "
-             "with bias, nnx.BatchNorm in training mode, ReLU after those or after an add, nnx.max_pool, "
-             "nnx.avg_pool, a mean over height and width, a reshape to (batch, features), the sum of two "
-             "activations and jnp.concatenate on the channels; on tokens nnx.Embed (ids, learned positions, "
-             "attend), nnx.Linear / LinearGeneral / Einsum as (d, f) projections, nnx.LayerNorm, nnx.RMSNorm, "
-             "nnx.Dropout, gelu, silu, tanh, relu, sigmoid, the product or sum of two activations, reshapes "
-             "to and from heads, and attention written as einsum, 1/sqrt(k) scale, causal jnp.where mask, "
-             "jax.nn.softmax, einsum")
+SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, any padding, kernel_dilation, grouped or depthwise "
+             "by feature_group_count), nnx.Linear on (batch, features) or on each pixel of NHWC images, "
+             "nnx.BatchNorm in training mode, nnx.LayerNorm and nnx.RMSNorm over the last axis, nnx.GroupNorm on "
+             "images, nnx.Dropout, ReLU (fused into a conv, dense, batch norm or add), jax.nn.gelu (either form), "
+             "silu, tanh and sigmoid, nnx.max_pool, nnx.avg_pool, a mean or maximum over height and width, a "
+             "reshape to (batch, features), the sum of two activations, jnp.concatenate and jnp.split on the "
+             "channels; on tokens nnx.Embed (ids, learned positions, attend), nnx.Linear / LinearGeneral / Einsum "
+             "as (d, f) projections, nnx.LayerNorm, nnx.RMSNorm, nnx.Dropout, gelu, silu, tanh, relu, sigmoid, the "
+             "product or sum of two activations, reshapes to and from heads, and attention written as einsum, "
+             "1/sqrt(k) scale, causal jnp.where mask, jax.nn.softmax, einsum")
 LOSS_NAME = "loss"
 
 
@@ -209,6 +234,7 @@ class _Draft:
     padding: Padding | None = None
     relu: bool = False
     settings: tuple[tuple[str, object], ...] | None = None  # a token op's builder keywords (None: an image op)
+    attrs: object = None  # the kind's attrs value (models.op.Op.attrs), or None
 
 
 # What a variable of the trace means.
@@ -302,6 +328,20 @@ class _Attended:
     labels: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Elementwise:
+    """An element-wise function of activation `root` (a variable; `source` its draft) being computed step
+    by step, e.g. jax.nn.gelu's eight steps: `expr` its canonical expression (`_node`), `start` the step
+    that began it and `last` the one computing it. It becomes an activation op where a step other than an
+    element-wise one reads it and it is one of the activation kind's functions (`_templates`)."""
+
+    root: int
+    source: int | None
+    expr: object
+    start: Step
+    last: Step
+
+
 class _Matcher:
     """Walks the trace's steps in order, turning them into drafts (one handler per primitive)."""
 
@@ -325,11 +365,13 @@ class _Matcher:
         index = 0
         while index < len(steps):
             step = steps[index]
-            if _is_flax_batch_norm(self.trace.modules.get(step.scope)):
+            handler = self._module_call_handler(self.trace.modules.get(step.scope))
+            if handler is not None:
                 end = index
                 while end < len(steps) and (steps[end].scope, steps[end].call) == (step.scope, step.call):
                     end += 1
-                self._batch_norm(steps[index:end])
+                self._materialize_reads(steps[index:end])
+                handler(steps[index:end])
                 index = end
                 continue
             if self.tokens and _is_token_layer(self.trace.modules.get(step.scope)):
@@ -339,8 +381,8 @@ class _Matcher:
                 continue
             self._step(step)
             index += 1
-        if self.tokens and isinstance(self.trace.logits, int):
-            self._settle(self.trace.logits)
+        if isinstance(self.trace.logits, int):  # a partial value the logits are: settled into its op
+            (self._settle if self.tokens else self._materialize)(self.trace.logits)
         logits = self.values.get(self.trace.logits) if isinstance(self.trace.logits, int) else None
         if not isinstance(logits, _Tensor) or logits.draft is None:
             raise ModelImportError(f"the module's output is not computed by any layer from the images; "
@@ -352,12 +394,23 @@ class _Matcher:
         if all(isinstance(atom, Const) for atom in step.inputs):  # constants beside the model (iota, casts)
             self.values.update((output, Const(None)) for output in step.outputs)
             return
-        if self.tokens and self._token_step(step):
-            return
+        if self.tokens:  # a token model's element-wise steps, heads and attention (the token section below)
+            if self._token_step(step):
+                return
+        else:
+            if self._extend_elementwise(step):
+                return
+            self._materialize_reads((step,))
         handler = getattr(self, "_on_" + step.primitive, None)
         if handler is None:
             self._fail(step, f"computes '{step.primitive}'")
         handler(step)
+
+    def _module_call_handler(self, module):
+        """The handler taking a call of `module` whole by its boundary (flax's own __call__), or None."""
+        if _is_flax_call(module, nnx.BatchNorm):
+            return self._batch_norm
+        return None if self.tokens else self._cnn_module_call_handler(module)  # tokens: _token_layer
 
     # Helpers.
 
@@ -391,6 +444,9 @@ class _Matcher:
             return "a constant"
         if isinstance(value, _Tensor):
             return f"an activation of shape {self._shape(atom)}"
+        if isinstance(value, _Elementwise):
+            return (f"an element-wise function of an activation (from {value.start.where or 'an unknown line'}) "
+                    f"that is none of {', '.join(fn.value for fn in _templates().values())}")
         return "a partial reduction"
 
     def _add_draft(self, step: Step, draft: _Draft) -> None:
@@ -440,22 +496,28 @@ class _Matcher:
         if (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) != ((0, 3, 1, 2), (3, 2, 0, 1),
                                                                                          (0, 3, 1, 2)):
             self._fail(step, "computes a convolution whose layout is not NHWC images and an HWIO kernel")
-        if (set(params["lhs_dilation"]) | set(params["rhs_dilation"]) != {1} or params["feature_group_count"] != 1
-                or params["batch_group_count"] != 1):
-            self._fail(step, "computes a dilated or grouped convolution")
+        if set(params["lhs_dilation"]) != {1} or params["batch_group_count"] != 1:
+            self._fail(step, "computes a transposed convolution (input dilation) or one grouped over the batch")
         kh, kw = self._shape(kernel)[:2]
-        window = self._window(step, self._shape(x), (kh, kw), tuple(params["window_strides"]),
-                              tuple(params["padding"]))
-        self._new(step, OpKind.CONV2D, (source.draft,), params=(("kernel", self._read_param(step, view)),), **window)
+        dilation = tuple(params["rhs_dilation"])
+        pads = tuple(tuple(pad) for pad in params["padding"])
+        window = self._window(step, self._shape(x), (kh, kw), tuple(params["window_strides"]), pads, dilation)
+        attrs = attrs_or_none(ConvAttrs(groups=params["feature_group_count"], dilation_hw=dilation,
+                                        pads=pads if window["padding"] is Padding.EXPLICIT else None))
+        self._new(step, OpKind.CONV2D, (source.draft,), params=(("kernel", self._read_param(step, view)),),
+                  attrs=attrs, **window)
 
     def _on_dot_general(self, step: Step) -> None:
         x, kernel = step.inputs
-        source = self._tensor(step, x, rank=2)
+        source = self._tensor(step, x)
+        rank = len(self._shape(x))
+        if rank not in (2, 4):
+            self._fail(step, f"applies 'dot_general' to {self._describe(x)}")
         view = self._arg(kernel)
         if not isinstance(view, _ParamView) or not view.raw or len(self._shape(kernel)) != 2:
             self._fail(step, f"multiplies by {self._describe(kernel)} instead of a 2-d kernel parameter")
-        if step.params["dimension_numbers"] != (((1,), (0,)), ((), ())):
-            self._fail(step, "computes a dot_general other than (batch, in) x (in, out)")
+        if step.params["dimension_numbers"] != (((rank - 1,), (0,)), ((), ())):
+            self._fail(step, "computes a dot_general other than (..., in) x (in, out)")
         self._new(step, OpKind.DENSE, (source.draft,), params=(("kernel", self._read_param(step, view)),))
 
     def _batch_norm(self, steps: tuple[Step, ...]) -> None:
@@ -465,16 +527,12 @@ class _Matcher:
             self._fail(first, "is called a second time (shared weights)")
         self.batch_norms.add(first.scope)
         self._require_batch_norm_settings(first, module)
-        produced = {output for step in steps for output in step.outputs}
-        reads = [atom for step in steps for atom in step.inputs if isinstance(atom, int) and atom not in produced]
-        read_values = {atom: self.values[atom] for atom in reads}
+        read_values, outputs = self._call_io(steps)
         if any(isinstance(value, _StateView) for value in read_values.values()):
             self._fail(first, "normalizes with its running averages (evaluation mode: use_running_average=True "
                               "passed in __call__), where SOAP trains with the batch's statistics")
         tensors = {atom for atom, value in read_values.items() if isinstance(value, _Tensor)}
         views = {value.path for value in read_values.values() if isinstance(value, _ParamView)}
-        internal = Counter(atom for step in steps for atom in step.inputs if atom in produced)
-        outputs = [atom for atom in sorted(produced) if self.trace.uses[atom] > internal[atom]]
         scale, bias = (self._own_variable(first.scope, name) for name in ("scale", "bias"))
         if len(tensors) != 1 or views != {scale, bias} or len(outputs) != 1:
             self._fail(first, "is a batch norm reading other than one activation and its own scale and bias")
@@ -485,19 +543,32 @@ class _Matcher:
         self._new(replace(first, outputs=(outputs[0],)), OpKind.BATCH_NORM, (self.values[x].draft,),
                   params=(("scale", scale), ("bias", bias)), state=state)
 
+    def _call_io(self, steps: tuple[Step, ...]) -> tuple[dict[int, object], list[int]]:
+        """What one module call reads from before it (variable -> meaning) and the variables it computes
+        that steps after it (or the logits) read."""
+        produced = {output for step in steps for output in step.outputs}
+        reads = {atom: self.values[atom] for step in steps for atom in step.inputs
+                 if isinstance(atom, int) and atom not in produced}
+        internal = Counter(atom for step in steps for atom in step.inputs if atom in produced)
+        return reads, [atom for atom in sorted(produced) if self.trace.uses[atom] > internal[atom]]
+
     def _own_variable(self, scope: str, name: str) -> Path:
         """The state path of variable `name` of the module at `scope`."""
         (path,) = (path for path in self.trace.leaf_paths if path[-1] == name and path_str(path[:-1]) == scope)
         return path
 
     def _require_batch_norm_settings(self, step: Step, module: nnx.BatchNorm) -> None:
-        expected = {"epsilon": batch_norm_kind.EPSILON, "momentum": batch_norm_kind.MOMENTUM, "use_bias": True,
-                    "use_scale": True, "use_fast_variance": True, "axis": -1, "axis_name": None}
+        self._require_settings(step, module, OpKind.BATCH_NORM, {
+            "epsilon": batch_norm_kind.EPSILON, "momentum": batch_norm_kind.MOMENTUM, "use_bias": True,
+            "use_scale": True, "use_fast_variance": True, "axis": -1, "axis_name": None})
+
+    def _require_settings(self, step: Step, module: nnx.Module, kind: OpKind, expected: dict) -> None:
+        """Each of the module's settings `expected` names is the value SOAP's `kind` computes (flax's default)."""
         for name, value in expected.items():
             actual = getattr(module, name, value)
             if actual != value and not (isinstance(value, float) and np.isclose(actual, value, rtol=1e-6)):
-                self._fail(step, f"is a BatchNorm with {name}={actual!r}, where SOAP's batch_norm computes "
-                                 f"{name}={value!r} (flax's default)")
+                self._fail(step, f"is a {type(module).__name__} with {name}={actual!r}, where SOAP's {kind.value} "
+                                 f"computes {name}={value!r} (flax's default)")
 
     # Elementwise and shape steps.
 
@@ -535,8 +606,8 @@ class _Matcher:
             self._fail(step, f"takes the maximum of {self._describe(a)} and {self._describe(b)} (only ReLU is taken)")
         draft = self._fusable(x, (OpKind.CONV2D, OpKind.DENSE, OpKind.BATCH_NORM, OpKind.ADD))
         if draft is None or draft.relu:
-            self._fail(step, f"applies a ReLU to {self._describe(x)}, which does not come right from a conv, dense, "
-                             f"batch norm or add read by nothing else")
+            source = self._tensor(step, x)  # a ReLU after another op (a group norm's): an activation op
+            return self._new(step, OpKind.ACTIVATION, (source.draft,), attrs=ActivationAttrs(Activation.RELU))
         self._fuse(step, x, replace(draft, relu=True))
 
     def _on_reduce_window_max(self, step: Step) -> None:
@@ -625,14 +696,19 @@ class _Matcher:
             self._fail(step, f"pools with windows {dims} and strides {strides} (only over height and width)")
         return self._window(step, self._shape(step.inputs[0]), dims[1:3], strides[1:3], pads[1:3])
 
-    def _window(self, step: Step, in_shape, kernel_hw, stride_hw, pads) -> dict:
+    def _window(self, step: Step, in_shape, kernel_hw, stride_hw, pads, dilation_hw=None) -> dict:
+        """The window fields of a pool or (with `dilation_hw`) a conv: SAME or VALID where the pads are
+        those, else, for a conv, EXPLICIT (the pads then in its ConvAttrs)."""
         sizes = in_shape[1:3]
-        same = tuple(same_padding(size, k, s) for size, k, s in zip(sizes, kernel_hw, stride_hw))
+        spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_hw, dilation_hw or (1, 1)))
+        same = tuple(same_padding(size, k, s) for size, k, s in zip(sizes, spans, stride_hw))
         pads = tuple(tuple(pad) for pad in pads)
         if pads == same:
             padding = Padding.SAME
         elif pads == ((0, 0), (0, 0)):
             padding = Padding.VALID
+        elif dilation_hw is not None:
+            padding = Padding.EXPLICIT
         else:
             self._fail(step, f"pads by {pads}, which is neither SAME {same} nor VALID for a {kernel_hw[0]}x"
                              f"{kernel_hw[1]} window of stride {stride_hw} on {sizes[0]}x{sizes[1]} images")
@@ -646,6 +722,147 @@ class _Matcher:
                     self._fail(replace(inside[0], scope=scope), "is an nnx.MultiHeadAttention, whose projections' "
                                "[d h k] kernels have no layout in SOAP's dense op; write q, k, v and the output as "
                                "nnx.Linear and the attention by hand (einsum, scale, mask, jax.nn.softmax, einsum)")
+
+    # Modern CNN layers (ConvNeXt-style): layer norm and dropout by their module boundary, activation
+    # functions by their arithmetic.
+
+    def _cnn_module_call_handler(self, module):
+        if _is_flax_call(module, nnx.LayerNorm) or _is_flax_call(module, nnx.RMSNorm):
+            return self._image_layer_norm
+        if _is_flax_call(module, nnx.Dropout):
+            return self._image_dropout
+        if _is_flax_call(module, nnx.GroupNorm):
+            return self._group_norm
+        return None
+
+    def _image_layer_norm(self, steps: tuple[Step, ...]) -> None:
+        """One nnx.LayerNorm (or nnx.RMSNorm) call over the last axis of any activation: a layer_norm op."""
+        first = steps[0]
+        module = self.trace.modules[first.scope]
+        rms = isinstance(module, nnx.RMSNorm)
+        self._require_settings(first, module, OpKind.LAYER_NORM, {
+            "use_scale": True, "reduction_axes": -1, "feature_axes": -1, "axis_name": None,
+            "use_fast_variance": True, **({} if rms else {"use_bias": True})})
+        names = ("scale",) if rms else ("scale", "bias")
+        x, paths, output = self._normalization_call(steps, names)
+        self._new(replace(first, outputs=(output,)), OpKind.LAYER_NORM, (self.values[x].draft,),
+                  params=tuple(zip(names, paths)), attrs=LayerNormAttrs(eps=float(module.epsilon), rms=rms))
+
+    def _normalization_call(self, steps: tuple[Step, ...], names: tuple[str, ...]) -> tuple[int, tuple[Path, ...], int]:
+        """The activation a normalization module's call reads, the paths of its own parameters `names`
+        (now read) and the variable it returns; anything else it reads or returns is one error line."""
+        first = steps[0]
+        reads, outputs = self._call_io(steps)
+        paths = tuple(self._own_variable(first.scope, name) for name in names)
+        tensors = [atom for atom, value in reads.items() if isinstance(value, _Tensor)]
+        views = {value.path for value in reads.values() if isinstance(value, _ParamView)}
+        if len(tensors) != 1 or len(reads) != 1 + len(paths) or views != set(paths) or len(outputs) != 1:
+            self._fail(first, f"reads other than one activation and its own {' and '.join(names)}")
+        for path in paths:
+            self._read_param(first, self.values[self.leaf_numbers[path]])
+        return tensors[0], paths, outputs[0]
+
+    def _group_norm(self, steps: tuple[Step, ...]) -> None:
+        """One nnx.GroupNorm call on NHWC images (statistics over height, width and each group): a group_norm op."""
+        first = steps[0]
+        module = self.trace.modules[first.scope]
+        self._require_settings(first, module, OpKind.GROUP_NORM, {
+            "use_scale": True, "use_bias": True, "reduction_axes": None, "axis_name": None,
+            "use_fast_variance": True})
+        x, (scale, bias), output = self._normalization_call(steps, ("scale", "bias"))
+        if len(self._shape(x)) != 4:
+            self._fail(first, f"normalizes {self._describe(x)} in groups (only NHWC images are taken)")
+        self._new(replace(first, outputs=(output,)), OpKind.GROUP_NORM, (self.values[x].draft,),
+                  params=(("scale", scale), ("bias", bias)),
+                  attrs=GroupNormAttrs(groups=int(module.num_groups), eps=float(module.epsilon)))
+
+    def _image_dropout(self, steps: tuple[Step, ...]) -> None:
+        """One nnx.Dropout call in training mode: a dropout op of its rate (its mask is SOAP's own, drawn
+        from each step's key: the same rate, other bits than flax's)."""
+        first = steps[0]
+        module = self.trace.modules[first.scope]
+        if tuple(module.broadcast_dims):
+            self._fail(first, f"is a Dropout with broadcast_dims={tuple(module.broadcast_dims)}, where SOAP's "
+                              f"dropout draws every element (broadcast_dims=())")
+        reads, outputs = self._call_io(steps)
+        tensors = [atom for atom, value in reads.items() if isinstance(value, _Tensor)]
+        if len(tensors) != 1 or any(isinstance(value, _ParamView) for value in reads.values()) or len(outputs) != 1:
+            self._fail(first, "is a dropout reading other than one activation and its random key")
+        self._new(replace(first, outputs=(outputs[0],)), OpKind.DROPOUT, (reads[tensors[0]].draft,),
+                  attrs=DropoutAttrs(rate=float(module.rate)))
+
+    def _on_split(self, step: Step) -> None:
+        """jnp.split on the channels: a channel slice per output read after it."""
+        source = self._tensor(step, step.inputs[0])
+        rank = len(self._shape(step.inputs[0]))
+        if step.params["axis"] != rank - 1 or source.draft is None:
+            self._fail(step, f"splits {self._describe(step.inputs[0])} on axis {step.params['axis']} (only a layer's "
+                             f"output on its channels, the last axis, is taken)")
+        offset = 0
+        for output, size in zip(step.outputs, step.params["sizes"]):
+            if self.trace.uses[output]:
+                self._add_draft(step, _Draft(OpKind.CHANNEL_SLICE, (source.draft,), output, self._shape(output),
+                                             step.scope, step.where, attrs=ChannelSliceAttrs(offset=offset)))
+            offset += int(size)
+
+    def _on_slice(self, step: Step) -> None:
+        """x[..., a:b] of a layer's output: a channel slice."""
+        source = self._tensor(step, step.inputs[0])
+        old, new = self._shape(step.inputs[0]), self._shape(step.outputs[0])
+        start = tuple(step.params["start_indices"])
+        if (source.draft is None or old[:-1] != new[:-1] or any(start[:-1]) or
+                set(step.params["strides"] or (1,)) != {1}):
+            self._fail(step, f"slices {self._describe(step.inputs[0])} to {new} (only a range of a layer's channels, "
+                             f"the last axis, is taken)")
+        self._new(step, OpKind.CHANNEL_SLICE, (source.draft,), attrs=ChannelSliceAttrs(offset=start[-1]))
+
+    def _on_reduce_max(self, step: Step) -> None:
+        source = self._tensor(step, step.inputs[0], rank=4)
+        if tuple(step.params["axes"]) != (1, 2):
+            self._fail(step, f"takes the maximum over axes {tuple(step.params['axes'])} (only over height and width "
+                             f"is taken)")
+        self._new(step, OpKind.GLOBAL_MAX_POOL, (source.draft,))
+
+    def _extend_elementwise(self, step: Step) -> bool:
+        """Take `step` into an element-wise function of one activation (`_Elementwise`) where it is one:
+        a primitive some activation function computes with (`_elementwise_primitives`), of that activation,
+        scalars and the function's own partial results (a sum of two activations is an add op)."""
+        values = self._args(step)
+        if step.primitive not in _elementwise_primitives() or len(step.outputs) != 1 or not all(
+                isinstance(value, (_Tensor, _Elementwise)) or _scalar(value) is not None for value in values):
+            return False
+        pending = [value for value in values if isinstance(value, _Elementwise)]
+        tensors = {atom for atom, value in zip(step.inputs, values) if isinstance(value, _Tensor)}
+        if pending:
+            roots = {value.root for value in pending}
+            if len(roots) != 1 or not tensors <= roots:
+                return False
+            root, start = pending[0].root, pending[0].start
+        else:
+            if len(tensors) != 1:
+                return False
+            (root,), start = tensors, step
+        if self._shape(root) != self._shape(step.outputs[0]):
+            return False
+        children = tuple("x" if isinstance(value, _Tensor) else value.expr if isinstance(value, _Elementwise)
+                         else ("const", _scalar(value)) for value in values)
+        expr = _node(step.primitive, step.params, children)
+        self._alias(step, _Elementwise(root, self.values[root].draft, expr, start, step))
+        return True
+
+    def _materialize_reads(self, steps: tuple[Step, ...]) -> None:
+        for atom in {atom for step in steps for atom in step.inputs if isinstance(atom, int)}:
+            self._materialize(atom)
+
+    def _materialize(self, atom: int) -> None:
+        """An element-wise function read by a step that is not one, as an activation op where it is one of
+        the activation kind's functions (else it stays, for the reading step to name)."""
+        value = self.values.get(atom)
+        if not isinstance(value, _Elementwise) or value.expr not in _templates():
+            return
+        fn = _templates()[value.expr]
+        self._add_draft(value.last, _Draft(OpKind.ACTIVATION, (value.source,), atom, self._shape(atom),
+                                           value.last.scope, value.last.where, attrs=ActivationAttrs(fn)))
 
     # Token models: layers taken by their module boundary.
 
@@ -1128,9 +1345,58 @@ def _identify(values: np.ndarray) -> Activation | str | None:
                                                          atol=1e-6)), None)
 
 
-def _is_flax_batch_norm(module) -> bool:
-    """An nnx.BatchNorm computing flax's own __call__ (a subclass overriding it may compute more)."""
-    return isinstance(module, nnx.BatchNorm) and type(module).__call__ is nnx.BatchNorm.__call__
+_COMMUTATIVE = frozenset({"add", "mul", "max", "min"})
+
+
+def _node(primitive: str, params: dict, children: tuple) -> object:
+    """The canonical expression of `primitive(*children)`: a copy is its input, the inputs of a commutative
+    primitive are sorted, parameters (integer_pow's exponent) are part of it."""
+    if primitive in ("copy", "copy_p"):
+        return children[0]
+    if primitive in _COMMUTATIVE:
+        children = tuple(sorted(children, key=repr))
+    return primitive, tuple(sorted((key, repr(value)) for key, value in params.items())), children
+
+
+class _Apply(nnx.Module):
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, x):
+        return self.function(x)
+
+
+@functools.cache
+def _templates() -> dict[object, Activation]:
+    """The canonical expression of each function of the activation kind (models/kinds/activation.py),
+    traced from the kind's own JAX function as the user's module is; ReLU is fused where it is taken."""
+    templates = {}
+    for fn, function in FUNCTIONS.items():
+        if fn is Activation.RELU:
+            continue
+        trace = trace_module(_Apply(function), jax.ShapeDtypeStruct((2,), jnp.float32))
+        exprs = {trace.images: "x"}
+        for step in trace.steps:
+            children = tuple(exprs[atom] if isinstance(atom, int) else ("const", _scalar(atom)) for atom in step.inputs)
+            exprs[step.outputs[0]] = _node(step.primitive, step.params, children)
+        templates[exprs[trace.logits]] = fn
+    return templates
+
+
+@functools.cache
+def _elementwise_primitives() -> frozenset[str]:
+    """The primitives the activation kind's functions compute with (jax.nn.gelu: integer_pow, mul, add, tanh)."""
+    def primitives(expr) -> set[str]:
+        if expr == "x" or expr[0] == "const":
+            return set()
+        return {expr[0]}.union(*(primitives(child) for child in expr[2]))
+
+    return frozenset().union(*(primitives(expr) for expr in _templates()))
+
+
+def _is_flax_call(module, cls) -> bool:
+    """An instance of flax's `cls` computing flax's own __call__ (a subclass overriding it may compute more)."""
+    return isinstance(module, cls) and type(module).__call__ is cls.__call__
 
 
 def _is_zero(value) -> bool:
@@ -1215,17 +1481,31 @@ def _add(builder: GraphBuilder, draft: _Draft, name: str, sources: list[str | No
     window = dict(kernel=draft.kernel_hw, stride=draft.stride_hw, padding=draft.padding)
     kind = draft.kind
     if kind is OpKind.CONV2D:
-        builder.conv2d(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1, input=sources[0], **window)
+        attrs = conv_attrs(draft)
+        window["padding"] = attrs.pads or draft.padding
+        builder.conv2d(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1, groups=attrs.groups,
+                       dilation=attrs.dilation_hw, input=sources[0], **window)
     elif kind is OpKind.DENSE:
-        if len(draft.params) == 1:
-            raise ShapeError(f"dense {name!r} has no bias; SOAP's dense op adds one: use nnx.Linear(use_bias=True)")
-        builder.dense(name, draft.shape[-1], relu=draft.relu, input=sources[0])
+        builder.dense(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1,
+                      pixels=len(draft.shape) == 4, input=sources[0])
+    elif kind is OpKind.LAYER_NORM:
+        builder.layer_norm(name, eps=draft.attrs.eps, rms=draft.attrs.rms, input=sources[0])
+    elif kind is OpKind.DROPOUT:
+        builder.dropout(name, draft.attrs.rate, input=sources[0])
+    elif kind is OpKind.GROUP_NORM:
+        builder.group_norm(name, draft.attrs.groups, eps=draft.attrs.eps, input=sources[0])
+    elif kind is OpKind.ACTIVATION:
+        builder.activation(name, draft.attrs.fn, input=sources[0])
     elif kind is OpKind.POOL2D:
         builder.pool2d(name, input=sources[0], **window)
     elif kind is OpKind.AVG_POOL2D:
         builder.avg_pool2d(name, input=sources[0], **window)
     elif kind is OpKind.GLOBAL_AVG_POOL:
         builder.global_avg_pool(name, input=sources[0])
+    elif kind is OpKind.GLOBAL_MAX_POOL:
+        builder.global_max_pool(name, input=sources[0])
+    elif kind is OpKind.CHANNEL_SLICE:
+        builder.channel_slice(name, draft.attrs.offset, draft.shape[-1], input=sources[0])
     elif kind is OpKind.BATCH_NORM:
         builder.batch_norm(name, relu=draft.relu, input=sources[0])
     elif kind is OpKind.ADD:

@@ -86,6 +86,16 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Offset:
+    """An input dim whose part [offset, offset + label size) is output label `label` (a channel slice's input,
+    the inverse of `Part`): rows [a, b) of the label read input rows [offset + a, offset + b) of its `size`."""
+
+    label: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
 class Merged:
     """A dim that is several labels merged row-major, e.g. hidden = (heads, head_dim) where a reshape splits
     or merges attention heads. Only its first label may be split: a shard of it is a contiguous range."""
@@ -93,7 +103,7 @@ class Merged:
     labels: tuple[str, ...]
 
 
-Axis = str | Window | Part | Merged  # what one dim of a tensor carries (an output: a label or Merged)
+Axis = str | Window | Part | Offset | Merged  # what one dim of a tensor carries (an output: a label or Merged)
 
 
 def axis_label(axis: Axis) -> str:
@@ -111,7 +121,8 @@ def axis_labels(axis: Axis) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Space:
     """An op's labelled iteration space. `output` and `inputs[j]` name what each dim of the output and of
-    input j carries; `params` and `state` name each array's labels; `config_labels` are the labels a config
+    input j carries; `params` and `state` name each array's labels (a dim may be `Merged`: a grouped conv's
+    kernel channels, whole groups first); `config_labels` are the labels a config
     gives degrees to, in order, `splittable` those it may split above 1 (a label the output does not carry,
     split, leaves each task a partial sum of the output: `output_partial`); `statistics` the labels the
     op's statistics reduce over (all-reduced inside the op, so never a partial output: a vocabulary-split
@@ -122,8 +133,8 @@ class Space:
     labels: tuple[Label, ...]
     output: tuple[str | Merged, ...]
     inputs: tuple[tuple[Axis, ...], ...]
-    params: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    state: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    params: tuple[tuple[str, tuple[str | Merged, ...]], ...] = ()
+    state: tuple[tuple[str, tuple[str | Merged, ...]], ...] = ()
     config_labels: tuple[str, ...] | None = None  # None: the output's labels
     splittable: frozenset[str] | None = None  # None: every config label
     statistics: frozenset[str] = frozenset()
@@ -137,7 +148,7 @@ class Space:
         if self.splittable is None:
             object.__setattr__(self, "splittable", frozenset(self.config_labels))
         used = {*(n for a in self.output for n in axis_labels(a)), *(n for axes in self.inputs for a in axes for n in axis_labels(a)),
-                *(n for _, axes in self.params + self.state for n in axes), *self.config_labels}
+                *(n for _, axes in self.params + self.state for a in axes for n in axis_labels(a)), *self.config_labels}
         assert used <= set(names), used - set(names)
 
     @functools.cached_property
@@ -208,9 +219,9 @@ def tasks_output_boxes(space: Space, degrees: tuple[int, ...]) -> list[Box]:
     return result
 
 
-def tasks_array_boxes(space: Space, degrees: tuple[int, ...], names: tuple[str, ...]) -> list[Box]:
+def tasks_array_boxes(space: Space, degrees: tuple[int, ...], names: tuple[str | Merged, ...]) -> list[Box]:
     """The box of an array carrying labels `names` (a parameter) that each task holds, in task order."""
-    return [tuple(ranges.get(n, (0, space.size(n))) for n in names)
+    return [tuple(_axis_range(space, axis, ranges) for axis in names)
             for ranges in (label_ranges(space, degrees, index) for index in task_grid(degrees))]
 
 
@@ -271,13 +282,16 @@ def _axis_range(space: Space, axis: Axis, ranges: Mapping[str, tuple[int, int]])
     if isinstance(axis, Part):
         low, high = max(start, axis.offset) - axis.offset, min(stop, axis.offset + axis.size) - axis.offset
         return (low, high) if low < high else (0, 0)
+    if isinstance(axis, Offset):
+        return start + axis.offset, stop + axis.offset
     return start, stop
 
 
 def input_axes(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[str | None, ...], ...]:
     """For each input, the config label each of its dims is sharded on at run time (None: whole): a label
     the input carries and the config splits, unless the kind reads it whole (`whole_labels`); a part
-    (concat's) is read whole. Dims a split does not divide are left to the caller (`input_degrees`)."""
+    (concat's) and an offset range (a channel slice's: its shards do not align with the input's) are read
+    whole. Dims a split does not divide are left to the caller (`input_degrees`)."""
     split = space.degree_map(degrees)
     whole = whole_labels(space, degrees)
     return tuple(tuple(_sharded_on(a, split, whole) for a in axes) for axes in space.inputs)
@@ -285,7 +299,7 @@ def input_axes(space: Space, degrees: tuple[int, ...]) -> tuple[tuple[str | None
 
 def _sharded_on(axis: Axis, split: Mapping[str, int], whole: frozenset[str] = frozenset()) -> str | None:
     name = axis_label(axis)
-    return name if not isinstance(axis, Part) and split.get(name, 1) > 1 and name not in whole else None
+    return name if not isinstance(axis, (Part, Offset)) and split.get(name, 1) > 1 and name not in whole else None
 
 
 def output_axes(space: Space, degrees: tuple[int, ...]) -> tuple[str | None, ...]:
@@ -331,10 +345,10 @@ def splits_window(space: Space, degrees: tuple[int, ...]) -> bool:
     return any(isinstance(a, Window) and split.get(a.label, 1) > 1 for axes in space.inputs for a in axes)
 
 
-def param_axes(space: Space, names: tuple[str, ...], degrees: tuple[int, ...]) -> tuple[str | None, ...]:
+def param_axes(space: Space, names: tuple[str | Merged, ...], degrees: tuple[int, ...]) -> tuple[str | None, ...]:
     """The config label splitting each axis of a parameter or state array carrying `names` (None: whole)."""
     split = space.degree_map(degrees)
-    return tuple(n if split.get(n, 1) > 1 else None for n in names)
+    return tuple(axis_label(axis) if split.get(axis_label(axis), 1) > 1 else None for axis in names)
 
 
 def groups_by(space: Space, degrees: tuple[int, ...], key_labels: frozenset[str]) -> list[list[int]]:
@@ -348,7 +362,7 @@ def groups_by(space: Space, degrees: tuple[int, ...], key_labels: frozenset[str]
 
 def param_labels(space: Space) -> frozenset[str]:
     """The labels some parameter carries."""
-    return frozenset(n for _, names in space.params for n in names)
+    return frozenset(n for _, names in space.params for axis in names for n in axis_labels(axis))
 
 
 def _copies(space: Space) -> frozenset[str]:

@@ -54,11 +54,15 @@ class OpKind(str, enum.Enum):
     CLASS_TOKEN = "class_token"
     FIRST_TOKEN = "first_token"
     ADD_TOKEN_TYPE = "add_token_type"
+    GROUP_NORM = "group_norm"
+    GLOBAL_MAX_POOL = "global_max_pool"
+    CHANNEL_SLICE = "channel_slice"
 
 
 class Padding(str, enum.Enum):
     SAME = "SAME"
     VALID = "VALID"
+    EXPLICIT = "EXPLICIT"  # (low, high) per spatial dim, in the conv's attrs (models.kinds.conv.ConvAttrs.pads)
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -215,10 +219,11 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def spatial_output_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
+def spatial_output_size(size: int, kernel: int, stride: int, padding: Padding, pads: tuple[int, int] = (0, 0)) -> int:
+    """Output rows of a window of `kernel` rows (a dilated kernel's span) and `stride`; `pads` for EXPLICIT."""
     if padding is Padding.SAME:
         return -(-size // stride)
-    return (size - kernel) // stride + 1
+    return (size + sum(pads) - kernel) // stride + 1
 
 
 def input_boxes(op: Op, out_box: Box) -> tuple[Box, ...]:

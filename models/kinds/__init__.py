@@ -11,13 +11,15 @@ from models.kinds.activation import ActivationKind
 from models.kinds.attend import Attend
 from models.kinds.attention import Attention
 from models.kinds.batch_norm import BatchNorm
+from models.kinds.channel_slice import ChannelSlice
 from models.kinds.class_token import ClassToken, FirstToken
 from models.kinds.combine import Add, Concat, Multiply
 from models.kinds.conv import Conv2D
 from models.kinds.dense import Dense
 from models.kinds.dropout import Dropout
 from models.kinds.embedding import Embedding
-from models.kinds.global_pool import GlobalAvgPool
+from models.kinds.global_pool import GlobalAvgPool, GlobalMaxPool
+from models.kinds.group_norm import GroupNorm
 from models.kinds.heads import MergeHeads, SplitHeads
 from models.kinds.image_tokens import ImageTokens
 from models.kinds.layer_norm import LayerNorm
@@ -32,7 +34,7 @@ from models.op import OpKind, register, registered_kinds
 for _spec in (Conv2D(), MaxPool2D(), AvgPool2D(), GlobalAvgPool(), BatchNorm(), Add(), Concat(), Flatten(), Dense(),
               SoftmaxXent(), LayerNorm(), Embedding(), AddPosition(), Attention(), SplitHeads(), MergeHeads(),
               ActivationKind(), Multiply(), Dropout(), TokenXent(), Attend(), ImageTokens(), ClassToken(),
-              FirstToken(), AddTokenType()):
+              FirstToken(), AddTokenType(), GroupNorm(), GlobalMaxPool(), ChannelSlice()):
     register(_spec)
 
 assert registered_kinds() == set(OpKind), set(OpKind) - registered_kinds()

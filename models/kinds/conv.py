@@ -1,8 +1,24 @@
-"""conv2d: a 2-D convolution, NHWC input, HWIO kernel, optional bias, optional fused ReLU.
+"""conv2d: a 2-D convolution, NHWC input, HWIO kernel, optional bias, optional fused ReLU, optionally grouped.
 
-FLOPs: forward = 2 * N * Ho * Wo * Co * Kh * Kw * Ci; backward = 2 * forward (input and weight
-gradients), 1 * forward for a conv reading the data batch (no input gradient). Worked number: AlexNet
-conv1 at 64x64, batch 128 -> 2 * 128 * 16 * 16 * 64 * 11 * 11 * 3 = 1.52 GFLOP.
+FLOPs: forward = 2 * N * Ho * Wo * Co * Kh * Kw * Ci / G for G groups; backward = 2 * forward (input and
+weight gradients), 1 * forward for a conv reading the data batch (no input gradient). Worked numbers:
+AlexNet conv1 at 64x64, batch 128 -> 2 * 128 * 16 * 16 * 64 * 11 * 11 * 3 = 1.52 GFLOP; a ConvNeXt-T
+stage-1 depthwise 7x7 conv (G = Ci = Co = 96) at 56x56, batch 64 -> 2 * 64 * 56 * 56 * 96 * 49 = 1.89 GFLOP.
+
+Groups (`ConvAttrs.groups`, lax.conv_general_dilated's feature_group_count; nnx.Conv's feature_group_count):
+group g reads input channels [g * Ci/G, (g+1) * Ci/G) and writes output channels [g * Co/G, (g+1) * Co/G);
+the kernel is (Kh, Kw, Ci/G, Co). The labelled space says it with `Merged` dims: the `channel` label counts
+the groups (size G), `group_channel` the output channels of one group and `in_channel` the input channels
+of one; the output's and the kernel's last dims are (channel, group_channel) merged and the input's
+(channel, in_channel). A channel split therefore divides G and keeps whole groups: each task reads its own
+groups' input channels and writes their output channels (no partial sums). A conv of one group keeps the
+plain space below (and no attrs: its cost key and signature are those of every conv before groups).
+
+Dilation (`ConvAttrs.dilation_hw`, nnx.Conv's kernel_dilation) spreads the kernel's taps d rows apart: each
+window spans (K - 1) * d + 1 input rows (models/kinds/window.py `span`; SAME pads for that span), its FLOPs
+those of its K taps. Explicit padding (`Padding.EXPLICIT`, the (low, high) pairs in `ConvAttrs.pads`) sets
+each window's leading pad; a halo shard's window holds it (VALID). A conv with such attrs is never computed
+as patches, and its halo shard's input gradient is autodiff's (the `_halo_conv` below is a plain conv's).
 
 A task split on the output channels reads its input whole in height and width (`whole_when_split`):
 XLA's SPMD partitioner (JAX 0.10.2) computes such a conv wrongly when its input is split spatially
@@ -32,7 +48,9 @@ gradient are autodiff's, the input gradient equals it away from the halo (tests/
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -41,19 +59,48 @@ from jax import lax
 
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.kinds.window import spatial_windows
-from models.labels import Label, Role, Space
-from models.op import Op, OpKind
+from models.labels import Label, Merged, Role, Space
+from models.op import Op, OpKind, Padding
 
 
 IM2COL_MAX_PIXELS = 4  # 2x2 outputs and smaller
 
 
+@dataclass(frozen=True)
+class ConvAttrs:
+    """A conv's settings beyond kernel, stride and padding; an op carries it only where one is not the
+    default (Op.attrs None), so that plain convs keep their cost keys and signatures."""
+
+    groups: int = 1  # feature_group_count: Ci and Co split into this many independent groups
+    dilation_hw: tuple[int, int] = (1, 1)  # kernel (rhs) dilation: taps this many rows and columns apart
+    pads: tuple[tuple[int, int], tuple[int, int]] | None = None  # (low, high) per spatial dim: Padding.EXPLICIT
+
+    def __post_init__(self) -> None:  # a graph file gives tuples back as lists
+        object.__setattr__(self, "dilation_hw", tuple(int(d) for d in self.dilation_hw))
+        if self.pads is not None:
+            object.__setattr__(self, "pads", tuple(tuple(int(p) for p in pad) for pad in self.pads))
+
+
+def attrs_or_none(attrs: ConvAttrs) -> ConvAttrs | None:
+    """What an op holds: None for a conv of default settings."""
+    return None if attrs == ConvAttrs() else attrs
+
+
+def conv_attrs(op: Op) -> ConvAttrs:
+    return op.attrs if op.attrs is not None else ConvAttrs()
+
+
+def groups(op: Op) -> int:
+    return conv_attrs(op).groups
+
+
 class Conv2D(KindSpec):
     kind = OpKind.CONV2D
+    attrs_type = ConvAttrs
 
     def forward_flops(self, op: Op) -> int:
         kh, kw = op.kernel_hw
-        return 2 * elements(op.output_shape) * kh * kw * op.input_shapes[0][-1]
+        return 2 * elements(op.output_shape) * kh * kw * (op.input_shapes[0][-1] // groups(op))
 
     def backward_flops(self, op: Op) -> int:
         return (2 if op.input_grad else 1) * self.forward_flops(op)
@@ -61,6 +108,8 @@ class Conv2D(KindSpec):
     def space(self, op: Op) -> Space:
         """x[sample window(height) window(width) in_channel] . kernel[kernel_h kernel_w in_channel channel]
         + bias[channel] -> y[sample height width channel]; a channel split reads the image whole."""
+        if groups(op) > 1:
+            return self._grouped_space(op)
         kh, kw = op.kernel_hw
         labels = tensor_labels(op.output_shape) + (
             Label("kernel_h", kh, Role.WINDOW), Label("kernel_w", kw, Role.WINDOW),
@@ -71,27 +120,66 @@ class Conv2D(KindSpec):
                      tuple((name, params[name]) for name, _ in op.param_shapes),
                      whole_when_split=(("channel", frozenset({"height", "width"})),))
 
+    @staticmethod
+    def _grouped_space(op: Op) -> Space:
+        """x[sample window(height) window(width) (channel in_channel)] . kernel[kernel_h kernel_w in_channel
+        (channel group_channel)] + bias[(channel group_channel)] -> y[sample height width (channel
+        group_channel)], `channel` counting the groups (see the module docstring)."""
+        (kh, kw), count = op.kernel_hw, groups(op)
+        n, out_h, out_w, out_channels = op.output_shape
+        labels = (Label("sample", n, Role.SAMPLE), Label("height", out_h, Role.HEIGHT),
+                  Label("width", out_w, Role.WIDTH), Label("channel", count, Role.CHANNEL),
+                  Label("group_channel", out_channels // count, Role.CHANNEL),
+                  Label("kernel_h", kh, Role.WINDOW), Label("kernel_w", kw, Role.WINDOW),
+                  Label("in_channel", op.input_shapes[0][3] // count, Role.CHANNEL))
+        height, width = spatial_windows(op)
+        outputs, inputs = Merged(("channel", "group_channel")), Merged(("channel", "in_channel"))
+        params = {"kernel": ("kernel_h", "kernel_w", "in_channel", outputs), "bias": (outputs,)}
+        return Space(labels, ("sample", "height", "width", outputs), (("sample", height, width, inputs),),
+                     tuple((name, params[name]) for name, _ in op.param_shapes),
+                     config_labels=("sample", "height", "width", "channel"),
+                     whole_when_split=(("channel", frozenset({"height", "width"})),))
+
+    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
+        """A channel split of a grouped conv leaves each task G / degree groups; a halo shard's window
+        holds its padding (VALID)."""
+        local = super().local_op(op, degrees)
+        if op.attrs is None:
+            return local
+        count = groups(op) // op.space.degree_map(degrees)["channel"] if groups(op) > 1 else 1
+        attrs = dataclasses.replace(op.attrs, groups=count, pads=None if local.halo else op.attrs.pads)
+        return dataclasses.replace(local, attrs=attrs_or_none(attrs))
+
     def layer(self, op: Op, rngs):
+        attrs = conv_attrs(op)
         return nnx.Conv(op.input_shapes[0][-1], op.output_shape[-1], op.kernel_hw, strides=op.stride_hw,
-                        padding=op.padding.value, use_bias=len(op.param_shapes) > 1, dtype=op.dtype,
-                        param_dtype=op.dtype, rngs=rngs)
+                        padding=_padding(op), kernel_dilation=attrs.dilation_hw, feature_group_count=attrs.groups,
+                        use_bias=len(op.param_shapes) > 1, dtype=op.dtype, param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        """As nnx.Conv computes it (lax.conv_general_dilated, then the bias), or as patches @ kernel."""
+        """As nnx.Conv computes it (lax.conv_general_dilated, then the bias), or as patches @ kernel (a conv
+        of default attrs only: the builder sets im2col on no other)."""
+        attrs = conv_attrs(op)
         if op.im2col:
             kh, kw, ci, co = params["kernel"].shape
             patches = lax.conv_general_dilated_patches(inputs[0], (kh, kw), op.stride_hw, op.padding.value,
                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
             # The patches' features are ordered (input channel, kernel row, kernel column).
             y = patches @ params["kernel"].transpose(2, 0, 1, 3).reshape(ci * kh * kw, co)
-        elif op.halo:
+        elif op.halo and op.attrs is None:
             y = _halo_conv(inputs[0], params["kernel"], op.stride_hw)
-        else:
-            y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, op.padding.value,
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        else:  # a grouped or dilated conv's halo shard: autodiff's backward of its VALID window
+            y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, _padding(op),
+                                         rhs_dilation=attrs.dilation_hw, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         feature_group_count=attrs.groups)
         if "bias" in params:
             y = y + params["bias"]
         return relu_if(op, y)
+
+
+def _padding(op: Op) -> str | tuple[tuple[int, int], tuple[int, int]]:
+    """lax's and nnx.Conv's padding argument: SAME, VALID or the explicit (low, high) pairs."""
+    return op.attrs.pads if op.padding is Padding.EXPLICIT else op.padding.value
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")

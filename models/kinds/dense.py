@@ -1,13 +1,16 @@
-"""dense: a fully-connected layer on (N, features) or on [b s d] tokens, optional bias and fused ReLU.
+"""dense: a fully-connected layer on (N, features), on [b s d] tokens or on each pixel of NHWC images
+(a ConvNeXt block's nnx.Linear, a 1x1 conv by another name), optional bias and fused ReLU.
 
     y[sample channel] = x[sample in_channel] . kernel[in_channel channel] + bias[channel]
     y[sample sequence hidden] = x[sample sequence in_hidden] . kernel[in_hidden hidden] + bias[hidden]
+    y[sample height width channel] = x[sample height width in_channel] . kernel[in_channel channel] + bias[channel]
 
 FLOPs: forward = 2 * elements(y) * In; backward = 2 * forward (1 * forward reading the data batch).
 Worked numbers: AlexNet fc7, batch 128 -> 2 * 128 * 4096 * 4096 = 4.29 GFLOP; GPT-2's MLP up-projection,
 8 sequences of 1024 tokens, 768 -> 3072 -> 2 * 8 * 1024 * 3072 * 768 = 38.7 GFLOP.
 
-On (N, features) every task reads all input features of its samples (in_channel is not split); split on
+On (N, features) and on images every task reads all input features of its samples (in_channel is not
+split; images split on sample, height, width and channel alike); split on
 its outputs, its input gradient is a partial sum over its channel group (models.labels: its input lacks
 the channel label). On tokens a config also splits the contracting in_hidden (Megatron's row-parallel
 dense): each task reads its share of x's features and the kernel's rows and holds a partial sum of y,
@@ -22,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.kinds.base import KindSpec, elements, relu_if
+from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.labels import Label, Role, Space, label_ranges
 from models.op import Op, OpKind
 
@@ -40,11 +43,10 @@ class Dense(KindSpec):
     def space(self, op: Op) -> Space:
         if len(op.output_shape) == 3:
             return self._token_space(op)
-        samples, features = op.input_shapes[0]
-        labels = (Label("sample", samples, Role.SAMPLE), Label("channel", op.output_shape[-1], Role.CHANNEL),
-                  Label("in_channel", features, Role.CHANNEL))
+        labels = tensor_labels(op.output_shape) + (Label("in_channel", op.input_shapes[0][-1], Role.CHANNEL),)
+        names = tuple(label.name for label in labels[:-1])
         params = {"kernel": ("in_channel", "channel"), "bias": ("channel",)}
-        return Space(labels, ("sample", "channel"), (("sample", "in_channel"),),
+        return Space(labels, names, (names[:-1] + ("in_channel",),),
                      tuple((name, params[name]) for name, _ in op.param_shapes))
 
     @staticmethod

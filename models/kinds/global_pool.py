@@ -1,8 +1,9 @@
-"""global_avg_pool: (N, H, W, C) -> (N, C), the mean over height and width.
+"""global_avg_pool and global_max_pool: (N, H, W, C) -> (N, C), the mean or the maximum over height and width.
 
-FLOPs: forward = N * H * W * C (one add per input element); backward = forward. Worked number:
+FLOPs: forward = N * H * W * C (one add or compare per input element); backward = forward. Worked number:
 ResNet-50's final pool at 224x224, batch 64 -> 64 * 7 * 7 * 2048 = 6.4 MFLOP. A task reads all of H and
-W of its samples and channels, so it splits on the batch and the channels.
+W of its samples and channels, so it splits on the batch and the channels. The maximum's gradient is
+jnp.max's (shared among equal maxima), as a module computing jnp.max(x, axis=(1, 2)) has it.
 """
 
 from __future__ import annotations
@@ -30,3 +31,10 @@ class GlobalAvgPool(KindSpec):
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         return jnp.mean(inputs[0], axis=(1, 2))
+
+
+class GlobalMaxPool(GlobalAvgPool):
+    kind = OpKind.GLOBAL_MAX_POOL
+
+    def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
+        return jnp.max(inputs[0], axis=(1, 2))

@@ -15,15 +15,24 @@ from models.labels import Window
 from models.op import Op, Padding, same_padding
 
 
+def span(op: Op, axis: int) -> int:
+    """The input rows one window covers along spatial axis 0 (height) or 1 (width): the kernel's, dilated
+    for a conv with `ConvAttrs.dilation_hw` (pools have no attrs)."""
+    dilation = op.attrs.dilation_hw[axis] if op.attrs is not None else 1
+    return (op.kernel_hw[axis] - 1) * dilation + 1
+
+
 def pad_lo(op: Op, axis: int) -> int:
     """Leading padding of the op's input along spatial axis 0 (height) or 1 (width)."""
     if op.padding is Padding.VALID:
         return 0
+    if op.padding is Padding.EXPLICIT:
+        return op.attrs.pads[axis][0]
     size = op.input_shapes[0][1 + axis]
-    return same_padding(size, op.kernel_hw[axis], op.stride_hw[axis])[0]
+    return same_padding(size, span(op, axis), op.stride_hw[axis])[0]
 
 
 def spatial_windows(op: Op) -> tuple[Window, Window]:
     """The input's height and width as windows over the output's."""
-    return tuple(Window(label, op.input_shapes[0][1 + axis], op.kernel_hw[axis], op.stride_hw[axis], pad_lo(op, axis))
+    return tuple(Window(label, op.input_shapes[0][1 + axis], span(op, axis), op.stride_hw[axis], pad_lo(op, axis))
                  for axis, label in enumerate(("height", "width")))

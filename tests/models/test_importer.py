@@ -366,6 +366,16 @@ class NormThenReLU(nnx.BatchNorm):
         return nnx.relu(super().__call__(x))
 
 
+class OverHeight(nnx.Module):
+    """A dense layer over the images' height (a dense over their channels is taken)."""
+
+    def __init__(self, rngs):
+        self.w = nnx.Param(jnp.ones((8, 8)))
+
+    def __call__(self, x):
+        return jnp.tensordot(x, self.w[...], axes=([1], [0]))
+
+
 class WithUnsupported(nnx.Module):
     """A conv, then the layer under test (`inner`, built by a function of rngs), then a dense layer."""
 
@@ -410,8 +420,8 @@ def test_an_unsupported_primitive_is_one_line_naming_it_its_module_and_line(inne
                  id="batch-norm-momentum"),
     pytest.param(lambda rngs: NormThenReLU(8, rngs=rngs), r"module 'inner' \(NormThenReLU\): it computes 'square'",
                  id="batch-norm-subclass"),
-    pytest.param(lambda rngs: nnx.Linear(8, 8, rngs=rngs), r"module 'inner' \(Linear\): it applies 'dot_general' to an "
-                 r"activation of shape \(4, 8, 8, 8\)", id="dense-on-images"),
+    pytest.param(lambda rngs: OverHeight(rngs), r"module 'inner' \(OverHeight\): it computes a dot_general other "
+                 r"than \(\.\.\., in\) x \(in, out\)", id="dense-over-height"),
 ])
 def test_an_unsupported_layer_is_one_line(inner, match):
     with pytest.raises(ModelImportError, match=match) as error:

@@ -55,7 +55,9 @@ def _one_device_step(module: nnx.Module, imported: ImportedModel) -> Expected:
         return loss
 
     loss = float(step(module, optimizer, images, labels))
-    flat = {path: np.asarray(variable.get_value()) for path, variable in nnx.to_flat_state(nnx.state(module))}
+    # Parameters and batch-norm averages (a dropout's random key is state too, and no array of the graph's).
+    flat = {path: np.asarray(variable.get_value())
+            for path, variable in nnx.to_flat_state(nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)))}
     params = {path: flat[path] for path in imported.module_paths(imported.params)}
     state = {path: flat[path] for path in imported.module_paths(imported.state)}
     return Expected(imported, loss, params, state)
