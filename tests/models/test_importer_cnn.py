@@ -193,7 +193,8 @@ def test_a_split_on_the_channels_is_a_channel_slice_per_part():
 
 @pytest.mark.parametrize("model", [pytest.param(lambda rngs: TinyConvNeXt(rngs, rate=0.0), id="convnext"),
                                    pytest.param(DilatedPadded, id="dilated-padded"),
-                                   pytest.param(SplitChannels, id="split-channels")])
+                                   pytest.param(SplitChannels, id="split-channels"),
+                                   pytest.param(lambda rngs: Transposed(rngs), id="conv-transpose-stride-1")])
 def test_the_network_on_the_imported_parameters_gives_the_module_s_loss_and_gradients(model):
     module = _build(model)
     imported = import_model(module, DATASET, BATCH)
@@ -385,4 +386,26 @@ def test_an_unknown_element_wise_function_is_one_line_naming_where_it_began():
 def test_an_unsupported_setting_is_one_line(model, match):
     with pytest.raises(ModelImportError, match=match) as error:
         import_model(_abstract(model), DATASET, BATCH)
+    assert "\n" not in str(error.value)
+
+
+class Transposed(nnx.Module):
+    """nnx.ConvTranspose: a convolution of the input dilated by the strides (lhs_dilation)."""
+
+    def __init__(self, rngs, strides: int = 1):
+        self.up = nnx.ConvTranspose(3, WIDTH, (3, 3), strides=strides, rngs=rngs)
+        self.head = nnx.Linear(WIDTH, CLASSES, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.up(x).mean(axis=(1, 2)))
+
+
+def test_a_conv_transpose_of_stride_1_is_the_conv_it_computes_and_a_strided_one_is_one_line():
+    # flax's ConvTranspose (transpose_kernel=False) is lax.conv_general_dilated with lhs_dilation = strides:
+    # at stride 1 a plain convolution of its own kernel, at stride 2 an input dilation no conv2d computes.
+    graph = import_model(_abstract(Transposed), DATASET, BATCH).graph
+    assert [op.kind for op in graph.ops][:1] == [OpKind.CONV2D] and graph.ops[0].kernel_hw == (3, 3)
+    with pytest.raises(ModelImportError, match=r"module 'up' \(ConvTranspose\): it computes a transposed "
+                                               r"convolution \(input dilation\)") as error:
+        import_model(_abstract(Transposed, strides=2), DATASET, BATCH)
     assert "\n" not in str(error.value)
