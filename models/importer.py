@@ -1277,7 +1277,7 @@ _PROBE = np.linspace(-6, 6, 1201, dtype=np.float32)  # where an expression is co
 
 def _is_token_layer(module) -> bool:
     """An nnx.Embed, LayerNorm, RMSNorm or Dropout computing flax's own __call__."""
-    return any(isinstance(module, cls) and type(module).__call__ is cls.__call__ for cls in _TOKEN_LAYERS)
+    return any(_is_flax_call(module, cls) for cls in _TOKEN_LAYERS)
 
 
 def _linear_factor(values: np.ndarray) -> float | None:

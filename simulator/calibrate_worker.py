@@ -5,10 +5,11 @@ Job (FOLDER/job.json): {"graph", "num_devices", "skip": [cost keys already cache
 needed local op not in "skip" on its pinned core (all cores busy, as in a parallel step), measured again while it fails its checks
 (simulator.measure.measure_entry); process 0 appends one JSON line per op ({"key", **the profile entry})
 to FOLDER/ops.jsonl as it goes (the parent shows progress and keeps what was measured if stopped); an op's
-entry holds each optimizer's update of its parameters. With "links", all workers
-time resharding (all-gather, split on the leading dim and on an inner dim), all-reduce, reduce-scatter and
-the pairs of a combined all-reduce (measure.time_combined_allreduce_ms) over MESSAGE_SIZES and the overlap probe, and compile a row-split dense to see whether XLA emits a reduce-scatter
-(measure.emits_reduce_scatter); process 0 writes FOLDER/links.json. With "link_probe_bytes" (optional; the drift check, simulator.drift), all workers time one
+entry holds each optimizer's update of its parameters, and the forward or backward writing the transposed
+copies a step writes of it (calibration_plan.transposed_copies). With "links", all workers time resharding
+(all-gather, split on the leading dim and on an inner dim), all-reduce, reduce-scatter and the pairs of a
+combined all-reduce (measure.time_combined_allreduce_ms) over MESSAGE_SIZES and the overlap probe, and
+compile a row-split dense to see whether XLA emits a reduce-scatter (measure.emits_reduce_scatter); process 0 writes FOLDER/links.json. With "link_probe_bytes" (optional; the drift check, simulator.drift), all workers time one
 all-reduce of that many bytes each; process 0 writes FOLDER/link_probe.json ({"allreduce_ms"}).
 """
 
