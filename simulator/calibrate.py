@@ -53,7 +53,7 @@ from soap.optimizer import Optimizer
 # a fixed count of samples: simulator.measure.COLLECTIVE_POLICY), priced by a non-decreasing curve
 # (simulator.linkfit). 5: the median of those samples, not the first quartile. 6: reduce-scatter timed too,
 # and whether XLA compiles a row-split dense's sliced partial sum into one (Machine.reduce_scatter).
-LINKS_VERSION = 7
+LINKS_VERSION = 8
 # Arrays an update moves per parameter. SGD with momentum: param, grad, momentum read; momentum, param
 # written. AdamW: param, grad and both moments read; the moments and param written.
 DEFAULT_CACHE = Path(os.environ.get("SOAP_CACHE", Path.home() / ".cache" / "soap"))
@@ -126,6 +126,7 @@ class LinkTimings:
     reduce_scatter_ms: tuple[float, ...]
     emits_reduce_scatter: bool
     combined_allreduce_ms: tuple[float, ...]  # per (array, 1 KB) pair of one combined all-reduce
+    partial_sum_allreduce_ms: tuple[float, ...]  # a dense's output all-reduced in a chain of denses
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class MeasuredLinks:
     allreduce: tuple[tuple[float, float], ...]
     reduce_scatter: tuple[tuple[float, float], ...]
     combined_allreduce: tuple[tuple[float, float], ...]  # on the ring traffic of the pair's large array
+    partial_sum_allreduce: tuple[tuple[float, float], ...]  # on ring traffic
 
     def fit(self, name: str) -> LinkFit:
         points = getattr(self, name)
@@ -153,7 +155,7 @@ class MeasuredLinks:
         """The links' timings, priced curves and fitted lines in one figure."""
         plot_links(str(path), {name: (getattr(self, name), self.as_link(name).measured, self.fit(name))
                                for name in ("link", "inner_dim_reshard", "allreduce", "reduce_scatter",
-                                            "combined_allreduce")}, title)
+                                            "combined_allreduce", "partial_sum_allreduce")}, title)
 
 
 def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
@@ -166,7 +168,7 @@ def measured_links(timings: LinkTimings, num_devices: int) -> MeasuredLinks:
 
     return MeasuredLinks(points(received, timings.reshard_ms), points(received, timings.inner_reshard_ms),
                          points(ring, timings.allreduce_ms), points(scattered, timings.reduce_scatter_ms),
-                         points(ring, timings.combined_allreduce_ms))
+                         points(ring, timings.combined_allreduce_ms), points(ring, timings.partial_sum_allreduce_ms))
 
 
 def overlaps(overlap: dict) -> bool:
@@ -182,7 +184,8 @@ def local_machine(device: DeviceSpec, num_devices: int, links: MeasuredLinks, ov
     return Machine("local", device, num_devices, num_devices, link, link, overlap,
                    allreduce=links.as_link("allreduce"), inner_dim_reshard=links.as_link("inner_dim_reshard"),
                    reduce_scatter=reduce_scatter, reduce_scatter_link=links.as_link("reduce_scatter"),
-                   combined_allreduce=links.as_link("combined_allreduce"))
+                   combined_allreduce=links.as_link("combined_allreduce"),
+                   partial_sum_allreduce=links.as_link("partial_sum_allreduce"))
 
 
 def cpu_kind(busy_cores: int) -> str:
@@ -385,12 +388,13 @@ def _measure_machine(graph: OpGraph, num_devices: int, kind: str, profile: Table
     timings = LinkTimings(tuple(results["sizes_bytes"]), tuple(results["reshard_ms"]),
                           tuple(results["inner_reshard_ms"]), tuple(results["allreduce_ms"]), results["overlap"],
                           tuple(results["reduce_scatter_ms"]), results["emits_reduce_scatter"],
-                          tuple(results["combined_allreduce_ms"]))
+                          tuple(results["combined_allreduce_ms"]), tuple(results["partial_sum_allreduce_ms"]))
     links = measured_links(timings, num_devices)
     say(f"links (priced by the measured timings; fitted lines): resharding {_fitted(links.fit('link'))}, on an "
         f"inner dim {_fitted(links.fit('inner_dim_reshard'))}; all-reduce {_fitted(links.fit('allreduce'))}; "
         f"reduce-scatter {_fitted(links.fit('reduce_scatter'))}; a weight and its bias in a combined all-reduce "
-        f"{_fitted(links.fit('combined_allreduce'))} (XLA compiles a sliced partial sum into "
+        f"{_fitted(links.fit('combined_allreduce'))}; a partial sum in a step "
+        f"{_fitted(links.fit('partial_sum_allreduce'))} (XLA compiles a sliced partial sum into "
         f"{'a reduce-scatter' if timings.emits_reduce_scatter else 'an all-reduce and a slice'}); overlap with compute: "
         f"{'yes' if overlaps(timings.overlap) else 'no'} ({timings.overlap})")
     links.plot(plot_path, f"links between {where} ({kind})")

@@ -63,6 +63,8 @@ def run_job(job: dict, folder: Path, reporter: bool) -> None:
             "allreduce_ms": [measure.time_allreduce_ms(size, num_devices) for size in MESSAGE_SIZES],
             "reduce_scatter_ms": [measure.time_reduce_scatter_ms(size, num_devices) for size in MESSAGE_SIZES],
             "combined_allreduce_ms": [measure.time_combined_allreduce_ms(size, num_devices) for size in MESSAGE_SIZES],
+            "partial_sum_allreduce_ms": [measure.time_partial_sum_allreduce_ms(size, num_devices)
+                                         for size in MESSAGE_SIZES],
             "emits_reduce_scatter": measure.emits_reduce_scatter(num_devices),
             "overlap": measure.time_overlap(num_devices),
         }

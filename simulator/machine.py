@@ -31,7 +31,11 @@ optional "combined_allreduce" link (written by calibration) prices an op's gradi
 combined all-reduce XLA makes of a step's gradient all-reduces, where the collectives run it operand by
 operand and an operand after a large one pays the link's floor again (XLA:CPU over gloo): the time of a
 (b-byte array, 1 KB array) pair of such an all-reduce, on the ring traffic of the b bytes
-(simulator.measure.time_combined_allreduce_ms; simulator.taskgraph prices with it).
+(simulator.measure.time_combined_allreduce_ms; simulator.taskgraph prices with it). An optional
+"partial_sum_allreduce" link (written by calibration) prices the all-reduce of a partial sum inside a step:
+a contraction's output summed right after the contraction computed it, which XLA:CPU over gloo runs slower
+than the same all-reduce alone (simulator.measure.time_partial_sum_allreduce_ms); without it, "allreduce"
+prices it.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class Machine:
     reduce_scatter: bool = False
     reduce_scatter_link: Link | None = None  # measured reduce-scatter, on the bytes each device sends
     combined_allreduce: Link | None = None  # measured (array, 1 KB array) pair of a combined all-reduce
+    partial_sum_allreduce: Link | None = None  # measured all-reduce of a contraction's output in a step
 
     def __post_init__(self) -> None:
         _check_machine(self)
@@ -131,6 +136,8 @@ def _check_machine(machine: Machine) -> None:
         links["reduce_scatter_link"] = machine.reduce_scatter_link
     if machine.combined_allreduce is not None:
         links["combined_allreduce"] = machine.combined_allreduce
+    if machine.partial_sum_allreduce is not None:
+        links["partial_sum_allreduce"] = machine.partial_sum_allreduce
     positive = {
         "device.peak_flops_per_s": machine.device.peak_flops_per_s,
         "device.memory_bandwidth_bytes_per_s": machine.device.memory_bandwidth_bytes_per_s,
@@ -219,15 +226,16 @@ def machine_from_json(text: str, source: str = "machine file") -> Machine:
     missing = [k for k in ("name", "num_devices", "devices_per_node", "comm_overlaps_compute") if k not in document]
     if missing:
         raise MachineError(f"{source} is missing fields {missing}; see the schema in simulator/machine.py")
-    allreduce, inner, scatter, combined = (
+    allreduce, inner, scatter, combined, partial_sum = (
         _link(document, name, source) if document.get(name) is not None else None
-        for name in ("allreduce", "inner_dim_reshard", "reduce_scatter_link", "combined_allreduce"))
+        for name in ("allreduce", "inner_dim_reshard", "reduce_scatter_link", "combined_allreduce",
+                     "partial_sum_allreduce"))
     return Machine(
         name=str(document["name"]), device=DeviceSpec(**device), num_devices=document["num_devices"],
         devices_per_node=document["devices_per_node"], intra_node=links["intra_node"],
         inter_node=links["inter_node"], comm_overlaps_compute=bool(document["comm_overlaps_compute"]),
         allreduce=allreduce, inner_dim_reshard=inner, reduce_scatter=bool(document.get("reduce_scatter", False)),
-        reduce_scatter_link=scatter, combined_allreduce=combined,
+        reduce_scatter_link=scatter, combined_allreduce=combined, partial_sum_allreduce=partial_sum,
     )
 
 

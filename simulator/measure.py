@@ -263,6 +263,40 @@ def time_combined_allreduce_ms(num_bytes: int, num_devices: int | None = None, p
     return time_until_stable(lambda: reduce(*arrays), COLLECTIVE_POLICY).ms / pairs
 
 
+_PARTIAL_SUM_FEATURES = 256  # the contraction's output features (a row-split dense of a width-256 GPT)
+
+
+def time_partial_sum_allreduce_ms(num_bytes: int, num_devices: int | None = None, links: int = 4) -> float:
+    """The all-reduce of a partial sum in a step: `links` denses in a chain, each output ([rows, 256] float32,
+    `num_bytes` on each device) all-reduced before the next dense reads it, as a row-split dense's output
+    (Megatron's attention and MLP projections) or a column-split dense's input gradient is; the chain less
+    the same chain of denses alone, per link. XLA:CPU over gloo runs such an all-reduce slower than the
+    same collective alone: 2 pinned workers, 2026-12-07, 2 MB 5.9 ms in the chain against 3.9 ms alone,
+    8 MB 12.1 against 10.8 (a 4-layer GPT's megatron step: its 2 MB partial sums 5.2-7.4 ms each). The
+    point is at least the all-reduce alone (time_allreduce_ms): a difference of two timings can come out
+    under it, or under 0, by noise (on a loaded machine 4 MB came out 3.0 ms, the all-reduce alone 5.7)."""
+    mesh = _ring_mesh(num_devices)
+    spec = PartitionSpec("ring")
+    rows = max(num_bytes // (4 * _PARTIAL_SUM_FEATURES), 1)
+    x = jax.make_array_from_callback((rows * mesh.size, _PARTIAL_SUM_FEATURES), NamedSharding(mesh, spec),
+                                     lambda index: np.full((rows, _PARTIAL_SUM_FEATURES), 0.01, np.float32))
+    w = jax.device_put(np.eye(_PARTIAL_SUM_FEATURES, dtype=np.float32), NamedSharding(mesh, PartitionSpec()))
+
+    def chain(summed: bool):
+        def denses(x, w):
+            for _ in range(links):
+                x = x @ w
+                if summed:
+                    x = jax.lax.psum(x, "ring")
+            return x
+        return jax.jit(jax.shard_map(denses, mesh=mesh, in_specs=(spec, PartitionSpec()), out_specs=spec))
+
+    summed, denses_alone = chain(True), chain(False)
+    difference_ms = (time_until_stable(lambda: summed(x, w), COLLECTIVE_POLICY).ms
+                     - time_until_stable(lambda: denses_alone(x, w), COLLECTIVE_POLICY).ms) / links
+    return max(difference_ms, time_allreduce_ms(num_bytes, num_devices))
+
+
 def time_reduce_scatter_ms(num_bytes: int, num_devices: int | None = None) -> float:
     """Reduce-scatter (psum_scatter) of `num_bytes` held by every device: each ends with its 1/N of the sum,
     sending (N-1)/N * num_bytes in a ring (Korthikanti's sequence parallelism sums a row-split dense so)."""

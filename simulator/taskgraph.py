@@ -15,7 +15,9 @@ Following shared/ARCHITECTURE.md ("One execution semantics"):
   intersections, as one resharding too; but where the consumer's tasks hold partial sums of their input's
   gradient (models.labels.has_partial_input_gradient: the split divides a label the input does not carry,
   a dense layer or conv split on its output channels): one all-reduce of the whole input box per
-  partial-sum group, then a resharding to the tasks outside the group.
+  partial-sum group and consumer (XLA sums each dot's partial gradient before adding them), then a
+  resharding to the tasks outside the group. A partial sum's all-reduce is priced as one in a step, right
+  after its contraction (Machine.partial_sum_allreduce), where the machine measured that.
   An op read by several consumers waits for all their gradients (their sum).
 - An op whose kind keeps statistics over labels a split divides (batch norm split on its batch, height or
   width: models.labels.Space.statistics, KindSpec.stats_bytes) all-reduces them over the tasks that differ only in their
@@ -542,8 +544,8 @@ class TaskGraphBuilder:
         all-reduce, a ring's time grows with its bytes and depends on the ring only by its size and slowest
         link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
         rings, classes, class_links = self._group_rings(op_index, config, input_index)
-        if self.machine.allreduce is not None:
-            return np.array([max(self._allreduce_ms(b, ring) for b, ring in zip(row, rings))
+        if self.machine.allreduce is not None or self.machine.partial_sum_allreduce is not None:
+            return np.array([max(self._partial_sum_ms(b, ring) for b, ring in zip(row, rings))
                              for row in box_bytes.tolist()])
         durations = np.zeros(len(box_bytes))
         for ring_class, (ring_size, slowest) in enumerate(class_links):
@@ -747,11 +749,14 @@ class TaskGraphBuilder:
         partial sums of one box (`group_bytes[g]` bytes) and XLA sums it over the group's devices (the
         compiled step of a channel-split AlexNet: all-reduces of f32[128,7,7,64] for conv2's input,
         f32[128,4096] for fc7's): a reduce-scatter where the readers are on the group's devices and each
-        reads its own part of the box, else an all-reduce. Then each task of op i takes its slice: where it
-        is, if its device is in the group, else in one resharding from the group's first device. Several
-        consumers under one config whose partial gradients of op i's output fall in the same groups
-        (`source_bases`, one compute base each: q, k and v of an attention split on heads) are added on
-        each device and summed once, as Megatron sums them (one all-reduce per layer norm). With `memory`
+        reads its own part of the box, else an all-reduce (priced as a partial sum in a step,
+        `_partial_sum_ms`). Then each task of op i takes its slice: where it is, if its device is in the
+        group, else in one resharding from the group's first device. Several consumers under one config
+        whose partial gradients of op i's output fall in the same groups (`source_bases`, one compute base
+        each: q, k and v of an attention split on heads) are each summed, then added: XLA sums each dot's
+        partial gradient before the add, in one combined collective (a 4-layer GPT's megatron step on 2
+        devices all-reduces (f32[16,128,256] x 3) for ln_1's input gradient, 2026-12-07), so one task
+        carries them all (`_summed_ms`). With `memory`
         (the forward), each device keeps what its task reads of the sum (kept_bytes keeps no partial sum)."""
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
@@ -769,7 +774,7 @@ class TaskGraphBuilder:
             scatter = (self.machine.reduce_scatter and len(box) > 1 and len(readers) == len(box)
                        and readers <= set(group_devices)
                        and sum(num_bytes for _, num_bytes in box) == box_bytes)
-            duration_ms = (self._reduce_scatter_ms if scatter else self._allreduce_ms)(box_bytes, ring)
+            duration_ms = self._summed_ms(box_bytes, ring, len(source_bases), scatter)
             label = (source_op, i, REDUCE_SCATTERED if scatter else ALL_REDUCED)
             tasks.append(_new_task(Task, (key, TRANSFER, label, tuple(sorted(resources)), duration_ms,
                                           tuple(base | n for base in source_bases for n in group))))
@@ -861,6 +866,24 @@ class TaskGraphBuilder:
             return measured.transfer_ms((len(ring) - 1) / len(ring) * num_bytes)
         slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
         return ring_reduce_scatter_ms(num_bytes, len(ring), slowest.bandwidth_bytes_per_s, slowest.latency_s)
+
+    def _summed_ms(self, box_bytes: int, ring: list[tuple[int, int]], operands: int, scatter: bool) -> float:
+        """One collective summing `operands` partial sums of a `box_bytes` box over `ring` (a reduce-scatter
+        if `scatter`, else an all-reduce): priced operand by operand where the machine runs a combined
+        collective so (Machine.combined_allreduce measured: XLA:CPU over gloo), else as one collective of
+        all their bytes."""
+        priced = self._reduce_scatter_ms if scatter else self._partial_sum_ms
+        if self.machine.combined_allreduce is not None:
+            return operands * priced(box_bytes, ring)
+        return priced(operands * box_bytes, ring)
+
+    def _partial_sum_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
+        """The all-reduce of a partial sum right after the contraction that computed it, on a machine that
+        measured one (Machine.partial_sum_allreduce), else an all-reduce."""
+        measured = self.machine.partial_sum_allreduce
+        if measured is not None:
+            return measured.transfer_ms(2 * (len(ring) - 1) / len(ring) * num_bytes)
+        return self._allreduce_ms(num_bytes, ring)
 
     def _allreduce_ms(self, num_bytes: int, ring: list[tuple[int, int]]) -> float:
         measured = self.machine.allreduce

@@ -62,7 +62,8 @@ def test_measured_links_and_local_machine():
     timings = LinkTimings(sizes, tuple(0.1 + b / 1e6 for b in sizes), tuple(0.1 + b / 0.25e6 for b in sizes),
                           tuple(0.2 + b / 0.5e6 for b in sizes),
                           {"compute_ms": 48.6, "allreduce_ms": 53.4, "together_ms": 99.7},
-                          tuple(0.2 + b / 2 / 2e6 for b in sizes), False, tuple(3.5 + b / 0.5e6 for b in sizes))
+                          tuple(0.2 + b / 2 / 2e6 for b in sizes), False, tuple(3.5 + b / 0.5e6 for b in sizes),
+                          tuple(0.3 + b / 0.4e6 for b in sizes))
     links = measured_links(timings, 2)
     assert links.link == tuple((float(b), (0.1 + b / 1e6) / 1e3) for b in sizes)
     fit = links.fit("link")
@@ -73,6 +74,7 @@ def test_measured_links_and_local_machine():
     assert [b for b, _ in links.reduce_scatter] == [b / 2 for b in sizes]
     assert links.fit("reduce_scatter").bandwidth_bytes_per_s == pytest.approx(2e9)
     assert links.combined_allreduce == tuple((float(b), (3.5 + b / 0.5e6) / 1e3) for b in sizes)
+    assert links.fit("partial_sum_allreduce").bandwidth_bytes_per_s == pytest.approx(0.4e9)
     assert not overlaps(timings.overlap)  # the measured CPU figures of shared/REFERENCE.md
     assert overlaps({"compute_ms": 50, "allreduce_ms": 50, "together_ms": 55})
     machine = local_machine(DeviceSpec("cpu", 1e11, 1e10, 2**33), 2, links, False, False)
@@ -82,6 +84,7 @@ def test_measured_links_and_local_machine():
     assert machine.link(0, 1).measured == links.link and machine.inner_dim_reshard.measured == links.inner_dim_reshard
     assert machine.allreduce.latency_s == pytest.approx(2e-4) and not machine.comm_overlaps_compute
     assert machine.combined_allreduce.measured == links.combined_allreduce
+    assert machine.partial_sum_allreduce.measured == links.partial_sum_allreduce
     assert machine.link(0, 1).transfer_ms(1 << 20) == pytest.approx(0.1 + (1 << 20) / 1e6)
     # On 4 devices each receives 3x the bytes each holds: the timings are kept on what a device receives,
     # the all-reduce's on the ring's traffic 2(r-1)/r = 1.5x, the reduce-scatter's on (r-1)/r = 0.75x.
@@ -177,7 +180,8 @@ def test_the_link_job_times_every_message_size_in_this_process(tmp_path):
     run_job(job, tmp_path, reporter=True)
     links = json.loads((tmp_path / "links.json").read_text())
     assert links["sizes_bytes"] == list(MESSAGE_SIZES)
-    for key in ("reshard_ms", "inner_reshard_ms", "allreduce_ms", "reduce_scatter_ms", "combined_allreduce_ms"):
+    for key in ("reshard_ms", "inner_reshard_ms", "allreduce_ms", "reduce_scatter_ms", "combined_allreduce_ms",
+                "partial_sum_allreduce_ms"):
         assert len(links[key]) == len(MESSAGE_SIZES) and all(ms > 0 for ms in links[key])
     # XLA:CPU sums a row-split dense's output, then sliced on the sequence, by an all-reduce and a slice.
     assert links["emits_reduce_scatter"] is False
@@ -357,7 +361,7 @@ def test_remeasuring_times_every_op_or_the_links_again_though_cached(tmp_path, m
         ms = [0.5 + b / 1e6 for b in MESSAGE_SIZES]
         return {"sizes_bytes": list(MESSAGE_SIZES), "reshard_ms": ms, "inner_reshard_ms": ms, "allreduce_ms": ms,
                 "overlap": {"compute_ms": 50, "allreduce_ms": 50, "together_ms": 100}, "reduce_scatter_ms": ms,
-                "emits_reduce_scatter": False, "combined_allreduce_ms": ms}, None
+                "emits_reduce_scatter": False, "combined_allreduce_ms": ms, "partial_sum_allreduce_ms": ms}, None
 
     monkeypatch.setattr(calibrate_module, "run_calibration_job", fake_job)
     calibrate = calibrate_module.calibrate

@@ -177,6 +177,8 @@ def test_machine_with_a_measured_allreduce_and_reduce_scatter_round_trips():
     assert machine_from_json(machine_to_json(scatter)) == scatter
     combined = dataclasses.replace(machine, combined_allreduce=curve)
     assert machine_from_json(machine_to_json(combined)) == combined
+    partial_sum = dataclasses.replace(machine, partial_sum_allreduce=curve)
+    assert machine_from_json(machine_to_json(partial_sum)) == partial_sum
     with pytest.raises(MachineError, match="reduce_scatter_link.latency_s must be a number >= 0, got -1"):
         dataclasses.replace(machine, reduce_scatter_link=Link(1e9, -1))
     with pytest.raises(MachineError, match="allreduce.bandwidth_bytes_per_s must be a positive number, got 0"):
