@@ -92,6 +92,14 @@ def jax_attention(causal: bool):
                                                            is_causal=causal).reshape(T3))
 
 
+def multi_head_attention(causal: bool, **options):
+    """nnx.MultiHeadAttention on the tokens (self-attention), with flax's causal mask or none."""
+    def fn(layers, x):
+        mask = nnx.make_causal_mask(jnp.ones(x.shape[:2])) if causal else None
+        return layers["attn"](x, mask=mask)
+    return apply(fn, attn=lambda rngs: nnx.MultiHeadAttention(HEADS, WIDTH, decode=False, rngs=rngs, **options))
+
+
 def positions_param(rngs):
     class Positions(nnx.Module):
         def __init__(self):
@@ -105,6 +113,7 @@ def positions_param(rngs):
 T3 = (BATCH, SEQUENCE, WIDTH)
 T4 = (BATCH, SEQUENCE, HEADS, WIDTH // HEADS)
 HEAD = [(A, (BATCH, SEQUENCE, VOCAB)), (L, (BATCH, SEQUENCE))]
+MHA = [(D, T3), (SPLIT, T4)] * 3 + [(ATTN, T4), (MERGE, T3), (D, T3)]  # q, k, v, the core, the output
 LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute to check
     "linear": (linear(), [(D, T3)], ("body", {"kernel": (WIDTH, WIDTH), "bias": (WIDTH,)})),
     "linear-no-bias": (linear(use_bias=False), [(D, T3)], ("body", {"kernel": (WIDTH, WIDTH)})),
@@ -131,6 +140,13 @@ LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute
                       ("body.attention", False)),
     "jax-attention-causal": (jax_attention(causal=True), [(SPLIT, T4), (SPLIT, T4), (SPLIT, T4), (ATTN, T4),
                                                           (MERGE, T3)], ("body.attention", True)),
+    "multi-head-attention": (multi_head_attention(causal=False), MHA, ("body.layers.attn", False)),
+    "multi-head-attention-causal": (multi_head_attention(causal=True), MHA, ("body.layers.attn", True)),
+    "multi-head-attention-no-bias": (multi_head_attention(causal=True, use_bias=False), MHA,
+                                     ("body.layers.attn.query", {"kernel": (WIDTH, WIDTH)})),
+    "linear-general-to-heads": (apply(lambda m, x: m["qkv"](x).reshape(T3), qkv=lambda rngs: nnx.LinearGeneral(
+        WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs)), [(D, T3), (SPLIT, T4), (MERGE, T3)],
+                                ("body.layers.qkv", {"kernel": (WIDTH, WIDTH), "bias": (WIDTH,)})),
     "positions-embed": (apply(lambda m, x: x + m["wpe"](jnp.arange(x.shape[1])),
                               wpe=lambda rngs: nnx.Embed(2 * SEQUENCE, WIDTH, rngs=rngs)),
                         [(POS, T3)], ("body.layers.wpe", {"embedding": (2 * SEQUENCE, WIDTH)})),
@@ -203,7 +219,7 @@ def test_a_hand_written_gpt_s_network_gives_the_module_s_loss_and_gradients():
 
 
 @pytest.mark.parametrize("layer", ["causal-attention-heads-first", "jax-attention-causal", "gated-mlp", "rms-norm",
-                                   "positions-param"])
+                                   "positions-param", "multi-head-attention", "multi-head-attention-causal"])
 def test_a_layer_s_network_gives_the_module_s_loss_and_gradients(layer):
     module = TokenModel(LAYERS[layer][0], nnx.Rngs(jax.random.key(0, impl="rbg")))
     imported = import_model(module, "tokens", BATCH, seq_len=SEQUENCE)
@@ -252,10 +268,6 @@ def unscaled_attention(_, x):
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, q)), q).reshape(T3)
 
 
-to_heads = apply(lambda m, x: m["qkv"](x).reshape(T3),
-                 qkv=lambda rngs: nnx.LinearGeneral(WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs))
-
-
 class Sorted(nnx.Module):
     def __init__(self, rngs):
         self.wte = nnx.Embed(VOCAB, WIDTH, rngs=rngs)
@@ -283,18 +295,22 @@ def _line(marker: str) -> int:
     pytest.param(lambda rngs: TokenModel(lambda rngs: nnx.LayerNorm(WIDTH, use_bias=False, rngs=rngs), rngs),
                  SEQUENCE, ModelImportError, r"module 'body' \(LayerNorm\): it is a LayerNorm with use_bias=False, "
                  r"where SOAP's layer_norm computes use_bias=True", id="layer-norm-without-bias"),
-    pytest.param(lambda rngs: TokenModel(lambda rngs: nnx.MultiHeadAttention(
-        HEADS, WIDTH, decode=False, rngs=rngs), rngs), SEQUENCE, ModelImportError,
-                 r"module 'body' \(MultiHeadAttention\): it is an nnx\.MultiHeadAttention", id="multi-head-attention"),
+    pytest.param(lambda rngs: TokenModel(multi_head_attention(True, dropout_rate=0.1, deterministic=False), rngs),
+                 SEQUENCE, ModelImportError, r"module 'body\.layers\.attn' \(MultiHeadAttention\): it is an "
+                 r"nnx\.MultiHeadAttention with dropout_rate=0\.1 in training mode, which drops attention "
+                 r"probabilities, where SOAP's attention drops none; pass dropout_rate=0", id="mha-dropout"),
+    pytest.param(lambda rngs: TokenModel(multi_head_attention(True, num_kv_heads=2), rngs), SEQUENCE,
+                 ModelImportError, r"it is an nnx\.MultiHeadAttention with num_kv_heads=2 for num_heads=4 "
+                 r"\(grouped-query attention\), where SOAP's attention reads as many key and value heads as query "
+                 r"heads; pass num_kv_heads=4\.", id="mha-grouped-query"),
+    pytest.param(lambda rngs: TokenModel(multi_head_attention(True, normalize_qk=True), rngs), SEQUENCE,
+                 ModelImportError, r"it is an nnx\.MultiHeadAttention with normalize_qk=True", id="mha-normalize-qk"),
     pytest.param(lambda rngs: TokenModel(apply(unscaled_attention), rngs), SEQUENCE, ModelImportError,
                  r"it scales the attention scores by 1, where SOAP's attention scales by 1/sqrt\(head_dim\) = "
                  r"0\.353553", id="attention-unscaled"),
     pytest.param(lambda rngs: TokenModel(LAYERS["positions-embed"][0], rngs), 4 * SEQUENCE, ModelImportError,
                  r"it adds positions for 32 tokens from 'body\.layers\.wpe\.embedding', a table of 16 positions "
                  r"\(the model's context\); use --seq-len 16 or less", id="sequence-over-context"),
-    pytest.param(lambda rngs: TokenModel(to_heads, rngs), SEQUENCE, ModelImportError,
-                 r"module 'body\.layers\.qkv' \(LinearGeneral\): it multiplies the tokens by parameter "
-                 r"'body\.layers\.qkv\.kernel', which is no \(d, f\) kernel parameter", id="linear-general-to-heads"),
 ])
 def test_a_bad_token_model_is_one_line(model, seq_len, error, match):
     with pytest.raises(error, match=match) as raised:
