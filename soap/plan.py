@@ -11,7 +11,9 @@ What the user takes home:
 - `state_shardings`: an nnx.State matching `nnx.state(model)`, each leaf the NamedSharding of that array
   (op `blocks.3.conv`'s kernel split on its output channels where the strategy splits that op's
   channels; replicated over the strategy's devices where it splits the batch); leaves the graph does
-  not hold (an RNG counter) are replicated over all of the strategy's devices.
+  not hold (an RNG counter) are replicated over all of the strategy's devices. An array the graph holds
+  reshaped (nnx.MultiHeadAttention's [d h k] query kernel as a dense's [d (h k)]) is placed in the
+  module's own layout: a split of h*k is a split of the heads (`_module_sharding`).
 - `mesh` (one mesh over the strategy's devices that refines every op's mesh: soap.stages.stage_mesh, axes
   `stage0`, `stage1`, ...) and `meshes` (op name -> the op's own mesh, one axis per config label),
   `images_sharding` (the first op's input: images or token ids) and `labels_sharding` for the batch.
