@@ -659,11 +659,18 @@ class _Matcher:
         self._alias(step, _WindowSum(source.draft, tuple(window.items())))
 
     def _on_reduce_sum(self, step: Step) -> None:
-        source = self._tensor(step, step.inputs[0], rank=4)
-        if tuple(step.params["axes"]) != (1, 2):
-            self._fail(step, f"sums over axes {tuple(step.params['axes'])} (only a mean over height and width is "
-                             f"taken)")
+        source = self._spatial_reduction(step, "sums", "a mean or sum")
         self._alias(step, _SpatialSum(source.draft))
+
+    def _spatial_reduction(self, step: Step, what: str, which: str) -> _Tensor:
+        """The images a reduction over height and width reads; one line for any other axes."""
+        source = self._tensor(step, step.inputs[0])
+        axes = tuple(int(axis) for axis in step.params["axes"])
+        if len(self._shape(step.inputs[0])) != 4 or axes != (1, 2):
+            self._fail(step, f"{what} {self._describe(step.inputs[0])} over axes {axes} ({which} over other axes "
+                             f"than height and width, or a standalone jax.nn.softmax), which no op of SOAP's image "
+                             f"models computes; only a mean or maximum over height and width of NHWC images is taken")
+        return source
 
     def _on_div(self, step: Step) -> None:
         total, divisor = step.inputs
@@ -873,10 +880,7 @@ class _Matcher:
         self._new(step, OpKind.CHANNEL_SLICE, (source.draft,), attrs=ChannelSliceAttrs(offset=start[-1]))
 
     def _on_reduce_max(self, step: Step) -> None:
-        source = self._tensor(step, step.inputs[0], rank=4)
-        if tuple(step.params["axes"]) != (1, 2):
-            self._fail(step, f"takes the maximum over axes {tuple(step.params['axes'])} (only over height and width "
-                             f"is taken)")
+        source = self._spatial_reduction(step, "takes the maximum of", "a max")
         self._new(step, OpKind.GLOBAL_MAX_POOL, (source.draft,))
 
     def _extend_elementwise(self, step: Step) -> bool:
@@ -1099,6 +1103,8 @@ class _Matcher:
 
     def _token_broadcast_in_dim(self, step: Step, values: tuple) -> bool:
         """A position table's rows broadcast over the samples ([s d] or [1 s d] -> [b s d])."""
+        if self._heads_labels(values[0]) is not None and len(self._shape(step.outputs[0])) == 5:
+            self._fail_grouped_query(step)
         table = self._position_rows(step, values[0])
         old, new = self._shape(step.inputs[0]), self._shape(step.outputs[0])
         if table is None or tuple(new[-2:]) != tuple(old[-2:]) or set(old[:-2]) - {1} or tuple(
@@ -1122,6 +1128,8 @@ class _Matcher:
             self._new(step, OpKind.MERGE_HEADS, (value.draft,), settings=())
             return True
         heads = self._heads_labels(value)
+        if heads is not None and len(new) == 5 and new[2] * new[3] == old[2] and new[3] > 1:
+            self._fail_grouped_query(step)  # jax.nn.dot_product_attention's queries grouped over fewer kv heads
         labels = _unit_axes(heads.labels, old, new) if heads is not None else None
         if labels is not None:
             self._alias(step, _Tensor(heads.draft) if labels == _HEADS and heads.scale == 1 else
@@ -1131,6 +1139,24 @@ class _Matcher:
             self._fail(step, f"reshapes heads laid out as [{' '.join(value.labels)}] to {new}; transpose them back "
                              f"to [b s h k] first")
         return False
+
+    def _token_reduce_max(self, step: Step, values: tuple) -> bool:
+        self._fail_token_reduction(step, "the maximum", "a standalone jax.nn.softmax or a max")
+
+    def _token_reduce_sum(self, step: Step, values: tuple) -> bool:
+        self._fail_token_reduction(step, "the sum", "a mean or a sum")
+
+    def _fail_token_reduction(self, step: Step, what: str, which: str) -> None:
+        """A reduction of a token activation outside attention: no kind of a token model computes one."""
+        axes = tuple(int(axis) for axis in step.params["axes"])
+        self._fail(step, f"takes {what} of {self._describe(step.inputs[0])} over axes {axes} ({which} outside "
+                         f"attention), which no op of SOAP's token models computes; keep [b s d] activations to the "
+                         f"[b s vocab] logits (a softmax inside attention is taken)")
+
+    def _fail_grouped_query(self, step: Step) -> None:
+        self._fail(step, "repeats or groups heads for grouped-query attention (fewer key and value heads than query "
+                         "heads), where SOAP's attention reads as many key and value heads as query heads; project k "
+                         "and v to as many heads as q")
 
     def _heads_labels(self, value) -> _Heads | None:
         """A heads activation, transposed or scaled or neither, as _Heads."""

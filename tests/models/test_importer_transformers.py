@@ -276,6 +276,27 @@ class Sorted(nnx.Module):
         return self.wte.attend(jnp.sort(self.wte(ids), axis=-1))  # unsupported: sort
 
 
+def grouped_query(group):
+    """q in HEADS heads, k and v in HEADS // 2 (projected to half the width), `group` matching them up."""
+    def fn(layers, x):
+        b, s, d = x.shape
+        q = layers["q"](x).reshape(b, s, HEADS, d // HEADS)
+        k, v = (layers[name](x).reshape(b, s, HEADS // 2, d // HEADS) for name in ("k", "v"))
+        return group(q, k, v).reshape(b, s, d)
+    half = lambda rngs: nnx.Linear(WIDTH, WIDTH // 2, rngs=rngs)
+    return apply(fn, q=linear(), k=half, v=half)
+
+
+def repeated_kv(q, k, v):
+    k, v = (jnp.repeat(x, 2, axis=2) for x in (k, v))  # grouped-query: repeat
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+
+
+def broadcast_kv(q, k, v):
+    k, v = (jnp.broadcast_to(x[:, :, :, None], x.shape[:3] + (2,) + x.shape[3:]).reshape(q.shape) for x in (k, v))  # grouped-query: broadcast
+    return jax.nn.dot_product_attention(q, k, v)
+
+
 def _line(marker: str) -> int:
     with open(__file__) as file:
         (line,) = (number for number, text in enumerate(file, 1) if f"# {marker}" in text)
@@ -303,6 +324,28 @@ def _line(marker: str) -> int:
                  ModelImportError, r"it is an nnx\.MultiHeadAttention with num_kv_heads=2 for num_heads=4 "
                  r"\(grouped-query attention\), where SOAP's attention reads as many key and value heads as query "
                  r"heads; pass num_kv_heads=4\.", id="mha-grouped-query"),
+    pytest.param(lambda rngs: TokenModel(grouped_query(repeated_kv), rngs), SEQUENCE, ModelImportError,
+                 rf"^{__file__}:{_line('grouped-query: repeat')}: cannot import module 'body' \(Apply\): it repeats or "
+                 r"groups heads for grouped-query attention \(fewer key and value heads than query heads\), where "
+                 r"SOAP's attention reads as many key and value heads as query heads; project k and v to as many "
+                 r"heads as q\.", id="grouped-query-repeat"),
+    pytest.param(lambda rngs: TokenModel(grouped_query(broadcast_kv), rngs), SEQUENCE, ModelImportError,
+                 rf"^{__file__}:{_line('grouped-query: broadcast')}: cannot import module 'body' \(Apply\): it "
+                 r"repeats or groups heads for grouped-query attention", id="grouped-query-broadcast"),
+    pytest.param(lambda rngs: TokenModel(grouped_query(jax.nn.dot_product_attention), rngs), SEQUENCE,
+                 ModelImportError, r"cannot import module 'body' \(Apply\): it repeats or groups heads for "
+                 r"grouped-query attention", id="grouped-query-jax"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda _, x: jax.nn.softmax(x, axis=-1)), rngs), SEQUENCE,  # softmax
+                 ModelImportError, rf"^{__file__}:{_line('softmax')}: cannot import module 'body' \(Apply\): it takes "
+                 r"the maximum of an activation of shape \(2, 8, 32\) over axes \(2,\) \(a standalone "
+                 r"jax\.nn\.softmax or a max outside attention\), which no op of SOAP's token models computes",
+                 id="standalone-softmax"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda _, x: x - x.mean(axis=1, keepdims=True)), rngs), SEQUENCE,
+                 ModelImportError, r"it takes the sum of an activation of shape \(2, 8, 32\) over axes \(1,\) \(a "
+                 r"mean or a sum outside attention\)", id="mean-over-sequence"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda _, x: x + x.max(axis=1, keepdims=True)), rngs), SEQUENCE,
+                 ModelImportError, r"it takes the maximum of an activation of shape \(2, 8, 32\) over axes \(1,\)",
+                 id="max-over-sequence"),
     pytest.param(lambda rngs: TokenModel(multi_head_attention(True, normalize_qk=True), rngs), SEQUENCE,
                  ModelImportError, r"it is an nnx\.MultiHeadAttention with normalize_qk=True", id="mha-normalize-qk"),
     pytest.param(lambda rngs: TokenModel(apply(unscaled_attention), rngs), SEQUENCE, ModelImportError,
