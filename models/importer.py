@@ -50,6 +50,9 @@ zoo's transformer kinds (models/gpt2.py), by module boundary where the layer is 
     nnx.Embed called on jnp.arange(s), or an nnx.Param [ctx d] sliced to s, added          -> add_position
     embed.attend(x): x . the embedding's table (tied: the graph's one weight, read twice)   -> attend
     nnx.Linear, nnx.LinearGeneral, nnx.Einsum as a plain (d, f) projection on [b s d]       -> dense
+    x [b s d] . kernel [d h k] (+ bias [h k]), nnx.LinearGeneral to heads         -> dense to h*k, split_heads
+    heads [b s h k] . kernel [h k d] (+ bias [d]), from heads                     -> merge_heads, dense from h*k
+    nnx.MultiHeadAttention (self-attention; mask= causal or none): those projections around the attention
     nnx.LayerNorm, nnx.RMSNorm (epsilon from the module)                                    -> layer_norm
     nnx.Dropout in training mode (its rate; rate 0 computes nothing, so adds no op)         -> dropout
     an element-wise function of one activation equal to gelu (tanh or erf), silu, tanh,
@@ -70,9 +73,13 @@ own __call__, not a subclass's) reads one activation and its scale and bias and 
 ones models/kinds/batch_norm.py computes. In an image model, layer norm, group norm and dropout are taken
 the same way (a dropout call reads one activation and its random key; SOAP draws its own masks,
 models/kinds/dropout.py); in a token model, the token layers above.
-Anything else (a sort, a while loop, a custom call, a multiply of images, nnx.MultiHeadAttention, whose
-[d h k] kernels no dense op holds) is one ModelImportError line naming the primitive, the module path, the
-user's file and line, and what is supported.
+A dense to or from heads holds its kernel (and bias) reshaped, [d h k] as [d (h k)]: the graph's array is
+a view of the module's (`Source.shapes`), so a split of h*k is a split of the heads (soap/plan.py). An
+nnx.MultiHeadAttention with dropout on its probabilities, normalized q and k, or fewer kv heads than heads
+(grouped-query attention) is one line: SOAP's attention computes none of them.
+
+Anything else (a sort, a while loop, a custom call, a multiply of images) is one ModelImportError line
+naming the primitive, the module path, the user's file and line, and what is supported.
 
 Program order is the order the forward computes the ops in. The graph holds every parameter the module
 holds (a parameter the forward never reads, or reads twice, is an error), so parameter counts agree, and
@@ -124,7 +131,8 @@ SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, any padding, kerne
              "silu, tanh and sigmoid, nnx.max_pool, nnx.avg_pool, a mean or maximum over height and width, a "
              "reshape to (batch, features), the sum of two activations, jnp.concatenate and jnp.split on the "
              "channels; on tokens nnx.Embed (ids, learned positions, attend), nnx.Linear / LinearGeneral / Einsum "
-             "as (d, f) projections, nnx.LayerNorm, nnx.RMSNorm, nnx.Dropout, gelu, silu, tanh, relu, sigmoid, the "
+             "as (d, f) projections or to and from heads, nnx.MultiHeadAttention (self-attention, a causal mask or none), "
+             "nnx.LayerNorm, nnx.RMSNorm, nnx.Dropout, gelu, silu, tanh, relu, sigmoid, the "
              "product or sum of two activations, reshapes to and from heads, and attention written as einsum, "
              "1/sqrt(k) scale, causal jnp.where mask, jax.nn.softmax, einsum")
 LOSS_NAME = "loss"
@@ -133,12 +141,23 @@ LOSS_NAME = "loss"
 @dataclass(frozen=True)
 class Source:
     """Where one array of the graph's layout lives in the user's module: op `op`'s `name` is the module's
-    variable at nnx state path `path` (a trainable nnx.Param, or non-trainable state)."""
+    variable at nnx state path `path` (a trainable nnx.Param, or non-trainable state). `shapes`: (the
+    module's shape, the graph's) where the graph holds the variable reshaped, its dims merged (an
+    nnx.MultiHeadAttention's [d h k] query kernel as a dense's [d (h k)]); None where it is the same array."""
 
     op: str
     name: str
     path: Path
     trainable: bool
+    shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def to_graph(self, value):
+        """The module's array (or a gradient of it) in the graph's layout."""
+        return value if self.shapes is None else _reshaped(value, self.shapes[1])
+
+    def to_module(self, value):
+        """The graph's array (or a gradient of it) in the module's layout."""
+        return value if self.shapes is None else _reshaped(value, self.shapes[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,8 +171,9 @@ class ImportedModel:
     sources: tuple[Source, ...]
 
     def module_paths(self, values: Mapping[str, Mapping[str, object]]) -> dict[Path, object]:
-        """Per-op values (parameters, gradients, shardings) keyed by the user's nnx state paths instead."""
-        return {source.path: values[source.op][source.name] for source in self.sources
+        """Per-op arrays (parameters, gradients) keyed by the user's nnx state paths instead, each in the
+        module's layout."""
+        return {source.path: source.to_module(values[source.op][source.name]) for source in self.sources
                 if source.op in values and source.name in values[source.op]}
 
 
@@ -229,6 +249,7 @@ class _Draft:
     where: str
     params: tuple[tuple[str, Path], ...] = ()
     state: tuple[tuple[str, Path], ...] = ()
+    views: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()  # (param, module's shape, graph's)
     kernel_hw: tuple[int, int] | None = None
     stride_hw: tuple[int, int] | None = None
     padding: Padding | None = None
@@ -248,6 +269,7 @@ class _ParamView:
     path: Path
     raw: bool  # the parameter itself, not reshaped
     channels_last: bool  # a vector parameter laid along the last axis (a bias, ready to add)
+    heads_last: bool = False  # an [h k] parameter laid along the last two axes (a heads projection's bias)
 
 
 @dataclass(frozen=True)
@@ -361,7 +383,7 @@ class _Matcher:
     def match(self) -> list[_Draft]:
         steps = self.trace.steps
         if self.tokens:
-            self._require_no_attention_module()
+            self._require_attention_modules()
         index = 0
         while index < len(steps):
             step = steps[index]
@@ -586,12 +608,29 @@ class _Matcher:
             self._fail(step, f"adds {self._describe(a)} and {self._describe(b)}")
 
     def _fuse_bias(self, step: Step, product, bias) -> None:
-        draft = self._fusable(product, (OpKind.CONV2D, OpKind.DENSE))
         view = self._arg(bias)
+        if view.heads_last:
+            return self._fuse_heads_bias(step, product, bias)
+        draft = self._fusable(product, (OpKind.CONV2D, OpKind.DENSE))
         if (draft is None or draft.relu or len(draft.params) != 1 or not view.channels_last
                 or self._param_shape(view) != (draft.shape[-1],)):
             self._fail(step, f"adds {self._describe(bias)} other than as the bias right after a conv or dense product")
         self._fuse(step, product, replace(draft, params=draft.params + (("bias", self._read_param(step, view)),)))
+
+    def _fuse_heads_bias(self, step: Step, product, bias) -> None:
+        """An [h k] bias added to the heads a dense to h*k made (`_heads_projection`): that dense's bias."""
+        view = self._arg(bias)
+        split = self._fusable(product, (OpKind.SPLIT_HEADS,))
+        index = split.inputs[0] if split is not None else None
+        dense = self.drafts[index] if index is not None else None
+        if (dense is None or dense.kind is not OpKind.DENSE or dense.output != product or len(dense.params) != 1
+                or self._param_shape(view) != split.shape[-2:]):
+            self._fail(step, f"adds {self._describe(bias)} other than as the bias of a projection to heads")
+        graph_shape = (math.prod(split.shape[-2:]),)
+        self.drafts[index] = replace(dense, output=step.outputs[0], params=dense.params + (
+            ("bias", self._read_param(step, view)),), views=dense.views + (("bias", self._param_shape(view),
+                                                                              graph_shape),))
+        self._fuse(step, product, split)
 
     def _param_shape(self, view: _ParamView) -> tuple[int, ...]:
         return self.trace.shapes[self.leaf_numbers[view.path]]
@@ -620,11 +659,18 @@ class _Matcher:
         self._alias(step, _WindowSum(source.draft, tuple(window.items())))
 
     def _on_reduce_sum(self, step: Step) -> None:
-        source = self._tensor(step, step.inputs[0], rank=4)
-        if tuple(step.params["axes"]) != (1, 2):
-            self._fail(step, f"sums over axes {tuple(step.params['axes'])} (only a mean over height and width is "
-                             f"taken)")
+        source = self._spatial_reduction(step, "sums", "a mean or sum")
         self._alias(step, _SpatialSum(source.draft))
+
+    def _spatial_reduction(self, step: Step, what: str, which: str) -> _Tensor:
+        """The images a reduction over height and width reads; one line for any other axes."""
+        source = self._tensor(step, step.inputs[0])
+        axes = tuple(int(axis) for axis in step.params["axes"])
+        if len(self._shape(step.inputs[0])) != 4 or axes != (1, 2):
+            self._fail(step, f"{what} {self._describe(step.inputs[0])} over axes {axes} ({which} over other axes "
+                             f"than height and width, or a standalone jax.nn.softmax), which no op of SOAP's image "
+                             f"models computes; only a mean or maximum over height and width of NHWC images is taken")
+        return source
 
     def _on_div(self, step: Step) -> None:
         total, divisor = step.inputs
@@ -649,8 +695,10 @@ class _Matcher:
         (atom,) = step.inputs
         value, old, new = self._arg(atom), self._shape(atom), self._shape(step.outputs[0])
         if isinstance(value, _ParamView):
-            vector = len(self._param_shape(value)) == 1 and set(new[:-1]) <= {1} and new[-1] == math.prod(new)
-            return self._alias(step, _ParamView(value.path, False, vector))
+            param = self._param_shape(value)
+            vector = len(param) == 1 and set(new[:-1]) <= {1} and new[-1] == math.prod(new)
+            heads = len(param) == 2 and set(new[:-2]) <= {1} and new[-2:] == param
+            return self._alias(step, _ParamView(value.path, False, vector, heads))
         source = self._tensor(step, atom)
         if new == old:
             return self._alias(step, source)
@@ -714,14 +762,29 @@ class _Matcher:
                              f"{kernel_hw[1]} window of stride {stride_hw} on {sizes[0]}x{sizes[1]} images")
         return dict(kernel_hw=tuple(kernel_hw), stride_hw=tuple(stride_hw), padding=padding)
 
-    def _require_no_attention_module(self) -> None:
+    def _require_attention_modules(self) -> None:
+        """Each nnx.MultiHeadAttention called computes what its graph ops do (`_token_dot_general`: its
+        projections; the attention kind: the core): no normalized q and k, as many kv heads as heads, and no
+        dropout on the probabilities (one line each)."""
         for scope, module in self.trace.modules.items():
-            if isinstance(module, nnx.MultiHeadAttention):
-                inside = [step for step in self.trace.steps if f"{step.scope}.".startswith(f"{scope}.")]
-                if inside:
-                    self._fail(replace(inside[0], scope=scope), "is an nnx.MultiHeadAttention, whose projections' "
-                               "[d h k] kernels have no layout in SOAP's dense op; write q, k, v and the output as "
-                               "nnx.Linear and the attention by hand (einsum, scale, mask, jax.nn.softmax, einsum)")
+            if not isinstance(module, nnx.MultiHeadAttention):
+                continue
+            inside = [step for step in self.trace.steps if f"{step.scope}.".startswith(f"{scope}.")]
+            if not inside:
+                continue
+            first = replace(inside[0], scope=scope)
+            if module.normalize_qk:
+                self._fail(first, "is an nnx.MultiHeadAttention with normalize_qk=True, where SOAP's attention "
+                                  "normalizes neither q nor k; pass normalize_qk=False")
+            if module.num_kv_heads != module.num_heads:
+                self._fail(first, f"is an nnx.MultiHeadAttention with num_kv_heads={module.num_kv_heads} for "
+                                  f"num_heads={module.num_heads} (grouped-query attention), where SOAP's attention "
+                                  f"reads as many key and value heads as query heads; pass num_kv_heads="
+                                  f"{module.num_heads}")
+            if any(step.scope == scope and step.primitive.startswith("random") for step in inside):
+                self._fail(first, f"is an nnx.MultiHeadAttention with dropout_rate={module.dropout_rate} in training "
+                                  f"mode, which drops attention probabilities, where SOAP's attention drops none; "
+                                  f"pass dropout_rate=0 (an nnx.Dropout on its output drops activations instead)")
 
     # Modern CNN layers (ConvNeXt-style): layer norm and dropout by their module boundary, activation
     # functions by their arithmetic.
@@ -817,10 +880,7 @@ class _Matcher:
         self._new(step, OpKind.CHANNEL_SLICE, (source.draft,), attrs=ChannelSliceAttrs(offset=start[-1]))
 
     def _on_reduce_max(self, step: Step) -> None:
-        source = self._tensor(step, step.inputs[0], rank=4)
-        if tuple(step.params["axes"]) != (1, 2):
-            self._fail(step, f"takes the maximum over axes {tuple(step.params['axes'])} (only over height and width "
-                             f"is taken)")
+        source = self._spatial_reduction(step, "takes the maximum of", "a max")
         self._new(step, OpKind.GLOBAL_MAX_POOL, (source.draft,))
 
     def _extend_elementwise(self, step: Step) -> bool:
@@ -1043,6 +1103,8 @@ class _Matcher:
 
     def _token_broadcast_in_dim(self, step: Step, values: tuple) -> bool:
         """A position table's rows broadcast over the samples ([s d] or [1 s d] -> [b s d])."""
+        if self._heads_labels(values[0]) is not None and len(self._shape(step.outputs[0])) == 5:
+            self._fail_grouped_query(step)
         table = self._position_rows(step, values[0])
         old, new = self._shape(step.inputs[0]), self._shape(step.outputs[0])
         if table is None or tuple(new[-2:]) != tuple(old[-2:]) or set(old[:-2]) - {1} or tuple(
@@ -1066,6 +1128,8 @@ class _Matcher:
             self._new(step, OpKind.MERGE_HEADS, (value.draft,), settings=())
             return True
         heads = self._heads_labels(value)
+        if heads is not None and len(new) == 5 and new[2] * new[3] == old[2] and new[3] > 1:
+            self._fail_grouped_query(step)  # jax.nn.dot_product_attention's queries grouped over fewer kv heads
         labels = _unit_axes(heads.labels, old, new) if heads is not None else None
         if labels is not None:
             self._alias(step, _Tensor(heads.draft) if labels == _HEADS and heads.scale == 1 else
@@ -1075,6 +1139,24 @@ class _Matcher:
             self._fail(step, f"reshapes heads laid out as [{' '.join(value.labels)}] to {new}; transpose them back "
                              f"to [b s h k] first")
         return False
+
+    def _token_reduce_max(self, step: Step, values: tuple) -> bool:
+        self._fail_token_reduction(step, "the maximum", "a standalone jax.nn.softmax or a max")
+
+    def _token_reduce_sum(self, step: Step, values: tuple) -> bool:
+        self._fail_token_reduction(step, "the sum", "a mean or a sum")
+
+    def _fail_token_reduction(self, step: Step, what: str, which: str) -> None:
+        """A reduction of a token activation outside attention: no kind of a token model computes one."""
+        axes = tuple(int(axis) for axis in step.params["axes"])
+        self._fail(step, f"takes {what} of {self._describe(step.inputs[0])} over axes {axes} ({which} outside "
+                         f"attention), which no op of SOAP's token models computes; keep [b s d] activations to the "
+                         f"[b s vocab] logits (a softmax inside attention is taken)")
+
+    def _fail_grouped_query(self, step: Step) -> None:
+        self._fail(step, "repeats or groups heads for grouped-query attention (fewer key and value heads than query "
+                         "heads), where SOAP's attention reads as many key and value heads as query heads; project k "
+                         "and v to as many heads as q")
 
     def _heads_labels(self, value) -> _Heads | None:
         """A heads activation, transposed or scaled or neither, as _Heads."""
@@ -1113,6 +1195,8 @@ class _Matcher:
             return self._scores_product(step, left, right)
         x, kernel = values
         numbers = step.params["dimension_numbers"]
+        if self._heads_projection(step, x, kernel, numbers):
+            return True
         if not self._token_tensor(x, rank=3) or numbers[1] != ((), ()):
             self._fail(step, f"multiplies {self._describe(step.inputs[0])} by {self._describe(step.inputs[1])} "
                              f"(on tokens SOAP takes x [b s d] . kernel [d f] and the products of attention)")
@@ -1130,6 +1214,34 @@ class _Matcher:
                              f"kernel parameter (nnx.Linear, or nnx.LinearGeneral / nnx.Einsum as a plain projection)")
         self._new(step, OpKind.DENSE, (x.draft,), params=(("kernel", self._read_param(step, kernel)),), settings=())
         return True
+
+    def _heads_projection(self, step: Step, x, kernel, numbers) -> bool:
+        """x [b s d] . kernel [d h k] -> a dense to h*k, then split_heads; heads [b s h k] . kernel [h k d]
+        -> merge_heads, then a dense from h*k (nnx.LinearGeneral to or from heads, as nnx.MultiHeadAttention
+        projects): the dense holds the kernel reshaped, its split of h*k a split of the heads."""
+        if not isinstance(kernel, _ParamView) or not kernel.raw or len(self._param_shape(kernel)) != 3:
+            return False
+        shape = self._param_shape(kernel)
+        output = step.outputs[0]
+        if self._token_tensor(x, rank=3) and numbers == (((2,), (0,)), ((), ())):
+            d, h, k = shape
+            b, s = self._shape(output)[:2]
+            self._add_draft(step, _Draft(OpKind.DENSE, (x.draft,), output, (b, s, h * k), step.scope, step.where,
+                                         params=(("kernel", self._read_param(step, kernel)),),
+                                         views=(("kernel", shape, (d, h * k)),), settings=()))
+            self._add_draft(step, _Draft(OpKind.SPLIT_HEADS, (len(self.drafts) - 1,), output, (b, s, h, k),
+                                         step.scope, step.where, settings=(("heads", h),)))
+            return True
+        if self._token_tensor(x, rank=4) and numbers == (((2, 3), (0, 1)), ((), ())):
+            h, k, d = shape
+            b, s = self._shape(output)[:2]
+            self._add_draft(step, _Draft(OpKind.MERGE_HEADS, (x.draft,), output, (b, s, h * k), step.scope,
+                                         step.where, settings=()))
+            self._add_draft(step, _Draft(OpKind.DENSE, (len(self.drafts) - 1,), output, (b, s, d), step.scope,
+                                         step.where, params=(("kernel", self._read_param(step, kernel)),),
+                                         views=(("kernel", shape, (h * k, d)),), settings=()))
+            return True
+        return False
 
     def _scores_product(self, step: Step, left, right) -> bool:
         """q . k over head_dim, batched over samples and heads: the attention scores."""
@@ -1545,10 +1657,21 @@ def _add_token_op(builder: GraphBuilder, draft: _Draft, name: str, sources: list
         builder.attend(name, names[settings["table"]], input=source)
 
 def _sources(drafts: list[_Draft], names: list[str]) -> tuple[Source, ...]:
-    return tuple(Source(name, array, path, trainable)
+    return tuple(Source(name, array, path, trainable, _view_shapes(draft, array))
                  for draft, name in zip(drafts, names)
                  for arrays, trainable in ((draft.params, True), (draft.state, False))
                  for array, path in arrays)
+
+
+def _reshaped(value, shape: tuple[int, ...]):
+    """An array reshaped, or an abstract one (a jax.ShapeDtypeStruct of an nnx.eval_shape model) reshaped alike."""
+    if isinstance(value, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(shape, value.dtype)
+    return value.reshape(shape)
+
+
+def _view_shapes(draft: _Draft, array: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    return next(((module, graph) for name, module, graph in draft.views if name == array), None)
 
 
 def _values(module: nnx.Module, sources: tuple[Source, ...]) -> tuple[dict, dict]:
@@ -1558,5 +1681,5 @@ def _values(module: nnx.Module, sources: tuple[Source, ...]) -> tuple[dict, dict
     state: dict[str, dict[str, jax.Array]] = {}
     for source in sources:
         (params if source.trainable else state).setdefault(source.op, {})[source.name] = \
-            variables[source.path].get_value()
+            source.to_graph(variables[source.path].get_value())
     return params, state

@@ -146,9 +146,15 @@ def parallelize(model: nnx.Module, example_inputs, *, num_devices: int | None = 
         _require_device_count(num_devices)
     optimizer = _optimizer(optimizer)
     simulated = None if machine == LOCAL else _simulated_machine(machine, num_devices)
+    imported = _import(model, example_batch(model, example_inputs))
+    return search_imported(model, imported, simulated, num_devices, budget_s, optimizer, seed)
+
+
+def search_imported(model: nnx.Module, imported: ImportedModel, simulated: Machine | None, num_devices: int | None,
+                    budget_s: float | None, optimizer: Optimizer, seed: int = 0) -> Plan:
+    """`parallelize` after its import (benchmarks.parallelize_time times the two apart): the plan of the best
+    SPMD strategy for `imported` on `simulated` (None: the local devices, calibrated)."""
     num_devices = num_devices or (jax.device_count() if simulated is None else simulated.num_devices)
-    batch = example_batch(model, example_inputs)
-    imported = _import(model, batch)
     graph = imported.graph
     _require_spmd_space(graph, num_devices)
     machine, cost_model = (calibrate(graph, num_devices, optimizer=optimizer.value) if simulated is None

@@ -11,7 +11,9 @@ What the user takes home:
 - `state_shardings`: an nnx.State matching `nnx.state(model)`, each leaf the NamedSharding of that array
   (op `blocks.3.conv`'s kernel split on its output channels where the strategy splits that op's
   channels; replicated over the strategy's devices where it splits the batch); leaves the graph does
-  not hold (an RNG counter) are replicated over all of the strategy's devices.
+  not hold (an RNG counter) are replicated over all of the strategy's devices. An array the graph holds
+  reshaped (nnx.MultiHeadAttention's [d h k] query kernel as a dense's [d (h k)]) is placed in the
+  module's own layout: a split of h*k is a split of the heads (`_module_sharding`).
 - `mesh` (one mesh over the strategy's devices that refines every op's mesh: soap.stages.stage_mesh, axes
   `stage0`, `stage1`, ...) and `meshes` (op name -> the op's own mesh, one axis per config label),
   `images_sharding` (the first op's input: images or token ids) and `labels_sharding` for the batch.
@@ -40,6 +42,7 @@ one PlanError line saying how to run it through SOAP's staged runtime instead.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +57,7 @@ from models.graph_file import DATA
 from models.graph import OpGraph
 from models.importer import Source, import_model
 from models.network import loss_op, op_params
-from models.trace import Path
+from models.trace import Path, path_str
 from soap.lowering import strategy_shardings
 from soap.stages import refine, sources as op_sources, split_stages, stage_mesh
 from soap.step import Shardings, input_sharding, pinned_apply, step_stages
@@ -115,11 +118,11 @@ class ShardPlan:
 
 
 def shard_plan(model: nnx.Module, strategy: Strategy | str | os.PathLike, *, dataset: str, batch_size: int,
-               devices: Sequence[jax.Device] | None = None) -> ShardPlan:
+               seq_len: int | None = None, devices: Sequence[jax.Device] | None = None) -> ShardPlan:
     """The plan of `strategy` (a Strategy for the model's imported graph, or a strategy.json written by
-    search.optimize) for `model` trained on `dataset` in batches of `batch_size`; strategy device id i is
-    `devices[i]` (default: jax.devices())."""
-    imported = import_model(model, dataset, batch_size)
+    search.optimize) for `model` trained on `dataset` in batches of `batch_size` (token ids: of `seq_len`
+    tokens); strategy device id i is `devices[i]` (default: jax.devices())."""
+    imported = import_model(model, dataset, batch_size, seq_len=seq_len)
     graph = imported.graph
     if not isinstance(strategy, Strategy):
         path = os.fspath(strategy)
@@ -170,11 +173,12 @@ def _variables(model: nnx.Module) -> dict[Path, nnx.Variable]:
 
 
 def _per_op(sources: tuple[Source, ...], variables: dict[Path, nnx.Variable], trainable: bool) -> dict:
-    """The model's current arrays in the graph's per-op layout (op -> {name -> array})."""
+    """The model's current arrays in the graph's per-op layout (op -> {name -> array}; an array the graph
+    holds reshaped, reshaped: differentiable, so the gradient reaches the module's own variable)."""
     tree: dict[str, dict[str, jax.Array]] = {}
     for source in sources:
         if source.trainable == trainable:
-            tree.setdefault(source.op, {})[source.name] = variables[source.path].get_value()
+            tree.setdefault(source.op, {})[source.name] = source.to_graph(variables[source.path].get_value())
     return tree
 
 
@@ -187,13 +191,58 @@ def _canonical(spec: PartitionSpec) -> PartitionSpec:
     return PartitionSpec(*entries)
 
 
+def _module_sharding(sharding: NamedSharding, source: Source, mesh: Mesh) -> NamedSharding:
+    """The sharding of the graph's array `source` as one of the module's variable. Where the graph holds the
+    variable reshaped (dims merged: [d h k] as [d (h k)]), a split of a merged dim into contiguous blocks is
+    a split of its leading dims: the mesh axes splitting it go to the heads h, and to k only once h is
+    split whole. On the op's mesh where its axes fall so, else on the plan's `mesh` (finer axes); else one
+    PlanError line."""
+    if source.shapes is None:
+        return sharding
+    for candidate in (sharding, refine(sharding, mesh)):
+        spec = _merged_dims_spec(candidate, *source.shapes)
+        if spec is not None:
+            return NamedSharding(candidate.mesh, spec)
+    raise PlanError(f"the strategy splits {source.op!r}'s {source.name} {source.shapes[1]} as {sharding.spec}, which "
+                    f"is no split of the module's {path_str(source.path)} {source.shapes[0]} (its merged dims split "
+                    f"whole, in order); plan a strategy splitting that op by a degree its heads divide")
+
+
+def _merged_dims_spec(sharding: NamedSharding, module_shape: tuple[int, ...],
+                      graph_shape: tuple[int, ...]) -> PartitionSpec | None:
+    """`sharding`'s spec on the graph's shape as a spec on the module's (each graph dim a run of module dims,
+    each mesh axis of a dim's entry, major first, given to the first of its module dims not split whole);
+    None where an axis would straddle two module dims."""
+    sizes = dict(zip(sharding.mesh.axis_names, sharding.mesh.devices.shape))
+    entries = tuple(sharding.spec) + (None,) * (len(graph_shape) - len(sharding.spec))
+    spec, start = [], 0
+    for size, entry in zip(graph_shape, entries):
+        group = [start]
+        while math.prod(module_shape[group[0]:group[-1] + 1]) < size:
+            group.append(group[-1] + 1)
+        start = group[-1] + 1
+        names = (entry,) if isinstance(entry, str) else tuple(entry or ())
+        split = [[] for _ in group]
+        index, left = 0, module_shape[group[0]]
+        for name in names:
+            while left == 1 and index + 1 < len(group):
+                index += 1
+                left = module_shape[group[index]]
+            if left % sizes[name]:
+                return None
+            split[index].append(name)
+            left //= sizes[name]
+        spec += [tuple(names) if len(names) > 1 else names[0] if names else None for names in split]
+    return PartitionSpec(*spec)
+
+
 def _state_shardings(state: nnx.State, sources: tuple[Source, ...], shardings: Shardings, mesh: Mesh) -> nnx.State:
     """`state` (a model's nnx.state) with each array's NamedSharding in its place."""
     by_path = {}
     for source in sources:
         arrays = (shardings.params if source.trainable else shardings.state).get(source.op, {})
         if source.name in arrays:
-            by_path[source.path] = arrays[source.name]
+            by_path[source.path] = _module_sharding(arrays[source.name], source, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
     return nnx.from_flat_state([(path, variable.replace(by_path.get(path, replicated)))
                                 for path, variable in nnx.to_flat_state(state)])

@@ -389,6 +389,16 @@ class WithUnsupported(nnx.Module):
         return self.fc(x.reshape(x.shape[0], -1))
 
 
+class Fn(nnx.Module):
+    """A function of the activation, no parameters."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, x):
+        return self.function(x)
+
+
 def _line(marker: str) -> int:
     with open(__file__) as file:
         (line,) = (number for number, text in enumerate(file, 1) if f"# {marker}" in text)
@@ -422,6 +432,13 @@ def test_an_unsupported_primitive_is_one_line_naming_it_its_module_and_line(inne
                  id="batch-norm-subclass"),
     pytest.param(lambda rngs: OverHeight(rngs), r"module 'inner' \(OverHeight\): it computes a dot_general other "
                  r"than \(\.\.\., in\) x \(in, out\)", id="dense-over-height"),
+    pytest.param(lambda rngs: Fn(lambda x: x - x.mean(axis=3, keepdims=True)),  # mean over channels
+                 rf"^{__file__}:{_line('mean over channels')}: cannot import module 'inner' \(Fn\): it sums an "
+                 r"activation of shape \(4, 8, 8, 8\) over axes \(3,\) \(a mean or sum over other axes than height "
+                 r"and width, or a standalone jax\.nn\.softmax\), which no op of SOAP's image models computes",
+                 id="mean-over-channels"),
+    pytest.param(lambda rngs: Fn(lambda x: jax.nn.softmax(x)), r"module 'inner' \(Fn\): it takes the maximum of an "
+                 r"activation of shape \(4, 8, 8, 8\) over axes \(3,\) \(a max over other axes", id="softmax"),
 ])
 def test_an_unsupported_layer_is_one_line(inner, match):
     with pytest.raises(ModelImportError, match=match) as error:

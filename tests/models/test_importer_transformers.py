@@ -92,6 +92,14 @@ def jax_attention(causal: bool):
                                                            is_causal=causal).reshape(T3))
 
 
+def multi_head_attention(causal: bool, **options):
+    """nnx.MultiHeadAttention on the tokens (self-attention), with flax's causal mask or none."""
+    def fn(layers, x):
+        mask = nnx.make_causal_mask(jnp.ones(x.shape[:2])) if causal else None
+        return layers["attn"](x, mask=mask)
+    return apply(fn, attn=lambda rngs: nnx.MultiHeadAttention(HEADS, WIDTH, decode=False, rngs=rngs, **options))
+
+
 def positions_param(rngs):
     class Positions(nnx.Module):
         def __init__(self):
@@ -105,6 +113,7 @@ def positions_param(rngs):
 T3 = (BATCH, SEQUENCE, WIDTH)
 T4 = (BATCH, SEQUENCE, HEADS, WIDTH // HEADS)
 HEAD = [(A, (BATCH, SEQUENCE, VOCAB)), (L, (BATCH, SEQUENCE))]
+MHA = [(D, T3), (SPLIT, T4)] * 3 + [(ATTN, T4), (MERGE, T3), (D, T3)]  # q, k, v, the core, the output
 LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute to check
     "linear": (linear(), [(D, T3)], ("body", {"kernel": (WIDTH, WIDTH), "bias": (WIDTH,)})),
     "linear-no-bias": (linear(use_bias=False), [(D, T3)], ("body", {"kernel": (WIDTH, WIDTH)})),
@@ -131,6 +140,13 @@ LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute
                       ("body.attention", False)),
     "jax-attention-causal": (jax_attention(causal=True), [(SPLIT, T4), (SPLIT, T4), (SPLIT, T4), (ATTN, T4),
                                                           (MERGE, T3)], ("body.attention", True)),
+    "multi-head-attention": (multi_head_attention(causal=False), MHA, ("body.layers.attn", False)),
+    "multi-head-attention-causal": (multi_head_attention(causal=True), MHA, ("body.layers.attn", True)),
+    "multi-head-attention-no-bias": (multi_head_attention(causal=True, use_bias=False), MHA,
+                                     ("body.layers.attn.query", {"kernel": (WIDTH, WIDTH)})),
+    "linear-general-to-heads": (apply(lambda m, x: m["qkv"](x).reshape(T3), qkv=lambda rngs: nnx.LinearGeneral(
+        WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs)), [(D, T3), (SPLIT, T4), (MERGE, T3)],
+                                ("body.layers.qkv", {"kernel": (WIDTH, WIDTH), "bias": (WIDTH,)})),
     "positions-embed": (apply(lambda m, x: x + m["wpe"](jnp.arange(x.shape[1])),
                               wpe=lambda rngs: nnx.Embed(2 * SEQUENCE, WIDTH, rngs=rngs)),
                         [(POS, T3)], ("body.layers.wpe", {"embedding": (2 * SEQUENCE, WIDTH)})),
@@ -203,7 +219,7 @@ def test_a_hand_written_gpt_s_network_gives_the_module_s_loss_and_gradients():
 
 
 @pytest.mark.parametrize("layer", ["causal-attention-heads-first", "jax-attention-causal", "gated-mlp", "rms-norm",
-                                   "positions-param"])
+                                   "positions-param", "multi-head-attention", "multi-head-attention-causal"])
 def test_a_layer_s_network_gives_the_module_s_loss_and_gradients(layer):
     module = TokenModel(LAYERS[layer][0], nnx.Rngs(jax.random.key(0, impl="rbg")))
     imported = import_model(module, "tokens", BATCH, seq_len=SEQUENCE)
@@ -252,16 +268,33 @@ def unscaled_attention(_, x):
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, q)), q).reshape(T3)
 
 
-to_heads = apply(lambda m, x: m["qkv"](x).reshape(T3),
-                 qkv=lambda rngs: nnx.LinearGeneral(WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs))
-
-
 class Sorted(nnx.Module):
     def __init__(self, rngs):
         self.wte = nnx.Embed(VOCAB, WIDTH, rngs=rngs)
 
     def __call__(self, ids):
         return self.wte.attend(jnp.sort(self.wte(ids), axis=-1))  # unsupported: sort
+
+
+def grouped_query(group):
+    """q in HEADS heads, k and v in HEADS // 2 (projected to half the width), `group` matching them up."""
+    def fn(layers, x):
+        b, s, d = x.shape
+        q = layers["q"](x).reshape(b, s, HEADS, d // HEADS)
+        k, v = (layers[name](x).reshape(b, s, HEADS // 2, d // HEADS) for name in ("k", "v"))
+        return group(q, k, v).reshape(b, s, d)
+    half = lambda rngs: nnx.Linear(WIDTH, WIDTH // 2, rngs=rngs)
+    return apply(fn, q=linear(), k=half, v=half)
+
+
+def repeated_kv(q, k, v):
+    k, v = (jnp.repeat(x, 2, axis=2) for x in (k, v))  # grouped-query: repeat
+    return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+
+
+def broadcast_kv(q, k, v):
+    k, v = (jnp.broadcast_to(x[:, :, :, None], x.shape[:3] + (2,) + x.shape[3:]).reshape(q.shape) for x in (k, v))  # grouped-query: broadcast
+    return jax.nn.dot_product_attention(q, k, v)
 
 
 def _line(marker: str) -> int:
@@ -283,18 +316,44 @@ def _line(marker: str) -> int:
     pytest.param(lambda rngs: TokenModel(lambda rngs: nnx.LayerNorm(WIDTH, use_bias=False, rngs=rngs), rngs),
                  SEQUENCE, ModelImportError, r"module 'body' \(LayerNorm\): it is a LayerNorm with use_bias=False, "
                  r"where SOAP's layer_norm computes use_bias=True", id="layer-norm-without-bias"),
-    pytest.param(lambda rngs: TokenModel(lambda rngs: nnx.MultiHeadAttention(
-        HEADS, WIDTH, decode=False, rngs=rngs), rngs), SEQUENCE, ModelImportError,
-                 r"module 'body' \(MultiHeadAttention\): it is an nnx\.MultiHeadAttention", id="multi-head-attention"),
+    pytest.param(lambda rngs: TokenModel(multi_head_attention(True, dropout_rate=0.1, deterministic=False), rngs),
+                 SEQUENCE, ModelImportError, r"module 'body\.layers\.attn' \(MultiHeadAttention\): it is an "
+                 r"nnx\.MultiHeadAttention with dropout_rate=0\.1 in training mode, which drops attention "
+                 r"probabilities, where SOAP's attention drops none; pass dropout_rate=0", id="mha-dropout"),
+    pytest.param(lambda rngs: TokenModel(multi_head_attention(True, num_kv_heads=2), rngs), SEQUENCE,
+                 ModelImportError, r"it is an nnx\.MultiHeadAttention with num_kv_heads=2 for num_heads=4 "
+                 r"\(grouped-query attention\), where SOAP's attention reads as many key and value heads as query "
+                 r"heads; pass num_kv_heads=4\.", id="mha-grouped-query"),
+    pytest.param(lambda rngs: TokenModel(grouped_query(repeated_kv), rngs), SEQUENCE, ModelImportError,
+                 rf"^{__file__}:{_line('grouped-query: repeat')}: cannot import module 'body' \(Apply\): it repeats or "
+                 r"groups heads for grouped-query attention \(fewer key and value heads than query heads\), where "
+                 r"SOAP's attention reads as many key and value heads as query heads; project k and v to as many "
+                 r"heads as q\.", id="grouped-query-repeat"),
+    pytest.param(lambda rngs: TokenModel(grouped_query(broadcast_kv), rngs), SEQUENCE, ModelImportError,
+                 rf"^{__file__}:{_line('grouped-query: broadcast')}: cannot import module 'body' \(Apply\): it "
+                 r"repeats or groups heads for grouped-query attention", id="grouped-query-broadcast"),
+    pytest.param(lambda rngs: TokenModel(grouped_query(jax.nn.dot_product_attention), rngs), SEQUENCE,
+                 ModelImportError, r"cannot import module 'body' \(Apply\): it repeats or groups heads for "
+                 r"grouped-query attention", id="grouped-query-jax"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda _, x: jax.nn.softmax(x, axis=-1)), rngs), SEQUENCE,  # softmax
+                 ModelImportError, rf"^{__file__}:{_line('softmax')}: cannot import module 'body' \(Apply\): it takes "
+                 r"the maximum of an activation of shape \(2, 8, 32\) over axes \(2,\) \(a standalone "
+                 r"jax\.nn\.softmax or a max outside attention\), which no op of SOAP's token models computes",
+                 id="standalone-softmax"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda _, x: x - x.mean(axis=1, keepdims=True)), rngs), SEQUENCE,
+                 ModelImportError, r"it takes the sum of an activation of shape \(2, 8, 32\) over axes \(1,\) \(a "
+                 r"mean or a sum outside attention\)", id="mean-over-sequence"),
+    pytest.param(lambda rngs: TokenModel(apply(lambda _, x: x + x.max(axis=1, keepdims=True)), rngs), SEQUENCE,
+                 ModelImportError, r"it takes the maximum of an activation of shape \(2, 8, 32\) over axes \(1,\)",
+                 id="max-over-sequence"),
+    pytest.param(lambda rngs: TokenModel(multi_head_attention(True, normalize_qk=True), rngs), SEQUENCE,
+                 ModelImportError, r"it is an nnx\.MultiHeadAttention with normalize_qk=True", id="mha-normalize-qk"),
     pytest.param(lambda rngs: TokenModel(apply(unscaled_attention), rngs), SEQUENCE, ModelImportError,
                  r"it scales the attention scores by 1, where SOAP's attention scales by 1/sqrt\(head_dim\) = "
                  r"0\.353553", id="attention-unscaled"),
     pytest.param(lambda rngs: TokenModel(LAYERS["positions-embed"][0], rngs), 4 * SEQUENCE, ModelImportError,
                  r"it adds positions for 32 tokens from 'body\.layers\.wpe\.embedding', a table of 16 positions "
                  r"\(the model's context\); use --seq-len 16 or less", id="sequence-over-context"),
-    pytest.param(lambda rngs: TokenModel(to_heads, rngs), SEQUENCE, ModelImportError,
-                 r"module 'body\.layers\.qkv' \(LinearGeneral\): it multiplies the tokens by parameter "
-                 r"'body\.layers\.qkv\.kernel', which is no \(d, f\) kernel parameter", id="linear-general-to-heads"),
 ])
 def test_a_bad_token_model_is_one_line(model, seq_len, error, match):
     with pytest.raises(error, match=match) as raised:

@@ -61,6 +61,8 @@ def _specs(state) -> dict:
 
 
 def test_the_docs_example_trains_two_adamw_steps_with_one_device_s_numerics(tmp_path, monkeypatch, capsys):
+    """docs/library.md's GPT (nnx.MultiHeadAttention, a tied head) on [8 16] token ids: the plan's two steps
+    equal the module's own on one device."""
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "docs_example"}
     exec(compile(_docs_example(), str(LIBRARY_MD), "exec"), namespace)
@@ -72,13 +74,15 @@ def test_the_docs_example_trains_two_adamw_steps_with_one_device_s_numerics(tmp_
     assert plan.mesh.devices.size == 4 and set(plan.mesh.devices.flat) == set(jax.devices()[:4])
 
     rng = np.random.default_rng(0)
-    images, labels = rng.standard_normal((16, 64, 64, 3), np.float32), rng.integers(0, 200, 16, dtype=np.int32)
-    one_device = namespace["Net"](rngs=nnx.Rngs(0))
-    np.testing.assert_allclose(namespace["losses"], _one_device_losses(one_device, images, labels), rtol=1e-5)
+    ids, labels = (rng.integers(0, 64, (8, 16), dtype=np.int32) for _ in range(2))
+    one_device = namespace["GPT"](vocab=64, context=16, width=32, heads=4, depth=2, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(namespace["losses"], _one_device_losses(one_device, ids, labels), rtol=1e-5)
     got, expected = _arrays(model), _arrays(one_device)
     assert set(got) == set(expected)
     for path, value in expected.items():
-        np.testing.assert_allclose(got[path], value, rtol=1e-5, atol=1e-7, err_msg=str(path))
+        # atol: AdamW divides by the gradient's size, so an entry whose gradient is near 0 (summed in another
+        # order here) moves by a share of lr (1e-3) that rounding changes; 1% of a step.
+        np.testing.assert_allclose(got[path], value, rtol=1e-5, atol=1e-5, err_msg=str(path))
 
     # flax reads the plan back from the model, on the plan's mesh, and the arrays live there
     assert _specs(nnx.get_partition_spec(nnx.state(model))) == _specs(plan.partition_specs)
@@ -88,7 +92,7 @@ def test_the_docs_example_trains_two_adamw_steps_with_one_device_s_numerics(tmp_
         expected_sharding = jax.sharding.NamedSharding(plan.mesh, _specs(plan.partition_specs)[path])
         assert variable.get_value().sharding.is_equivalent_to(expected_sharding, variable.get_value().ndim), path
 
-    loaded = soap.load_plan(one_device, "strategy.json", images)
+    loaded = soap.load_plan(one_device, "strategy.json", ids)
     assert loaded == plan and loaded.strategy == plan.strategy
     assert _specs(loaded.state_shardings) == _specs(plan.state_shardings)
 

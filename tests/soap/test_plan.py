@@ -15,7 +15,7 @@ from flax import nnx
 from models.batch import synthetic_batch
 from models.cli import UsageError
 from models.importer import import_model
-from soap.baselines import data_parallel, model_parallel, owt
+from soap.baselines import data_parallel, megatron, model_parallel, owt
 from soap.config import ParallelConfig
 from soap.errors import InvalidConfigError
 from soap.plan import PlanError, shard_plan
@@ -154,3 +154,78 @@ def test_a_strategy_of_several_stages_says_how_to_run_it():
                                         r"through SOAP's staged runtime: python -m search\.optimize") as error:
         shard_plan(model, model_parallel(graph, 2), dataset=DATASET, batch_size=BATCH)
     assert "\n" not in str(error.value)
+
+
+class AttentionLM(nnx.Module):
+    """A token model around one nnx.MultiHeadAttention (causal mask) and a residual, its head tied."""
+
+    def __init__(self, rngs, heads: int = 4):
+        self.wte = nnx.Embed(64, 32, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, 32, decode=False, rngs=rngs)
+        self.fc = nnx.Linear(32, 32, rngs=rngs)
+
+    def __call__(self, ids):
+        x = self.wte(ids)
+        x = x + self.attn(x, mask=nnx.make_causal_mask(ids))
+        return self.wte.attend(self.fc(x))
+
+
+TOKENS = dict(dataset="tokens", batch_size=4, seq_len=8)
+
+
+@pytest.fixture(scope="module")
+def one_device_attention_step():
+    rng = np.random.default_rng(0)
+    ids, labels = (rng.integers(0, 64, (4, 8), dtype=np.int32) for _ in range(2))
+    model = AttentionLM(rngs=nnx.Rngs(0))
+    return model, ids, labels, _step(model, ids, labels)
+
+
+@pytest.mark.parametrize("num_devices", [2, 4])
+def test_nnx_multi_head_attention_under_megatron_gives_one_device_s_step(num_devices, one_device_attention_step):
+    """The [d h k] query kernel is the graph's [d (h k)] dense kernel reshaped: Megatron's column split of h*k
+    places it on the heads, the out kernel [h k d] on its heads too (the row split)."""
+    expected_model, ids, labels, expected_loss = one_device_attention_step
+    model = AttentionLM(rngs=nnx.Rngs(0))
+    plan = shard_plan(model, megatron(import_model(model, **TOKENS).graph, num_devices), **TOKENS)
+    specs = {path: variable.get_value().spec for path, variable in nnx.to_flat_state(plan.state_shardings)}
+    assert specs[("attn", "query", "kernel")] == jax.P(None, "hidden", None)
+    assert specs[("attn", "query", "bias")] == jax.P("hidden", None)
+    assert specs[("attn", "out", "kernel")] == jax.P("in_hidden", None, None)
+    nnx.update(model, jax.device_put(nnx.state(model), plan.state_shardings))
+    placed = jax.device_put(ids, plan.images_sharding), jax.device_put(labels, plan.labels_sharding)
+    _assert_same_step(_step(model, *placed, forward=plan.forward), model, expected_loss, expected_model)
+
+
+def _past_the_heads(graph) -> Strategy:
+    """Every dense of the 2-heads model split 4 ways on h*k, the attention 2 ways on samples and 2 on heads."""
+    configs = dict(_split(graph, 4, hidden=4).items())
+    configs["attn"] = ParallelConfig((2, 1, 2, 1), (0, 1, 2, 3))
+    return Strategy.for_graph(graph, 4, configs)
+
+
+def test_a_split_of_h_k_past_the_heads_splits_head_dim_on_the_plan_s_finer_axes():
+    """2 heads of 16, the query's dense split 4 ways on h*k: the heads take one of the plan mesh's axes of 2
+    (the attention's 2 x 2 grid refines it), head_dim the other; the op's own axis of 4 would straddle them.
+    The step is one device's."""
+    model = AttentionLM(rngs=nnx.Rngs(0), heads=2)
+    plan = shard_plan(model, _past_the_heads(import_model(model, **TOKENS).graph), **TOKENS)
+    kernel = dict(nnx.to_flat_state(plan.state_shardings))[("attn", "query", "kernel")].get_value()
+    assert kernel.mesh.shape == {"stage0": 2, "stage1": 2} and kernel.spec == jax.P(None, "stage0", "stage1")
+    rng = np.random.default_rng(0)
+    ids, labels = (rng.integers(0, 64, (4, 8), dtype=np.int32) for _ in range(2))
+    expected_model = AttentionLM(rngs=nnx.Rngs(0), heads=2)
+    expected_loss = _step(expected_model, ids, labels)
+    nnx.update(model, jax.device_put(nnx.state(model), plan.state_shardings))
+    placed = jax.device_put(ids, plan.images_sharding), jax.device_put(labels, plan.labels_sharding)
+    _assert_same_step(_step(model, *placed, forward=plan.forward), model, expected_loss, expected_model)
+
+
+def test_a_split_of_h_k_no_mesh_gives_the_heads_is_one_line():
+    model = nnx.eval_shape(lambda: AttentionLM(rngs=nnx.Rngs(0), heads=2))
+    graph = import_model(model, **TOKENS).graph
+    with pytest.raises(PlanError, match=r"^the strategy splits 'attn\.query''s kernel \(32, 32\) as P\(None, "
+                                        r"'hidden'\), which is no split of the module's attn\.query\.kernel \(32, 2, "
+                                        r"16\) \(its merged dims split whole, in order\); plan a strategy splitting "
+                                        r"that op by a degree its heads divide$"):
+        shard_plan(model, _split(graph, 4, hidden=4), **TOKENS)
