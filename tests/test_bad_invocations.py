@@ -21,6 +21,7 @@ A2 = ["--model", "alexnet", "--gpus", "2"]
 SIM = [*A2, "--machine", "p100x2-pcie", "--iterations", "10"]
 GPT2_TINY = ["--model", "gpt2", "--depth", "1", "--width", "32", "--heads", "2", "--vocab", "64", "--seq-len", "16",
              "--batch-size", "4", "--gpus", "2", "--dataset", "tokens"]
+EPOCHS_GPT2_TINY = GPT2_TINY[:GPT2_TINY.index("--gpus")]  # the model's flags alone: no --gpus, no --dataset
 POSITIVE = "must be a positive integer"
 SECONDS = "must be a number of seconds > 0"
 
@@ -115,9 +116,18 @@ CASES = [
     case("benchmarks.epochs", ["--seed", "-3"], "--seed must be an integer >= 0, got -3", "epochs-seed"),
     case("benchmarks.epochs", ["--strategy-file", "{tmp}/none.json"], "--strategy-file '{tmp}/none.json' cannot be read",
          "epochs-strategy-file"),
-    case("benchmarks.epochs", ["--data-dir", "{tmp}/no-data"], "{tmp}/no-data", "epochs-data-dir"),
+    case("benchmarks.epochs", ["--data-dir", "{tmp}/no-data"], "data dir {tmp}/no-data does not exist", "epochs-data-dir"),
     case("benchmarks.epochs", ["--recalibrate", "--strategy-file", "{tmp}/s.json"], "--strategy-file skips the search",
          "epochs-recalibrate-strategy-file"),
+    case("benchmarks.epochs", ["--epochs", "0"], f"--epochs {POSITIVE}, got 0", "epochs-epochs-0"),
+    case("benchmarks.epochs", ["--strategy", "megatron"], "--strategy 'megatron' is not a baseline of alexnet",
+         "epochs-strategy-not-a-baseline"),
+    case("benchmarks.epochs", ["--strategy", "owt", "--strategy-file", "{tmp}/s.json"],
+         "--strategy-file is for the searched strategy", "epochs-strategy-and-strategy-file"),
+    case("benchmarks.epochs", [*EPOCHS_GPT2_TINY, "--dataset", "tiny-imagenet"], "gpt2 reads token ids, not images",
+         "epochs-gpt2-on-images"),
+    case("benchmarks.epochs", [*EPOCHS_GPT2_TINY, "--data-dir", "{tmp}/no-tokens"],
+         "token data {tmp}/no-tokens does not exist", "epochs-token-data-missing"),
     case("benchmarks.op_breakdown", ["--dataset", "mnist"], "unknown dataset 'mnist'", "op-breakdown-dataset"),
     case("benchmarks.op_breakdown", ["--strategy", "best"], "--strategy 'best' is not a baseline", "op-breakdown-strategy"),
     case("benchmarks.op_breakdown", ["--strategy-file", "{binary}"], "is not a text file", "op-breakdown-binary"),

@@ -123,19 +123,32 @@ def test_calibrating_a_small_graph_on_the_cpu_writes_a_valid_profile_then_hits_t
 
 IN_ONE_PROCESS = """
 import json, sys
+from dataclasses import asdict
 from pathlib import Path
+import simulator.calibrate
 from models.zoo import build_graph
 from simulator.calibrate import calibrate, local_device_kind
 from simulator.simulate import Simulator
 from soap.baselines import data_parallel
 
+link_jobs = []  # the link job's timings as read back, before they are priced (simulator.calibrate.LinkTimings)
+priced = simulator.calibrate.measured_links
+
+
+def recorded(timings, num_devices):
+    link_jobs.append(asdict(timings))
+    return priced(timings, num_devices)
+
+
+simulator.calibrate.measured_links = recorded
 graph = build_graph("alexnet", "tiny-imagenet", 2)
 said = []
 machine, profile = calibrate(graph, 2, Path(sys.argv[1]), say=said.append, in_process=True)
 print(json.dumps({"said": said, "kind": machine.device.kind, "expected_kind": local_device_kind(2, True),
                   "devices": machine.num_devices, "link_points": machine.link(0, 1).measured,
                   "allreduce_points": machine.allreduce.measured, "entries": len(profile.entries),
-                  "step_ms": Simulator(graph, machine, profile).full(data_parallel(graph, 2)).step_ms}))
+                  "step_ms": Simulator(graph, machine, profile).full(data_parallel(graph, 2)).step_ms,
+                  "link_jobs": link_jobs, "reduce_scatter": machine.reduce_scatter}))
 """
 
 
@@ -146,6 +159,8 @@ def test_calibrating_in_one_process_measures_its_own_devices(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
+    from simulator.calibration_plan import MESSAGE_SIZES
 
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     process = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(tmp_path)], capture_output=True, text=True,
@@ -165,27 +180,22 @@ def test_calibrating_in_one_process_measures_its_own_devices(tmp_path):
         assert len(points) == 8 and points[-1][1] > points[0][1]
     assert result["devices"] == 2
     assert result["entries"] == 39 and result["step_ms"] > 0
-
-
-def test_the_link_job_times_every_message_size_in_this_process(tmp_path):
-    # The calibration worker's link job on 2 of this process's CPU devices (no cluster): what the fits and
-    # the measured links are made of, every size timed for both resharding kinds and the all-reduce.
-    import json
-
-    from simulator.calibration_plan import MESSAGE_SIZES
-    from simulator.calibrate_worker import run_job
-    from simulator.measure import _per_device_columns, _ring_mesh
-
-    job = {"graph": None, "num_devices": 2, "skip": [], "ops": False, "links": True}  # no ops: no graph read
-    run_job(job, tmp_path, reporter=True)
-    links = json.loads((tmp_path / "links.json").read_text())
+    # The link job (simulator.calibrate_worker) in this one process: what the fits and the measured links
+    # are made of, every size timed for both resharding kinds, the all-reduce, the reduce-scatter, the
+    # combined all-reduce and a partial sum's all-reduce in a chain of denses.
+    [links] = result["link_jobs"]
     assert links["sizes_bytes"] == list(MESSAGE_SIZES)
     for key in ("reshard_ms", "inner_reshard_ms", "allreduce_ms", "reduce_scatter_ms", "combined_allreduce_ms",
                 "partial_sum_allreduce_ms"):
-        assert len(links[key]) == len(MESSAGE_SIZES) and all(ms > 0 for ms in links[key])
+        assert len(links[key]) == len(MESSAGE_SIZES) and all(ms > 0 for ms in links[key]), key
     # XLA:CPU sums a row-split dense's output, then sliced on the sequence, by an all-reduce and a slice.
-    assert links["emits_reduce_scatter"] is False
-    # The inner-dim array: 128 rows, split on its columns, 64 KB on each device.
+    assert links["emits_reduce_scatter"] is False and result["reduce_scatter"] is False
+
+
+def test_the_inner_dim_array_of_the_link_job_is_split_on_its_columns():
+    # 128 rows, split on its columns, 64 KB on each device.
+    from simulator.measure import _per_device_columns, _ring_mesh
+
     columns = _per_device_columns(_ring_mesh(2), 65536)
     assert columns.shape == (128, 2 * 128) and columns.addressable_shards[0].data.shape == (128, 128)
 

@@ -1,6 +1,8 @@
 """Training steps of branching graphs: every strategy computes what one device computes (loss, updated
 parameters, batch norm's running averages), on 2 and 4 CPU devices of this process."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,14 @@ RESIDUAL, INCEPTION = residual_block(), inception_block()
 TINY_RESNET = resnet18(DatasetShape("toy", 16, 16, 3, 5), 8, width=4, blocks=(1, 1))
 
 
+@functools.cache
+def one_device(name: str):
+    """The block's CONFIG run on one device (`name`: residual or inception): what every strategy must give,
+    computed once for the tests that compare with it."""
+    graph = {"residual": RESIDUAL, "inception": INCEPTION}[name]
+    return run_strategy(graph, BASELINES["single"](graph, 1), CONFIG)
+
+
 def branches_apart(graph, num_devices: int, rng) -> Strategy:
     """Every op whole on a device drawn at random: branches run on different devices, with transfers
     wherever a tensor crosses."""
@@ -98,7 +108,7 @@ def assert_same(result, want):
 @pytest.mark.parametrize("graph", [RESIDUAL, INCEPTION], ids=["residual", "inception"])
 @pytest.mark.parametrize("num_devices", [2, 4])
 def test_every_strategy_of_a_branching_block_equals_one_device(graph, num_devices):
-    want = run_strategy(graph, BASELINES["single"](graph, 1), CONFIG)
+    want = one_device(graph.model)
     assert want.model_state and all(np.any(e["mean"] != 0) for e in want.model_state.values())  # averages moved
     for name, strategy in cases(graph, num_devices).items():
         try:
@@ -148,7 +158,7 @@ def test_branching_blocks_on_the_two_process_cluster_equal_one_device():
     # One launch per block: data parallel (one program) and the branches whole on different processes
     # (stages that pass tensors both ways between the processes, gradients summed where a tensor is read twice).
     for graph in (RESIDUAL, INCEPTION):
-        want = run_strategy(graph, BASELINES["single"](graph, 1), CONFIG)
+        want = one_device(graph.model)
         strategies = [BASELINES["data_parallel"](graph, 2), whole_ops(graph, 2, lambda op: op.name in APART)]
         report = run_on_cluster(ClusterJob.for_strategies(graph, strategies, CONFIG), num_workers=2, timeout_s=300)
         assert [result.num_stages > 1 for result in report.results] == [False, True]

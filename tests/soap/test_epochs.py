@@ -122,22 +122,6 @@ def test_the_benchmark_trains_a_tiny_gpt_on_two_workers(token_dir, tmp_path):
     assert "tokens/s" in done.stdout and "val split after the last epoch" in done.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data-dir", "/no/such/folder"], "data dir /no/such/folder does not exist"),
-    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
-    (["--dataset", "mnist"], "invalid choice: 'mnist'"),
-    (["--strategy-file", "/no/such.json"], "--strategy-file '/no/such.json' cannot be read"),
-    (["--strategy", "megatron"], "--strategy 'megatron' is not a baseline of alexnet"),
-    (["--strategy", "owt", "--strategy-file", "s.json"], "--strategy-file is for the searched strategy"),
-    ([*GPT_FLAGS, "--dataset", "tiny-imagenet"], "gpt2 reads token ids, not images"),
-    ([*GPT_FLAGS, "--data-dir", "/no/such/tokens"], "token data /no/such/tokens does not exist"),
-])
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    done = _benchmark(*args)
-    assert done.returncode == 2 and message in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-
-
 def test_a_searched_strategy_is_trained_once_only_when_it_is_a_baseline():
     graph = build_graph("alexnet", "tiny-imagenet", BATCH)
     baselines = {"single": single(graph, 2), "data_parallel": data_parallel(graph, 2), "owt": owt(graph, 2)}
