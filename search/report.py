@@ -13,7 +13,7 @@ report.json schema (other tools read it; keep it exactly):
                      "mfu": float|null}],             # model FLOPs utilisation (see `rates`)
      "strategy_file": str,
      "calibration": {...}|null}   # the local machine's drift check before the measured runs, null otherwise:
-         # {"profile_age_s": float|null, "recalibrated": bool, "limit": 0.1, "sentinels": [{"key", "profile_ms",
+         # {"profile_age_s": float|null, "recalibrated": bool, "fresh": bool, "limit": 0.1, "sentinels": [{"key", "profile_ms",
          #  "fresh_ms", "drift"}], "link": {"num_bytes", "priced_ms", "fresh_ms", "drift"}|null,
          #  "remeasured": ["ops"|"links"]}   (simulator.drift.DriftCheck.to_json)
 A strategy whose first-step loss differs from the reference by more than LOSS_RTOL (relative) is marked

@@ -19,7 +19,9 @@ load, clock, memory), so a sentinel is a sample of what moved, and a profile of 
 would misprice the strategies against each other; it costs one calibration of the graph (about 3 minutes
 for ResNet-18 on 2 cores), against about half a minute for the check. Likewise the links when the link point
 drifted. The check, with the profile's age (the oldest measured_at of the graph's entries), goes in
-report.json and one line is said. A preset or file machine is never checked (nothing was measured here).
+report.json and one line is said. A preset or file machine is never checked (nothing was measured here),
+nor a profile and links that this run's calibration has just measured (from an empty cache: nothing to
+drift from yet).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 from models.graph import OpGraph
 from models.graph_file import graph_to_json
 from models.op import Op
-from simulator.calibrate import (DEFAULT_CACHE, calibrate, measures_in_process, read_ops_log,
+from simulator.calibrate import (DEFAULT_CACHE, CachePaths, calibrate, measures_in_process, read_ops_log,
                                  run_calibration_job)
 from simulator.calibration_plan import needed_local_ops
 from simulator.cost import ProfileEntry, TableCostModel
@@ -86,12 +88,14 @@ ProbeFn = Callable[[OpGraph, int, list[Op], int | None, str], Probe]
 class DriftCheck:
     """The check before a measured run: the sentinels, the link point (None on one device), the age of the
     profile checked (None: an entry without measured_at), and what was measured again because of it;
-    `recalibrated` when --recalibrate measured everything instead of checking."""
+    `recalibrated` when --recalibrate measured everything instead of checking; `fresh` when this run's
+    calibration had just measured everything (nothing to drift from: no check)."""
 
     sentinels: tuple[Sentinel, ...]
     link: LinkPoint | None
     profile_age_s: float | None
     recalibrated: bool = False
+    fresh: bool = False
 
     @property
     def ops_drift(self) -> float:
@@ -118,6 +122,8 @@ class DriftCheck:
         """One line for the user, e.g. "profile 2 h old; sentinels drifted -3% to +6%, link +2%: within 10%, kept"."""
         if self.recalibrated:
             return "--recalibrate: every op shape of the model and the links measured again"
+        if self.fresh:
+            return "profile and links measured just now: no drift check"
         drifts = [s.drift for s in self.sentinels]
         link = f", link {self.link.drift:+.0%}" if self.link else ""
         found = (f"{_age_text(self.profile_age_s)}; sentinels drifted {min(drifts):+.0%} to {max(drifts):+.0%} "
@@ -127,7 +133,8 @@ class DriftCheck:
         return f"{found}: beyond {DRIFT_LIMIT:.0%}, measuring the {' and the '.join(self.remeasured)} again"
 
     def to_json(self) -> dict:
-        return {"profile_age_s": self.profile_age_s, "recalibrated": self.recalibrated, "limit": DRIFT_LIMIT,
+        return {"profile_age_s": self.profile_age_s, "recalibrated": self.recalibrated, "fresh": self.fresh,
+                "limit": DRIFT_LIMIT,
                 "ops_drift": self.ops_drift if self.sentinels else None,
                 "sentinels": [{"key": s.key, "profile_ms": s.profile_ms, "fresh_ms": s.fresh_ms, "drift": s.drift}
                               for s in self.sentinels],
@@ -216,6 +223,7 @@ def calibrated_for_run(graph: OpGraph, num_devices: int, recalibrate: bool = Fal
     `probe` (default: probe_devices) are simulator.calibrate.calibrate's and the devices' unless injected;
     `optimizer` the update the profile prices."""
     probe = probe or (lambda *args: probe_devices(*args, say=say))
+    started_s = now_s()
     if recalibrate:
         say(DriftCheck((), None, None, recalibrated=True).line())
         machine, profile = calibrate(graph, num_devices, cache_dir, say=say, remeasure_ops=True, remeasure_links=True,
@@ -223,9 +231,29 @@ def calibrated_for_run(graph: OpGraph, num_devices: int, recalibrate: bool = Fal
         return Calibration(machine, profile, DriftCheck((), None, profile_age_s(graph, num_devices, profile, now_s()),
                                                         recalibrated=True))
     machine, profile = calibrate(graph, num_devices, cache_dir, say=say, optimizer=optimizer)
+    if _measured_since(graph, num_devices, profile, cache_dir, started_s):
+        check = DriftCheck((), None, profile_age_s(graph, num_devices, profile, now_s()), fresh=True)
+        say(check.line())
+        return Calibration(machine, profile, check)
     check = check_drift(graph, num_devices, machine, profile, probe, now_s())
     say(check.line())
     if check.remeasured:
         machine, profile = calibrate(graph, num_devices, cache_dir, say=say, optimizer=optimizer,
                                      remeasure_ops=check.ops_drifted, remeasure_links=check.link_drifted)
     return Calibration(machine, profile, check)
+
+
+def _measured_since(graph: OpGraph, num_devices: int, profile: TableCostModel, cache_dir: Path,
+                    started_s: float) -> bool:
+    """Whether every entry of the graph, and the links on more than one device, were measured after
+    `started_s` (by the calibration of this run): a profile seconds old has nothing to drift from, and
+    checking it only times noise (the check found a 1-minute-old profile off by 16% on a quiet machine and
+    measured it again, 2026-12-07)."""
+    stamps = [profile.entries[op.cost_key].measured_at_s for op in needed_local_ops(graph, num_devices)]
+    if None in stamps or min(stamps) < started_s:
+        return False
+    if num_devices == 1:
+        return True
+    links = CachePaths.of(cache_dir, profile.device_kind, profile.jax_version, num_devices).machine
+    return links.exists() and links.stat().st_mtime >= started_s
+

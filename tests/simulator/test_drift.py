@@ -134,3 +134,26 @@ def test_recalibrate_measures_everything_again_and_checks_nothing():
     assert fake.calls == [(True, True)] and probed == []
     assert result.check.recalibrated and result.check.remeasured == ("ops", "links")
     assert result.check.profile_age_s == 0.0
+
+
+def test_a_profile_and_links_this_run_just_measured_are_not_checked(tmp_path):
+    # Calibration from an empty cache measured every entry and the links after the run began: nothing to
+    # drift from, so no probe (it would only time noise). Old links beside fresh entries are checked.
+    import os
+
+    from simulator.calibrate import CachePaths
+
+    fresh = _profile(1.0, NOW_S + 1)
+    links = CachePaths.of(tmp_path, fresh.device_kind, fresh.jax_version, 2).machine
+    links.write_text("{}")
+    os.utime(links, (NOW_S + 2, NOW_S + 2))
+    said, probed = [], []
+    result = calibrated_for_run(GRAPH, 2, say=said.append, cache_dir=tmp_path, calibrate=FakeCalibrate(fresh),
+                                probe=_probe(1.5, calls=probed), now_s=lambda: NOW_S)
+    assert probed == [] and result.check.fresh and result.check.remeasured == ()
+    assert said == ["profile and links measured just now: no drift check"]
+    assert result.check.to_json()["fresh"] is True and result.check.to_json()["ops_drift"] is None
+    os.utime(links, (NOW_S - 60, NOW_S - 60))
+    result = calibrated_for_run(GRAPH, 2, say=lambda line: None, cache_dir=tmp_path, calibrate=FakeCalibrate(fresh),
+                                probe=_probe(1.0, calls=probed), now_s=lambda: NOW_S)
+    assert len(probed) == 1 and not result.check.fresh
