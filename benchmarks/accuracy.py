@@ -30,8 +30,7 @@ from scipy import stats
 from models.cli import (EXIT_FAILED, CommandFailed, OneLineParser, check_writable, int_at_least, natural_int,
                         positive_float, positive_int, run_command, write_atomic, write_figure)
 from models.labels import Role
-from models.zoo import (MODELS, TOKEN_MODELS, add_family_flags, build_graph, default_dataset, family_options,
-                        require_no_family_options)
+from models.zoo import MODELS, TOKEN_MODELS, add_family_flags, build_graph, default_dataset, family_options
 from search.mcmc import Budget
 from search.run import measure_strategies
 from search.strategy_search import search_starts, search_strategy
@@ -125,8 +124,6 @@ def _main(argv: list[str] | None) -> int:
             check_writable(flag, path)
     tokens = args.model in TOKEN_MODELS
     options = family_options(args)
-    if not tokens:
-        require_no_family_options(args.model, options)
     graph = build_graph(args.model, args.dataset or default_dataset(args.model),
                         args.batch_size or (16 if tokens else 128), options)
     optimizer = Optimizer(args.optimizer or ("adamw" if tokens else "sgd"))

@@ -110,6 +110,11 @@ CASES = [
     case("benchmarks.accuracy", ["--random", "2"], "--random must be an integer >= 3, got 2", "accuracy-random"),
     case("benchmarks.accuracy", ["--model", "lenet"], "unknown model 'lenet'", "accuracy-model"),
     case("benchmarks.accuracy", ["--plot", "{tmp}/missing/a.png"], "does not exist; create it", "accuracy-plot"),
+    case("benchmarks.accuracy", ["--model", "alexnet", "--depth", "4"], "--depth sizes the transformer families",
+         "accuracy-family-flag-on-a-cnn"),
+    # ViT is a family: its sizes reach its own checks.
+    case("benchmarks.accuracy", ["--model", "vit_b16", "--depth", "2", "--heads", "5"],
+         "vit_b16: --heads 5 does not divide the width 768", "accuracy-vit-heads"),
     case("benchmarks.concurrency", ["--batch-size", "0"], f"--batch-size {POSITIVE}, got 0", "concurrency-batch"),
     case("benchmarks.concurrency", ["--json", "{dir}"], "is a folder; pass a file path", "concurrency-json"),
     case("benchmarks.epochs", ["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'", "epochs-dataset"),
