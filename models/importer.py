@@ -74,7 +74,8 @@ ones models/kinds/batch_norm.py computes. In an image model, layer norm, group n
 the same way (a dropout call reads one activation and its random key; SOAP draws its own masks,
 models/kinds/dropout.py); in a token model, the token layers above.
 A dense to or from heads holds its kernel (and bias) reshaped, [d h k] as [d (h k)]: the graph's array is
-a view of the module's (`Source.shapes`), so a split of h*k is a split of the heads (soap/plan.py). An
+a view of the module's (`Source.shapes`), so a split of h*k is a split of the heads (soap/plan.py); its
+DenseAttrs name the heads, so that the space splits only whole heads (models/kinds/dense.py, soap/space.py). An
 nnx.MultiHeadAttention with dropout on its probabilities, normalized q and k, or fewer kv heads than heads
 (grouped-query attention) is one line: SOAP's attention computes none of them.
 
@@ -117,6 +118,7 @@ from models.kinds import batch_norm as batch_norm_kind
 from models.kinds.activation import FUNCTIONS, Activation, ActivationAttrs
 from models.kinds.channel_slice import ChannelSliceAttrs
 from models.kinds.conv import ConvAttrs, attrs_or_none, conv_attrs
+from models.kinds.dense import DenseAttrs
 from models.kinds.dropout import DropoutAttrs
 from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
@@ -1228,7 +1230,8 @@ class _Matcher:
             b, s = self._shape(output)[:2]
             self._add_draft(step, _Draft(OpKind.DENSE, (x.draft,), output, (b, s, h * k), step.scope, step.where,
                                          params=(("kernel", self._read_param(step, kernel)),),
-                                         views=(("kernel", shape, (d, h * k)),), settings=()))
+                                         views=(("kernel", shape, (d, h * k)),), settings=(),
+                                         attrs=DenseAttrs("hidden", h)))
             self._add_draft(step, _Draft(OpKind.SPLIT_HEADS, (len(self.drafts) - 1,), output, (b, s, h, k),
                                          step.scope, step.where, settings=(("heads", h),)))
             return True
@@ -1239,7 +1242,8 @@ class _Matcher:
                                          step.where, settings=()))
             self._add_draft(step, _Draft(OpKind.DENSE, (len(self.drafts) - 1,), output, (b, s, d), step.scope,
                                          step.where, params=(("kernel", self._read_param(step, kernel)),),
-                                         views=(("kernel", shape, (h * k, d)),), settings=()))
+                                         views=(("kernel", shape, (h * k, d)),), settings=(),
+                                         attrs=DenseAttrs("in_hidden", h)))
             return True
         return False
 
@@ -1637,7 +1641,7 @@ def _add_token_op(builder: GraphBuilder, draft: _Draft, name: str, sources: list
     elif kind is OpKind.ADD_POSITION:
         builder.add_position(name, settings["positions"], input=source)
     elif kind is OpKind.DENSE:
-        builder.dense(name, draft.shape[-1], relu=False, bias=len(draft.params) > 1, input=source)
+        builder.dense(name, draft.shape[-1], relu=False, bias=len(draft.params) > 1, heads=draft.attrs, input=source)
     elif kind is OpKind.LAYER_NORM:
         builder.layer_norm(name, settings["eps"], settings["rms"], input=source)
     elif kind is OpKind.DROPOUT:
