@@ -52,7 +52,8 @@ zoo's transformer kinds (models/gpt2.py), by module boundary where the layer is 
     nnx.Linear, nnx.LinearGeneral, nnx.Einsum as a plain (d, f) projection on [b s d]       -> dense
     x [b s d] . kernel [d h k] (+ bias [h k]), nnx.LinearGeneral to heads         -> dense to h*k, split_heads
     heads [b s h k] . kernel [h k d] (+ bias [d]), from heads                     -> merge_heads, dense from h*k
-    nnx.MultiHeadAttention (self-attention; mask= causal or none): those projections around the attention
+    nnx.MultiHeadAttention (self- or cross-attention: inputs_k, inputs_v another activation; mask= causal or
+    none): those projections around the attention
     nnx.LayerNorm, nnx.RMSNorm (epsilon from the module)                                    -> layer_norm
     nnx.Dropout in training mode (its rate; rate 0 computes nothing, so adds no op)         -> dropout
     an element-wise function of one activation equal to gelu (tanh or erf), silu, tanh,
@@ -133,8 +134,8 @@ SUPPORTED = ("SOAP imports nnx.Conv (or lax.conv: NHWC, HWIO, any padding, kerne
              "silu, tanh and sigmoid, nnx.max_pool, nnx.avg_pool, a mean or maximum over height and width, a "
              "reshape to (batch, features), the sum of two activations, jnp.concatenate and jnp.split on the "
              "channels; on tokens nnx.Embed (ids, learned positions, attend), nnx.Linear / LinearGeneral / Einsum "
-             "as (d, f) projections or to and from heads, nnx.MultiHeadAttention (self-attention, a causal mask or none), "
-             "nnx.LayerNorm, nnx.RMSNorm, nnx.Dropout, gelu, silu, tanh, relu, sigmoid, the "
+             "as (d, f) projections or to and from heads, nnx.MultiHeadAttention (self- or cross-attention, a "
+             "causal mask or none), nnx.LayerNorm, nnx.RMSNorm, nnx.Dropout, gelu, silu, tanh, relu, sigmoid, the "
              "product or sum of two activations, reshapes to and from heads, and attention written as einsum, "
              "1/sqrt(k) scale, causal jnp.where mask, jax.nn.softmax, einsum")
 LOSS_NAME = "loss"
