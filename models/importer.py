@@ -521,8 +521,13 @@ class _Matcher:
         if (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) != ((0, 3, 1, 2), (3, 2, 0, 1),
                                                                                          (0, 3, 1, 2)):
             self._fail(step, "computes a convolution whose layout is not NHWC images and an HWIO kernel")
-        if set(params["lhs_dilation"]) != {1} or params["batch_group_count"] != 1:
-            self._fail(step, "computes a transposed convolution (input dilation) or one grouped over the batch")
+        if set(params["lhs_dilation"]) != {1}:
+            self._fail(step, f"computes a transposed convolution of strides {tuple(params['lhs_dilation'])} (input "
+                             f"dilation: nnx.ConvTranspose with strides above 1), which no kind of SOAP computes; "
+                             f"a stride-1 nnx.ConvTranspose imports as the conv it is")
+        if params["batch_group_count"] != 1:
+            self._fail(step, f"computes a convolution grouped over the batch (batch_group_count="
+                             f"{params['batch_group_count']}), which no kind of SOAP computes")
         kh, kw = self._shape(kernel)[:2]
         dilation = tuple(params["rhs_dilation"])
         pads = tuple(tuple(pad) for pad in params["padding"])
