@@ -260,16 +260,17 @@ class GraphBuilder:
                 output_shape=(shape[0], math.prod(shape[1:])), dtype=self._dtype)
         return self._add(op, (source,))
 
-    def dense(self, name, units, relu=True, bias=True, pixels=False, input=...) -> str:
+    def dense(self, name, units, relu=True, bias=True, pixels=False, heads=None, input=...) -> str:
         """x . kernel (+ bias) on (N, features) or on [b s d] tokens (the last dim contracted); with `pixels`
-        on every pixel of NHWC images (a rank-4 input is otherwise a missing flatten)."""
+        on every pixel of NHWC images (a rank-4 input is otherwise a missing flatten); `heads`: the
+        DenseAttrs of a projection to or from heads held as the module's [d h k] (models/kinds/dense.py)."""
         source = self._source(input)
         shape = self.shape(source)
         if len(shape) != 3 and not (pixels and len(shape) == 4):
             self._require_rank(name, shape, 4 if pixels else 2)
         params = (("kernel", (shape[-1], units)),) + ((("bias", (units,)),) if bias else ())
         op = Op(name=name, kind=OpKind.DENSE, input_shapes=(shape,), output_shape=shape[:-1] + (units,),
-                param_shapes=params, dtype=self._dtype, relu=relu)
+                param_shapes=params, dtype=self._dtype, relu=relu, attrs=heads)
         return self._add(op, (source,))
 
     def softmax_xent(self, name, input=...) -> str:

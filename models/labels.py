@@ -128,7 +128,9 @@ class Space:
     op's statistics reduce over (all-reduced inside the op, so never a partial output: a vocabulary-split
     cross-entropy's max and sum);
     `whole_when_split`: (label, labels) pairs, a split of the first making the op read its inputs whole on
-    the others (see models/kinds/conv.py for why)."""
+    the others (see models/kinds/conv.py for why); `units`: (label, count) pairs, a label that is `count`
+    equal units merged whose shards must be whole units, so its degree divides `count` rather than its
+    size (a dense's h*k features that the user's module holds as h heads: models/kinds/dense.py)."""
 
     labels: tuple[Label, ...]
     output: tuple[str | Merged, ...]
@@ -139,6 +141,7 @@ class Space:
     splittable: frozenset[str] | None = None  # None: every config label
     statistics: frozenset[str] = frozenset()
     whole_when_split: tuple[tuple[str, frozenset[str]], ...] = ()
+    units: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         names = [label.name for label in self.labels]
@@ -150,6 +153,8 @@ class Space:
         used = {*(n for a in self.output for n in axis_labels(a)), *(n for axes in self.inputs for a in axes for n in axis_labels(a)),
                 *(n for _, axes in self.params + self.state for a in axes for n in axis_labels(a)), *self.config_labels}
         assert used <= set(names), used - set(names)
+        sizes = dict(zip(names, (label.size for label in self.labels)))
+        assert all(name in self.config_labels and sizes[name] % count == 0 for name, count in self.units), self.units
 
     @functools.cached_property
     def by_name(self) -> Mapping[str, Label]:

@@ -13,7 +13,8 @@ What the user takes home:
   channels; replicated over the strategy's devices where it splits the batch); leaves the graph does
   not hold (an RNG counter) are replicated over all of the strategy's devices. An array the graph holds
   reshaped (nnx.MultiHeadAttention's [d h k] query kernel as a dense's [d (h k)]) is placed in the
-  module's own layout: a split of h*k is a split of the heads (`_module_sharding`).
+  module's own layout: a split of h*k is a split of whole heads (`_module_sharding`; soap.space offers no
+  other).
 - `mesh` (one mesh over the strategy's devices that refines every op's mesh: soap.stages.stage_mesh, axes
   `stage0`, `stage1`, ...) and `meshes` (op name -> the op's own mesh, one axis per config label),
   `images_sharding` (the first op's input: images or token ids) and `labels_sharding` for the batch.
@@ -57,7 +58,7 @@ from models.graph_file import DATA
 from models.graph import OpGraph
 from models.importer import Source, import_model
 from models.network import loss_op, op_params
-from models.trace import Path, path_str
+from models.trace import Path
 from soap.lowering import strategy_shardings
 from soap.stages import refine, sources as op_sources, split_stages, stage_mesh
 from soap.step import Shardings, input_sharding, pinned_apply, step_stages
@@ -191,21 +192,16 @@ def _canonical(spec: PartitionSpec) -> PartitionSpec:
     return PartitionSpec(*entries)
 
 
-def _module_sharding(sharding: NamedSharding, source: Source, mesh: Mesh) -> NamedSharding:
+def _module_sharding(sharding: NamedSharding, source: Source) -> NamedSharding:
     """The sharding of the graph's array `source` as one of the module's variable. Where the graph holds the
     variable reshaped (dims merged: [d h k] as [d (h k)]), a split of a merged dim into contiguous blocks is
-    a split of its leading dims: the mesh axes splitting it go to the heads h, and to k only once h is
-    split whole. On the op's mesh where its axes fall so, else on the plan's `mesh` (finer axes); else one
-    PlanError line."""
+    a split of its leading dim: the space splits such a dim only by a degree its heads divide
+    (models/kinds/dense.py, soap.space), so the op's mesh axis splitting it goes to the heads h."""
     if source.shapes is None:
         return sharding
-    for candidate in (sharding, refine(sharding, mesh)):
-        spec = _merged_dims_spec(candidate, *source.shapes)
-        if spec is not None:
-            return NamedSharding(candidate.mesh, spec)
-    raise PlanError(f"the strategy splits {source.op!r}'s {source.name} {source.shapes[1]} as {sharding.spec}, which "
-                    f"is no split of the module's {path_str(source.path)} {source.shapes[0]} (its merged dims split "
-                    f"whole, in order); plan a strategy splitting that op by a degree its heads divide")
+    spec = _merged_dims_spec(sharding, *source.shapes)
+    assert spec is not None, (source, sharding)
+    return NamedSharding(sharding.mesh, spec)
 
 
 def _merged_dims_spec(sharding: NamedSharding, module_shape: tuple[int, ...],
@@ -242,7 +238,7 @@ def _state_shardings(state: nnx.State, sources: tuple[Source, ...], shardings: S
     for source in sources:
         arrays = (shardings.params if source.trainable else shardings.state).get(source.op, {})
         if source.name in arrays:
-            by_path[source.path] = _module_sharding(arrays[source.name], source, mesh)
+            by_path[source.path] = _module_sharding(arrays[source.name], source)
     replicated = NamedSharding(mesh, PartitionSpec())
     return nnx.from_flat_state([(path, variable.replace(by_path.get(path, replicated)))
                                 for path, variable in nnx.to_flat_state(state)])

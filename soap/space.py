@@ -1,7 +1,9 @@
 """The SOAP space of an op: validating a config and enumerating every valid one.
 
 A config is valid for an op on N devices when it has one degree per config label of the op (models.labels),
-splits only the labels its kind lets split, every degree divides its label's size exactly (equal partitions), and its device ids are
+splits only the labels its kind lets split, every degree divides its label's size exactly (equal partitions;
+for a label of whole units, `Space.units`, the units: a dense's h*k features that the user's module holds
+as h heads split whole heads, so that the user's plan can place the module's kernel), and its device ids are
 distinct and in 0..N-1. Enumeration yields, for every valid degree tuple with t = product <= N tasks,
 each contiguous block of t devices that starts at a multiple of t (FlexFlow's contiguous blocks; the
 alignment keeps blocks inside nodes of 2^k devices).
@@ -22,9 +24,12 @@ from soap.config import ParallelConfig
 from soap.errors import InvalidConfigError
 
 
-def _size(label: Label, num_devices: int) -> int:
-    """What a label's degree must divide: its size, or for copies (models.labels.replicated) the devices."""
-    return num_devices if label.role is Role.REPLICA else label.size
+def _size(op: Op, label: Label, num_devices: int) -> int:
+    """What a label's degree must divide: its size, its units (`Space.units`), or for copies
+    (models.labels.replicated) the devices."""
+    if label.role is Role.REPLICA:
+        return num_devices
+    return dict(op.space.units).get(label.name, label.size)
 
 
 def divisors(n: int) -> tuple[int, ...]:
@@ -45,12 +50,14 @@ def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
             allowed = ", ".join(name for name in dims if name in space.splittable)
             raise InvalidConfigError(f"{where}: dim {label.name} cannot be split (degree {degree}); "
                                      f"splittable dims: {allowed}")
-        if _size(label, num_devices) % degree:
-            valid = ", ".join(str(d) for d in divisors(_size(label, num_devices)) if d <= num_devices)
-            raise InvalidConfigError(
-                f"{where}: output dim {label.name}={label.size} is not divisible by degree {degree}; "
-                f"valid degrees on {num_devices} devices: {valid}"
-            )
+        size = _size(op, label, num_devices)
+        if size % degree:
+            valid = ", ".join(str(d) for d in divisors(size) if d <= num_devices)
+            what = (f"dim {label.name}={label.size} holds {size} heads of the module's kernel, which are not "
+                    f"divisible by degree {degree} (a split of it must be whole heads)"
+                    if label.name in dict(op.space.units) else
+                    f"output dim {label.name}={label.size} is not divisible by degree {degree}")
+            raise InvalidConfigError(f"{where}: {what}; valid degrees on {num_devices} devices: {valid}")
     if config.num_tasks > num_devices:
         raise InvalidConfigError(
             f"{where}: {config.num_tasks} tasks (degrees {config.degrees}) need more than the {num_devices} devices"
@@ -64,7 +71,7 @@ def validate_config(op: Op, config: ParallelConfig, num_devices: int) -> None:
 def valid_degrees(op: Op, num_devices: int, spmd: bool = False) -> tuple[tuple[int, ...], ...]:
     """Every degree tuple that splits `op` into at most `num_devices` equal tasks (`spmd`: exactly that many)."""
     per_dim = [
-        tuple(d for d in divisors(_size(label, num_devices)) if d <= num_devices)
+        tuple(d for d in divisors(_size(op, label, num_devices)) if d <= num_devices)
         if label.name in op.space.splittable else (1,)
         for label in op.config_labels
     ]

@@ -17,9 +17,19 @@ dense): each task reads its share of x's features and the kernel's rows and hold
 the bias added once (after the sum, as Megatron does; `task_apply`). A column split (hidden) is
 Megatron's column-parallel dense. Its backward writes the kernel gradient in the kernel's own (in, out)
 orientation (`dense`).
+
+A projection to or from attention heads that the user's module holds with the heads as a dim of their own
+(nnx.LinearGeneral, nnx.MultiHeadAttention's q, k, v and output: a kernel [d h k] or [h k d]) is a dense on
+the kernel viewed as [d (h k)] or [(h k) d] (models.importer), its `DenseAttrs` naming the merged label and
+the heads: a split of that label must be whole heads (`Space.units`) to be a split of the module's kernel,
+as the user's plan places it (soap.plan). Each task computes a plain dense (`local_op`).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +40,19 @@ from models.labels import Label, Role, Space, label_ranges
 from models.op import Op, OpKind
 
 
+@dataclass(frozen=True)
+class DenseAttrs:
+    """A dense on tokens whose `label` (hidden: a projection to heads; in_hidden: from heads) merges `heads`
+    attention heads of the user's kernel; an op carries it only there (Op.attrs None otherwise)."""
+
+    label: Literal["hidden", "in_hidden"]
+    heads: int
+
+
 class Dense(KindSpec):
     kind = OpKind.DENSE
     fully_connected = True
+    attrs_type = DenseAttrs
 
     def forward_flops(self, op: Op) -> int:
         return 2 * elements(op.output_shape) * op.input_shapes[0][-1]
@@ -53,7 +73,7 @@ class Dense(KindSpec):
     def _token_space(op: Op) -> Space:
         """x[sample sequence in_hidden] . kernel[in_hidden hidden] + bias[hidden] -> y[sample sequence hidden];
         in_hidden a contracting label (a row split leaves partial sums of y), splittable without a fused
-        ReLU (which cannot act on a partial sum)."""
+        ReLU (which cannot act on a partial sum); a label merging heads (`DenseAttrs`) splits whole heads."""
         batch, sequence, features = op.input_shapes[0]
         labels = (Label("sample", batch, Role.SAMPLE), Label("sequence", sequence, Role.SEQUENCE),
                   Label("hidden", op.output_shape[-1], Role.HIDDEN), Label("in_hidden", features, Role.HIDDEN))
@@ -61,7 +81,13 @@ class Dense(KindSpec):
         return Space(labels, ("sample", "sequence", "hidden"), (("sample", "sequence", "in_hidden"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
                      config_labels=("sample", "sequence", "hidden", "in_hidden"),
-                     splittable=frozenset({"sample", "sequence", "hidden"} | (set() if op.relu else {"in_hidden"})))
+                     splittable=frozenset({"sample", "sequence", "hidden"} | (set() if op.relu else {"in_hidden"})),
+                     units=() if op.attrs is None else ((op.attrs.label, op.attrs.heads),))
+
+    def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
+        """A task's dense: a plain one (its heads are the user's layout, not its computation), so that it
+        shares its cost key with every dense of its shapes."""
+        return dataclasses.replace(super().local_op(op, degrees), attrs=None)
 
     def layer(self, op: Op, rngs):
         return nnx.Linear(op.input_shapes[0][-1], op.output_shape[-1], use_bias=has_bias(op), dtype=op.dtype,

@@ -100,6 +100,13 @@ def multi_head_attention(causal: bool, **options):
     return apply(fn, attn=lambda rngs: nnx.MultiHeadAttention(HEADS, WIDTH, decode=False, rngs=rngs, **options))
 
 
+def cross_attention():
+    """nnx.MultiHeadAttention attending from the tokens to a memory computed beside them (encoder-decoder
+    attention: inputs_k = inputs_v = the memory, no mask): q from the tokens, k and v from the memory."""
+    return apply(lambda m, x: m["attn"](x, m["memory"](x), mask=None), memory=linear(),
+                 attn=lambda rngs: nnx.MultiHeadAttention(HEADS, WIDTH, decode=False, rngs=rngs))
+
+
 def positions_param(rngs):
     class Positions(nnx.Module):
         def __init__(self):
@@ -144,6 +151,7 @@ LAYERS = {  # body, its ops between wte and the head (kind, shape), an attribute
     "multi-head-attention-causal": (multi_head_attention(causal=True), MHA, ("body.layers.attn", True)),
     "multi-head-attention-no-bias": (multi_head_attention(causal=True, use_bias=False), MHA,
                                      ("body.layers.attn.query", {"kernel": (WIDTH, WIDTH)})),
+    "cross-attention": (cross_attention(), [(D, T3)] + MHA, ("body.layers.attn", False)),
     "linear-general-to-heads": (apply(lambda m, x: m["qkv"](x).reshape(T3), qkv=lambda rngs: nnx.LinearGeneral(
         WIDTH, (HEADS, WIDTH // HEADS), rngs=rngs)), [(D, T3), (SPLIT, T4), (MERGE, T3)],
                                 ("body.layers.qkv", {"kernel": (WIDTH, WIDTH), "bias": (WIDTH,)})),
@@ -219,7 +227,8 @@ def test_a_hand_written_gpt_s_network_gives_the_module_s_loss_and_gradients():
 
 
 @pytest.mark.parametrize("layer", ["causal-attention-heads-first", "jax-attention-causal", "gated-mlp", "rms-norm",
-                                   "positions-param", "multi-head-attention", "multi-head-attention-causal"])
+                                   "positions-param", "multi-head-attention", "multi-head-attention-causal",
+                                   "cross-attention"])
 def test_a_layer_s_network_gives_the_module_s_loss_and_gradients(layer):
     module = TokenModel(LAYERS[layer][0], nnx.Rngs(jax.random.key(0, impl="rbg")))
     imported = import_model(module, "tokens", BATCH, seq_len=SEQUENCE)
@@ -231,6 +240,13 @@ def test_a_layer_s_network_gives_the_module_s_loss_and_gradients(layer):
     mapped = imported.module_paths(nnx.to_pure_dict(network_grads)["layers"])
     for path, variable in nnx.to_flat_state(grads):
         np.testing.assert_allclose(mapped[path], variable.get_value(), rtol=1e-5, atol=1e-7, err_msg=str(path))
+
+
+def test_cross_attention_reads_its_queries_from_the_tokens_and_its_keys_and_values_from_the_memory():
+    graph = import_model(_abstract(lambda rngs: TokenModel(cross_attention(), rngs)), "tokens", BATCH,
+                         seq_len=SEQUENCE).graph
+    reads = {part: graph.producers(f"body.layers.attn.{part}") for part in ("query", "key", "value")}
+    assert reads == {"query": ("wte",), "key": ("body.layers.memory",), "value": ("body.layers.memory",)}
 
 
 def _structure(graph):

@@ -2,6 +2,8 @@
 steps with one device's numerics, as a hand-written GPT does; the plan is of the SPMD space, annotates the model as flax reads it,
 saves and loads back equal; it needs devices only for its shardings; bad inputs are one line each."""
 
+import json
+import math
 import re
 from pathlib import Path
 
@@ -17,8 +19,10 @@ from search.parallelize import Batch, example_batch
 from simulator.cost import RooflineCostModel
 from simulator.machine import MachineError, load_machine
 from soap.errors import StrategyFileError
+from soap.baselines import megatron
 from soap.lowering import LoweringError
-from soap.space import on_all_devices
+from soap.plan import lower_plan
+from soap.space import enumerate_configs, on_all_devices
 from tests.models.user_gpt import GPT
 
 LIBRARY_MD = Path(__file__).resolve().parents[2] / "docs" / "library.md"
@@ -265,3 +269,61 @@ def test_dropout_draws_from_the_step_s_key():
     first, again, other = (np.asarray(forward(model, ids, jax.random.key(step))) for step in (1, 1, 2))
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
+
+
+class HeadsLM(nnx.Module):
+    """Token ids -> an nnx.MultiHeadAttention of `heads` heads of 8 (its q, k, v and out kernels [d h k] and
+    [h k d], the graph's denses to and from h*k) -> the tied head."""
+
+    def __init__(self, rngs, heads: int = 12):
+        self.wte = nnx.Embed(64, 8 * heads, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, 8 * heads, decode=False, rngs=rngs)
+
+    def __call__(self, ids):
+        x = self.wte(ids)
+        return self.wte.attend(x + self.attn(x, mask=nnx.make_causal_mask(ids)))
+
+
+@pytest.mark.parametrize("heads, num_devices, degrees", [pytest.param(12, 8, {1, 2, 4}, id="12-heads-8-devices"),
+                                                         pytest.param(6, 4, {1, 2}, id="6-heads-4-devices")])
+def test_heads_that_the_devices_do_not_divide_split_whole_or_not_at_all(heads, num_devices, degrees):
+    """The space offers a dense to or from heads only degrees of h*k that its heads divide (a split the plan
+    places on the module's [d h k] kernel); the searched plan and Megatron's (its heads split 4 or 2 ways)
+    build their shardings, each kernel's heads dim split by a divisor of the heads."""
+    model = nnx.eval_shape(lambda: HeadsLM(rngs=nnx.Rngs(0), heads=heads))
+    ids = jax.ShapeDtypeStruct((num_devices, 8), np.int32)
+    plan = soap.parallelize(model, ids, num_devices=num_devices, machine="h100x8", budget_s=1)
+    merged = {"attn.query": "hidden", "attn.key": "hidden", "attn.value": "hidden", "attn.out": "in_hidden"}
+    assert {op.name: op.attrs.label for op in plan.graph.ops if op.attrs is not None and op.kind.value == "dense"
+            } == merged
+    for name, label in merged.items():
+        op = plan.graph.op(name)
+        index = [dim.name for dim in op.config_labels].index(label)
+        assert {config.degrees[index] for config in enumerate_configs(op, num_devices, spmd=True)} == degrees, name
+    tensor_parallel = megatron(plan.graph, num_devices)
+    assert tensor_parallel["attn.query"].degrees[2] == max(degrees)
+    for strategy in (plan.strategy, tensor_parallel):
+        shardings = dict(nnx.to_flat_state(lower_plan(plan.graph, plan.sources, plan.state, strategy,
+                                                      jax.devices()[:num_devices]).state_shardings))
+        for part, heads_dim in (("query", 1), ("key", 1), ("value", 1), ("out", 0)):
+            kernel = shardings[("attn", part, "kernel")].get_value()
+            entry = (tuple(kernel.spec) + (None,) * 3)[heads_dim]
+            names = () if entry is None else (entry,) if isinstance(entry, str) else entry
+            assert heads % math.prod(kernel.mesh.shape[name] for name in names) == 0, part
+    assert shardings[("attn", "query", "kernel")].get_value().spec == jax.P(None, "hidden", None)  # Megatron's
+
+
+def test_a_plan_file_splitting_heads_apart_is_one_line(tmp_path):
+    """A strategy file (edited by hand) splitting 6 heads' q projection 4 ways: the divisibility line."""
+    model = nnx.eval_shape(lambda: HeadsLM(rngs=nnx.Rngs(0), heads=6))
+    ids = jax.ShapeDtypeStruct((4, 8), np.int32)
+    path = tmp_path / "strategy.json"
+    soap.parallelize(model, ids, num_devices=4, machine="h100x8", budget_s=1).save(path)
+    document = json.loads(path.read_text())
+    document["ops"]["attn.query"] = {"degrees": {"hidden": 4}, "devices": [0, 1, 2, 3]}
+    path.write_text(json.dumps(document))
+    with pytest.raises(StrategyFileError, match=r"^plan '.*strategy\.json': dense 'attn\.query': dim "
+                                                r"hidden=48 holds 6 heads of the module's kernel, which are not "
+                                                r"divisible by degree 4 \(a split of it must be whole heads\); valid "
+                                                r"degrees on 4 devices: 1, 2, 3$"):
+        soap.load_plan(model, path, ids)

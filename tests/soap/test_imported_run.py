@@ -1,6 +1,7 @@
 """A user's imported model runs its own parameters: every baseline, a random and a searched strategy of
 the test models (tests/models/test_importer.py) give the module's own loss, updated parameters and
-batch-norm averages after one SGD step, on 2 CPU devices here and on the 2-process local cluster."""
+batch-norm averages after one SGD step, on 2 CPU devices here and on the 2-process local cluster; so does
+a token model with cross-attention under data parallel and Megatron's layout."""
 
 from dataclasses import dataclass
 
@@ -12,10 +13,11 @@ from flax import nnx
 
 from models.batch import synthetic_batch
 from models.importer import ImportedModel, import_model
-from soap.baselines import BASELINES, random_strategy
+from soap.baselines import BASELINES, data_parallel, megatron, random_strategy
 from soap.devices import ClusterJob, run_on_cluster
 from soap.runner import InitialValues, RunConfig, RunResult, module_loss, run_strategy
 from tests.models.test_importer import BATCH, DATASET, MeanMLP, ResidualCNN, TwoBranch, _build
+from tests.models.test_importer_transformers import TokenModel, cross_attention
 
 CONFIG = RunConfig(fetch_params=True)  # one step of SGD with momentum, learning rate 0.01
 
@@ -106,6 +108,18 @@ def test_every_strategy_trains_the_module_s_own_parameters_as_one_device_does(ex
             expected.assert_matches(result)
         except AssertionError as error:
             raise AssertionError(f"strategy {name}: {error}") from None
+
+
+@pytest.mark.parametrize("baseline", [data_parallel, megatron], ids=["data-parallel", "megatron"])
+def test_cross_attention_trains_on_2_devices_as_on_one(baseline):
+    """nnx.MultiHeadAttention from the tokens to a memory beside them (tests/models/
+    test_importer_transformers.py): Megatron splits its heads, q's input and k's and v's apart."""
+    module = TokenModel(cross_attention(), nnx.Rngs(0))
+    imported = import_model(module, "tokens", BATCH, seq_len=8)
+    expected = _one_device_step(module, imported)
+    result = run_strategy(imported.graph, baseline(imported.graph, 2), CONFIG, jax.devices()[:2],
+                          InitialValues(imported.params, imported.state))
+    expected.assert_matches(result)
 
 
 def test_a_job_carries_the_initial_values_to_its_workers(tmp_path):

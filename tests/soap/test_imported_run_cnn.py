@@ -1,8 +1,8 @@
 """An imported ConvNeXt-style model (tests/models/test_importer_cnn.py: depthwise convs, layer norms over the
 channels, per-pixel dense layers, GELU, dropout) trains on 2 and 4 CPU devices as on one: without dropout,
 its data-parallel, model-parallel, random and channel-split strategies give the module's own loss and
-updated parameters after one SGD step, as do dilated and explicitly padded convs, a group norm, a global
-maximum and channel slices (jnp.split); with dropout, a channel split gives what the graph gives on one
+updated parameters after one SGD step (data parallel also on the 2-process local cluster), as do dilated
+and explicitly padded convs, a group norm, a global maximum and channel slices (jnp.split); with dropout, a channel split gives what the graph gives on one
 device (SOAP draws the same masks on every strategy, other bits than flax's)."""
 
 import math
@@ -14,6 +14,7 @@ import pytest
 from models.importer import import_model
 from soap.baselines import data_parallel, model_parallel, random_strategy, single
 from soap.config import ParallelConfig
+from soap.devices import ClusterJob, run_on_cluster
 from soap.runner import InitialValues, run_strategy
 from soap.strategy import Strategy
 from tests.models.test_importer_cnn import DATASET, DilatedPadded, SplitChannels, TinyConvNeXt, _abstract, _build
@@ -50,6 +51,15 @@ def test_a_strategy_trains_the_module_s_own_parameters_as_one_device_does(expect
     imported = expected.imported
     result = run_strategy(imported.graph, strategy(imported.graph), CONFIG, jax.devices()[:devices],
                           InitialValues(imported.params, imported.state))
+    expected.assert_matches(result)
+
+
+def test_data_parallel_on_the_2_process_cluster_trains_the_module_s_own_parameters_as_one_device_does(expected):
+    """Two worker processes joined by jax.distributed (soap.devices): the gradients' all-reduce crosses processes."""
+    imported = expected.imported
+    job = ClusterJob.for_strategies(imported.graph, [data_parallel(imported.graph, 2)], CONFIG,
+                                    InitialValues(imported.params, imported.state))
+    (result,) = run_on_cluster(job, num_workers=2, timeout_s=300).results
     expected.assert_matches(result)
 
 

@@ -197,35 +197,14 @@ def test_nnx_multi_head_attention_under_megatron_gives_one_device_s_step(num_dev
     _assert_same_step(_step(model, *placed, forward=plan.forward), model, expected_loss, expected_model)
 
 
-def _past_the_heads(graph) -> Strategy:
-    """Every dense of the 2-heads model split 4 ways on h*k, the attention 2 ways on samples and 2 on heads."""
-    configs = dict(_split(graph, 4, hidden=4).items())
-    configs["attn"] = ParallelConfig((2, 1, 2, 1), (0, 1, 2, 3))
-    return Strategy.for_graph(graph, 4, configs)
-
-
-def test_a_split_of_h_k_past_the_heads_splits_head_dim_on_the_plan_s_finer_axes():
-    """2 heads of 16, the query's dense split 4 ways on h*k: the heads take one of the plan mesh's axes of 2
-    (the attention's 2 x 2 grid refines it), head_dim the other; the op's own axis of 4 would straddle them.
-    The step is one device's."""
-    model = AttentionLM(rngs=nnx.Rngs(0), heads=2)
-    plan = shard_plan(model, _past_the_heads(import_model(model, **TOKENS).graph), **TOKENS)
-    kernel = dict(nnx.to_flat_state(plan.state_shardings))[("attn", "query", "kernel")].get_value()
-    assert kernel.mesh.shape == {"stage0": 2, "stage1": 2} and kernel.spec == jax.P(None, "stage0", "stage1")
-    rng = np.random.default_rng(0)
-    ids, labels = (rng.integers(0, 64, (4, 8), dtype=np.int32) for _ in range(2))
-    expected_model = AttentionLM(rngs=nnx.Rngs(0), heads=2)
-    expected_loss = _step(expected_model, ids, labels)
-    nnx.update(model, jax.device_put(nnx.state(model), plan.state_shardings))
-    placed = jax.device_put(ids, plan.images_sharding), jax.device_put(labels, plan.labels_sharding)
-    _assert_same_step(_step(model, *placed, forward=plan.forward), model, expected_loss, expected_model)
-
-
-def test_a_split_of_h_k_no_mesh_gives_the_heads_is_one_line():
+def test_a_split_of_h_k_past_the_heads_is_no_strategy():
+    """2 heads of 16, the query's dense split 4 ways on h*k: no split of the module's [d h k] kernel (an axis
+    of 4 on 2 heads), so the space has no such config (soap.space) and the plan never meets one."""
     model = nnx.eval_shape(lambda: AttentionLM(rngs=nnx.Rngs(0), heads=2))
     graph = import_model(model, **TOKENS).graph
-    with pytest.raises(PlanError, match=r"^the strategy splits 'attn\.query''s kernel \(32, 32\) as P\(None, "
-                                        r"'hidden'\), which is no split of the module's attn\.query\.kernel \(32, 2, "
-                                        r"16\) \(its merged dims split whole, in order\); plan a strategy splitting "
-                                        r"that op by a degree its heads divide$"):
-        shard_plan(model, _split(graph, 4, hidden=4), **TOKENS)
+    configs = dict(data_parallel(graph, 4).items())
+    configs["attn.query"] = ParallelConfig((1, 1, 4, 1), (0, 1, 2, 3))
+    with pytest.raises(InvalidConfigError, match=r"^dense 'attn\.query': dim hidden=32 holds 2 heads of the module's "
+                                                 r"kernel, which are not divisible by degree 4 \(a split of it must "
+                                                 r"be whole heads\); valid degrees on 4 devices: 1, 2$"):
+        Strategy.for_graph(graph, 4, configs)
