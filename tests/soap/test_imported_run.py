@@ -1,7 +1,8 @@
 """A user's imported model runs its own parameters: every baseline, a random and a searched strategy of
 the test models (tests/models/test_importer.py) give the module's own loss, updated parameters and
 batch-norm averages after one SGD step, on 2 CPU devices here and on the 2-process local cluster; so does
-a token model with cross-attention under data parallel and Megatron's layout."""
+a token model with cross-attention under data parallel and Megatron's layout, and a hand-written GPT
+(tests/models/user_gpt.py) under Megatron's layout on the 2-process cluster."""
 
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from soap.devices import ClusterJob, run_on_cluster
 from soap.runner import InitialValues, RunConfig, RunResult, module_loss, run_strategy
 from tests.models.test_importer import BATCH, DATASET, MeanMLP, ResidualCNN, TwoBranch, _build
 from tests.models.test_importer_transformers import TokenModel, cross_attention
+from tests.models.user_gpt import GPT
 
 CONFIG = RunConfig(fetch_params=True)  # one step of SGD with momentum, learning rate 0.01
 
@@ -143,3 +145,15 @@ def test_the_module_s_own_parameters_train_on_the_2_process_cluster():
                                     InitialValues(imported.params, imported.state))
     (result,) = run_on_cluster(job, num_workers=2, timeout_s=300).results
     _one_device_step(module, imported).assert_matches(result)
+
+
+def test_a_hand_written_gpt_trains_under_megatron_on_the_2_process_cluster():
+    """Its tied head (one table, two readers), hand-written causal attention and vocabulary-parallel loss,
+    with the partial sums all-reduced across processes."""
+    module = GPT(vocab=64, context=16, width=32, heads=4, depth=1, rate=0.0, rngs=nnx.Rngs(0))
+    imported = import_model(module, "tokens", BATCH, seq_len=16)
+    expected = _one_device_step(module, imported)
+    job = ClusterJob.for_strategies(imported.graph, [megatron(imported.graph, 2)], CONFIG,
+                                    InitialValues(imported.params, imported.state))
+    (result,) = run_on_cluster(job, num_workers=2, timeout_s=300).results
+    expected.assert_matches(result)
