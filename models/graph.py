@@ -27,7 +27,8 @@ from models.kinds.conv import IM2COL_MAX_PIXELS, ConvAttrs, attrs_or_none
 from models.kinds.dropout import DropoutAttrs
 from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
-from models.op import Op, OpKind, Padding, Shape, attrs_items, spatial_output_size
+from models.kinds.window import spatial_output_size
+from models.op import Op, OpKind, Padding, Shape, attrs_items
 
 
 class OpGraph:

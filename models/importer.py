@@ -98,7 +98,8 @@ from models.kinds.conv import ConvAttrs, attrs_or_none, conv_attrs
 from models.kinds.dropout import DropoutAttrs
 from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
-from models.op import OpKind, Padding, same_padding
+from models.kinds.window import same_padding
+from models.op import OpKind, Padding
 from models.trace import Const, Path, Step, Trace, path_str, trace_module
 from models.user_model import summary
 

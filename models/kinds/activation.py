@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import jax
 
 from models.kinds.base import KindSpec, elements
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class Activation(str, enum.Enum):

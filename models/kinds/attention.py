@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from models.kinds.base import KindSpec
 from models.labels import Label, Role, Space, label_ranges
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 @dataclass(frozen=True)

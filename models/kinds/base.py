@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from models.labels import Label, Role, Space, local_input_shape, local_shape, replicated, splits_window
-from models.op import Op, OpKind, Padding
+from models.op_value import Op, OpKind, Padding
 
 _ROLES_BY_RANK = {
     4: (Role.SAMPLE, Role.HEIGHT, Role.WIDTH, Role.CHANNEL),

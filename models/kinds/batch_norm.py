@@ -25,7 +25,7 @@ from jax import lax
 
 from models.kinds.base import KindSpec, channel_arrays, elements, tensor_labels
 from models.labels import Space, splits_statistics
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 EPSILON = 1e-5
 MOMENTUM = 0.99  # flax's default

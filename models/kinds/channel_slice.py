@@ -16,7 +16,7 @@ import jax
 
 from models.kinds.base import KindSpec, tensor_labels
 from models.labels import Offset, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.labels import Part, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class Add(KindSpec):

@@ -60,7 +60,7 @@ from jax import lax
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Label, Merged, Role, Space
-from models.op import Op, OpKind, Padding
+from models.op_value import Op, OpKind, Padding
 
 
 IM2COL_MAX_PIXELS = 4  # 2x2 outputs and smaller

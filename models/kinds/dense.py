@@ -37,7 +37,7 @@ from flax import nnx
 
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.labels import Label, Role, Space, label_ranges
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from models.keys import op_key
 from models.kinds.base import KindSpec, elements
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 @dataclass(frozen=True)

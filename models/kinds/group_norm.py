@@ -26,7 +26,7 @@ from jax import lax
 
 from models.kinds.base import KindSpec, elements
 from models.labels import Label, Merged, Role, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 CHANNELS = Merged(("channel", "group_channel"))
 

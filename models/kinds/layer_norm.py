@@ -26,7 +26,7 @@ from jax import lax
 
 from models.kinds.base import KindSpec, elements, tensor_labels, token_replicas
 from models.labels import Space, local_shape, splits_statistics
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from jax import lax
 from models.kinds.base import KindSpec, elements, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class _Pool(KindSpec):

@@ -12,7 +12,7 @@ AlexNet's conv2 at 64x64.)
 from __future__ import annotations
 
 from models.labels import Window
-from models.op import Op, Padding, same_padding
+from models.op_value import Op, Padding
 
 
 def span(op: Op, axis: int) -> int:
@@ -36,3 +36,17 @@ def spatial_windows(op: Op) -> tuple[Window, Window]:
     """The input's height and width as windows over the output's."""
     return tuple(Window(label, op.input_shapes[0][1 + axis], span(op, axis), op.stride_hw[axis], pad_lo(op, axis))
                  for axis, label in enumerate(("height", "width")))
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """XLA's SAME padding (lax.padtype_to_pads): total = max((out-1)*stride + kernel - size, 0), lo = total//2."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def spatial_output_size(size: int, kernel: int, stride: int, padding: Padding, pads: tuple[int, int] = (0, 0)) -> int:
+    """Output rows of a window of `kernel` rows (a dilated kernel's span) and `stride`; `pads` for EXPLICIT."""
+    if padding is Padding.SAME:
+        return -(-size // stride)
+    return (size + sum(pads) - kernel) // stride + 1

@@ -1,7 +1,8 @@
 """Op semantics: SAME padding, the input window a shard reads, and the local op of a task."""
 
 from models.graph import GraphBuilder
-from models.op import OpKind, Padding, input_boxes, local_op, same_padding, shard_box, task_input_boxes
+from models.kinds.window import same_padding
+from models.op import OpKind, Padding, input_boxes, local_op, shard_box, task_input_boxes
 from models.zoo import build_graph
 
 
