@@ -23,7 +23,7 @@ import models.kinds  # noqa: F401 (registers every kind's rules, which Op.spec f
 from models import labels
 from models.labels import Box, Label, Shape, Space, shard_box, shard_shape  # noqa: F401 (re-exported)
 from models.op_value import (  # noqa: F401 (re-exported: the rest of the code asks this module)
-    DTYPE_BYTES, Op, OpKind, Padding, attrs_items, kind_spec, registered_kinds)
+    DTYPE_BYTES, FlatFields, KindAttrs, Op, OpKind, Padding, kind_spec, registered_kinds)
 
 
 def input_boxes(op: Op, out_box: Box) -> tuple[Box, ...]:

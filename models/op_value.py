@@ -59,20 +59,67 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass(frozen=True)
+class FlatFields:
+    """An op's attributes in the form graph files (models/graph_file.py), graph signatures and cost keys write
+    them: the form an op held them in before each kind had its own attributes value, kept so that measured
+    profiles (keyed by cost key), strategy files (by signature) and graph files written before stay valid.
+    The window (kernel, stride, padding), fused-ReLU, im2col and halo fields, and the kind's other
+    attributes as (name, value) pairs in field order (None where it has none to write)."""
+
+    kernel_hw: tuple[int, int] | None = None
+    stride_hw: tuple[int, int] | None = None
+    padding: Padding | None = None
+    relu: bool = False
+    im2col: bool = False
+    halo: bool = False
+    others: tuple[tuple[str, Any], ...] | None = None
+
+    def others_items(self) -> list[str]:
+        """The other attributes as 'name=value' strings (cost keys, signatures)."""
+        return [f"{name}={value}" for name, value in self.others or ()]
+
+    def key_parts(self) -> list[str]:
+        """The cost key's attribute words, in the order cost keys have always had them."""
+        parts = []
+        if self.kernel_hw is not None:
+            parts += [f"k{self.kernel_hw[0]}x{self.kernel_hw[1]}", f"s{self.stride_hw[0]}x{self.stride_hw[1]}",
+                      self.padding.value]
+        if self.relu:
+            parts.append("relu")
+        parts.extend(self.others_items())
+        if self.im2col:
+            parts.append("im2col")
+        if self.halo:
+            parts.append("halo")
+        return parts
+
+
+class KindAttrs:
+    """The base of each kind's frozen attributes dataclass (`Op.attrs`): how it writes and reads itself as
+    FlatFields. By default every field is one of the others; a kind with window or fused-ReLU fields says
+    how it maps them."""
+
+    def flat(self) -> FlatFields:
+        return FlatFields(others=tuple((item.name, getattr(self, item.name)) for item in dataclasses.fields(self)))
+
+    @classmethod
+    def from_flat(cls, flat: FlatFields) -> KindAttrs | None:
+        """The attributes `flat` writes (None where it writes none: an op of the kind without attributes)."""
+        return None if flat.others is None else cls(**dict(flat.others))
+
+
+@dataclass(frozen=True)
 class Op:
     """One operator: a frozen value, usable as a dict key.
 
     `input_shapes` lists the tensors the op reads, in order; `param_shapes` names its trainable weights and
-    `state_shapes` its non-trainable state (batch norm's running averages). Spatial ops carry `kernel_hw`,
-    `stride_hw` and `padding`; `relu` marks a fused ReLU; `im2col` a conv computed as patches times its
-    kernel. `attrs` holds the kind's own frozen attributes (a dataclass the kind's module defines: heads,
-    causal, eps, rate, ...; None for kinds without). `tied` names, for each parameter that is another op's
-    weight read again (GPT-2's head reads the token table), that op: (param name, owner op), the owner's
-    parameter of the same name (models.network.op_params); the weight is
-    one tensor, counted, stored and updated once, its gradient the sum of its readers'. `state_shapes`,
-    `im2col`, `attrs` and `tied` are left out of the repr: the graph signature adds them where set
-    (models.graph.OpGraph.signature), so graphs without them keep theirs. `halo` marks a task's local op
-    that is a height or width shard of a windowed op, read with its halo (never a graph's op).
+    `state_shapes` its non-trainable state (batch norm's running averages). `attrs` holds the kind's own
+    frozen attributes (a KindAttrs dataclass the kind's module defines: kernel, stride, padding and fused
+    ReLU of a conv, a pool's window, heads, causal, eps, rate, ...; None for kinds without). `tied` names,
+    for each parameter that is another op's weight read again (GPT-2's head reads the token table), that
+    op: (param name, owner op), the owner's parameter of the same name (models.network.op_params); the
+    weight is one tensor, counted, stored and updated once, its gradient the sum of its readers'. Graph
+    files, the graph signature and cost keys write the attributes in their flat form (`flat_fields`).
     """
 
     name: str
@@ -81,14 +128,8 @@ class Op:
     output_shape: Shape
     param_shapes: tuple[tuple[str, Shape], ...] = ()
     dtype: str = "float32"
-    kernel_hw: tuple[int, int] | None = None
-    stride_hw: tuple[int, int] | None = None
-    padding: Padding | None = None
-    relu: bool = False
     input_grad: bool = True  # False for an op reading the data batch: no gradient flows to its input
     state_shapes: tuple[tuple[str, Shape], ...] = field(default=(), repr=False)
-    im2col: bool = field(default=False, repr=False)  # a conv computed as patches @ kernel (models/kinds/conv.py)
-    halo: bool = field(default=False, repr=False)  # a spatial shard of a windowed op (models/kinds/window.py)
     attrs: Any = field(default=None, repr=False)  # the kind's frozen attributes value, or None
     tied: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (param name, owner op) of shared weights
 
@@ -97,13 +138,18 @@ class Op:
 
     @property
     def spec(self):
-        """The kind's rules (models.kinds.KindSpec)."""
+        """The kind's rules (models.kinds.KindSpec, registered by models.kinds at its import)."""
         return kind_spec(self.kind)
 
     @functools.cached_property
     def space(self) -> Space:
         """The op's labelled iteration space (models.labels), declared by its kind."""
         return self.spec.space(self)
+
+    @property
+    def flat_fields(self) -> FlatFields:
+        """The attributes as graph files, signatures and cost keys write them."""
+        return FlatFields() if self.attrs is None else self.attrs.flat()
 
     @property
     def config_labels(self) -> tuple[Label, ...]:
@@ -150,19 +196,7 @@ class Op:
 
         Cost tables (measured profiles) are keyed by this string of a task's local op (see `local_op`).
         """
-        parts = [self.kind.value]
-        if self.kernel_hw is not None:
-            parts.append(f"k{self.kernel_hw[0]}x{self.kernel_hw[1]}")
-            parts.append(f"s{self.stride_hw[0]}x{self.stride_hw[1]}")
-            parts.append(self.padding.value)
-        if self.relu:
-            parts.append("relu")
-        if self.attrs is not None:
-            parts.extend(attrs_items(self.attrs))
-        if self.im2col:
-            parts.append("im2col")
-        if self.halo:
-            parts.append("halo")
+        parts = [self.kind.value, *self.flat_fields.key_parts()]
         if not self.input_grad:
             parts.append("no-input-grad")
         parts.append("in=" + ",".join(_shape_str(s) for s in self.input_shapes))
@@ -171,11 +205,6 @@ class Op:
             parts.append("params=" + ",".join(_shape_str(s) for _, s in self.param_shapes))
         parts.append(self.dtype)
         return " ".join(parts)
-
-
-def attrs_items(attrs) -> list[str]:
-    """A kind's attributes as 'field=value' strings, in field order (cost keys, signatures)."""
-    return [f"{item.name}={getattr(attrs, item.name)}" for item in dataclasses.fields(attrs)]
 
 
 def _shape_str(shape: Shape) -> str:
