@@ -1,4 +1,5 @@
-"""The operator value: `Op`, its kind (`OpKind`) and the registry of every kind's rules.
+"""The operator value: `Op`, its kind (`OpKind`), the base of each kind's attributes (`KindAttrs`, written
+in their flat form, `FlatFields`) and the registry of every kind's rules.
 
 A leaf module: the kinds under models/kinds/ import it to declare their rules over an `Op`, and
 models/kinds/__init__.py registers one KindSpec per kind here at its import, so that `Op.spec` finds its
