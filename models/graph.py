@@ -22,12 +22,16 @@ import networkx as nx
 from models.errors import ShapeError
 from models.kinds.activation import Activation, ActivationAttrs
 from models.kinds.attention import AttentionAttrs
+from models.kinds.base import ReluAttrs
 from models.kinds.channel_slice import ChannelSliceAttrs
-from models.kinds.conv import IM2COL_MAX_PIXELS, ConvAttrs, attrs_or_none
+from models.kinds.conv import IM2COL_MAX_PIXELS, ConvAttrs
+from models.kinds.dense import DenseAttrs
 from models.kinds.dropout import DropoutAttrs
 from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
-from models.op import Op, OpKind, Padding, Shape, attrs_items, spatial_output_size
+from models.kinds.pool import PoolAttrs
+from models.kinds.window import spatial_output_size
+from models.op import Op, OpKind, Padding, Shape
 
 
 class OpGraph:
@@ -72,14 +76,13 @@ class OpGraph:
         """16 hex digits of a SHA-256 over every op and edge: equal graphs, equal signatures.
 
         Ops with several inputs add their input order, ops with state their state shapes, convs computed
-        as patches say so, ops with attributes or tied weights add them (none of it is in an op's repr, so
-        that graphs without them keep the signature they always had)."""
-        text = repr((self.model, self.dataset, self.batch_size, self.ops, sorted(self.nx.edges)))
-        extras = tuple((op.name, self.producers(op.name), op.state_shapes) + (("im2col",) if op.im2col else ())
-                       + ((tuple(attrs_items(op.attrs)) if op.attrs is not None else (), op.tied)
-                          if op.attrs is not None or op.tied else ())
-                       for op in self.ops
-                       if len(op.input_shapes) > 1 or op.state_shapes or op.im2col or op.attrs is not None or op.tied)
+        as patches say so, ops with attributes beyond the window and ReLU fields or with tied weights add
+        them (`_signature_extras`: none of it was in an op's repr, so that graphs without them keep the
+        signature they always had)."""
+        text = repr((self.model, self.dataset, self.batch_size, tuple(map(_SignedOp, self.ops)),
+                     sorted(self.nx.edges)))
+        extras = tuple(_signature_extras(op, self.producers(op.name)) for op in self.ops)
+        extras = tuple(extra for extra in extras if extra is not None)
         if extras:
             text += repr(extras)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -105,6 +108,31 @@ def _listing(sources: Sequence[str], shapes: Sequence[Shape]) -> str:
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class _SignedOp:
+    """An op as the signature writes it: the repr an Op had when it held its window and ReLU fields itself
+    (models.op_value.FlatFields), so that every graph keeps the signature its strategy files name."""
+
+    def __init__(self, op: Op):
+        self.op = op
+
+    def __repr__(self) -> str:
+        op, flat = self.op, self.op.flat_fields
+        return (f"Op(name={op.name!r}, kind={op.kind!r}, input_shapes={op.input_shapes!r}, "
+                f"output_shape={op.output_shape!r}, param_shapes={op.param_shapes!r}, dtype={op.dtype!r}, "
+                f"kernel_hw={flat.kernel_hw!r}, stride_hw={flat.stride_hw!r}, padding={flat.padding!r}, "
+                f"relu={flat.relu!r}, input_grad={op.input_grad!r})")
+
+
+def _signature_extras(op: Op, producers: tuple[str, ...]) -> tuple | None:
+    """What the signature adds for an op beyond `_SignedOp` (None: nothing): its producers and state where
+    it has several inputs or state, im2col, its other attributes and its tied weights where set."""
+    flat = op.flat_fields
+    if not (len(op.input_shapes) > 1 or op.state_shapes or flat.im2col or flat.others is not None or op.tied):
+        return None
+    return ((op.name, producers, op.state_shapes) + (("im2col",) if flat.im2col else ())
+            + ((tuple(flat.others_items()), op.tied) if flat.others is not None or op.tied else ()))
 
 
 class GraphBuilder:
@@ -166,12 +194,12 @@ class GraphBuilder:
         in_shape, (n, out_h, out_w), window, pads = self._windowed_output(name, source, kernel, stride, padding,
                                                                           dilation)
         self._require_groups(name, in_shape[3], channels, groups)
-        attrs = attrs_or_none(ConvAttrs(groups=groups, dilation_hw=_pair(dilation), pads=pads))
+        attrs = ConvAttrs(**window, relu=relu, groups=groups, dilation_hw=_pair(dilation), pads=pads)
+        attrs = dataclasses.replace(attrs, im2col=out_h * out_w <= IM2COL_MAX_PIXELS and attrs.plain)
         params = (("kernel", window["kernel_hw"] + (in_shape[3] // groups, channels)),) + (
             (("bias", (channels,)),) if bias else ())
         op = Op(name=name, kind=OpKind.CONV2D, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, channels),
-                param_shapes=params, dtype=self._dtype, relu=relu,
-                im2col=out_h * out_w <= IM2COL_MAX_PIXELS and attrs is None, attrs=attrs, **window)
+                param_shapes=params, dtype=self._dtype, attrs=attrs)
         return self._add(op, (source,))
 
     @staticmethod
@@ -193,7 +221,7 @@ class GraphBuilder:
         if pads is not None:
             raise ShapeError(f"pool {name!r} pads explicitly by {pads}; pools take SAME or VALID padding")
         op = Op(name=name, kind=kind, input_shapes=(in_shape,), output_shape=(n, out_h, out_w, in_shape[3]),
-                dtype=self._dtype, **window)
+                dtype=self._dtype, attrs=PoolAttrs(**window))
         return self._add(op, (source,))
 
     def global_avg_pool(self, name, input=...) -> str:
@@ -216,8 +244,8 @@ class GraphBuilder:
             self._require_rank(name, shape, 4)
         channels = (shape[-1],)
         op = Op(name=name, kind=OpKind.BATCH_NORM, input_shapes=(shape,), output_shape=shape,
-                param_shapes=(("scale", channels), ("bias", channels)), dtype=self._dtype, relu=relu,
-                state_shapes=(("mean", channels), ("var", channels)))
+                param_shapes=(("scale", channels), ("bias", channels)), dtype=self._dtype,
+                state_shapes=(("mean", channels), ("var", channels)), attrs=ReluAttrs(relu))
         return self._add(op, (source,))
 
     def add(self, name, inputs: Sequence[str], relu=False) -> str:
@@ -227,7 +255,8 @@ class GraphBuilder:
         if len(set(shapes)) > 1:
             raise ShapeError(f"add {name!r} sums inputs of different shapes "
                              f"{_listing(sources, shapes)}; add tensors of one shape")
-        op = Op(name=name, kind=OpKind.ADD, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype, relu=relu)
+        op = Op(name=name, kind=OpKind.ADD, input_shapes=shapes, output_shape=shapes[0], dtype=self._dtype,
+                attrs=ReluAttrs(relu))
         return self._add(op, sources)
 
     def concat(self, name, inputs: Sequence[str]) -> str:
@@ -270,7 +299,8 @@ class GraphBuilder:
             self._require_rank(name, shape, 4 if pixels else 2)
         params = (("kernel", (shape[-1], units)),) + ((("bias", (units,)),) if bias else ())
         op = Op(name=name, kind=OpKind.DENSE, input_shapes=(shape,), output_shape=shape[:-1] + (units,),
-                param_shapes=params, dtype=self._dtype, relu=relu, attrs=heads)
+                param_shapes=params, dtype=self._dtype,
+                attrs=dataclasses.replace(heads or DenseAttrs(), relu=relu))
         return self._add(op, (source,))
 
     def softmax_xent(self, name, input=...) -> str:

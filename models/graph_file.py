@@ -3,14 +3,14 @@
     python -m models resnet18 --dataset imagenet --json resnet18.json
     graph_from_json(graph_to_json(graph)).signature == graph.signature
 
-The document holds all an op is (kind, shapes, kernel, stride, padding, fused ReLU, parameters, state),
+The document holds all an op is (kind, shapes, kernel, stride, padding, fused ReLU, parameters, state; its
+kind's attributes in their flat form, models.op_value.FlatFields, the form files have always had),
 so a graph written in one process is rebuilt exactly in another (a cluster's workers run the graph the
 parent built, a zoo member or not), and what it costs (FLOPs, parameter counts) for people and tools.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import networkx as nx
@@ -18,39 +18,50 @@ import networkx as nx
 from models.documents import read_document
 from models.errors import ShapeError
 from models.graph import OpGraph
-from models.op import Op, OpKind, Padding, kind_spec
+from models.op import FlatFields, Op, OpKind, Padding, kind_spec
 
 FORMAT_VERSION = 1
 DATA = "data"  # the inputs of an op that reads the batch
 
 
 def graph_document(graph: OpGraph) -> dict:
-    ops = [{"name": op.name, "kind": op.kind.value, "inputs": list(graph.producers(op.name)) or [DATA],
-            "input_shapes": [list(s) for s in op.input_shapes], "output_shape": list(op.output_shape),
-            "params": {name: list(shape) for name, shape in op.param_shapes},
-            "state": {name: list(shape) for name, shape in op.state_shapes},
-            "dtype": op.dtype, "kernel": list(op.kernel_hw) if op.kernel_hw else None,
-            "stride": list(op.stride_hw) if op.stride_hw else None,
-            "padding": op.padding.value if op.padding else None, "relu": op.relu, "input_grad": op.input_grad,
-            "im2col": op.im2col,
-            "attrs": dataclasses.asdict(op.attrs) if op.attrs is not None else None,
-            "tied": {name: owner for name, owner in op.tied},
-            "forward_flops": op.forward_flops, "backward_flops": op.backward_flops, "param_count": op.param_count}
-           for op in graph.ops]
+    ops = [_op_entry(op, graph.producers(op.name)) for op in graph.ops]
     return {"format": "soap-graph", "version": FORMAT_VERSION, "model": graph.model, "dataset": graph.dataset,
             "batch_size": graph.batch_size, "signature": graph.signature, "param_count": graph.param_count,
             "forward_flops": graph.forward_flops, "backward_flops": graph.backward_flops, "ops": ops}
+
+
+def _op_entry(op: Op, producers: tuple[str, ...]) -> dict:
+    """One op of the document: its attributes in their flat form (models.op_value.FlatFields)."""
+    flat = op.flat_fields
+    return {"name": op.name, "kind": op.kind.value, "inputs": list(producers) or [DATA],
+            "input_shapes": [list(s) for s in op.input_shapes], "output_shape": list(op.output_shape),
+            "params": {name: list(shape) for name, shape in op.param_shapes},
+            "state": {name: list(shape) for name, shape in op.state_shapes},
+            "dtype": op.dtype, "kernel": list(flat.kernel_hw) if flat.kernel_hw else None,
+            "stride": list(flat.stride_hw) if flat.stride_hw else None,
+            "padding": flat.padding.value if flat.padding else None, "relu": flat.relu, "input_grad": op.input_grad,
+            "im2col": flat.im2col, "attrs": dict(flat.others) if flat.others is not None else None,
+            "tied": {name: owner for name, owner in op.tied},
+            "forward_flops": op.forward_flops, "backward_flops": op.backward_flops, "param_count": op.param_count}
 
 
 def graph_to_json(graph: OpGraph) -> str:
     return json.dumps(graph_document(graph), indent=1)
 
 
-def _attrs(kind: OpKind, fields: dict | None):
-    """The kind's attributes value from its fields (tuples come back from JSON as lists)."""
-    if fields is None:
+def _attrs(kind: OpKind, entry: dict):
+    """The kind's attributes value from the entry's flat fields (tuples come back from JSON as lists)."""
+    attrs_type = kind_spec(kind).attrs_type
+    if attrs_type is None:
         return None
-    return kind_spec(kind).attrs_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    others = entry.get("attrs")
+    return attrs_type.from_flat(FlatFields(
+        kernel_hw=tuple(entry["kernel"]) if entry["kernel"] else None,
+        stride_hw=tuple(entry["stride"]) if entry["stride"] else None,
+        padding=Padding(entry["padding"]) if entry["padding"] else None, relu=entry["relu"], im2col=entry["im2col"],
+        others=None if others is None else tuple((k, tuple(v) if isinstance(v, list) else v)
+                                                 for k, v in others.items())))
 
 
 def graph_from_json(text: str, source: str = "graph") -> OpGraph:
@@ -64,12 +75,8 @@ def graph_from_json(text: str, source: str = "graph") -> OpGraph:
                     input_shapes=tuple(tuple(s) for s in entry["input_shapes"]),
                     output_shape=tuple(entry["output_shape"]),
                     param_shapes=tuple((k, tuple(v)) for k, v in entry["params"].items()), dtype=entry["dtype"],
-                    kernel_hw=tuple(entry["kernel"]) if entry["kernel"] else None,
-                    stride_hw=tuple(entry["stride"]) if entry["stride"] else None,
-                    padding=Padding(entry["padding"]) if entry["padding"] else None, relu=entry["relu"],
                     input_grad=entry["input_grad"], state_shapes=tuple((k, tuple(v)) for k, v in entry["state"].items()),
-                    im2col=entry["im2col"], tied=tuple(entry.get("tied", {}).items()),
-                    attrs=_attrs(OpKind(entry["kind"]), entry.get("attrs")))
+                    tied=tuple(entry.get("tied", {}).items()), attrs=_attrs(OpKind(entry["kind"]), entry))
             nx_graph.add_node(op.name, op=op, inputs=inputs)
             for source_op, shape in zip(inputs, op.input_shapes):
                 nx_graph.add_edge(source_op, op.name, shape=shape)

@@ -94,11 +94,12 @@ from models.import_tokens import TokenMatcher, add_token_op, is_token_layer, tok
 from models.import_values import Draft, ParamView, StateView, Tensor, is_flax_call
 from models.kinds.activation import FUNCTIONS, Activation, ActivationAttrs
 from models.kinds.channel_slice import ChannelSliceAttrs
-from models.kinds.conv import ConvAttrs, attrs_or_none, conv_attrs
+from models.kinds.conv import ConvAttrs
 from models.kinds.dropout import DropoutAttrs
 from models.kinds.group_norm import GroupNormAttrs
 from models.kinds.layer_norm import LayerNormAttrs
-from models.op import OpKind, Padding, same_padding
+from models.kinds.window import same_padding
+from models.op import OpKind, Padding
 from models.trace import Const, Path, Step, Trace, path_str, trace_module
 from models.user_model import summary
 
@@ -381,8 +382,8 @@ class _Matcher(TokenMatcher):
         dilation = tuple(params["rhs_dilation"])
         pads = tuple(tuple(pad) for pad in params["padding"])
         window = self._window(step, self._shape(x), (kh, kw), tuple(params["window_strides"]), pads, dilation)
-        attrs = attrs_or_none(ConvAttrs(groups=params["feature_group_count"], dilation_hw=dilation,
-                                        pads=pads if window["padding"] is Padding.EXPLICIT else None))
+        attrs = ConvAttrs(**window, groups=params["feature_group_count"], dilation_hw=dilation,
+                          pads=pads if window["padding"] is Padding.EXPLICIT else None)
         self._new(step, OpKind.CONV2D, (source.draft,), params=(("kernel", self._read_param(step, view)),),
                   attrs=attrs, **window)
 
@@ -882,7 +883,7 @@ def _add(builder: GraphBuilder, draft: Draft, name: str, sources: list[str | Non
     window = dict(kernel=draft.kernel_hw, stride=draft.stride_hw, padding=draft.padding)
     kind = draft.kind
     if kind is OpKind.CONV2D:
-        attrs = conv_attrs(draft)
+        attrs = draft.attrs
         window["padding"] = attrs.pads or draft.padding
         builder.conv2d(name, draft.shape[-1], relu=draft.relu, bias=len(draft.params) > 1, groups=attrs.groups,
                        dilation=attrs.dilation_hw, input=sources[0], **window)

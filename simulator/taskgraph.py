@@ -460,34 +460,52 @@ class TaskGraphBuilder:
         `configs[b]`) costs when nothing else runs: the resharding of p's output into c's tasks and that of
         the gradient back (the partial sums' all-reduces first where c's tasks hold them, side by side),
         one after the other. Where p's tasks hold partial sums of their output (a split contracting label),
-        the forward is the slowest group's sum, then the move to readers outside the groups. These are the
-        durations of the tasks `_incoming` and `_summed_incoming` build, priced without building them (but
-        for partial outputs, rare among the candidates), every config of p at once for each config of c
-        (the additive start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
+        the forward is the slowest group's sum, then the move to readers outside the groups. A replicated
+        op's copies (models.labels.replicated) send as `_incoming` has them send: each of c's tasks reads
+        p's output from the copy on its device, else from the first copy; every copy of p receives the
+        gradient from the copy of c on its device, else from c's first copy. These are the durations of
+        the tasks `_incoming` and `_summed_incoming` build, priced without building them (but for partial
+        outputs, rare among the candidates), every config of p at once for each config of c (the additive
+        start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
         boxes = np.concatenate([self._shard_boxes(p, source.degrees) for source in sources])
         owner = np.repeat(np.arange(len(sources)), [source.num_tasks for source in sources])
         owner_devices = np.concatenate([self._device_array(source.devices) for source in sources])
         owner_inner_dim = np.array([self._splits_inner_dim(p, source.degrees) for source in sources])
         partial = [a for a, source in enumerate(sources) if self.partial_output(p, source.degrees)]
+        is_first = np.concatenate([np.arange(source.num_tasks) % self.copies(p, source.degrees) == 0
+                                   for source in sources])  # a shard's first copy
+        first = np.flatnonzero(is_first)
+        shard_holders = self._holders(np.cumsum(is_first) - 1, owner_devices)
+        dtype_bytes = self.graph.ops[p].dtype_bytes
         table = np.empty((len(sources), len(configs)))
         for b, config in enumerate(configs):
-            source_tasks, tasks, num_bytes = _intersections(
-                boxes, self._needed_boxes(c, config.degrees, input_index), self.graph.ops[p].dtype_bytes)
-            pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
-            devices, inner_dim = self._device_array(config.devices)[tasks], owner_inner_dim[pair]
-            forward_ms = self._reshards_ms(len(sources), pair, source_devices, devices, num_bytes, inner_dim)
+            needed = self._needed_boxes(c, config.degrees, input_index)
+            config_devices = self._device_array(config.devices)
+            source_tasks, tasks, num_bytes = _intersections(boxes, needed, dtype_bytes)  # into every copy of p
+            # The forward reads each shard once, from the copy on the reader's device where there is one.
+            shards, readers, read_bytes = (_intersections(boxes[first], needed, dtype_bytes)
+                                           if len(first) < len(boxes) else (source_tasks, tasks, num_bytes))
+            dst, read_pair = config_devices[readers], owner[first[shards]]
+            src = _nearest_copy(shard_holders, owner_devices[first[shards]], shards, dst)
+            forward_ms = self._reshards_ms(len(sources), read_pair, src, dst, read_bytes, owner_inner_dim[read_pair])
             for a in partial:
                 forward_ms[a] = self._summed_read_ms(p, sources[a], c, config, input_index)
+            pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
+            devices, inner_dim = config_devices[tasks], owner_inner_dim[pair]
             if not self.partial_input(c, config.degrees, input_index):
-                table[:, b] = forward_ms + self._reshards_ms(len(sources), pair, devices, source_devices, num_bytes,
-                                                             inner_dim)
+                receivers, src, back_bytes = self._gradient_flows(c, config, needed, boxes, owner_devices,
+                                                                  Flows(source_tasks, tasks, num_bytes), dtype_bytes)
+                back_pair = owner[receivers]
+                table[:, b] = forward_ms + self._reshards_ms(len(sources), back_pair, src, owner_devices[receivers],
+                                                             back_bytes, owner_inner_dim[back_pair])
                 continue
             leader_group = self._leader_groups(c, config.degrees, input_index)[tasks]
             read = leader_group >= 0  # the box a group all-reduces is what its first task reads
+            once = is_first[source_tasks[read]]  # (the box's bytes counted once over p's copies)
             pair, group, num_bytes = pair[read], leader_group[read], num_bytes[read]
             devices, source_devices, inner_dim = devices[read], source_devices[read], inner_dim[read]
             num_groups = len(self.partial_sum_groups(c, config.degrees, input_index))
-            box_bytes = np.bincount(pair * num_groups + group, weights=num_bytes,
+            box_bytes = np.bincount(pair[once] * num_groups + group[once], weights=num_bytes[once],
                                     minlength=len(sources) * num_groups).astype(np.int64)
             summed_ms = self._partial_sums_ms(c, config, input_index, box_bytes.reshape(len(sources), num_groups))
             # Slices for tasks of p on devices outside the group move from the group's first device.
@@ -496,6 +514,29 @@ class TaskGraphBuilder:
                                             num_bytes[outside], inner_dim[outside])
             table[:, b] = summed_ms + (forward_ms + backward_ms)
         return table
+
+    def _gradient_flows(self, c: int, config: ParallelConfig, needed: np.ndarray, boxes: np.ndarray,
+                        box_devices: np.ndarray, flows: Flows, dtype_bytes: int) -> tuple[np.ndarray, ...]:
+        """(producer task, the device its slice leaves from, bytes) for each slice of op c's input gradient
+        (c under `config`, reading `needed`) into every producer task (`boxes`, on `box_devices`; `flows`:
+        their intersections with `needed`): of a replicated c, from the copy of c's task on the receiver's
+        device where there is one, else from its first copy (the tasks `_incoming` builds from
+        `backward_volumes`)."""
+        config_devices = self._device_array(config.devices)
+        copies = self.copies(c, config.degrees)
+        if copies == 1:
+            return flows.source_tasks, config_devices[flows.tasks], flows.num_bytes
+        receivers, readers, num_bytes = _intersections(boxes, needed[::copies], dtype_bytes)
+        holders = self._holders(np.arange(config.num_tasks) // copies, config_devices)
+        return receivers, _nearest_copy(holders, config_devices[readers * copies], readers,
+                                        box_devices[receivers]), num_bytes
+
+    def _holders(self, shard: np.ndarray, devices: np.ndarray) -> np.ndarray:
+        """[shard, device]: whether a task of the shard (task m computes shard `shard[m]` on `devices[m]`)
+        runs on the device."""
+        holders = np.zeros((int(shard.max()) + 1, self.machine.num_devices), dtype=bool)
+        holders[shard, devices] = True
+        return holders
 
     def _summed_read_ms(self, p: int, source: ParallelConfig, c: int, config: ParallelConfig,
                         input_index: int) -> float:
@@ -930,6 +971,12 @@ class TaskGraphBuilder:
             for k in group:
                 tasks.append(Task(update_base | k, UPDATE, (i, k), (config.devices[k],), update_ms, ready))
         return tasks
+
+
+def _nearest_copy(holders: np.ndarray, first_devices: np.ndarray, shards: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The device each slice leaves from: `dst` itself where a copy of its shard is there (`holders`
+    [shard, device]), else its shard's first copy's device (`first_devices`, per slice)."""
+    return np.where(holders[shards, dst], dst, first_devices)
 
 
 def _intersections(producer_boxes: np.ndarray, needed: np.ndarray, dtype_bytes: int) -> Flows:

@@ -1,10 +1,13 @@
-"""The op registry: one KindSpec per op kind (models/kinds/base.py says what each declares).
+"""The op registry: one KindSpec per op kind (models/kinds/base.py says what each declares), registered
+in models.op_value's registry at this package's import (importing any kind's module imports it first).
 
     from models.op import OpKind, kind_spec
     kind_spec(OpKind.CONV2D).forward_flops(op)          # or op.spec.forward_flops(op), op.forward_flops
 
 A new kind is a module beside these with a KindSpec subclass, registered below, and a builder method in
-models.graph.GraphBuilder; nothing in the simulator, the space, the lowering or calibration changes.
+models.graph.GraphBuilder; nothing in the simulator, the space, the lowering or calibration changes. The
+kinds' modules import the operator value from models.op_value, never models.op (which imports this
+package).
 """
 
 from models.kinds.activation import ActivationKind
@@ -29,7 +32,7 @@ from models.kinds.position import AddPosition
 from models.kinds.reshape import Flatten
 from models.kinds.token_loss import TokenXent
 from models.kinds.token_type import AddTokenType
-from models.op import OpKind, register, registered_kinds
+from models.op_value import OpKind, register, registered_kinds
 
 for _spec in (Conv2D(), MaxPool2D(), AvgPool2D(), GlobalAvgPool(), BatchNorm(), Add(), Concat(), Flatten(), Dense(),
               SoftmaxXent(), LayerNorm(), Embedding(), AddPosition(), Attention(), SplitHeads(), MergeHeads(),

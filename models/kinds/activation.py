@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import jax
 
 from models.kinds.base import KindSpec, elements
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 
 class Activation(str, enum.Enum):
@@ -41,7 +41,7 @@ FUNCTIONS = {Activation.GELU: lambda x: jax.nn.gelu(x, approximate=False),
 
 
 @dataclass(frozen=True)
-class ActivationAttrs:
+class ActivationAttrs(KindAttrs):
     fn: Activation
 
     def __post_init__(self) -> None:

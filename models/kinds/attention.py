@@ -23,11 +23,11 @@ import jax.numpy as jnp
 
 from models.kinds.base import KindSpec
 from models.labels import Label, Role, Space, label_ranges
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 
 @dataclass(frozen=True)
-class AttentionAttrs:
+class AttentionAttrs(KindAttrs):
     causal: bool = False
 
 

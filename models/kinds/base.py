@@ -12,7 +12,7 @@ kind's labelled space (models.labels) instead of branching on kinds; a new kind 
   divides one of them (batch norm).
 - `forward_flops` / `backward_flops`: one multiply-add = 2 FLOPs, bias and ReLU not counted.
 - `local_op(op, degrees)`: the name-less op one task computes, shapes from the labels; its cost_key keys
-  measured profiles. A split of a windowed label makes it a VALID window with its halo (`halo`).
+  measured profiles. A split of a windowed label makes it a VALID window with its halo (its attrs' `halo`).
 - `init_state(op)` / `apply_with_state(...)`: the op's initial non-trainable state, and its computation
   in a training step that also returns the new state (batch norm's running averages).
 - `apply_keyed(op, params, inputs, labels, key)`: `apply` with the step's random key (models.network.
@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import jax
 import numpy as np
 
 from models.labels import Label, Role, Space, local_input_shape, local_shape, replicated, splits_window
-from models.op import Op, OpKind, Padding
+from models.op_value import FlatFields, KindAttrs, Op, OpKind, Padding
 
 _ROLES_BY_RANK = {
     4: (Role.SAMPLE, Role.HEIGHT, Role.WIDTH, Role.CHANNEL),
@@ -70,7 +71,8 @@ class KindSpec:
     fully_connected = False
     # The op reads the labels beside its inputs (the loss).
     reads_labels = False
-    # The frozen dataclass of the kind's attributes (Op.attrs), or None for a kind without.
+    # The frozen dataclass of the kind's attributes (Op.attrs, a models.op_value.KindAttrs), or None for a kind
+    # without.
     attrs_type = None
 
     def space(self, op: Op) -> Space:
@@ -90,12 +92,13 @@ class KindSpec:
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
         space = op.space
-        window = {"padding": Padding.VALID, "halo": True} if splits_window(space, degrees) else {}
+        attrs = (dataclasses.replace(op.attrs, padding=Padding.VALID, halo=True) if splits_window(space, degrees)
+                 else op.attrs)
         return dataclasses.replace(
             op, name="", input_shapes=tuple(local_input_shape(space, degrees, j) for j in range(len(op.input_shapes))),
             output_shape=local_shape(space, degrees, space.output),
             param_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.params),
-            state_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.state), **window)
+            state_shapes=tuple((name, local_shape(space, degrees, names)) for name, names in space.state), attrs=attrs)
 
     def input_dtypes(self, op: Op) -> tuple[str, ...]:
         """The dtype of each input: the op's own (a kind reading token ids says int32)."""
@@ -136,5 +139,21 @@ def elements(shape) -> int:
     return math.prod(shape)
 
 
+@dataclass(frozen=True)
+class ReluAttrs(KindAttrs):
+    """The attributes of batch_norm and add: a fused ReLU or not (conv2d's ConvAttrs and dense's DenseAttrs
+    have their own)."""
+
+    relu: bool = False
+
+    def flat(self) -> FlatFields:
+        return FlatFields(relu=self.relu)
+
+    @classmethod
+    def from_flat(cls, flat: FlatFields) -> ReluAttrs:
+        return cls(flat.relu)
+
+
 def relu_if(op: Op, y: jax.Array) -> jax.Array:
-    return jax.nn.relu(y) if op.relu else y
+    """`y` through the op's fused ReLU, if it has one (its attrs say)."""
+    return jax.nn.relu(y) if op.attrs.relu else y

@@ -23,9 +23,9 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, channel_arrays, elements, tensor_labels
+from models.kinds.base import KindSpec, ReluAttrs, channel_arrays, elements, tensor_labels
 from models.labels import Space, splits_statistics
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 EPSILON = 1e-5
 MOMENTUM = 0.99  # flax's default
@@ -33,6 +33,7 @@ MOMENTUM = 0.99  # flax's default
 
 class BatchNorm(KindSpec):
     kind = OpKind.BATCH_NORM
+    attrs_type = ReluAttrs
 
     def forward_flops(self, op: Op) -> int:
         return 7 * elements(op.output_shape)
@@ -57,11 +58,11 @@ class BatchNorm(KindSpec):
         return nnx.BatchNorm(op.output_shape[-1], epsilon=EPSILON, dtype=op.dtype, param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        return batch_norm(inputs[0], params["scale"], params["bias"], op.relu)[0]
+        return batch_norm(inputs[0], params["scale"], params["bias"], op.attrs.relu)[0]
 
     def apply_with_state(self, op: Op, params, state, inputs: tuple[jax.Array, ...], labels, key=None):
         """As nnx.BatchNorm in training mode: running = MOMENTUM * running + (1 - MOMENTUM) * batch."""
-        y, mean, var = batch_norm(inputs[0], params["scale"], params["bias"], op.relu)
+        y, mean, var = batch_norm(inputs[0], params["scale"], params["bias"], op.attrs.relu)
         new_state = {"mean": MOMENTUM * state["mean"] + (1 - MOMENTUM) * mean,
                      "var": MOMENTUM * state["var"] + (1 - MOMENTUM) * var}
         return y, new_state

@@ -16,11 +16,11 @@ import jax
 
 from models.kinds.base import KindSpec, tensor_labels
 from models.labels import Offset, Space
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 
 @dataclass(frozen=True)
-class ChannelSliceAttrs:
+class ChannelSliceAttrs(KindAttrs):
     offset: int
 
 

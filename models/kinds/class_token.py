@@ -18,7 +18,7 @@ from flax import nnx
 
 from models.kinds.base import KindSpec
 from models.labels import Label, Part, Role, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class ClassToken(KindSpec):

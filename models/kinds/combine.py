@@ -17,13 +17,14 @@ import itertools
 import jax
 import jax.numpy as jnp
 
-from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
+from models.kinds.base import KindSpec, ReluAttrs, elements, relu_if, tensor_labels
 from models.labels import Part, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class Add(KindSpec):
     kind = OpKind.ADD
+    attrs_type = ReluAttrs
 
     def forward_flops(self, op: Op) -> int:
         return (len(op.input_shapes) - 1) * elements(op.output_shape)

@@ -12,7 +12,8 @@ the groups (size G), `group_channel` the output channels of one group and `in_ch
 of one; the output's and the kernel's last dims are (channel, group_channel) merged and the input's
 (channel, in_channel). A channel split therefore divides G and keeps whole groups: each task reads its own
 groups' input channels and writes their output channels (no partial sums). A conv of one group keeps the
-plain space below (and no attrs: its cost key and signature are those of every conv before groups).
+plain space below (and writes no settings in its flat fields: its cost key and signature are those of every
+conv before groups).
 
 Dilation (`ConvAttrs.dilation_hw`, nnx.Conv's kernel_dilation) spreads the kernel's taps d rows apart: each
 window spans (K - 1) * d + 1 input rows (models/kinds/window.py `span`; SAME pads for that span), its FLOPs
@@ -60,38 +61,49 @@ from jax import lax
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Label, Merged, Role, Space
-from models.op import Op, OpKind, Padding
+from models.op_value import FlatFields, KindAttrs, Op, OpKind, Padding
 
 
 IM2COL_MAX_PIXELS = 4  # 2x2 outputs and smaller
 
 
 @dataclass(frozen=True)
-class ConvAttrs:
-    """A conv's settings beyond kernel, stride and padding; an op carries it only where one is not the
-    default (Op.attrs None), so that plain convs keep their cost keys and signatures."""
+class ConvAttrs(KindAttrs):
+    """A conv's kernel, stride and padding, its fused ReLU, groups, kernel dilation and explicit pads, and
+    how it is computed: as patches @ kernel (`im2col`, set by the graph builder) or as a height or width
+    shard read with its halo (`halo`, a task's local op, never a graph's op)."""
 
+    kernel_hw: tuple[int, int]
+    stride_hw: tuple[int, int]
+    padding: Padding
+    relu: bool = False
     groups: int = 1  # feature_group_count: Ci and Co split into this many independent groups
     dilation_hw: tuple[int, int] = (1, 1)  # kernel (rhs) dilation: taps this many rows and columns apart
     pads: tuple[tuple[int, int], tuple[int, int]] | None = None  # (low, high) per spatial dim: Padding.EXPLICIT
+    im2col: bool = False
+    halo: bool = False
 
     def __post_init__(self) -> None:  # a graph file gives tuples back as lists
         object.__setattr__(self, "dilation_hw", tuple(int(d) for d in self.dilation_hw))
         if self.pads is not None:
             object.__setattr__(self, "pads", tuple(tuple(int(p) for p in pad) for pad in self.pads))
 
+    @property
+    def plain(self) -> bool:
+        """One group, no dilation, no explicit pads: the conv every conv was before these settings."""
+        return self.groups == 1 and self.dilation_hw == (1, 1) and self.pads is None
 
-def attrs_or_none(attrs: ConvAttrs) -> ConvAttrs | None:
-    """What an op holds: None for a conv of default settings."""
-    return None if attrs == ConvAttrs() else attrs
+    def flat(self) -> FlatFields:
+        """The settings beyond kernel, stride, padding and ReLU are written only where one is not the
+        default, so that plain convs keep their cost keys, signatures and graph files."""
+        others = None if self.plain else (("groups", self.groups), ("dilation_hw", self.dilation_hw),
+                                          ("pads", self.pads))
+        return FlatFields(self.kernel_hw, self.stride_hw, self.padding, self.relu, self.im2col, self.halo, others)
 
-
-def conv_attrs(op: Op) -> ConvAttrs:
-    return op.attrs if op.attrs is not None else ConvAttrs()
-
-
-def groups(op: Op) -> int:
-    return conv_attrs(op).groups
+    @classmethod
+    def from_flat(cls, flat: FlatFields) -> ConvAttrs:
+        return cls(flat.kernel_hw, flat.stride_hw, flat.padding, flat.relu, im2col=flat.im2col, halo=flat.halo,
+                   **dict(flat.others or ()))
 
 
 class Conv2D(KindSpec):
@@ -99,8 +111,8 @@ class Conv2D(KindSpec):
     attrs_type = ConvAttrs
 
     def forward_flops(self, op: Op) -> int:
-        kh, kw = op.kernel_hw
-        return 2 * elements(op.output_shape) * kh * kw * (op.input_shapes[0][-1] // groups(op))
+        kh, kw = op.attrs.kernel_hw
+        return 2 * elements(op.output_shape) * kh * kw * (op.input_shapes[0][-1] // op.attrs.groups)
 
     def backward_flops(self, op: Op) -> int:
         return (2 if op.input_grad else 1) * self.forward_flops(op)
@@ -108,13 +120,13 @@ class Conv2D(KindSpec):
     def space(self, op: Op) -> Space:
         """x[sample window(height) window(width) in_channel] . kernel[kernel_h kernel_w in_channel channel]
         + bias[channel] -> y[sample height width channel]; a channel split reads the image whole."""
-        if groups(op) > 1:
+        if op.attrs.groups > 1:
             return self._grouped_space(op)
-        kh, kw = op.kernel_hw
+        kh, kw = op.attrs.kernel_hw
         labels = tensor_labels(op.output_shape) + (
             Label("kernel_h", kh, Role.WINDOW), Label("kernel_w", kw, Role.WINDOW),
             Label("in_channel", op.input_shapes[0][3], Role.CHANNEL))
-        height, width = spatial_windows(op)
+        height, width = spatial_windows(op, op.attrs.dilation_hw)
         params = {"kernel": ("kernel_h", "kernel_w", "in_channel", "channel"), "bias": ("channel",)}
         return Space(labels, ("sample", "height", "width", "channel"), (("sample", height, width, "in_channel"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
@@ -125,14 +137,14 @@ class Conv2D(KindSpec):
         """x[sample window(height) window(width) (channel in_channel)] . kernel[kernel_h kernel_w in_channel
         (channel group_channel)] + bias[(channel group_channel)] -> y[sample height width (channel
         group_channel)], `channel` counting the groups (see the module docstring)."""
-        (kh, kw), count = op.kernel_hw, groups(op)
+        (kh, kw), count = op.attrs.kernel_hw, op.attrs.groups
         n, out_h, out_w, out_channels = op.output_shape
         labels = (Label("sample", n, Role.SAMPLE), Label("height", out_h, Role.HEIGHT),
                   Label("width", out_w, Role.WIDTH), Label("channel", count, Role.CHANNEL),
                   Label("group_channel", out_channels // count, Role.CHANNEL),
                   Label("kernel_h", kh, Role.WINDOW), Label("kernel_w", kw, Role.WINDOW),
                   Label("in_channel", op.input_shapes[0][3] // count, Role.CHANNEL))
-        height, width = spatial_windows(op)
+        height, width = spatial_windows(op, op.attrs.dilation_hw)
         outputs, inputs = Merged(("channel", "group_channel")), Merged(("channel", "in_channel"))
         params = {"kernel": ("kernel_h", "kernel_w", "in_channel", outputs), "bias": (outputs,)}
         return Space(labels, ("sample", "height", "width", outputs), (("sample", height, width, inputs),),
@@ -144,32 +156,32 @@ class Conv2D(KindSpec):
         """A channel split of a grouped conv leaves each task G / degree groups; a halo shard's window
         holds its padding (VALID)."""
         local = super().local_op(op, degrees)
-        if op.attrs is None:
+        if op.attrs.plain:
             return local
-        count = groups(op) // op.space.degree_map(degrees)["channel"] if groups(op) > 1 else 1
-        attrs = dataclasses.replace(op.attrs, groups=count, pads=None if local.halo else op.attrs.pads)
-        return dataclasses.replace(local, attrs=attrs_or_none(attrs))
+        count = op.attrs.groups // op.space.degree_map(degrees)["channel"] if op.attrs.groups > 1 else 1
+        attrs = dataclasses.replace(local.attrs, groups=count, pads=None if local.attrs.halo else op.attrs.pads)
+        return dataclasses.replace(local, attrs=attrs)
 
     def layer(self, op: Op, rngs):
-        attrs = conv_attrs(op)
-        return nnx.Conv(op.input_shapes[0][-1], op.output_shape[-1], op.kernel_hw, strides=op.stride_hw,
+        attrs = op.attrs
+        return nnx.Conv(op.input_shapes[0][-1], op.output_shape[-1], attrs.kernel_hw, strides=attrs.stride_hw,
                         padding=_padding(op), kernel_dilation=attrs.dilation_hw, feature_group_count=attrs.groups,
                         use_bias=len(op.param_shapes) > 1, dtype=op.dtype, param_dtype=op.dtype, rngs=rngs)
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
         """As nnx.Conv computes it (lax.conv_general_dilated, then the bias), or as patches @ kernel (a conv
         of default attrs only: the builder sets im2col on no other)."""
-        attrs = conv_attrs(op)
-        if op.im2col:
+        attrs = op.attrs
+        if attrs.im2col:
             kh, kw, ci, co = params["kernel"].shape
-            patches = lax.conv_general_dilated_patches(inputs[0], (kh, kw), op.stride_hw, op.padding.value,
+            patches = lax.conv_general_dilated_patches(inputs[0], (kh, kw), attrs.stride_hw, attrs.padding.value,
                                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
             # The patches' features are ordered (input channel, kernel row, kernel column).
             y = patches @ params["kernel"].transpose(2, 0, 1, 3).reshape(ci * kh * kw, co)
-        elif op.halo and op.attrs is None:
-            y = _halo_conv(inputs[0], params["kernel"], op.stride_hw)
+        elif attrs.halo and attrs.plain:
+            y = _halo_conv(inputs[0], params["kernel"], attrs.stride_hw)
         else:  # a grouped or dilated conv's halo shard: autodiff's backward of its VALID window
-            y = lax.conv_general_dilated(inputs[0], params["kernel"], op.stride_hw, _padding(op),
+            y = lax.conv_general_dilated(inputs[0], params["kernel"], attrs.stride_hw, _padding(op),
                                          rhs_dilation=attrs.dilation_hw, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                          feature_group_count=attrs.groups)
         if "bias" in params:
@@ -179,7 +191,7 @@ class Conv2D(KindSpec):
 
 def _padding(op: Op) -> str | tuple[tuple[int, int], tuple[int, int]]:
     """lax's and nnx.Conv's padding argument: SAME, VALID or the explicit (low, high) pairs."""
-    return op.attrs.pads if op.padding is Padding.EXPLICIT else op.padding.value
+    return op.attrs.pads if op.attrs.padding is Padding.EXPLICIT else op.attrs.padding.value
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")

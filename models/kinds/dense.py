@@ -37,16 +37,27 @@ from flax import nnx
 
 from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
 from models.labels import Label, Role, Space, label_ranges
-from models.op import Op, OpKind
+from models.op_value import FlatFields, KindAttrs, Op, OpKind
 
 
 @dataclass(frozen=True)
-class DenseAttrs:
-    """A dense on tokens whose `label` (hidden: a projection to heads; in_hidden: from heads) merges `heads`
-    attention heads of the user's kernel; an op carries it only there (Op.attrs None otherwise)."""
+class DenseAttrs(KindAttrs):
+    """A dense's fused ReLU, and on tokens the `label` (hidden: a projection to heads; in_hidden: from heads)
+    that merges `heads` attention heads of the user's kernel (None: no heads merged)."""
 
-    label: Literal["hidden", "in_hidden"]
-    heads: int
+    label: Literal["hidden", "in_hidden"] | None = None
+    heads: int | None = None
+    relu: bool = False
+
+    def flat(self) -> FlatFields:
+        """The heads are written only where merged, so that every other dense keeps its cost key and
+        signature."""
+        others = None if self.label is None else (("label", self.label), ("heads", self.heads))
+        return FlatFields(relu=self.relu, others=others)
+
+    @classmethod
+    def from_flat(cls, flat: FlatFields) -> DenseAttrs:
+        return cls(relu=flat.relu, **dict(flat.others or ()))
 
 
 class Dense(KindSpec):
@@ -78,16 +89,17 @@ class Dense(KindSpec):
         labels = (Label("sample", batch, Role.SAMPLE), Label("sequence", sequence, Role.SEQUENCE),
                   Label("hidden", op.output_shape[-1], Role.HIDDEN), Label("in_hidden", features, Role.HIDDEN))
         params = {"kernel": ("in_hidden", "hidden"), "bias": ("hidden",)}
+        splittable = {"sample", "sequence", "hidden"} | (set() if op.attrs.relu else {"in_hidden"})
         return Space(labels, ("sample", "sequence", "hidden"), (("sample", "sequence", "in_hidden"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
-                     config_labels=("sample", "sequence", "hidden", "in_hidden"),
-                     splittable=frozenset({"sample", "sequence", "hidden"} | (set() if op.relu else {"in_hidden"})),
-                     units=() if op.attrs is None else ((op.attrs.label, op.attrs.heads),))
+                     config_labels=("sample", "sequence", "hidden", "in_hidden"), splittable=frozenset(splittable),
+                     units=() if op.attrs.label is None else ((op.attrs.label, op.attrs.heads),))
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
         """A task's dense: a plain one (its heads are the user's layout, not its computation), so that it
         shares its cost key with every dense of its shapes."""
-        return dataclasses.replace(super().local_op(op, degrees), attrs=None)
+        local = super().local_op(op, degrees)
+        return dataclasses.replace(local, attrs=dataclasses.replace(local.attrs, label=None, heads=None))
 
     def layer(self, op: Op, rngs):
         return nnx.Linear(op.input_shapes[0][-1], op.output_shape[-1], use_bias=has_bias(op), dtype=op.dtype,

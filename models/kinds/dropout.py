@@ -19,11 +19,11 @@ import jax.numpy as jnp
 
 from models.keys import op_key
 from models.kinds.base import KindSpec, elements
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 
 @dataclass(frozen=True)
-class DropoutAttrs:
+class DropoutAttrs(KindAttrs):
     rate: float
 
 

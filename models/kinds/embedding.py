@@ -25,11 +25,11 @@ from flax import nnx
 
 from models.kinds.base import KindSpec, elements
 from models.labels import Label, Role, Space, label_ranges
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 
 @dataclass(frozen=True)
-class EmbeddingAttrs:
+class EmbeddingAttrs(KindAttrs):
     """A vocabulary shard's local op: the ids range over `vocab` rows, of which the table holds the first
     (a task's ids are shifted by its first row, `Embedding.task_apply`); the others look up 0."""
 

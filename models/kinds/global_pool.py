@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from models.kinds.base import KindSpec, elements, tensor_labels
 from models.labels import Label, Role, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class GlobalAvgPool(KindSpec):

@@ -26,13 +26,13 @@ from jax import lax
 
 from models.kinds.base import KindSpec, elements
 from models.labels import Label, Merged, Role, Space
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 CHANNELS = Merged(("channel", "group_channel"))
 
 
 @dataclass(frozen=True)
-class GroupNormAttrs:
+class GroupNormAttrs(KindAttrs):
     groups: int
     eps: float = 1e-6  # flax's default
 

@@ -13,7 +13,7 @@ import jax
 
 from models.labels import Label, Merged, Role, Space
 from models.kinds.base import KindSpec
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 SPLITTABLE = ("sample", "sequence", "heads")
 

@@ -12,7 +12,7 @@ import jax
 
 from models.kinds.base import KindSpec, tensor_labels
 from models.labels import Merged, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class ImageTokens(KindSpec):

@@ -26,11 +26,11 @@ from jax import lax
 
 from models.kinds.base import KindSpec, elements, tensor_labels, token_replicas
 from models.labels import Space, local_shape, splits_statistics
-from models.op import Op, OpKind
+from models.op_value import KindAttrs, Op, OpKind
 
 
 @dataclass(frozen=True)
-class LayerNormAttrs:
+class LayerNormAttrs(KindAttrs):
     eps: float = 1e-5  # GPT-2's and BERT's (flax's default is 1e-6)
     rms: bool = False  # RMSNorm: no centring, no bias
 

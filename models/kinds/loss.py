@@ -12,7 +12,7 @@ import optax
 
 from models.kinds.base import KindSpec, elements
 from models.labels import Label, Role, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class SoftmaxXent(KindSpec):

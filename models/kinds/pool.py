@@ -12,6 +12,7 @@ tensors, an argmax reduce-window and a scatter (AlexNet's pool1 on half a Tiny I
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +22,32 @@ from jax import lax
 from models.kinds.base import KindSpec, elements, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Space
-from models.op import Op, OpKind
+from models.op_value import FlatFields, KindAttrs, Op, OpKind, Padding
+
+
+@dataclass(frozen=True)
+class PoolAttrs(KindAttrs):
+    """A pool's window (pool2d, avg_pool2d); `halo`: a task's local op that is a height or width shard of
+    it, read with its halo (never a graph's op)."""
+
+    kernel_hw: tuple[int, int]
+    stride_hw: tuple[int, int]
+    padding: Padding
+    halo: bool = False
+
+    def flat(self) -> FlatFields:
+        return FlatFields(self.kernel_hw, self.stride_hw, self.padding, halo=self.halo)
+
+    @classmethod
+    def from_flat(cls, flat: FlatFields) -> PoolAttrs:
+        return cls(flat.kernel_hw, flat.stride_hw, flat.padding, flat.halo)
 
 
 class _Pool(KindSpec):
+    attrs_type = PoolAttrs
+
     def forward_flops(self, op: Op) -> int:
-        kh, kw = op.kernel_hw
+        kh, kw = op.attrs.kernel_hw
         return elements(op.output_shape) * kh * kw
 
     def space(self, op: Op) -> Space:
@@ -40,15 +61,17 @@ class MaxPool2D(_Pool):
     kind = OpKind.POOL2D
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        return max_pool(inputs[0], op.kernel_hw, op.stride_hw, op.padding.value)
+        attrs = op.attrs
+        return max_pool(inputs[0], attrs.kernel_hw, attrs.stride_hw, attrs.padding.value)
 
 
 class AvgPool2D(_Pool):
     kind = OpKind.AVG_POOL2D
 
     def apply(self, op: Op, params, inputs: tuple[jax.Array, ...], labels) -> jax.Array:
-        return nnx.avg_pool(inputs[0], window_shape=op.kernel_hw, strides=op.stride_hw, padding=op.padding.value,
-                            count_include_pad=True)
+        attrs = op.attrs
+        return nnx.avg_pool(inputs[0], window_shape=attrs.kernel_hw, strides=attrs.stride_hw,
+                            padding=attrs.padding.value, count_include_pad=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

@@ -18,7 +18,7 @@ from flax import nnx
 
 from models.kinds.base import KindSpec, elements, tensor_labels, token_replicas
 from models.labels import Label, Role, Space, label_ranges
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class AddPosition(KindSpec):

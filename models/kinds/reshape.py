@@ -10,7 +10,7 @@ import jax
 
 from models.kinds.base import KindSpec, tensor_labels
 from models.labels import Label, Role, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class Flatten(KindSpec):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from models.kinds.base import elements
 from models.kinds.loss import SoftmaxXent
 from models.labels import Label, Role, Space, local_shape, splits_statistics
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 STATISTICS_PER_TOKEN = 3  # max, sum of exps, the label's logit
 

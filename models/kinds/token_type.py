@@ -16,7 +16,7 @@ from flax import nnx
 
 from models.kinds.base import KindSpec, elements, tensor_labels
 from models.labels import Label, Role, Space
-from models.op import Op, OpKind
+from models.op_value import Op, OpKind
 
 
 class AddTokenType(KindSpec):

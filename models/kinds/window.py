@@ -12,27 +12,44 @@ AlexNet's conv2 at 64x64.)
 from __future__ import annotations
 
 from models.labels import Window
-from models.op import Op, Padding, same_padding
+from models.op_value import Op, Padding
 
 
-def span(op: Op, axis: int) -> int:
-    """The input rows one window covers along spatial axis 0 (height) or 1 (width): the kernel's, dilated
-    for a conv with `ConvAttrs.dilation_hw` (pools have no attrs)."""
-    dilation = op.attrs.dilation_hw[axis] if op.attrs is not None else 1
-    return (op.kernel_hw[axis] - 1) * dilation + 1
+def span(kernel: int, dilation: int) -> int:
+    """The input rows one window of `kernel` taps `dilation` rows apart covers."""
+    return (kernel - 1) * dilation + 1
 
 
-def pad_lo(op: Op, axis: int) -> int:
-    """Leading padding of the op's input along spatial axis 0 (height) or 1 (width)."""
-    if op.padding is Padding.VALID:
+def pad_lo(op: Op, axis: int, dilation: int) -> int:
+    """Leading padding of the op's input along spatial axis 0 (height) or 1 (width) (a conv's or a pool's
+    attrs: kernel, stride, padding, and a conv's explicit pads)."""
+    attrs = op.attrs
+    if attrs.padding is Padding.VALID:
         return 0
-    if op.padding is Padding.EXPLICIT:
-        return op.attrs.pads[axis][0]
+    if attrs.padding is Padding.EXPLICIT:
+        return attrs.pads[axis][0]
     size = op.input_shapes[0][1 + axis]
-    return same_padding(size, span(op, axis), op.stride_hw[axis])[0]
+    return same_padding(size, span(attrs.kernel_hw[axis], dilation), attrs.stride_hw[axis])[0]
 
 
-def spatial_windows(op: Op) -> tuple[Window, Window]:
-    """The input's height and width as windows over the output's."""
-    return tuple(Window(label, op.input_shapes[0][1 + axis], span(op, axis), op.stride_hw[axis], pad_lo(op, axis))
+def spatial_windows(op: Op, dilation_hw: tuple[int, int] = (1, 1)) -> tuple[Window, Window]:
+    """The input's height and width as windows over the output's (a conv's kernel dilated by
+    `dilation_hw`; pools have none)."""
+    attrs = op.attrs
+    return tuple(Window(label, op.input_shapes[0][1 + axis], span(attrs.kernel_hw[axis], dilation_hw[axis]),
+                        attrs.stride_hw[axis], pad_lo(op, axis, dilation_hw[axis]))
                  for axis, label in enumerate(("height", "width")))
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """XLA's SAME padding (lax.padtype_to_pads): total = max((out-1)*stride + kernel - size, 0), lo = total//2."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def spatial_output_size(size: int, kernel: int, stride: int, padding: Padding, pads: tuple[int, int] = (0, 0)) -> int:
+    """Output rows of a window of `kernel` rows (a dilated kernel's span) and `stride`; `pads` for EXPLICIT."""
+    if padding is Padding.SAME:
+        return -(-size // stride)
+    return (size + sum(pads) - kernel) // stride + 1

@@ -75,8 +75,8 @@ def test_graph_structure_is_a_chain_of_13_ops():
     assert graph.producers("conv1") == ()
     assert graph.producers("pool1") == ("conv1",)
     assert graph.consumers("fc8") == ("loss",)
-    assert graph.op("conv1").kind is OpKind.CONV2D and graph.op("conv1").relu
-    assert not graph.op("fc8").relu
+    assert graph.op("conv1").kind is OpKind.CONV2D and graph.op("conv1").attrs.relu
+    assert not graph.op("fc8").attrs.relu
     assert graph.op("conv1").input_shapes == ((64, 64, 64, 3),)
 
 

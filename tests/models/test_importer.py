@@ -217,7 +217,7 @@ def test_a_user_model_imports_to_its_ops_shapes_parameters_and_flops(case):
     model, ops, forward_flops = CASES[case]
     module = _abstract(model)
     graph = import_model(module, DATASET, BATCH).graph
-    assert [(op.name, op.kind, op.output_shape, op.relu) for op in graph.ops] == ops
+    assert [(op.name, op.kind, op.output_shape, op.flat_fields.relu) for op in graph.ops] == ops
     assert graph.param_count == sum(math.prod(value.shape) for value in _module_params(module).values())
     assert graph.forward_flops == forward_flops
 
@@ -228,7 +228,7 @@ def test_the_graph_records_bias_producers_and_state():
     assert dict(graph.op("res_a.conv_a.conv").param_shapes) == {"kernel": (3, 3, 8, 8)}
     assert dict(graph.op("res_a.conv_a.bn").state_shapes) == {"mean": (8,), "var": (8,)}
     assert graph.producers("res_a") == ("res_a.conv_b.bn", "pool2d")
-    assert graph.op("pool2d").padding.value == "SAME" and graph.op("conv1").stride_hw == (2, 2)
+    assert graph.op("pool2d").attrs.padding.value == "SAME" and graph.op("conv1").attrs.stride_hw == (2, 2)
 
 
 def _user_loss(module, images, labels):
@@ -333,7 +333,7 @@ def test_the_zoo_s_resnet18_written_as_a_flax_module_imports_to_the_zoo_s_graph(
     assert _anonymous(imported) == _anonymous(zoo)
     assert (imported.forward_flops, imported.backward_flops, imported.param_count) == (
         zoo.forward_flops, zoo.backward_flops, zoo.param_count)
-    assert imported.op("blocks.2").kind is OpKind.ADD and imported.op("blocks.2.projection").stride_hw == (2, 2)
+    assert imported.op("blocks.2").kind is OpKind.ADD and imported.op("blocks.2.projection").attrs.stride_hw == (2, 2)
 
 
 # What the importer cannot take: one line naming the primitive, the module path, the file and line.

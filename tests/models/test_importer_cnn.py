@@ -98,7 +98,7 @@ def test_a_convnext_style_model_imports_to_its_ops_shapes_parameters_and_flops()
     assert graph.forward_flops == FORWARD_FLOPS
     dwconv = graph.op("blocks.0.dwconv")
     assert (dwconv.attrs.groups, dict(dwconv.param_shapes)) == (WIDTH, {"kernel": (7, 7, 1, WIDTH), "bias": (WIDTH,)})
-    assert graph.op("stem").attrs is None and not graph.op("blocks.0.up").relu
+    assert graph.op("stem").attrs.plain and not graph.op("blocks.0.up").attrs.relu
     assert dict(graph.op("blocks.1.down").param_shapes) == {"kernel": (4 * WIDTH, WIDTH)}
     assert graph.op("blocks.0.norm").attrs.eps == pytest.approx(1e-6)
     assert graph.op("blocks.0.activation").attrs.fn is Activation.GELU_TANH
@@ -151,13 +151,13 @@ def test_dilation_explicit_padding_and_group_norm_import():
         ("stem", OpKind.CONV2D), ("dilated", OpKind.CONV2D), ("group_norm", OpKind.GROUP_NORM),
         ("activation", OpKind.ACTIVATION), ("padded", OpKind.CONV2D), ("global_max_pool", OpKind.GLOBAL_MAX_POOL),
         ("head", OpKind.DENSE), ("loss", OpKind.SOFTMAX_XENT)]
-    assert graph.op("activation").attrs.fn is Activation.RELU and graph.op("padded").relu  # unfusable, fused
+    assert graph.op("activation").attrs.fn is Activation.RELU and graph.op("padded").attrs.relu  # unfusable, fused
     norm = graph.op("group_norm")
     assert (norm.attrs.groups, norm.attrs.eps, dict(norm.param_shapes)) == (4, 1e-6, {"scale": (8,), "bias": (8,)})
     assert norm.space.size("channel") == 4 and norm.space.splittable == {"sample", "channel"}
     dilated, padded = graph.op("dilated"), graph.op("padded")
-    assert (dilated.padding, dilated.attrs.dilation_hw, dilated.output_shape) == (Padding.SAME, (2, 2), IMAGE)
-    assert (padded.padding, padded.attrs.pads, padded.output_shape) == (
+    assert (dilated.attrs.padding, dilated.attrs.dilation_hw, dilated.output_shape) == (Padding.SAME, (2, 2), IMAGE)
+    assert (padded.attrs.padding, padded.attrs.pads, padded.output_shape) == (
         Padding.EXPLICIT, ((1, 1), (2, 2)), (BATCH, 8, 10, WIDTH))
     assert "dilation_hw=(2, 2)" in dilated.cost_key and "EXPLICIT" in padded.cost_key
     assert padded.forward_flops == 2 * BATCH * 8 * 10 * WIDTH * 9 * WIDTH
@@ -316,8 +316,8 @@ def test_a_grouped_conv_splits_whole_groups_and_reads_their_input_channels():
     assert tasks_array_boxes(op.space, channel_split, dict(op.space.params)["kernel"])[1] == (
         (0, 3), (0, 3), (0, 4), (6, 12))
     local = local_op(op, channel_split)  # one group each: a plain conv, of a plain conv's cost key
-    assert (local.attrs, local.input_shapes, dict(local.param_shapes)) == (
-        None, ((BATCH, 8, 8, 4),), {"kernel": (3, 3, 4, 6)})
+    assert (local.attrs.plain, local.input_shapes, dict(local.param_shapes)) == (
+        True, ((BATCH, 8, 8, 4),), {"kernel": (3, 3, 4, 6)})
     assert local_op(KINDS.op("strided"), (1, 1, 1, 2)).attrs.groups == 2
     assert "groups=2" in op.cost_key and "groups" not in KINDS.op("stem").cost_key
 
@@ -404,7 +404,7 @@ def test_a_conv_transpose_of_stride_1_is_the_conv_it_computes_and_a_strided_one_
     # flax's ConvTranspose (transpose_kernel=False) is lax.conv_general_dilated with lhs_dilation = strides:
     # at stride 1 a plain convolution of its own kernel, at stride 2 an input dilation no conv2d computes.
     graph = import_model(_abstract(Transposed), DATASET, BATCH).graph
-    assert [op.kind for op in graph.ops][:1] == [OpKind.CONV2D] and graph.ops[0].kernel_hw == (3, 3)
+    assert [op.kind for op in graph.ops][:1] == [OpKind.CONV2D] and graph.ops[0].attrs.kernel_hw == (3, 3)
     with pytest.raises(ModelImportError, match=r"^.*test_importer_cnn\.py:\d+: cannot import module 'up' "
                                                r"\(ConvTranspose\): it computes a transposed convolution of strides "
                                                r"\(2, 2\) \(input dilation: nnx\.ConvTranspose with strides above 1\), "

@@ -314,7 +314,7 @@ def test_apply_conv2d():
     for name in ("stem", "conv2", "side"):
         op = GRAPH.op(name)
         params, (x,) = _params(op, 1), _inputs(op, 2)
-        stride = op.stride_hw
+        stride = op.attrs.stride_hw
         y = lax.conv_general_dilated(x, params["kernel"], stride, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         # stem, conv2 and side have ReLU (the default).
         _check(apply_op(op, params, (x,)), jnp.maximum(y + params["bias"], 0), op.output_shape)
@@ -437,10 +437,10 @@ def test_a_conv_on_a_small_image_is_patches_times_its_kernel(size, kernel, strid
     b = GraphBuilder("m", "toy", (2, size, size, 5))
     b.conv2d("c", 6, kernel=kernel, stride=stride, padding=padding, input=None)
     op = b.build(2).op("c")
-    assert op.im2col and op.output_shape[1] * op.output_shape[2] <= 4 and "im2col" in op.cost_key
-    assert local_op(op, (2, 1, 1, 2)).im2col  # every task computes it so, and calibration times that
+    assert op.attrs.im2col and op.output_shape[1] * op.output_shape[2] <= 4 and "im2col" in op.cost_key
+    assert local_op(op, (2, 1, 1, 2)).attrs.im2col  # every task computes it so, and calibration times that
     params, inputs = _params(op, 3), _inputs(op, 4)
-    plain = dataclasses.replace(op, im2col=False)
+    plain = dataclasses.replace(op, attrs=dataclasses.replace(op.attrs, im2col=False))
     _check(apply_op(op, params, inputs), apply_op(plain, params, inputs), op.output_shape)
     grads = [jax.grad(lambda p, o=o: jnp.sum(apply_op(o, p, inputs) ** 2))(params) for o in (op, plain)]
     for name in params:
@@ -450,7 +450,7 @@ def test_a_conv_on_a_small_image_is_patches_times_its_kernel(size, kernel, strid
 def test_a_conv_with_a_larger_output_is_a_plain_convolution():
     b = GraphBuilder("m", "toy", (2, 6, 6, 5))
     b.conv2d("c", 6, kernel=3, stride=2, input=None)
-    assert not b.build(2).op("c").im2col  # a 3x3 output
+    assert not b.build(2).op("c").attrs.im2col  # a 3x3 output
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -514,8 +514,8 @@ def test_only_a_spatial_shard_of_a_conv_is_a_halo_op():
     from models.zoo import build_graph
 
     conv = build_graph("resnet18", "tiny-imagenet", 8).op("res4a_branch2b")
-    assert local_op(conv, (1, 1, 2, 1)).halo and "halo" in local_op(conv, (1, 1, 2, 1)).cost_key
-    assert not local_op(conv, (2, 1, 1, 1)).halo and not local_op(conv, (1, 1, 1, 2)).halo
+    assert local_op(conv, (1, 1, 2, 1)).attrs.halo and "halo" in local_op(conv, (1, 1, 2, 1)).cost_key
+    assert not local_op(conv, (2, 1, 1, 1)).attrs.halo and not local_op(conv, (1, 1, 1, 2)).attrs.halo
 
 
 @pytest.mark.parametrize("model", ["resnet18", "inception_v3"])

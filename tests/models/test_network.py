@@ -1,5 +1,7 @@
 """The executable network: layers built from the graph's shapes, and each op's computation by hand."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import networkx as nx
@@ -10,6 +12,7 @@ from flax import nnx
 from models.batch import synthetic_batch
 from models.errors import ShapeError
 from models.graph import GraphBuilder, OpGraph
+from models.kinds.dense import DenseAttrs
 from models.kinds.pool import max_pool
 from models.network import Network, apply_op, init_params, layer_params, op_layer
 from models.op import Op, OpKind, Padding, local_op
@@ -80,11 +83,11 @@ def test_alexnet_parameters_have_the_ops_shapes_and_depend_only_on_the_seed(refe
 
 
 def test_dense_relu_flag_is_honoured():
-    op = Op("d", OpKind.DENSE, ((2, 3),), (2, 2), (("kernel", (3, 2)), ("bias", (2,))), relu=False)
+    op = Op("d", OpKind.DENSE, ((2, 3),), (2, 2), (("kernel", (3, 2)), ("bias", (2,))), attrs=DenseAttrs(relu=False))
     params = layer_params(nnx.Linear(3, 2, kernel_init=nnx.initializers.ones, rngs=nnx.Rngs(0)))
     x = -jnp.ones((2, 3))
     np.testing.assert_array_equal(apply_op(op, params, (x,)), -3 * np.ones((2, 2)))
-    np.testing.assert_array_equal(apply_op(Op("d", OpKind.DENSE, ((2, 3),), (2, 2), op.param_shapes, relu=True),
+    np.testing.assert_array_equal(apply_op(dataclasses.replace(op, attrs=DenseAttrs(relu=True)),
                                            params, (x,)), np.zeros((2, 2)))
 
 

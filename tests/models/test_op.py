@@ -1,7 +1,8 @@
 """Op semantics: SAME padding, the input window a shard reads, and the local op of a task."""
 
 from models.graph import GraphBuilder
-from models.op import OpKind, Padding, input_boxes, local_op, same_padding, shard_box, task_input_boxes
+from models.kinds.window import same_padding
+from models.op import OpKind, Padding, input_boxes, local_op, shard_box, task_input_boxes
 from models.zoo import build_graph
 
 
@@ -34,7 +35,7 @@ def test_local_op_of_a_batch_and_channel_split_conv_is_the_op_on_its_shard():
     conv2 = build_graph("alexnet", "tiny-imagenet", 128).op("conv2")  # (128,7,7,64) -> (128,7,7,192)
     local = local_op(conv2, (2, 1, 1, 2))
     assert local.output_shape == (64, 7, 7, 96)
-    assert local.input_shapes == ((64, 7, 7, 64),) and local.padding is Padding.SAME
+    assert local.input_shapes == ((64, 7, 7, 64),) and local.attrs.padding is Padding.SAME
     assert dict(local.param_shapes) == {"kernel": (5, 5, 64, 96), "bias": (96,)}
     assert local.forward_flops * 4 == conv2.forward_flops
     assert local.name == ""
@@ -45,7 +46,7 @@ def test_local_op_of_a_spatially_split_conv_reads_its_halo_window():
     local = local_op(conv1, (1, 2, 1, 1))
     assert local.output_shape == (128, 8, 16, 64)
     # Height: (8-1)*4 + 11 = 39 rows with the halo; width: (16-1)*4 + 11 = 71 columns, padding included.
-    assert local.input_shapes == ((128, 39, 71, 3),) and local.padding is Padding.VALID
+    assert local.input_shapes == ((128, 39, 71, 3),) and local.attrs.padding is Padding.VALID
     assert local.forward_flops * 2 == conv1.forward_flops
 
 

@@ -46,13 +46,13 @@ def test_resnet50_structure():
     assert kinds.count(OpKind.ADD) == 16
     # A projection block: res3a adds the main branch and the projected shortcut, then its ReLU.
     assert graph.producers("res3a") == ("bn3a_branch2c", "bn3a_branch1")
-    assert graph.op("res3a").relu and graph.op("res3a").output_shape == (2, 28, 28, 512)
+    assert graph.op("res3a").attrs.relu and graph.op("res3a").output_shape == (2, 28, 28, 512)
     # An identity block adds the block's input.
     assert graph.producers("res3b") == ("bn3b_branch2c", "res3a")
     # The stride is on the 3x3 conv (v1.5), convs before a norm have no bias.
-    assert graph.op("res3a_branch2b").stride_hw == (2, 2)
+    assert graph.op("res3a_branch2b").attrs.stride_hw == (2, 2)
     assert dict(graph.op("res3a_branch2a").param_shapes) == {"kernel": (1, 1, 256, 128)}
-    assert graph.op("bn3a_branch2a").relu and not graph.op("bn3a_branch2c").relu
+    assert graph.op("bn3a_branch2a").attrs.relu and not graph.op("bn3a_branch2c").attrs.relu
     assert dict(graph.op("bn3a_branch2a").state_shapes) == {"mean": (128,), "var": (128,)}
     assert graph.op("pool5").output_shape == (2, 2048)
 
@@ -67,8 +67,8 @@ def test_inception_v3_structure():
                       "Mixed_7b": (8, 8, 2048), "Mixed_7c": (8, 8, 2048)}
     assert graph.producers("Mixed_5b") == ("Mixed_5b.branch1x1.bn", "Mixed_5b.branch5x5_2.bn",
                                            "Mixed_5b.branch3x3dbl_3.bn", "Mixed_5b.branch_pool.bn")
-    assert graph.op("Mixed_6b.branch7x7_2.conv").kernel_hw == (1, 7)
-    assert graph.op("Mixed_6b.branch7x7_3.conv").kernel_hw == (7, 1)
+    assert graph.op("Mixed_6b.branch7x7_2.conv").attrs.kernel_hw == (1, 7)
+    assert graph.op("Mixed_6b.branch7x7_3.conv").attrs.kernel_hw == (7, 1)
     # Inception-E nests a concat of 1x3 and 3x1 inside its concat.
     assert graph.op("Mixed_7b.branch3x3").kind is OpKind.CONCAT
     assert graph.op("Mixed_5b.branch_pool.avg").kind is OpKind.AVG_POOL2D

@@ -294,8 +294,8 @@ def test_heads_that_the_devices_do_not_divide_split_whole_or_not_at_all(heads, n
     ids = jax.ShapeDtypeStruct((num_devices, 8), np.int32)
     plan = soap.parallelize(model, ids, num_devices=num_devices, machine="h100x8", budget_s=1)
     merged = {"attn.query": "hidden", "attn.key": "hidden", "attn.value": "hidden", "attn.out": "in_hidden"}
-    assert {op.name: op.attrs.label for op in plan.graph.ops if op.attrs is not None and op.kind.value == "dense"
-            } == merged
+    assert {op.name: op.attrs.label for op in plan.graph.ops
+            if op.kind.value == "dense" and op.attrs.label is not None} == merged
     for name, label in merged.items():
         op = plan.graph.op(name)
         index = [dim.name for dim in op.config_labels].index(label)

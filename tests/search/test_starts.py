@@ -250,19 +250,48 @@ def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(m
             assert table[a, b] == _edge_tasks_ms(builder, p, p + 1, tuple(others)), (source, config)
 
 
+TINY_GPT = FamilyOptions(depth=1, width=16, heads=4, vocab=32, seq_len=8)
+
+
 def test_the_edge_table_prices_a_partial_sum_output_as_the_tasks_the_simulator_builds():
     # A row-split attn_proj (its contracting hidden label split) holds partial sums its dropout reads:
-    # all-reduced (whole readers) or all-reduced and moved (readers elsewhere), each as the simulator builds.
-    # (The table still prices a replicated reader's copies as separate readers: left out here.)
-    graph = build_graph("gpt2", "tokens", 4, FamilyOptions(depth=1, width=16, heads=4, vocab=32, seq_len=8))
+    # all-reduced (whole readers) or all-reduced and moved (readers elsewhere), each as the simulator builds;
+    # the dropout's copies (Megatron's replicated dropout) each read, and send the gradient back from one.
+    graph = build_graph("gpt2", "tokens", 4, TINY_GPT)
     builder = Simulator(graph, _two_node_machine(True), FlopCost()).builder
     p, c = graph.index("h0.attn_proj"), graph.index("h0.attn_drop")
     spaces = [enumerate_configs(op, 8) for op in graph.ops]
     sources = [config for config in spaces[p] if builder.partial_output(p, config.degrees)]
     sources = sources[:6] + [config for config in spaces[p] if not builder.partial_output(p, config.degrees)][:3]
-    unreplicated = [config for config in spaces[c] if builder.copies(c, config.degrees) == 1]  # copies: not yet
-    configs = unreplicated[:: max(len(unreplicated) // 8, 1)]
+    configs = spaces[c][:: max(len(spaces[c]) // 12, 1)]
     assert len(sources) == 9 and any(builder.partial_output(p, config.degrees) for config in sources)
+    assert any(builder.copies(c, config.degrees) > 1 for config in configs)
+    table = builder.edge_ms_table(p, c, 0, sources, configs)
+    for (a, source), (b, config) in itertools.product(enumerate(sources), enumerate(configs)):
+        others = [space[0] for space in spaces]
+        others[p], others[c] = source, config
+        assert table[a, b] == _edge_tasks_ms(builder, p, c, tuple(others)), (source, config)
+
+
+@pytest.mark.parametrize("producer, consumer", [
+    pytest.param("h0.fc", "h0.act", id="replicated-reader"),
+    pytest.param("h0.act", "h0.mlp_proj", id="replicated-producer-partial-input-gradient"),
+    pytest.param("h0.add_2", "ln_f", id="both-replicated"),
+])
+def test_the_edge_table_prices_replicated_copies_as_the_tasks_the_simulator_builds(producer, consumer):
+    # A replicated op's copies (models.labels.replicated) are one reader and one source each way: the
+    # simulator reads a shard from the copy on the reader's device, else the first copy, and sends the
+    # gradient to every copy of the producer from the consumer's copy on its device, else its first copy.
+    graph = build_graph("gpt2", "tokens", 4, TINY_GPT)
+    builder = Simulator(graph, _two_node_machine(True), FlopCost()).builder
+    p, c = graph.index(producer), graph.index(consumer)
+    spaces = [enumerate_configs(op, 8) for op in graph.ops]
+    rng = np.random.default_rng(1)
+    sources = [spaces[p][int(k)] for k in rng.choice(len(spaces[p]), size=10, replace=False)]
+    configs = [spaces[c][int(k)] for k in rng.choice(len(spaces[c]), size=10, replace=False)]
+    replicated = [builder.copies(op, config.degrees) > 1 for op, candidates in ((p, sources), (c, configs))
+                  for config in candidates]
+    assert any(replicated) and not all(replicated)
     table = builder.edge_ms_table(p, c, 0, sources, configs)
     for (a, source), (b, config) in itertools.product(enumerate(sources), enumerate(configs)):
         others = [space[0] for space in spaces]
