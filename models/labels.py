@@ -128,9 +128,11 @@ class Space:
     op's statistics reduce over (all-reduced inside the op, so never a partial output: a vocabulary-split
     cross-entropy's max and sum);
     `whole_when_split`: (label, labels) pairs, a split of the first making the op read its inputs whole on
-    the others (see models/kinds/conv.py for why); `units`: (label, count) pairs, a label that is `count`
-    equal units merged whose shards must be whole units, so its degree divides `count` rather than its
-    size (a dense's h*k features that the user's module holds as h heads: models/kinds/dense.py)."""
+    the others; `exclusive`: (label, labels) pairs, a split of the first ruling out splits of the others
+    (see models/kinds/conv.py for why: XLA computes such splits wrongly); `units`: (label, count) pairs, a
+    label that is `count` equal units merged whose shards must be whole units, so its degree divides `count`
+    rather than its size (a dense's h*k features that the user's module holds as h heads:
+    models/kinds/dense.py)."""
 
     labels: tuple[Label, ...]
     output: tuple[str | Merged, ...]
@@ -142,6 +144,7 @@ class Space:
     statistics: frozenset[str] = frozenset()
     whole_when_split: tuple[tuple[str, frozenset[str]], ...] = ()
     units: tuple[tuple[str, int], ...] = ()
+    exclusive: tuple[tuple[str, frozenset[str]], ...] = ()
 
     def __post_init__(self) -> None:
         names = [label.name for label in self.labels]
@@ -234,6 +237,13 @@ def whole_labels(space: Space, degrees: tuple[int, ...]) -> frozenset[str]:
     """The labels the op reads whole under `degrees` whatever their split (`Space.whole_when_split`)."""
     split = space.degree_map(degrees)
     return frozenset(n for label, names in space.whole_when_split if split[label] > 1 for n in names)
+
+
+def exclusive_splits(space: Space, degrees: tuple[int, ...]) -> tuple[str, str] | None:
+    """A pair of labels that `degrees` splits both of although `Space.exclusive` rules it out, else None."""
+    split = space.degree_map(degrees)
+    return next(((label, other) for label, others in space.exclusive if split[label] > 1
+                 for other in sorted(others) if split[other] > 1), None)
 
 
 def input_box(space: Space, input_index: int, ranges: Mapping[str, tuple[int, int]],

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
+from models.kinds.base import KindSpec, bias_once, contracting_splits, elements, relu_if, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Label, Merged, Role, Space
 from models.op import Op, OpKind, Padding
@@ -107,7 +107,8 @@ class Conv2D(KindSpec):
 
     def space(self, op: Op) -> Space:
         """x[sample window(height) window(width) in_channel] . kernel[kernel_h kernel_w in_channel channel]
-        + bias[channel] -> y[sample height width channel]; a channel split reads the image whole."""
+        + bias[channel] -> y[sample height width channel]; a channel split reads the image whole; in_channel
+        is contracted (see the module docstring), its degree the config's last."""
         if groups(op) > 1:
             return self._grouped_space(op)
         kh, kw = op.kernel_hw
@@ -116,9 +117,12 @@ class Conv2D(KindSpec):
             Label("in_channel", op.input_shapes[0][3], Role.CHANNEL))
         height, width = spatial_windows(op)
         params = {"kernel": ("kernel_h", "kernel_w", "in_channel", "channel"), "bias": ("channel",)}
-        return Space(labels, ("sample", "height", "width", "channel"), (("sample", height, width, "in_channel"),),
+        outputs = ("sample", "height", "width", "channel")
+        return Space(labels, outputs, (("sample", height, width, "in_channel"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
-                     whole_when_split=(("channel", frozenset({"height", "width"})),))
+                     config_labels=outputs + ("in_channel",), splittable=contracting_splits(op, outputs, "in_channel"),
+                     whole_when_split=(("channel", frozenset({"height", "width"})),),
+                     exclusive=(("in_channel", frozenset({"height", "width"})),))
 
     @staticmethod
     def _grouped_space(op: Op) -> Space:
@@ -139,6 +143,11 @@ class Conv2D(KindSpec):
                      tuple((name, params[name]) for name, _ in op.param_shapes),
                      config_labels=("sample", "height", "width", "channel"),
                      whole_when_split=(("channel", frozenset({"height", "width"})),))
+
+    def task_apply(self, op: Op, degrees, index, params, inputs, labels) -> jax.Array:
+        """An input-channel task adds the bias only where it holds the first channels (`bias_once`)."""
+        params = bias_once(op, degrees, index, params, "in_channel")
+        return super().task_apply(op, degrees, index, params, inputs, labels)
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
         """A channel split of a grouped conv leaves each task G / degree groups; a halo shard's window

@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
-from models.labels import Label, Role, Space, label_ranges
+from models.kinds.base import KindSpec, bias_once, contracting_splits, elements, relu_if, tensor_labels
+from models.labels import Label, Role, Space
 from models.op import Op, OpKind
 
 
@@ -67,7 +67,8 @@ class Dense(KindSpec):
         names = tuple(label.name for label in labels[:-1])
         params = {"kernel": ("in_channel", "channel"), "bias": ("channel",)}
         return Space(labels, names, (names[:-1] + ("in_channel",),),
-                     tuple((name, params[name]) for name, _ in op.param_shapes))
+                     tuple((name, params[name]) for name, _ in op.param_shapes),
+                     config_labels=names + ("in_channel",), splittable=contracting_splits(op, names, "in_channel"))
 
     @staticmethod
     def _token_space(op: Op) -> Space:
@@ -81,7 +82,7 @@ class Dense(KindSpec):
         return Space(labels, ("sample", "sequence", "hidden"), (("sample", "sequence", "in_hidden"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
                      config_labels=("sample", "sequence", "hidden", "in_hidden"),
-                     splittable=frozenset({"sample", "sequence", "hidden"} | (set() if op.relu else {"in_hidden"})),
+                     splittable=contracting_splits(op, ("sample", "sequence", "hidden"), "in_hidden"),
                      units=() if op.attrs is None else ((op.attrs.label, op.attrs.heads),))
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
@@ -97,10 +98,9 @@ class Dense(KindSpec):
         return relu_if(op, dense(inputs[0], params["kernel"], params.get("bias")))
 
     def task_apply(self, op: Op, degrees, index, params, inputs, labels) -> jax.Array:
-        """A row-split task (in_hidden) adds the bias only where it holds the first rows: the partial sums
-        then add up to one bias."""
-        if has_bias(op) and label_ranges(op.space, degrees, index).get("in_hidden", (0, 0))[0] > 0:
-            params = {**params, "bias": jnp.zeros_like(params["bias"])}
+        """A row-split task (in_hidden, in_channel) adds the bias only where it holds the first rows
+        (`bias_once`)."""
+        params = bias_once(op, degrees, index, params, "in_hidden" if len(op.output_shape) == 3 else "in_channel")
         return super().task_apply(op, degrees, index, params, inputs, labels)
 
 

@@ -20,7 +20,7 @@ def dense_chain():
 
 
 GRAPH = dense_chain()
-A, B = ParallelConfig((4, 1), (0, 1, 2, 3)), ParallelConfig((1, 2), (4, 5))
+A, B = ParallelConfig((4, 1, 1), (0, 1, 2, 3)), ParallelConfig((1, 2, 1), (4, 5))
 START = Strategy.for_graph(GRAPH, 8, {"fc1": A, "fc2": A, "fc3": B, "loss": ParallelConfig((1,), (0,))})
 
 
@@ -56,7 +56,7 @@ def test_same_seed_same_run_moves_and_none_on_one_device():
         return seen
 
     assert walk(3) == walk(3) != walk(4)
-    whole = ParallelConfig((1, 1), (0,))
+    whole = ParallelConfig((1, 1, 1), (0,))
     one_device = Strategy.for_graph(GRAPH, 1, {"fc1": whole, "fc2": whole, "fc3": whole,
                                                "loss": ParallelConfig((1,), (0,))})
     assert run_random_split(GRAPH, 1)(one_device, np.random.default_rng(0)) is None

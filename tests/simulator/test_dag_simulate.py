@@ -309,7 +309,7 @@ def test_a_consumer_reading_one_op_twice_moves_as_much_back_as_forward():
 def random_dag(rng: np.random.Generator) -> OpGraph:
     """4 to 12 ops on (8, 4, 4, 4) images, each reading 1 or 2 earlier ops (an add of two ops of one shape, a
     concat of any two: every op keeps 4 x 4), then the ops nobody reads concatenated, global_avg_pool, dense
-    and softmax_xent."""
+    and softmax_xent. Convs after the first fuse a ReLU or not (without, their input channels split)."""
     b = GraphBuilder("dag", "toy", (8, 4, 4, 4))
     names = [b.conv2d("op0", int(rng.choice([4, 8])), kernel=int(rng.choice([1, 3])), input=None)]
     read = set()
@@ -338,8 +338,9 @@ def random_dag(rng: np.random.Generator) -> OpGraph:
             names.append(b.pool2d(name, kernel=3, stride=1, padding="SAME", input=source))
         elif kind == "avg_pool2d":
             names.append(b.avg_pool2d(name, input=source))
-        else:
-            names.append(b.conv2d(name, int(rng.choice([4, 8])), kernel=int(rng.choice([1, 3])), input=source))
+        else:  # without a ReLU a conv may split its input channels (partial sums of its output)
+            names.append(b.conv2d(name, int(rng.choice([4, 8])), kernel=int(rng.choice([1, 3])),
+                                  relu=bool(rng.integers(2)), input=source))
     sinks = [n for n in names if n not in read]  # (a builder cannot add ops after build(): it freezes its graph)
     if len(sinks) > 1:
         b.concat("tail", inputs=sinks)
@@ -368,22 +369,25 @@ def random_moves(graph: OpGraph, strategy: Strategy, num_devices: int, rng: np.r
 
 def test_random_dags_have_branches():
     # The generator makes what the property test needs: adds, concats, and ops read by several consumers.
-    kinds, fanout = set(), 0
+    kinds, fanout, contracting = set(), 0, 0
     for seed in range(20):
         graph = random_dag(np.random.default_rng(seed))
         kinds |= {op.kind.value for op in graph.ops}
+        contracting += sum("in_channel" in op.space.splittable and op.kind.value == "conv2d" for op in graph.ops)
         fanout = max(fanout, max(len(graph.consumers(op.name)) for op in graph.ops))
         assert 7 <= len(graph.ops) <= 16 and graph.ops[-1].kind.value == "softmax_xent"
     assert {"add", "concat", "batch_norm", "pool2d", "avg_pool2d", "conv2d"} <= kinds and fanout >= 2
+    assert contracting >= 10  # convs and the dense whose input channels split: partial-sum outputs
 
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 4]), overlap=st.booleans(),
-       moves=st.integers(1, 20))
-def test_delta_equals_full_on_random_dags(seed, num_devices, overlap, moves):
+       moves=st.integers(1, 20), scatter=st.booleans())
+def test_delta_equals_full_on_random_dags(seed, num_devices, overlap, moves, scatter):
+    # `scatter`: a machine on which XLA sums a partial output that its readers split as a reduce-scatter.
     rng = np.random.default_rng(seed)
     graph = random_dag(rng)
-    machine = preset(num_devices, overlap)
+    machine = dataclasses.replace(preset(num_devices, overlap), reduce_scatter=scatter)
     cost = RooflineCostModel(machine.device)
     delta, full = Simulator(graph, machine, cost), Simulator(graph, machine, cost)
     strategy = random_strategy(graph, num_devices, rng)
