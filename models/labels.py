@@ -19,11 +19,15 @@ ask these functions:
 - the gradient of an input is a partial sum over the split labels the input does not carry (a dense or
   conv split on its output channels): the tasks that differ only there all-reduce it
   (`partial_sum_groups`, `has_partial_input_gradient`);
+- a split of a label the output does not carry (a contracted one: a row-split dense, a conv or dense
+  split on its input channels) leaves each task a partial sum of its output box, summed over the tasks
+  that differ only there before a reader reads it (`output_partial`, `output_partial_groups`);
 - statistics reduced over some labels (batch norm's) are all-reduced by the tasks that differ only on
   those (`statistics_groups`);
 - at run time an input is sharded on the labels it shares with the split (`input_axes`), read whole where
   the kind says (`Space.whole_when_split`: a conv split on its channels reads its image whole) and where a
-  split does not divide its dim.
+  split does not divide its dim; a kind may rule out splitting two labels at once (`Space.exclusive`,
+  `exclusive_splits`: a conv's input channels and its height, which XLA computes wrongly).
 Only what labels cannot say stays in a kind's module: halos (`Window`), the FLOPs, the JAX computation.
 """
 

@@ -11,8 +11,20 @@ the kernel is (Kh, Kw, Ci/G, Co). The labelled space says it with `Merged` dims:
 the groups (size G), `group_channel` the output channels of one group and `in_channel` the input channels
 of one; the output's and the kernel's last dims are (channel, group_channel) merged and the input's
 (channel, in_channel). A channel split therefore divides G and keeps whole groups: each task reads its own
-groups' input channels and writes their output channels (no partial sums). A conv of one group keeps the
-plain space below (and no attrs: its cost key and signature are those of every conv before groups).
+groups' input channels and writes their output channels (no partial sums). A grouped conv's in_channel is
+not a config label: a share of it is a strided set of the input's channels (a part of every group), which
+no sharding of the input's channel dim holds, and a depthwise conv's (one channel a group) contracts
+nothing. A conv of one group keeps the plain space below (and no attrs: its cost key and signature are
+those of every conv before groups).
+
+A plain conv's config also splits its input channels (`in_channel`, the config's last degree, so that a
+strategy file written before it names the same splits): each task reads its share of the input's channels
+and the kernel's, and holds a partial sum of the whole output box, summed before a reader (an all-reduce,
+or a reduce-scatter; simulator.taskgraph), the bias added once (`task_apply`). Only without a fused ReLU,
+which cannot act on a partial sum (a conv before a batch norm; models.kinds.base.contracting_splits). Its
+input gradient is each task's own slice, no partial sum. Such a split excludes a height or width split
+(`Space.exclusive`): XLA's SPMD partitioner (JAX 0.10.2) computes that step wrongly (conv -> conv split 2 on
+input channels and 2 on height -> dense, 4 CPU devices: the first conv's bias gradient doubled).
 
 Dilation (`ConvAttrs.dilation_hw`, nnx.Conv's kernel_dilation) spreads the kernel's taps d rows apart: each
 window spans (K - 1) * d + 1 input rows (models/kinds/window.py `span`; SAME pads for that span), its FLOPs

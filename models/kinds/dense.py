@@ -9,14 +9,15 @@ FLOPs: forward = 2 * elements(y) * In; backward = 2 * forward (1 * forward readi
 Worked numbers: AlexNet fc7, batch 128 -> 2 * 128 * 4096 * 4096 = 4.29 GFLOP; GPT-2's MLP up-projection,
 8 sequences of 1024 tokens, 768 -> 3072 -> 2 * 8 * 1024 * 3072 * 768 = 38.7 GFLOP.
 
-On (N, features) and on images every task reads all input features of its samples (in_channel is not
-split; images split on sample, height, width and channel alike); split on
-its outputs, its input gradient is a partial sum over its channel group (models.labels: its input lacks
-the channel label). On tokens a config also splits the contracting in_hidden (Megatron's row-parallel
-dense): each task reads its share of x's features and the kernel's rows and holds a partial sum of y,
-the bias added once (after the sum, as Megatron does; `task_apply`). A column split (hidden) is
-Megatron's column-parallel dense. Its backward writes the kernel gradient in the kernel's own (in, out)
-orientation (`dense`).
+Split on its outputs (images on sample, height, width and channel alike), every task reads all input
+features of its samples, and its input gradient is a partial sum over its channel group (models.labels:
+its input lacks the channel label). A config also splits the contracting label, in_hidden on tokens
+(Megatron's row-parallel dense), in_channel on (N, features) and on images (the config's last degree,
+so that strategy files written before it name the same splits): each task reads its share of x's
+features and the kernel's rows and holds a partial sum of y, the bias added once (after the sum, as
+Megatron does; `task_apply`); only without a fused ReLU, which cannot act on a partial sum. A column
+split (hidden) is Megatron's column-parallel dense. Its backward writes the kernel gradient in the
+kernel's own (in, out) orientation (`dense`).
 
 A projection to or from attention heads that the user's module holds with the heads as a dim of their own
 (nnx.LinearGeneral, nnx.MultiHeadAttention's q, k, v and output: a kernel [d h k] or [h k d]) is a dense on

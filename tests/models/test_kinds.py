@@ -538,3 +538,32 @@ def test_every_spatial_shard_of_a_zoo_conv_computes_its_gradients(model):
         assert output.shape == op.output_shape
         differentiated = (programs.params, programs.inputs) if op.input_grad else (programs.params,)  # not the data
         assert [g.shape for g in jax.tree.leaves(grads)] == [a.shape for a in jax.tree.leaves(differentiated)]
+
+
+def _input_channel_graph():
+    """A conv (with bias, 3x3 SAME: a halo in height and width), a dense on pixels and a classifier dense,
+    none with a fused ReLU: each may split its input channels."""
+    b = GraphBuilder("cin", "toy", (2, 4, 4, 8))
+    b.conv2d("conv", 6, kernel=3, relu=False)
+    b.dense("pixels", 4, relu=False, pixels=True)
+    b.flatten("flat")
+    b.dense("fc", 3, relu=False)
+    b.softmax_xent("loss")
+    return b.build(2)
+
+
+@pytest.mark.parametrize("name", ["conv", "pixels", "fc"])
+def test_input_channel_tasks_add_up_to_the_whole_op_with_one_bias(name):
+    """Every split of the op on 4 devices (input channels with the others), each task on its slices (its
+    task_apply: the bias only where it holds the first input channels), partial sums added, is the op."""
+    from tests.models.test_transformer_kinds import _inputs, _params, assembled
+    from soap.space import enumerate_configs
+
+    op = _input_channel_graph().op(name)
+    params, inputs = _params(op, 1), _inputs(op, 2)
+    whole = np.asarray(apply_op(op, params, inputs, None))
+    contracting = sorted({c.degrees for c in enumerate_configs(op, 4) if c.degrees[-1] > 1})
+    assert len(contracting) >= 3
+    for degrees in contracting:
+        np.testing.assert_allclose(assembled(op, degrees, params, inputs, None), whole, rtol=1e-5, atol=1e-5,
+                                   err_msg=str(degrees))

@@ -18,7 +18,8 @@ from soap.space import enumerate_configs
 from soap.strategy import Strategy
 from simulator.machine import Link
 from simulator.simulate import Simulator, simulate
-from simulator.taskgraph import ring_allreduce_ms
+from simulator.taskgraph import (ALL_REDUCED, REDUCE_SCATTERED, TRANSFER, ring_allreduce_ms, ring_reduce_scatter_ms,
+                                 task_name)
 from tests.simulator.fakes import FlopCost, KindTableCost, fake_machine
 
 # Costs 1/10/100/1000 as the style guide asks: dense forward 10, backward 100; loss 1 and 1000.
@@ -369,3 +370,43 @@ def test_a_strategy_for_another_graph_or_device_count_is_one_line():
         simulator.full(data_parallel(graph, 2))
     with pytest.raises(StrategyFileError, match="cannot be simulated"):
         simulator.delta(data_parallel(build_graph("alexnet", "tiny-imagenet", 64), 4))
+
+
+def input_channel_graph():
+    """conv k1 8 -> 6 channels on (4, 4, 4, 8), batch norm, flatten, dense 96 -> 2, loss; no fused ReLUs."""
+    b = GraphBuilder("cin", "toy", (4, 4, 4, 8))
+    b.conv2d("conv", 6, kernel=1, relu=False)
+    b.batch_norm("bn")
+    b.flatten("flat")
+    b.dense("fc", 2, relu=False)
+    b.softmax_xent("loss")
+    return b.build(4)
+
+
+@pytest.mark.parametrize("scatter", [pytest.param(False, id="all-reduce"), pytest.param(True, id="reduce-scatter")])
+def test_input_channel_splits_sum_their_outputs_once_forward(scatter):
+    # conv and fc split on their input channels over devices 0 and 1, each reader on the batch over the same
+    # two: each output is summed once, an all-reduce, or a reduce-scatter where the machine says XLA emits one
+    # (each reader takes its half of the sum). conv's output is 4*4*4*6 floats = 1536 B, fc's 4*2 floats = 32 B;
+    # at 1e6 B/s and 1 ms a step over a ring of 2. The backward moves slices only: an input-channel task's input
+    # gradient is its own slice, no partial sum.
+    graph = input_channel_graph()
+
+    def split(name, **degrees):
+        return ParallelConfig(tuple(degrees.get(n, 1) for n in graph.op(name).space.config_labels), (0, 1))
+
+    strategy = Strategy.for_graph(graph, 2, {"conv": split("conv", in_channel=2), "bn": split("bn", sample=2),
+                                             "flat": split("flat", sample=2), "fc": split("fc", in_channel=2),
+                                             "loss": split("loss", sample=2)})
+    machine = dataclasses.replace(fake_machine(2, bandwidth_bytes_per_s=1e6, latency_s=1e-3), reduce_scatter=scatter)
+    simulator = Simulator(graph, machine, FlopCost())
+    simulator.full(strategy)
+    moved = {task_name(task, graph): task.duration_ms for task in simulator.tasks() if task.kind == TRANSFER}
+    summed = REDUCE_SCATTERED if scatter else ALL_REDUCED
+    price = ring_reduce_scatter_ms if scatter else ring_allreduce_ms
+    assert {name: ms for name, ms in moved.items() if "partial sums" in name} == {
+        f"conv -> bn (partial sums {summed})": price(1536, 2, 1e6, 1e-3),
+        f"fc -> loss (partial sums {summed})": price(32, 2, 1e6, 1e-3)}
+    assert price(1536, 2, 1e6, 1e-3) == pytest.approx(1.768 if scatter else 3.536)
+    assert sorted(name for name in moved if name.startswith("grad")) == [
+        "grad bn -> conv (2 slices)", "grad fc -> flat (2 slices)", "grad loss -> fc (2 slices)"]
