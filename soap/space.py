@@ -25,6 +25,9 @@ from soap.config import ParallelConfig
 from soap.errors import InvalidConfigError
 
 
+INPUT_CHANNELS = "in_channel"  # the contracted label of a conv and an image dense (models/kinds/conv.py, dense.py)
+
+
 def _size(op: Op, label: Label, num_devices: int) -> int:
     """What a label's degree must divide: its size, its units (`Space.units`), or for copies
     (models.labels.replicated) the devices."""
@@ -101,6 +104,24 @@ def enumerate_configs(op: Op, num_devices: int, spmd: bool = False) -> tuple[Par
         for start in range(0, num_devices - tasks + 1, tasks):
             configs.append(ParallelConfig(degrees, tuple(range(start, start + tasks))))
     return tuple(configs)
+
+
+def carried_over(config: ParallelConfig, source: Op, target: Op) -> ParallelConfig | None:
+    """`config` of op `source` as a config of op `target`, the split the search's moves share along a run of
+    ops (the same devices): the degrees of their other config labels position by position where the two
+    ops have as many (a conv and its pool; a row-split dense and the replicated residual after it), as
+    before convs and dense layers had input channels, and the in_channel degree by name (1 where `source`
+    has none); None where the counts differ or `config` splits input channels `target` does not have."""
+    split = source.space.degree_map(config.degrees)
+    if split.get(INPUT_CHANNELS, 1) > 1 and INPUT_CHANNELS not in target.space.config_labels:
+        return None
+    others = [d for name, d in split.items() if name != INPUT_CHANNELS]
+    wanted = target.space.config_labels
+    if len(others) != len(wanted) - (INPUT_CHANNELS in wanted):
+        return None
+    position = iter(others)
+    degrees = tuple(split.get(name, 1) if name == INPUT_CHANNELS else next(position) for name in wanted)
+    return config if degrees == config.degrees else ParallelConfig(degrees, config.devices)
 
 
 def on_all_devices(configs, num_devices: int) -> bool:

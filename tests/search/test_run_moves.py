@@ -78,3 +78,24 @@ def test_a_run_longer_than_max_ops_moves_its_max_ops_nearest_ops_around_the_draw
             continue
         # Breadth first along the chain: the drawn op and its neighbours, or two on one side at an end.
         assert len(changed) == 3 and changed == list(range(changed[0], changed[0] + 3)), changed
+
+
+def test_a_conv_and_its_pool_split_alike_are_one_run():
+    # A conv's config has an in_channel degree its pool's lacks; split alike otherwise, they move together.
+    builder = GraphBuilder("convs", "toy", (8, 8, 8, 4))
+    builder.conv2d("conv", 8, kernel=3)
+    builder.pool2d("pool", kernel=2, stride=2)
+    builder.flatten("flatten")
+    builder.softmax_xent("loss")
+    graph = builder.build(8)
+    split = {"conv": ParallelConfig((2, 1, 1, 2, 1), (0, 1, 2, 3)), "pool": ParallelConfig((2, 1, 1, 2), (0, 1, 2, 3))}
+    start = Strategy.for_graph(graph, 4, {**split, "flatten": ParallelConfig((1, 1), (0,)),
+                                          "loss": ParallelConfig((1,), (0,))})
+    move, rng, together = run_random_split(graph, 4), np.random.default_rng(0), 0
+    for _ in range(100):
+        proposal = move(start, rng)
+        changed = [op.name for op in graph.ops if proposal[op.name] != start[op.name]]
+        if changed[0] == "conv" and proposal["conv"].degrees[:4] in {c.degrees for c in enumerate_configs(graph.op("pool"), 4)}:
+            assert changed == ["conv", "pool"] and proposal["pool"].degrees == proposal["conv"].degrees[:4]
+            together += 1
+    assert together > 10

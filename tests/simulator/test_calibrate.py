@@ -210,7 +210,7 @@ def test_the_backward_is_timed_alone_from_the_residuals_of_its_forward():
     from models.op import local_op
     from simulator.measure import local_op_programs
 
-    op = local_op(build_graph("resnet18", "tiny-imagenet", 2).op("res2a_branch2a"), (1, 1, 1, 1))
+    op = local_op(build_graph("resnet18", "tiny-imagenet", 2).op("res2a_branch2a"), (1, 1, 1, 1, 1))
     programs = local_op_programs(op)
     output, pullback = programs.forward_vjp(programs.params, programs.inputs)
     np.testing.assert_allclose(output, programs.forward(programs.params, programs.inputs), rtol=1e-5, atol=1e-5)
@@ -230,7 +230,7 @@ def test_the_update_program_is_the_optimizers_step(optimizer):
     from models.op import local_op
     from simulator.measure import local_op_programs, update_program
 
-    params = local_op_programs(local_op(GRAPH.op("conv2"), (1, 1, 1, 1))).params
+    params = local_op_programs(local_op(GRAPH.op("conv2"), (1, 1, 1, 1, 1))).params
     update, (params, opt_state, grads) = update_program(params, optimizer)
     new_params, _ = update(params, opt_state, grads)
     for name, value in params.items():

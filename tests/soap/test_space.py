@@ -133,3 +133,16 @@ def test_an_input_channel_degree_that_does_not_divide_is_one_line(op, degrees, m
     config = ParallelConfig(degrees, tuple(range(math.prod(degrees))))
     with pytest.raises(InvalidConfigError, match=message):
         validate_config(CIN.op(op), config, 8)
+
+
+def test_a_config_carries_over_to_a_neighbour_as_it_did_before_input_channels():
+    from soap.space import carried_over
+
+    conv, pool, fc8, flatten, loss = (GRAPH.op(name) for name in ("conv2", "pool2", "fc8", "flatten", "loss"))
+    four = (0, 1, 2, 3)
+    assert carried_over(ParallelConfig((2, 1, 1, 2, 1), four), conv, pool) == ParallelConfig((2, 1, 1, 2), four)
+    assert carried_over(ParallelConfig((2, 1, 1, 2), four), pool, conv) == ParallelConfig((2, 1, 1, 2, 1), four)
+    assert carried_over(ParallelConfig((2, 2), four), flatten, fc8) == ParallelConfig((2, 2, 1), four)
+    assert carried_over(ParallelConfig((1, 2, 2), four), fc8, flatten) is None  # flatten has no input channels
+    assert carried_over(ParallelConfig((2, 1, 1), (0, 1)), fc8, loss) is None  # 2 labels against 1, as before
+    assert carried_over(ParallelConfig((1, 1, 2), (0, 1)), CIN.op("fc"), fc8) == ParallelConfig((1, 1, 2), (0, 1))
