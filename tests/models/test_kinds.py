@@ -133,8 +133,8 @@ def test_conv_input_box_has_its_halo():
     # channels: all 3 input channels, whatever the output channels.
     assert input_boxes(conv, ((0, 1), (4, 8), (0, 4), (1, 3))) == (((0, 1), (3, 8), (0, 5), (0, 3)),)
     # Split on its channels, a task reads its input whole in height and width (task_input_boxes).
-    assert task_input_boxes(conv, (1, 2, 1, 2), ((0, 1), (4, 8), (0, 8), (0, 2))) == (((0, 1), (0, 8), (0, 8), (0, 3)),)
-    assert task_input_boxes(conv, (1, 2, 1, 1), ((0, 1), (4, 8), (0, 8), (0, 5))) == (((0, 1), (3, 8), (0, 8), (0, 3)),)
+    assert task_input_boxes(conv, (1, 2, 1, 2, 1), ((0, 1), (4, 8), (0, 8), (0, 2))) == (((0, 1), (0, 8), (0, 8), (0, 3)),)
+    assert task_input_boxes(conv, (1, 2, 1, 1, 1), ((0, 1), (4, 8), (0, 8), (0, 5))) == (((0, 1), (3, 8), (0, 8), (0, 3)),)
 
 
 def test_avg_pool_input_box_keeps_its_channels_and_has_its_halo():
@@ -438,7 +438,7 @@ def test_a_conv_on_a_small_image_is_patches_times_its_kernel(size, kernel, strid
     b.conv2d("c", 6, kernel=kernel, stride=stride, padding=padding, input=None)
     op = b.build(2).op("c")
     assert op.im2col and op.output_shape[1] * op.output_shape[2] <= 4 and "im2col" in op.cost_key
-    assert local_op(op, (2, 1, 1, 2)).im2col  # every task computes it so, and calibration times that
+    assert local_op(op, (2, 1, 1, 2, 1)).im2col  # every task computes it so, and calibration times that
     params, inputs = _params(op, 3), _inputs(op, 4)
     plain = dataclasses.replace(op, im2col=False)
     _check(apply_op(op, params, inputs), apply_op(plain, params, inputs), op.output_shape)
@@ -514,8 +514,8 @@ def test_only_a_spatial_shard_of_a_conv_is_a_halo_op():
     from models.zoo import build_graph
 
     conv = build_graph("resnet18", "tiny-imagenet", 8).op("res4a_branch2b")
-    assert local_op(conv, (1, 1, 2, 1)).halo and "halo" in local_op(conv, (1, 1, 2, 1)).cost_key
-    assert not local_op(conv, (2, 1, 1, 1)).halo and not local_op(conv, (1, 1, 1, 2)).halo
+    assert local_op(conv, (1, 1, 2, 1, 1)).halo and "halo" in local_op(conv, (1, 1, 2, 1, 1)).cost_key
+    assert not local_op(conv, (2, 1, 1, 1, 1)).halo and not local_op(conv, (1, 1, 1, 2, 1)).halo
 
 
 @pytest.mark.parametrize("model", ["resnet18", "inception_v3"])
@@ -529,8 +529,9 @@ def test_every_spatial_shard_of_a_zoo_conv_computes_its_gradients(model):
     from simulator.measure import local_op_programs
 
     graph = build_graph(model, default_dataset(model), 1)
-    shards = {local_op(op, degrees) for op in graph.ops if op.kind.value == "conv2d"
-              for degrees in ((1, 2, 1, 1), (1, 1, 2, 1)) if op.output_shape[1] >= 2 and op.output_shape[2] >= 2}
+    shards = {local_op(op, tuple(int(name == label) + 1 for name in op.space.config_labels))
+              for op in graph.ops if op.kind.value == "conv2d"
+              for label in ("height", "width") if op.output_shape[1] >= 2 and op.output_shape[2] >= 2}
     for op in sorted(shards, key=lambda op: op.cost_key):
         programs = local_op_programs(op)
         output, pullback = jax.eval_shape(programs.forward_vjp, programs.params, programs.inputs)

@@ -72,8 +72,8 @@ def test_shard_box():
 def test_a_channel_split_conv_reads_its_input_whole_in_height_and_width():
     conv2 = build_graph("alexnet", "tiny-imagenet", 8).op("conv2")  # (8,7,7,64) -> (8,7,7,192)
     out_box = ((0, 4), (0, 7), (0, 7), (96, 192))
-    assert task_input_boxes(conv2, (2, 1, 1, 2), out_box) == (((0, 4), (0, 7), (0, 7), (0, 64)),)
+    assert task_input_boxes(conv2, (2, 1, 1, 2, 1), out_box) == (((0, 4), (0, 7), (0, 7), (0, 64)),)
     conv1 = build_graph("alexnet", "tiny-imagenet", 8).op("conv1")
     halo_only = ((0, 8), (8, 16), (0, 16), (0, 64))
-    assert task_input_boxes(conv1, (1, 2, 1, 1), halo_only) == input_boxes(conv1, halo_only)
-    assert task_input_boxes(conv1, (1, 2, 1, 2), halo_only)[0][1] == (0, 64)
+    assert task_input_boxes(conv1, (1, 2, 1, 1, 1), halo_only) == input_boxes(conv1, halo_only)
+    assert task_input_boxes(conv1, (1, 2, 1, 2, 1), halo_only)[0][1] == (0, 64)
