@@ -41,16 +41,18 @@ from soap.optimizer import Optimizer
 from soap.strategy import Strategy, strategy_to_json
 
 
-def _has_spatial_split(strategy: Strategy) -> bool:
-    return any(len(c.degrees) == 4 and (c.degrees[1] > 1 or c.degrees[2] > 1) for c in strategy.values())
-
-
 def _splits(graph, role: Role):
     """Whether a strategy splits a label of `role` (the vocabulary, the sequence) in some op."""
     def splits(strategy: Strategy) -> bool:
         return any(degree > 1 and label.role is role for op in graph.ops
                    for label, degree in zip(op.config_labels, strategy[op.name].degrees))
     return splits
+
+
+def _spatial(graph):
+    """Whether a strategy splits a height or a width in some op."""
+    height, width = _splits(graph, Role.HEIGHT), _splits(graph, Role.WIDTH)
+    return lambda strategy: height(strategy) or width(strategy)
 
 
 def _uses_a_device_subset(strategy: Strategy) -> bool:
@@ -78,7 +80,7 @@ def random_strategies(graph, num_devices: int, count: int, seed: int) -> dict[st
     the rest drawn freely."""
     rng = np.random.default_rng(seed)
     tokens = any(label.role is Role.VOCAB for op in graph.ops for label in op.config_labels)
-    splits = [_splits(graph, Role.VOCAB), _splits(graph, Role.SEQUENCE)] if tokens else [_has_spatial_split]
+    splits = [_splits(graph, Role.VOCAB), _splits(graph, Role.SEQUENCE)] if tokens else [_spatial(graph)]
     wanted = [*splits, _uses_a_device_subset]
     if _joins(graph) and not tokens:
         wanted.append(_splits_a_join_spatially(graph))

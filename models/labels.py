@@ -19,11 +19,15 @@ ask these functions:
 - the gradient of an input is a partial sum over the split labels the input does not carry (a dense or
   conv split on its output channels): the tasks that differ only there all-reduce it
   (`partial_sum_groups`, `has_partial_input_gradient`);
+- a split of a label the output does not carry (a contracted one: a row-split dense, a conv or dense
+  split on its input channels) leaves each task a partial sum of its output box, summed over the tasks
+  that differ only there before a reader reads it (`output_partial`, `output_partial_groups`);
 - statistics reduced over some labels (batch norm's) are all-reduced by the tasks that differ only on
   those (`statistics_groups`);
 - at run time an input is sharded on the labels it shares with the split (`input_axes`), read whole where
   the kind says (`Space.whole_when_split`: a conv split on its channels reads its image whole) and where a
-  split does not divide its dim.
+  split does not divide its dim; a kind may rule out splitting two labels at once (`Space.exclusive`,
+  `exclusive_splits`: a conv's input channels and its height, which XLA computes wrongly).
 Only what labels cannot say stays in a kind's module: halos (`Window`), the FLOPs, the JAX computation.
 """
 
@@ -128,9 +132,11 @@ class Space:
     op's statistics reduce over (all-reduced inside the op, so never a partial output: a vocabulary-split
     cross-entropy's max and sum);
     `whole_when_split`: (label, labels) pairs, a split of the first making the op read its inputs whole on
-    the others (see models/kinds/conv.py for why); `units`: (label, count) pairs, a label that is `count`
-    equal units merged whose shards must be whole units, so its degree divides `count` rather than its
-    size (a dense's h*k features that the user's module holds as h heads: models/kinds/dense.py)."""
+    the others; `exclusive`: (label, labels) pairs, a split of the first ruling out splits of the others
+    (see models/kinds/conv.py for why: XLA computes such splits wrongly); `units`: (label, count) pairs, a
+    label that is `count` equal units merged whose shards must be whole units, so its degree divides `count`
+    rather than its size (a dense's h*k features that the user's module holds as h heads:
+    models/kinds/dense.py)."""
 
     labels: tuple[Label, ...]
     output: tuple[str | Merged, ...]
@@ -142,6 +148,7 @@ class Space:
     statistics: frozenset[str] = frozenset()
     whole_when_split: tuple[tuple[str, frozenset[str]], ...] = ()
     units: tuple[tuple[str, int], ...] = ()
+    exclusive: tuple[tuple[str, frozenset[str]], ...] = ()
 
     def __post_init__(self) -> None:
         names = [label.name for label in self.labels]
@@ -234,6 +241,13 @@ def whole_labels(space: Space, degrees: tuple[int, ...]) -> frozenset[str]:
     """The labels the op reads whole under `degrees` whatever their split (`Space.whole_when_split`)."""
     split = space.degree_map(degrees)
     return frozenset(n for label, names in space.whole_when_split if split[label] > 1 for n in names)
+
+
+def exclusive_splits(space: Space, degrees: tuple[int, ...]) -> tuple[str, str] | None:
+    """A pair of labels that `degrees` splits both of although `Space.exclusive` rules it out, else None."""
+    split = space.degree_map(degrees)
+    return next(((label, other) for label, others in space.exclusive if split[label] > 1
+                 for other in sorted(others) if split[other] > 1), None)
 
 
 def input_box(space: Space, input_index: int, ranges: Mapping[str, tuple[int, int]],

@@ -13,7 +13,7 @@ import numpy as np
 
 from models.graph import OpGraph
 from soap.config import ParallelConfig
-from soap.space import enumerate_configs, valid_degrees
+from soap.space import carried_over, enumerate_configs, valid_degrees
 from soap.strategy import Strategy
 
 Move = Callable[[Strategy, np.random.Generator], "Strategy | None"]
@@ -81,9 +81,10 @@ def copy_from_neighbour(graph: OpGraph, num_devices: int, spmd: bool = False) ->
 
     def move(strategy: Strategy, rng: np.random.Generator) -> Strategy | None:
         i = int(rng.integers(len(names)))
-        current = strategy[names[i]]
-        choices = [config for config in dict.fromkeys(strategy[n] for n in neighbours[i])
-                   if config != current and config in spaces[i]]
+        current, op = strategy[names[i]], graph.ops[i]
+        taken = (carried_over(strategy[n], graph.op(n), op) for n in neighbours[i])
+        choices = [config for config in dict.fromkeys(taken)
+                   if config is not None and config != current and config in spaces[i]]
         if not choices:
             return None
         return strategy.with_config(names[i], choices[int(rng.integers(len(choices)))])
@@ -172,20 +173,23 @@ def run_random_split(graph: OpGraph, num_devices: int, max_ops: int = MAX_RUN_OP
         config = _other_config(splits[i], strategy[names[i]], rng)
         if config is None:
             return None
-        run = {names[j] for j in _run(strategy, names, neighbours, i, max_ops) if config in members[j]}
-        items = tuple((name, config if name in run else current) for name, current in strategy.items_)
+        taken = {names[j]: carried_over(config, graph.ops[i], graph.ops[j])
+                 for j in _run(graph, strategy, neighbours, i, max_ops)}
+        run = {name: c for name, c in taken.items() if c is not None and c in members[graph.index(name)]}
+        items = tuple((name, run.get(name, current)) for name, current in strategy.items_)
         return Strategy(strategy.model, strategy.graph_signature, strategy.num_devices, items)
 
     return move
 
 
-def _run(strategy: Strategy, names: list[str], neighbours: list[tuple[int, ...]], i: int, max_ops: int) -> list[int]:
-    """Op i and the ops joined to it by edges through ops of op i's config, at most `max_ops` of them, the
-    nearest first (breadth first, neighbours in graph order); in op order."""
-    config, seen, frontier = strategy[names[i]], {i}, collections.deque([i])
+def _run(graph: OpGraph, strategy: Strategy, neighbours: list[tuple[int, ...]], i: int, max_ops: int) -> list[int]:
+    """Op i and the ops joined to it by edges through ops of op i's config (`carried_over`), at most `max_ops`
+    of them, the nearest first (breadth first, neighbours in graph order); in op order."""
+    ops = graph.ops
+    config, seen, frontier = strategy[ops[i].name], {i}, collections.deque([i])
     while frontier and len(seen) < max_ops:
         for j in neighbours[frontier.popleft()]:
-            if j not in seen and strategy[names[j]] == config:
+            if j not in seen and carried_over(strategy[ops[j].name], ops[j], ops[i]) == config:
                 seen.add(j)
                 frontier.append(j)
                 if len(seen) == max_ops:

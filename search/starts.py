@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from models.graph import OpGraph
-from models.labels import Role
+from models.labels import Role, output_labels
 from models.op import Op
 from search.series_parallel import NotSeriesParallelError, batched_min_cost_choices, min_cost_choices
 from simulator.taskgraph import TaskGraphBuilder
@@ -339,4 +339,8 @@ _BLOCK_ROLES = frozenset({Role.SAMPLE, Role.CHANNEL})
 
 
 def _splits_only(op: Op, config: ParallelConfig, roles: frozenset[Role]) -> bool:
-    return all(d == 1 or label.role in roles for label, d in zip(op.config_labels, config.degrees))
+    """Whether `config` splits only output labels of `roles`: a conv's or dense's input channels (a
+    contracting split) stay for the search's moves, which keeps the starts' choices as few as before."""
+    outputs = output_labels(op.space)
+    return all(d == 1 or (label.role in roles and label.name in outputs)
+               for label, d in zip(op.config_labels, config.degrees))

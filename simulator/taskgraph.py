@@ -385,9 +385,10 @@ class TaskGraphBuilder:
     def _twin_reader(self, i: int, input_index: int, configs: tuple[ParallelConfig, ...]) -> int | None:
         """An earlier op reading the same producer's output in the same boxes on the same devices as op i's
         input `input_index`, whose moved tensor op i reads too (XLA resharding one tensor to one sharding
-        once: q, k and v reading one layer norm's output); None if none."""
+        once: q, k and v reading one layer norm's output); None if none. Only devices and boxes count, not
+        the degrees naming them: a conv's config has an in_channel degree that its sibling pool's lacks."""
         for c, j in self._earlier_readers[i][input_index]:
-            if configs[c] == configs[i] and np.array_equal(self._needed_boxes(c, configs[c].degrees, j),
+            if configs[c].devices == configs[i].devices and np.array_equal(self._needed_boxes(c, configs[c].degrees, j),
                                                            self._needed_boxes(i, configs[i].degrees, input_index)):
                 return c
         return None

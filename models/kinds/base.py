@@ -34,9 +34,11 @@ import math
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from models.labels import Label, Role, Space, local_input_shape, local_shape, replicated, splits_window
+from models.labels import (Label, Role, Space, label_ranges, local_input_shape, local_shape, replicated,
+                           splits_window)
 from models.op_value import FlatFields, KindAttrs, Op, OpKind, Padding
 
 _ROLES_BY_RANK = {
@@ -133,6 +135,23 @@ class KindSpec:
 
     def init_state(self, op: Op) -> dict[str, np.ndarray]:
         return {}
+
+
+def contracting_splits(op: Op, outputs: tuple[str, ...], contracted: str) -> frozenset[str]:
+    """The labels a config of a contraction (dense, conv) may split: its output's, and the `contracted`
+    label (each task then holds a partial sum of the output) unless a ReLU is fused, which cannot act on a
+    partial sum."""
+    return frozenset(outputs) | (frozenset() if op.attrs.relu else {contracted})
+
+
+def bias_once(op: Op, degrees: tuple[int, ...], index: tuple[int, ...], params, contracted: str):
+    """A task's parameters with a zero bias where it does not hold the first shard of the `contracted`
+    label: the partial sums of the output then add up to one bias (Megatron's row-parallel dense)."""
+    if params is None or "bias" not in params:
+        return params
+    if label_ranges(op.space, degrees, index).get(contracted, (0, 0))[0] == 0:
+        return params
+    return {**params, "bias": jnp.zeros_like(params["bias"])}
 
 
 def elements(shape) -> int:

@@ -11,9 +11,20 @@ the kernel is (Kh, Kw, Ci/G, Co). The labelled space says it with `Merged` dims:
 the groups (size G), `group_channel` the output channels of one group and `in_channel` the input channels
 of one; the output's and the kernel's last dims are (channel, group_channel) merged and the input's
 (channel, in_channel). A channel split therefore divides G and keeps whole groups: each task reads its own
-groups' input channels and writes their output channels (no partial sums). A conv of one group keeps the
-plain space below (and writes no settings in its flat fields: its cost key and signature are those of every
-conv before groups).
+groups' input channels and writes their output channels (no partial sums). A grouped conv's in_channel is
+not a config label: a share of it is a strided set of the input's channels (a part of every group), which
+no sharding of the input's channel dim holds, and a depthwise conv's (one channel a group) contracts
+nothing. A conv of one group keeps the plain space below (and writes no settings in its flat fields: its cost key
+and signature are those of every conv before groups).
+
+A plain conv's config also splits its input channels (`in_channel`, the config's last degree, so that a
+strategy file written before it names the same splits): each task reads its share of the input's channels
+and the kernel's, and holds a partial sum of the whole output box, summed before a reader (an all-reduce,
+or a reduce-scatter; simulator.taskgraph), the bias added once (`task_apply`). Only without a fused ReLU,
+which cannot act on a partial sum (a conv before a batch norm; models.kinds.base.contracting_splits). Its
+input gradient is each task's own slice, no partial sum. Such a split excludes a height or width split
+(`Space.exclusive`): XLA's SPMD partitioner (JAX 0.10.2) computes that step wrongly (conv -> conv split 2 on
+input channels and 2 on height -> dense, 4 CPU devices: the first conv's bias gradient doubled).
 
 Dilation (`ConvAttrs.dilation_hw`, nnx.Conv's kernel_dilation) spreads the kernel's taps d rows apart: each
 window spans (K - 1) * d + 1 input rows (models/kinds/window.py `span`; SAME pads for that span), its FLOPs
@@ -58,7 +69,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
+from models.kinds.base import KindSpec, bias_once, contracting_splits, elements, relu_if, tensor_labels
 from models.kinds.window import spatial_windows
 from models.labels import Label, Merged, Role, Space
 from models.op_value import FlatFields, KindAttrs, Op, OpKind, Padding
@@ -119,7 +130,8 @@ class Conv2D(KindSpec):
 
     def space(self, op: Op) -> Space:
         """x[sample window(height) window(width) in_channel] . kernel[kernel_h kernel_w in_channel channel]
-        + bias[channel] -> y[sample height width channel]; a channel split reads the image whole."""
+        + bias[channel] -> y[sample height width channel]; a channel split reads the image whole; in_channel
+        is contracted (see the module docstring), its degree the config's last."""
         if op.attrs.groups > 1:
             return self._grouped_space(op)
         kh, kw = op.attrs.kernel_hw
@@ -128,9 +140,12 @@ class Conv2D(KindSpec):
             Label("in_channel", op.input_shapes[0][3], Role.CHANNEL))
         height, width = spatial_windows(op, op.attrs.dilation_hw)
         params = {"kernel": ("kernel_h", "kernel_w", "in_channel", "channel"), "bias": ("channel",)}
-        return Space(labels, ("sample", "height", "width", "channel"), (("sample", height, width, "in_channel"),),
+        outputs = ("sample", "height", "width", "channel")
+        return Space(labels, outputs, (("sample", height, width, "in_channel"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
-                     whole_when_split=(("channel", frozenset({"height", "width"})),))
+                     config_labels=outputs + ("in_channel",), splittable=contracting_splits(op, outputs, "in_channel"),
+                     whole_when_split=(("channel", frozenset({"height", "width"})),),
+                     exclusive=(("in_channel", frozenset({"height", "width"})),))
 
     @staticmethod
     def _grouped_space(op: Op) -> Space:
@@ -151,6 +166,11 @@ class Conv2D(KindSpec):
                      tuple((name, params[name]) for name, _ in op.param_shapes),
                      config_labels=("sample", "height", "width", "channel"),
                      whole_when_split=(("channel", frozenset({"height", "width"})),))
+
+    def task_apply(self, op: Op, degrees, index, params, inputs, labels) -> jax.Array:
+        """An input-channel task adds the bias only where it holds the first channels (`bias_once`)."""
+        params = bias_once(op, degrees, index, params, "in_channel")
+        return super().task_apply(op, degrees, index, params, inputs, labels)
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
         """A channel split of a grouped conv leaves each task G / degree groups; a halo shard's window

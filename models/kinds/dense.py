@@ -9,14 +9,15 @@ FLOPs: forward = 2 * elements(y) * In; backward = 2 * forward (1 * forward readi
 Worked numbers: AlexNet fc7, batch 128 -> 2 * 128 * 4096 * 4096 = 4.29 GFLOP; GPT-2's MLP up-projection,
 8 sequences of 1024 tokens, 768 -> 3072 -> 2 * 8 * 1024 * 3072 * 768 = 38.7 GFLOP.
 
-On (N, features) and on images every task reads all input features of its samples (in_channel is not
-split; images split on sample, height, width and channel alike); split on
-its outputs, its input gradient is a partial sum over its channel group (models.labels: its input lacks
-the channel label). On tokens a config also splits the contracting in_hidden (Megatron's row-parallel
-dense): each task reads its share of x's features and the kernel's rows and holds a partial sum of y,
-the bias added once (after the sum, as Megatron does; `task_apply`). A column split (hidden) is
-Megatron's column-parallel dense. Its backward writes the kernel gradient in the kernel's own (in, out)
-orientation (`dense`).
+Split on its outputs (images on sample, height, width and channel alike), every task reads all input
+features of its samples, and its input gradient is a partial sum over its channel group (models.labels:
+its input lacks the channel label). A config also splits the contracting label, in_hidden on tokens
+(Megatron's row-parallel dense), in_channel on (N, features) and on images (the config's last degree,
+so that strategy files written before it name the same splits): each task reads its share of x's
+features and the kernel's rows and holds a partial sum of y, the bias added once (after the sum, as
+Megatron does; `task_apply`); only without a fused ReLU, which cannot act on a partial sum. A column
+split (hidden) is Megatron's column-parallel dense. Its backward writes the kernel gradient in the
+kernel's own (in, out) orientation (`dense`).
 
 A projection to or from attention heads that the user's module holds with the heads as a dim of their own
 (nnx.LinearGeneral, nnx.MultiHeadAttention's q, k, v and output: a kernel [d h k] or [h k d]) is a dense on
@@ -35,8 +36,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.kinds.base import KindSpec, elements, relu_if, tensor_labels
-from models.labels import Label, Role, Space, label_ranges
+from models.kinds.base import KindSpec, bias_once, contracting_splits, elements, relu_if, tensor_labels
+from models.labels import Label, Role, Space
 from models.op_value import FlatFields, KindAttrs, Op, OpKind
 
 
@@ -78,7 +79,8 @@ class Dense(KindSpec):
         names = tuple(label.name for label in labels[:-1])
         params = {"kernel": ("in_channel", "channel"), "bias": ("channel",)}
         return Space(labels, names, (names[:-1] + ("in_channel",),),
-                     tuple((name, params[name]) for name, _ in op.param_shapes))
+                     tuple((name, params[name]) for name, _ in op.param_shapes),
+                     config_labels=names + ("in_channel",), splittable=contracting_splits(op, names, "in_channel"))
 
     @staticmethod
     def _token_space(op: Op) -> Space:
@@ -89,10 +91,10 @@ class Dense(KindSpec):
         labels = (Label("sample", batch, Role.SAMPLE), Label("sequence", sequence, Role.SEQUENCE),
                   Label("hidden", op.output_shape[-1], Role.HIDDEN), Label("in_hidden", features, Role.HIDDEN))
         params = {"kernel": ("in_hidden", "hidden"), "bias": ("hidden",)}
-        splittable = {"sample", "sequence", "hidden"} | (set() if op.attrs.relu else {"in_hidden"})
         return Space(labels, ("sample", "sequence", "hidden"), (("sample", "sequence", "in_hidden"),),
                      tuple((name, params[name]) for name, _ in op.param_shapes),
-                     config_labels=("sample", "sequence", "hidden", "in_hidden"), splittable=frozenset(splittable),
+                     config_labels=("sample", "sequence", "hidden", "in_hidden"),
+                     splittable=contracting_splits(op, ("sample", "sequence", "hidden"), "in_hidden"),
                      units=() if op.attrs.label is None else ((op.attrs.label, op.attrs.heads),))
 
     def local_op(self, op: Op, degrees: tuple[int, ...]) -> Op:
@@ -109,10 +111,9 @@ class Dense(KindSpec):
         return relu_if(op, dense(inputs[0], params["kernel"], params.get("bias")))
 
     def task_apply(self, op: Op, degrees, index, params, inputs, labels) -> jax.Array:
-        """A row-split task (in_hidden) adds the bias only where it holds the first rows: the partial sums
-        then add up to one bias."""
-        if has_bias(op) and label_ranges(op.space, degrees, index).get("in_hidden", (0, 0))[0] > 0:
-            params = {**params, "bias": jnp.zeros_like(params["bias"])}
+        """A row-split task (in_hidden, in_channel) adds the bias only where it holds the first rows
+        (`bias_once`)."""
+        params = bias_once(op, degrees, index, params, "in_hidden" if len(op.output_shape) == 3 else "in_channel")
         return super().task_apply(op, degrees, index, params, inputs, labels)
 
 

@@ -18,7 +18,7 @@ from models.graph import GraphBuilder
 from models.graph_file import graph_from_json, graph_to_json
 from models.importer import import_model
 from models.kinds.activation import Activation
-from models.labels import (Window, label_ranges, splits_statistics, splits_window, task_grid, tasks_array_boxes,
+from models.labels import (Window, axis_labels, label_ranges, splits_statistics, splits_window, task_grid, tasks_array_boxes,
                            tasks_input_boxes, tasks_output_boxes)
 from models.network import apply_op, module_with
 from models.op import OpKind, Padding, local_op
@@ -241,8 +241,9 @@ def _task_input(op, degrees, x, ranges, box):
 
 
 def assembled(op, degrees, params, x):
-    """Every task's `task_apply` on its slices written into its output box; asserts each task's slices
-    have its local op's shapes and every output element is written once."""
+    """Every task's `task_apply` on its slices written into its output box (partial sums added); asserts
+    each task's slices have its local op's shapes and every output element has as many writers as there
+    are partial sums of it (a split of the input channels)."""
     space, local = op.space, local_op(op, degrees)
     boxes = tasks_input_boxes(space, degrees, 0)
     param_boxes = {name: tasks_array_boxes(space, degrees, names) for name, names in space.params}
@@ -258,7 +259,9 @@ def assembled(op, degrees, params, x):
         region = tuple(slice(start, stop) for start, stop in out_box)
         total[region] += np.asarray(y)
         writers[region] += 1
-    assert (writers == 1).all()
+    carried = {n for axis in space.output for n in axis_labels(axis)}
+    sums = math.prod(d for name, d in zip(space.config_labels, degrees) if name not in carried)
+    assert (writers == sums).all()
     return total
 
 

@@ -133,8 +133,8 @@ def test_conv_input_box_has_its_halo():
     # channels: all 3 input channels, whatever the output channels.
     assert input_boxes(conv, ((0, 1), (4, 8), (0, 4), (1, 3))) == (((0, 1), (3, 8), (0, 5), (0, 3)),)
     # Split on its channels, a task reads its input whole in height and width (task_input_boxes).
-    assert task_input_boxes(conv, (1, 2, 1, 2), ((0, 1), (4, 8), (0, 8), (0, 2))) == (((0, 1), (0, 8), (0, 8), (0, 3)),)
-    assert task_input_boxes(conv, (1, 2, 1, 1), ((0, 1), (4, 8), (0, 8), (0, 5))) == (((0, 1), (3, 8), (0, 8), (0, 3)),)
+    assert task_input_boxes(conv, (1, 2, 1, 2, 1), ((0, 1), (4, 8), (0, 8), (0, 2))) == (((0, 1), (0, 8), (0, 8), (0, 3)),)
+    assert task_input_boxes(conv, (1, 2, 1, 1, 1), ((0, 1), (4, 8), (0, 8), (0, 5))) == (((0, 1), (3, 8), (0, 8), (0, 3)),)
 
 
 def test_avg_pool_input_box_keeps_its_channels_and_has_its_halo():
@@ -438,7 +438,7 @@ def test_a_conv_on_a_small_image_is_patches_times_its_kernel(size, kernel, strid
     b.conv2d("c", 6, kernel=kernel, stride=stride, padding=padding, input=None)
     op = b.build(2).op("c")
     assert op.attrs.im2col and op.output_shape[1] * op.output_shape[2] <= 4 and "im2col" in op.cost_key
-    assert local_op(op, (2, 1, 1, 2)).attrs.im2col  # every task computes it so, and calibration times that
+    assert local_op(op, (2, 1, 1, 2, 1)).attrs.im2col  # every task computes it so, and calibration times that
     params, inputs = _params(op, 3), _inputs(op, 4)
     plain = dataclasses.replace(op, attrs=dataclasses.replace(op.attrs, im2col=False))
     _check(apply_op(op, params, inputs), apply_op(plain, params, inputs), op.output_shape)
@@ -514,8 +514,8 @@ def test_only_a_spatial_shard_of_a_conv_is_a_halo_op():
     from models.zoo import build_graph
 
     conv = build_graph("resnet18", "tiny-imagenet", 8).op("res4a_branch2b")
-    assert local_op(conv, (1, 1, 2, 1)).attrs.halo and "halo" in local_op(conv, (1, 1, 2, 1)).cost_key
-    assert not local_op(conv, (2, 1, 1, 1)).attrs.halo and not local_op(conv, (1, 1, 1, 2)).attrs.halo
+    assert local_op(conv, (1, 1, 2, 1, 1)).attrs.halo and "halo" in local_op(conv, (1, 1, 2, 1, 1)).cost_key
+    assert not local_op(conv, (2, 1, 1, 1, 1)).attrs.halo and not local_op(conv, (1, 1, 1, 2, 1)).attrs.halo
 
 
 @pytest.mark.parametrize("model", ["resnet18", "inception_v3"])
@@ -529,8 +529,9 @@ def test_every_spatial_shard_of_a_zoo_conv_computes_its_gradients(model):
     from simulator.measure import local_op_programs
 
     graph = build_graph(model, default_dataset(model), 1)
-    shards = {local_op(op, degrees) for op in graph.ops if op.kind.value == "conv2d"
-              for degrees in ((1, 2, 1, 1), (1, 1, 2, 1)) if op.output_shape[1] >= 2 and op.output_shape[2] >= 2}
+    shards = {local_op(op, tuple(int(name == label) + 1 for name in op.space.config_labels))
+              for op in graph.ops if op.kind.value == "conv2d"
+              for label in ("height", "width") if op.output_shape[1] >= 2 and op.output_shape[2] >= 2}
     for op in sorted(shards, key=lambda op: op.cost_key):
         programs = local_op_programs(op)
         output, pullback = jax.eval_shape(programs.forward_vjp, programs.params, programs.inputs)
@@ -538,3 +539,52 @@ def test_every_spatial_shard_of_a_zoo_conv_computes_its_gradients(model):
         assert output.shape == op.output_shape
         differentiated = (programs.params, programs.inputs) if op.input_grad else (programs.params,)  # not the data
         assert [g.shape for g in jax.tree.leaves(grads)] == [a.shape for a in jax.tree.leaves(differentiated)]
+
+
+def _input_channel_graph():
+    """A conv (with bias, 3x3 SAME: a halo in height and width), a dense on pixels and a classifier dense,
+    none with a fused ReLU: each may split its input channels."""
+    b = GraphBuilder("cin", "toy", (2, 4, 4, 8))
+    b.conv2d("conv", 6, kernel=3, relu=False)
+    b.dense("pixels", 4, relu=False, pixels=True)
+    b.flatten("flat")
+    b.dense("fc", 3, relu=False)
+    b.softmax_xent("loss")
+    return b.build(2)
+
+
+@pytest.mark.parametrize("name", ["conv", "pixels", "fc"])
+def test_input_channel_tasks_add_up_to_the_whole_op_with_one_bias(name):
+    """Every split of the op on 4 devices (input channels with the others), each task on its slices (its
+    task_apply: the bias only where it holds the first input channels), partial sums added, is the op."""
+    from tests.models.test_transformer_kinds import _inputs, _params, assembled
+    from soap.space import enumerate_configs
+
+    op = _input_channel_graph().op(name)
+    params, inputs = _params(op, 1), _inputs(op, 2)
+    whole = np.asarray(apply_op(op, params, inputs, None))
+    contracting = sorted({c.degrees for c in enumerate_configs(op, 4) if c.degrees[-1] > 1})
+    assert len(contracting) >= 3
+    for degrees in contracting:
+        np.testing.assert_allclose(assembled(op, degrees, params, inputs, None), whole, rtol=1e-5, atol=1e-5,
+                                   err_msg=str(degrees))
+
+
+def test_the_local_ops_of_splits_without_input_channels_keep_their_cost_keys():
+    """Measured profiles are keyed by local ops' cost keys: every split on 4 devices of AlexNet, ResNet-18 and
+    Inception-v3 (batch 8) that leaves the input channels whole computes the local ops it computed before
+    convs and dense layers had an in_channel label (main at 4045004: 1148 keys, this digest)."""
+    import hashlib
+
+    from models.zoo import build_graph
+    from soap.space import valid_degrees
+
+    keys = set()
+    for model, dataset in (("alexnet", "tiny-imagenet"), ("resnet18", "tiny-imagenet"), ("inception_v3", "imagenet-299")):
+        for op in build_graph(model, dataset, 8).ops:
+            for degrees in valid_degrees(op, 4):
+                if op.space.degree_map(degrees).get("in_channel", 1) == 1:
+                    keys.add(local_op(op, degrees).cost_key)
+    assert len(keys) == 1148
+    assert hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest() == \
+        "3ed902b23ee6358fe615ee22530a8244f0a4dfb7be0d449c2a1abc24389ed31a"

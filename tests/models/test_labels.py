@@ -1,6 +1,6 @@
 """The op algebra (models.labels) on hand-built spaces: every derivation against a number worked by hand."""
 
-from models.labels import (Label, Merged, Part, Role, Space, Window, has_partial_input_gradient,
+from models.labels import (Label, Merged, Part, Role, Space, Window, exclusive_splits, has_partial_input_gradient,
                            input_axes, input_degrees, label_ranges, local_input_shape, local_shape, output_axes,
                            output_partial, output_partial_groups, param_axes, partial_sum_groups, replica_groups,
                            splits_inner_dim, splits_statistics, splits_window, statistics_groups, task_grid,
@@ -94,6 +94,14 @@ def test_a_split_of_a_contracting_label_leaves_partial_sums_of_the_output():
     assert param_axes(row, ("i", "o"), (1, 1, 2)) == ("i", None)
     assert output_axes(row, (2, 1, 2)) == ("b", None)
     assert not has_partial_input_gradient(row, (1, 1, 2), 0)  # x carries i: each task's gradient is its own
+
+
+def test_an_exclusive_pair_of_labels_is_named_when_both_are_split():
+    # A conv's input channels rule out its height (models/kinds/conv.py: XLA computes that split wrongly).
+    row = Space(DENSE.labels, ("b", "o"), (("b", "i"),), DENSE.params, config_labels=("b", "o", "i"),
+                exclusive=(("i", frozenset({"b", "o"})),))
+    assert exclusive_splits(row, (2, 1, 2)) == ("i", "b") and exclusive_splits(row, (1, 2, 2)) == ("i", "o")
+    assert exclusive_splits(row, (2, 2, 1)) is None and exclusive_splits(row, (1, 1, 4)) is None
 
 
 def test_statistics_labels_are_summed_inside_the_op_not_left_partial():

@@ -117,7 +117,7 @@ def test_a_graph_without_a_loss_last_is_refused():
 
 
 def test_the_layer_of_a_task_local_op_holds_its_weight_slice(reference):
-    local = local_op(reference.graph.op("conv2"), (2, 1, 1, 4))  # 192 output channels split in 4
+    local = local_op(reference.graph.op("conv2"), (2, 1, 1, 4, 1))  # 192 output channels split in 4
     params = layer_params(op_layer(local, nnx.Rngs(0)))
     assert {k: v.shape for k, v in params.items()} == dict(local.param_shapes)
     assert apply_op(local, params, (jnp.ones(local.input_shapes[0]),)).shape == local.output_shape

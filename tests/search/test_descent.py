@@ -32,17 +32,17 @@ def test_the_neighbourhood_is_the_current_and_adjacent_splits_on_every_aligned_b
     graph = two_dense_and_loss()
     neighbourhood = op_neighbourhoods(graph, 8)
     fc1 = graph.op("fc1")
-    current = ParallelConfig((2, 2), (4, 5, 6, 7))
+    current = ParallelConfig((2, 2, 1), (4, 5, 6, 7))
     nearby = {current.degrees, *adjacent_splits(current.degrees, valid_degrees(fc1, 8))}
     expected = [config for config in enumerate_configs(fc1, 8) if config.degrees in nearby and is_aligned_block(config)]
     found = neighbourhood(0, current)
     assert sorted(found, key=expected.index) == expected and len(set(found)) == len(found)
-    assert [config.degrees for config in found[:2]] == [(2, 2), (2, 2)]  # the current split's blocks first
+    assert [config.degrees for config in found[:2]] == [(2, 2, 1), (2, 2, 1)]  # the current split's blocks first
     # (2, 2) on either half, (1, 1) on each device, 8 tasks (4 x 2, 2 x 4, 8 x 1, 1 x 8 ...) on all of them.
-    assert current in expected and ParallelConfig((2, 2), (0, 1, 2, 3)) in expected
-    assert {config.devices for config in expected if config.degrees == (1, 1)} == {(d,) for d in range(8)}
-    assert ParallelConfig((4, 2), tuple(range(8))) in expected and ParallelConfig((1, 2), (2, 3)) in expected
-    assert all(config.degrees != (8, 2) for config in expected)  # 16 tasks: not on 8 devices
+    assert current in expected and ParallelConfig((2, 2, 1), (0, 1, 2, 3)) in expected
+    assert {config.devices for config in expected if config.degrees == (1, 1, 1)} == {(d,) for d in range(8)}
+    assert ParallelConfig((4, 2, 1), tuple(range(8))) in expected and ParallelConfig((1, 2, 1), (2, 3)) in expected
+    assert all(config.degrees != (8, 2, 1) for config in expected)  # 16 tasks: not on 8 devices
 
 
 def price_on(graph, machine):

@@ -72,7 +72,7 @@ def test_copy_from_neighbour_takes_a_valid_neighbour_config_or_none():
     # fc1 split 4 ways on the batch, fc2 and the loss whole on device 0. fc1 may take fc2's config and fc2
     # fc1's; the loss's config (one dim) fits no dense layer's (two dims) and the other way round, so a
     # proposal for the loss is None.
-    whole, split = ParallelConfig((1, 1), (0,)), ParallelConfig((4, 1), (0, 1, 2, 3))
+    whole, split = ParallelConfig((1, 1, 1), (0,)), ParallelConfig((4, 1, 1), (0, 1, 2, 3))
     start = Strategy.for_graph(graph, 16, {"fc1": split, "fc2": whole, "loss": ParallelConfig((1,), (0,))})
     seen, nones = set(), 0
     for _ in range(60):
@@ -115,8 +115,8 @@ def test_adjacent_splits_double_or_halve_one_or_two_dims():
 def test_an_adjacent_split_is_valid_near_and_undone_by_one_more():
     graph = two_dense_and_loss()
     move, rng = adjacent_split(graph, 16), np.random.default_rng(0)
-    start = Strategy.for_graph(graph, 16, {"fc1": ParallelConfig((2, 2), (4, 5, 6, 7)),
-                                           "fc2": ParallelConfig((8, 1), tuple(range(8, 16))),
+    start = Strategy.for_graph(graph, 16, {"fc1": ParallelConfig((2, 2, 1), (4, 5, 6, 7)),
+                                           "fc2": ParallelConfig((8, 1, 1), tuple(range(8, 16))),
                                            "loss": ParallelConfig((1,), (3,))})
     seen = set()
     for _ in range(300):
@@ -134,7 +134,7 @@ def test_an_adjacent_split_is_valid_near_and_undone_by_one_more():
         seen.add((name, new))
     # fc1 (2 x 2 on 4-7) may go to 1 x 2 or 2 x 1 on 4-5 or 6-7, 4 x 1 or 1 x 4 on 4-7, 4 x 2 or 2 x 4 on 0-7, 4 x 4
     # on 0-15; the loss (whole on device 3) only to a 2-way split on 2-3 (one dim: 4 ways is two doublings).
-    assert ("fc1", ParallelConfig((1, 2), (6, 7))) in seen and ("fc1", ParallelConfig((4, 2), tuple(range(8)))) in seen
+    assert ("fc1", ParallelConfig((1, 2, 1), (6, 7))) in seen and ("fc1", ParallelConfig((4, 2, 1), tuple(range(8)))) in seen
     assert {new for name, new in seen if name == "loss"} == {ParallelConfig((2,), (2, 3))}
 
 

@@ -20,7 +20,7 @@ def dense_chain():
 
 
 GRAPH = dense_chain()
-A, B = ParallelConfig((4, 1), (0, 1, 2, 3)), ParallelConfig((1, 2), (4, 5))
+A, B = ParallelConfig((4, 1, 1), (0, 1, 2, 3)), ParallelConfig((1, 2, 1), (4, 5))
 START = Strategy.for_graph(GRAPH, 8, {"fc1": A, "fc2": A, "fc3": B, "loss": ParallelConfig((1,), (0,))})
 
 
@@ -56,7 +56,7 @@ def test_same_seed_same_run_moves_and_none_on_one_device():
         return seen
 
     assert walk(3) == walk(3) != walk(4)
-    whole = ParallelConfig((1, 1), (0,))
+    whole = ParallelConfig((1, 1, 1), (0,))
     one_device = Strategy.for_graph(GRAPH, 1, {"fc1": whole, "fc2": whole, "fc3": whole,
                                                "loss": ParallelConfig((1,), (0,))})
     assert run_random_split(GRAPH, 1)(one_device, np.random.default_rng(0)) is None
@@ -78,3 +78,24 @@ def test_a_run_longer_than_max_ops_moves_its_max_ops_nearest_ops_around_the_draw
             continue
         # Breadth first along the chain: the drawn op and its neighbours, or two on one side at an end.
         assert len(changed) == 3 and changed == list(range(changed[0], changed[0] + 3)), changed
+
+
+def test_a_conv_and_its_pool_split_alike_are_one_run():
+    # A conv's config has an in_channel degree its pool's lacks; split alike otherwise, they move together.
+    builder = GraphBuilder("convs", "toy", (8, 8, 8, 4))
+    builder.conv2d("conv", 8, kernel=3)
+    builder.pool2d("pool", kernel=2, stride=2)
+    builder.flatten("flatten")
+    builder.softmax_xent("loss")
+    graph = builder.build(8)
+    split = {"conv": ParallelConfig((2, 1, 1, 2, 1), (0, 1, 2, 3)), "pool": ParallelConfig((2, 1, 1, 2), (0, 1, 2, 3))}
+    start = Strategy.for_graph(graph, 4, {**split, "flatten": ParallelConfig((1, 1), (0,)),
+                                          "loss": ParallelConfig((1,), (0,))})
+    move, rng, together = run_random_split(graph, 4), np.random.default_rng(0), 0
+    for _ in range(100):
+        proposal = move(start, rng)
+        changed = [op.name for op in graph.ops if proposal[op.name] != start[op.name]]
+        if changed[0] == "conv" and proposal["conv"].degrees[:4] in {c.degrees for c in enumerate_configs(graph.op("pool"), 4)}:
+            assert changed == ["conv", "pool"] and proposal["pool"].degrees == proposal["conv"].degrees[:4]
+            together += 1
+    assert together > 10

@@ -182,7 +182,7 @@ def test_the_sync_is_the_all_reduce_and_update_part_of_an_ops_additive_cost():
     assert builder.op_sync_ms(conv, whole) == builder.op_cost(conv, whole.degrees).update_ms  # no replicas
     compute_ms = costs.forward_ms + costs.backward_ms  # conv has no statistics
     assert builder.op_ms(conv, split) == pytest.approx(compute_ms + builder.op_sync_ms(conv, split), rel=1e-12)
-    assert builder.op_sync_ms(GRAPH.index("pool1"), split) == 0.0  # no parameters
+    assert builder.op_sync_ms(GRAPH.index("pool1"), data_parallel(GRAPH, 4)["pool1"]) == 0.0  # no parameters
 
 
 def test_half_block_candidates_are_the_block_candidates_and_those_moved_to_the_second_half():
@@ -196,10 +196,10 @@ def test_half_block_candidates_are_the_block_candidates_and_those_moved_to_the_s
 
 
 def test_block_candidates_split_batch_and_channels_only_from_device_0():
-    conv = GRAPH.op("conv1")  # sample, height, width, channel
+    conv = GRAPH.op("conv1")  # sample, height, width, channel, in_channel
     candidates = block_candidates(conv, 4)
-    assert {config.degrees for config in candidates} == {(1, 1, 1, 1), (2, 1, 1, 1), (4, 1, 1, 1), (1, 1, 1, 2),
-                                                         (1, 1, 1, 4), (2, 1, 1, 2)}
+    assert {config.degrees for config in candidates} == {(1, 1, 1, 1, 1), (2, 1, 1, 1, 1), (4, 1, 1, 1, 1),
+                                                         (1, 1, 1, 2, 1), (1, 1, 1, 4, 1), (2, 1, 1, 2, 1)}
     assert all(config.devices == tuple(range(config.num_tasks)) for config in candidates)
 
 

@@ -47,12 +47,13 @@ def fork_join_graph(join: str = "add") -> OpGraph:
     return b.build(2)
 
 
-def whole(device: int, rank: int = 4) -> ParallelConfig:
-    return ParallelConfig((1,) * rank, (device,))
+def whole(device: int, labels: int = 4) -> ParallelConfig:
+    """An op whole on `device`; `labels`: its config labels (an image op's 4, a conv's 5 with in_channel)."""
+    return ParallelConfig((1,) * labels, (device,))
 
 
 def fork_join_strategy(graph: OpGraph, num_devices: int, stem=0, bn=0, pool=0, join=0) -> Strategy:
-    configs = {"stem": whole(stem), "bn": whole(bn), "pool": whole(pool), "join": whole(join),
+    configs = {"stem": whole(stem, 5), "bn": whole(bn), "pool": whole(pool), "join": whole(join),
                "flat": whole(join, 2), "loss": whole(join, 1)}
     return Strategy.for_graph(graph, num_devices, configs)
 
@@ -182,8 +183,8 @@ def bn_graph() -> OpGraph:
 def bn_strategy(graph: OpGraph, num_devices: int, bn: ParallelConfig) -> Strategy:
     """Everything else split on the batch over devices 0 and 1."""
     pair = (0, 1)
-    configs = {"stem": ParallelConfig((2, 1, 1, 1), pair), "bn": bn, "gap": ParallelConfig((2, 1), pair),
-               "fc": ParallelConfig((2, 1), pair), "loss": ParallelConfig((2,), pair)}
+    configs = {"stem": ParallelConfig((2, 1, 1, 1, 1), pair), "bn": bn, "gap": ParallelConfig((2, 1), pair),
+               "fc": ParallelConfig((2, 1, 1), pair), "loss": ParallelConfig((2,), pair)}
     return Strategy.for_graph(graph, num_devices, configs)
 
 
@@ -295,7 +296,7 @@ def test_a_consumer_reading_one_op_twice_moves_as_much_back_as_forward():
     b.flatten("flat")
     b.softmax_xent("loss")
     graph = b.build(2)
-    configs = {"a": whole(0), "cat": whole(1), "flat": whole(1, 2), "loss": whole(1, 1)}
+    configs = {"a": whole(0, 5), "cat": whole(1), "flat": whole(1, 2), "loss": whole(1, 1)}
     _, trace = simulate(graph, Strategy.for_graph(graph, 2, configs), fake_machine(2, LINK_BYTES_PER_S), COSTS)
     moved = [e for e in trace.events if e.kind == "transfer"]
     forward = sum(e.end_ms - e.start_ms for e in moved if not e.name.startswith("grad "))
@@ -309,7 +310,7 @@ def test_a_consumer_reading_one_op_twice_moves_as_much_back_as_forward():
 def random_dag(rng: np.random.Generator) -> OpGraph:
     """4 to 12 ops on (8, 4, 4, 4) images, each reading 1 or 2 earlier ops (an add of two ops of one shape, a
     concat of any two: every op keeps 4 x 4), then the ops nobody reads concatenated, global_avg_pool, dense
-    and softmax_xent."""
+    and softmax_xent. Convs after the first fuse a ReLU or not (without, their input channels split)."""
     b = GraphBuilder("dag", "toy", (8, 4, 4, 4))
     names = [b.conv2d("op0", int(rng.choice([4, 8])), kernel=int(rng.choice([1, 3])), input=None)]
     read = set()
@@ -338,8 +339,9 @@ def random_dag(rng: np.random.Generator) -> OpGraph:
             names.append(b.pool2d(name, kernel=3, stride=1, padding="SAME", input=source))
         elif kind == "avg_pool2d":
             names.append(b.avg_pool2d(name, input=source))
-        else:
-            names.append(b.conv2d(name, int(rng.choice([4, 8])), kernel=int(rng.choice([1, 3])), input=source))
+        else:  # without a ReLU a conv may split its input channels (partial sums of its output)
+            names.append(b.conv2d(name, int(rng.choice([4, 8])), kernel=int(rng.choice([1, 3])),
+                                  relu=bool(rng.integers(2)), input=source))
     sinks = [n for n in names if n not in read]  # (a builder cannot add ops after build(): it freezes its graph)
     if len(sinks) > 1:
         b.concat("tail", inputs=sinks)
@@ -368,22 +370,25 @@ def random_moves(graph: OpGraph, strategy: Strategy, num_devices: int, rng: np.r
 
 def test_random_dags_have_branches():
     # The generator makes what the property test needs: adds, concats, and ops read by several consumers.
-    kinds, fanout = set(), 0
+    kinds, fanout, contracting = set(), 0, 0
     for seed in range(20):
         graph = random_dag(np.random.default_rng(seed))
         kinds |= {op.kind.value for op in graph.ops}
+        contracting += sum("in_channel" in op.space.splittable and op.kind.value == "conv2d" for op in graph.ops)
         fanout = max(fanout, max(len(graph.consumers(op.name)) for op in graph.ops))
         assert 7 <= len(graph.ops) <= 16 and graph.ops[-1].kind.value == "softmax_xent"
     assert {"add", "concat", "batch_norm", "pool2d", "avg_pool2d", "conv2d"} <= kinds and fanout >= 2
+    assert contracting >= 10  # convs and the dense whose input channels split: partial-sum outputs
 
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), num_devices=st.sampled_from([2, 4]), overlap=st.booleans(),
-       moves=st.integers(1, 20))
-def test_delta_equals_full_on_random_dags(seed, num_devices, overlap, moves):
+       moves=st.integers(1, 20), scatter=st.booleans())
+def test_delta_equals_full_on_random_dags(seed, num_devices, overlap, moves, scatter):
+    # `scatter`: a machine on which XLA sums a partial output that its readers split as a reduce-scatter.
     rng = np.random.default_rng(seed)
     graph = random_dag(rng)
-    machine = preset(num_devices, overlap)
+    machine = dataclasses.replace(preset(num_devices, overlap), reduce_scatter=scatter)
     cost = RooflineCostModel(machine.device)
     delta, full = Simulator(graph, machine, cost), Simulator(graph, machine, cost)
     strategy = random_strategy(graph, num_devices, rng)
@@ -423,12 +428,12 @@ def test_peak_memory_holds_both_branches_kept_outputs():
     #   loss  output 2 floats = 8                                                              ->    8
     # Both branches' outputs (512 + 256) are kept at once:                              total 2788 B.
     graph = wide_branches_graph()
-    configs = {op.name: whole(0, len(op.output_shape)) for op in graph.ops}
+    configs = {op.name: whole(0, len(op.space.config_labels)) for op in graph.ops}
     result, _ = simulate(graph, Strategy.for_graph(graph, 1, configs), fake_machine(1), COSTS_WIDE)
     assert result.peak_memory_bytes == (2788,)
     # Branch a on device 1: device 0 keeps 2788 - 656 = 2132 of its own and receives a's output for the concat
     # (512 B): 2644; device 1 holds a (656) and the stem output it received (256): 912.
-    configs["a"] = whole(1)
+    configs["a"] = whole(1, 5)
     result, _ = simulate(graph, Strategy.for_graph(graph, 2, configs), fake_machine(2), COSTS_WIDE)
     assert result.peak_memory_bytes == (2644, 912)
     # Both branches batch-split over devices 0 and 1 (stem, cat and the rest whole on 0): each device holds half
@@ -436,7 +441,7 @@ def test_peak_memory_holds_both_branches_kept_outputs():
     # 768 + received halves of a (256) and b (128), gap 48, fc 276, loss 8 = 2788 - 384 + 384 = 2788.
     # Device 1: a 144 + 256, b 64 + 128, and half of stem's output received once for both branches, which read
     # it in the same boxes on the same devices (128): 720.
-    configs["a"] = ParallelConfig((2, 1, 1, 1), (0, 1))
+    configs["a"] = ParallelConfig((2, 1, 1, 1, 1), (0, 1))
     configs["b"] = ParallelConfig((2, 1, 1, 1), (0, 1))
     result, _ = simulate(graph, Strategy.for_graph(graph, 2, configs), fake_machine(2), COSTS_WIDE)
     assert result.peak_memory_bytes == (2788, 720)

@@ -82,7 +82,7 @@ def test_unknown_machine_and_unreadable_file():
 def test_roofline_worked_number():
     # conv1 at 64x64, batch 128, on a P100-PCIe: 1.52 GFLOP / (0.6 * 9.3e12 FLOP/s) = 0.273 ms.
     cost = RooflineCostModel(machine_preset("p100x2-pcie").device)
-    conv1 = local_op(GRAPH.op("conv1"), (1, 1, 1, 1))
+    conv1 = local_op(GRAPH.op("conv1"), (1, 1, 1, 1, 1))
     assert cost.op_cost(conv1, "P100-PCIE").forward_ms == pytest.approx(1_522_532_352 / (0.6 * 9.3e12) * 1e3)
     assert cost.op_cost(conv1, "P100-PCIE").forward_ms == pytest.approx(0.2729, abs=1e-4)
     # A pool is memory-bound: bytes / (0.6 * 732 GB/s).
@@ -92,7 +92,7 @@ def test_roofline_worked_number():
 
 
 def _profile(**changes):
-    fc7 = local_op(GRAPH.op("fc7"), (2, 1))
+    fc7 = local_op(GRAPH.op("fc7"), (2, 1, 1))
     entry = ProfileEntry(Estimate(3.0, 0.01, 5), Estimate(6.0, 0.02, 7),
                          (("adamw", Estimate(1.5, 0.01, 5)), ("sgd", Estimate(1.0, 0.01, 5))))
     table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: entry})
@@ -103,7 +103,7 @@ def _profile(**changes):
 
 def test_profile_round_trip_and_lookup():
     table = profile_from_json(_profile(), "cpu-core", "0.10.2")
-    fc7 = local_op(GRAPH.op("fc7"), (2, 1))
+    fc7 = local_op(GRAPH.op("fc7"), (2, 1, 1))
     assert table.op_cost(fc7, "cpu-core") == OpCost(3.0, 6.0, 1.0)  # SGD's update, the runs' optimizer
     assert table.entries[fc7.cost_key].backward == Estimate(6.0, 0.02, 7)  # its spread and samples kept
     adamw = TableCostModel(table.device_kind, table.jax_version, table.entries, optimizer="adamw")
@@ -111,7 +111,7 @@ def test_profile_round_trip_and_lookup():
 
 
 def test_a_profile_without_the_runs_optimizer_says_how_to_calibrate_it():
-    fc7 = local_op(GRAPH.op("fc7"), (2, 1))
+    fc7 = local_op(GRAPH.op("fc7"), (2, 1, 1))
     entry = ProfileEntry(Estimate(3.0, 0.01, 5), Estimate(6.0, 0.01, 5), (("sgd", Estimate(1.0, 0.01, 5)),))
     table = TableCostModel("cpu-core", "0.10.2", {fc7.cost_key: entry}, optimizer="adamw")
     with pytest.raises(ProfileError, match=r"profile has no adamw update for \[dense relu .*\]; calibrate with this "
@@ -157,7 +157,7 @@ def test_profile_errors(text, message):
 
 def test_profile_missing_entry_names_the_op_and_shard_shape():
     table = profile_from_json(_profile(), "cpu-core", "0.10.2")
-    fc6 = local_op(GRAPH.op("fc6"), (1, 2))
+    fc6 = local_op(GRAPH.op("fc6"), (1, 2, 1))
     with pytest.raises(ProfileError, match=r"profile has no entry for \[dense relu in=128x256 out=128x2048 "
                                            r"params=256x2048,2048 float32\]; calibrate"):
         table.op_cost(fc6, "cpu-core")

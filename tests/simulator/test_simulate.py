@@ -18,7 +18,8 @@ from soap.space import enumerate_configs
 from soap.strategy import Strategy
 from simulator.machine import Link
 from simulator.simulate import Simulator, simulate
-from simulator.taskgraph import ring_allreduce_ms
+from simulator.taskgraph import (ALL_REDUCED, REDUCE_SCATTERED, TRANSFER, ring_allreduce_ms, ring_reduce_scatter_ms,
+                                 task_name)
 from tests.simulator.fakes import FlopCost, KindTableCost, fake_machine
 
 # Costs 1/10/100/1000 as the style guide asks: dense forward 10, backward 100; loss 1 and 1000.
@@ -63,7 +64,7 @@ def test_whole_trace_with_transfers_and_allreduce():
     # returns the same way. fc's weights (8*8+8 floats = 288 bytes) all-reduce over a ring of 2:
     # 2(r-1)/r * 288 B / 1e6 B/s = 0.288 ms.
     graph = two_layer_graph()
-    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
     _, trace = simulate(graph, strategy, fake_machine(2, bandwidth_bytes_per_s=1e6), COSTS)
     assert events(trace) == [
         ("fc[0]", "device 0", 0.0, 10.0),
@@ -83,7 +84,7 @@ def test_whole_trace_with_transfers_and_allreduce():
 
 def test_transfers_block_compute_where_the_machine_does_not_overlap():
     graph = two_layer_graph()
-    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
     machine = fake_machine(2, bandwidth_bytes_per_s=1e6, overlap=False)
     _, trace = simulate(graph, strategy, machine, COSTS)
     rows = {(e.name, e.resource) for e in trace.events}
@@ -125,7 +126,7 @@ def test_a_weight_heavy_dense_layer_prefers_a_channel_split():
     machine = fake_machine(2, bandwidth_bytes_per_s=10e9)
     simulator = Simulator(graph, machine, FlopCost())
     times = {}
-    for name, degrees in (("sample", (2, 1)), ("channel", (1, 2))):
+    for name, degrees in (("sample", (2, 1, 1)), ("channel", (1, 2, 1))):
         configs = {"fc": ParallelConfig(degrees, (0, 1)), "loss": ParallelConfig((2,), (0, 1))}
         times[name] = simulator.full(Strategy.for_graph(graph, 2, configs)).step_ms
     assert times["channel"] < times["sample"] / 2
@@ -137,7 +138,7 @@ def test_peak_memory_by_hand():
     # Device 1: the same 928 B, plus the 64 B received from device 0 for the loss,
     #           plus the loss output (4 floats = 16 B)                                   -> 1008 B.
     graph = two_layer_graph()
-    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
     result, _ = simulate(graph, strategy, fake_machine(2), COSTS)
     assert result.peak_memory_bytes == (928, 1008)
     assert result.fits_memory and result.over_memory() is None
@@ -154,7 +155,7 @@ def test_height_split_conv_moves_only_its_halo():
     builder.flatten("flat")
     builder.softmax_xent("loss")
     graph = builder.build(2)
-    split_h = ParallelConfig((1, 2, 1, 1), (0, 1))
+    split_h = ParallelConfig((1, 2, 1, 1, 1), (0, 1))
     configs = {"a": split_h, "b": split_h, "flat": ParallelConfig((1, 1), (0,)), "loss": ParallelConfig((1,), (0,))}
     simulator = Simulator(graph, fake_machine(2, bandwidth_bytes_per_s=1e6), FlopCost())
     simulator.full(Strategy.for_graph(graph, 2, configs))
@@ -169,7 +170,7 @@ def test_height_split_conv_moves_only_its_halo():
 
 def test_chrome_trace_has_a_row_per_device_and_link():
     graph = two_layer_graph()
-    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1, 1), (0, 1)), "loss": ParallelConfig((1,), (1,))})
     _, trace = simulate(graph, strategy, fake_machine(2), COSTS)
     document = json.loads(trace.to_chrome_json())
     rows = [r["args"]["name"] for r in document["traceEvents"] if r["ph"] == "M"]
@@ -272,7 +273,7 @@ def test_a_measured_allreduce_replaces_the_ring_formula():
     # Measured: 1 ms + ring traffic / 1e6 B/s. fc's kernel (256 bytes) and bias (32 bytes) over 2 devices,
     # 2(r-1)/r * bytes = bytes, one after the other: 1.256 + 1.032 ms.
     graph = two_layer_graph()
-    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
     machine = dataclasses.replace(fake_machine(2), allreduce=Link(1e6, 1e-3))
     _, trace = simulate(graph, strategy, machine, COSTS)
     allreduce = [e for e in trace.events if e.kind == "allreduce"]
@@ -284,7 +285,7 @@ def test_a_combined_allreduce_charges_the_operand_after_the_largest_once_per_op(
     # 5 ms + b / 1e6 B/s. fc's kernel (256 B) then pays 5.256 - 1.256 - 2.024 (1 KB alone) = 1.976 ms more
     # for the operand after it, once: 2.288 + 1.976 = 4.264 ms.
     graph = two_layer_graph()
-    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
+    strategy = Strategy.for_graph(graph, 2, {"fc": ParallelConfig((2, 1, 1), (0, 1)), "loss": ParallelConfig((2,), (0, 1))})
     machine = dataclasses.replace(fake_machine(2), allreduce=Link(1e6, 1e-3), combined_allreduce=Link(1e6, 5e-3))
     _, trace = simulate(graph, strategy, machine, COSTS)
     allreduce = [e for e in trace.events if e.kind == "allreduce"]
@@ -317,7 +318,7 @@ def test_a_resharding_is_one_collective_and_inner_dim_splits_have_their_own_link
     # The loss reads fc2's output, split on its features (its last dim): that move is priced by the
     # machine's inner-dim link, 2 ms + 32 B / 0.5e6 B/s = 2.064 ms (each device receives 2 x 4 x 4 B).
     graph = dense_chain_graph()
-    configs = {"fc1": ParallelConfig((2, 1), (0, 1)), "fc2": ParallelConfig((1, 2), (0, 1)),
+    configs = {"fc1": ParallelConfig((2, 1, 1), (0, 1)), "fc2": ParallelConfig((1, 2, 1), (0, 1)),
                "loss": ParallelConfig((2,), (0, 1))}
     machine = dataclasses.replace(fake_machine(2, bandwidth_bytes_per_s=1e6, latency_s=1e-3, overlap=False),
                                   inner_dim_reshard=Link(0.5e6, 2e-3))
@@ -338,7 +339,7 @@ def test_partial_sums_of_a_channel_split_layer_are_all_reduced_then_moved():
     # gets it from device 1 (1 ms + 128 B / 1e6 B/s = 1.128 ms). Forward, fc1's output goes to both in
     # one resharding: each receives 128 B, 1.128 ms.
     graph = dense_chain_graph()
-    configs = {"fc1": ParallelConfig((1, 1), (0,)), "fc2": ParallelConfig((1, 2), (1, 2)),
+    configs = {"fc1": ParallelConfig((1, 1, 1), (0,)), "fc2": ParallelConfig((1, 2, 1), (1, 2)),
                "loss": ParallelConfig((1,), (1,))}
     machine = fake_machine(3, bandwidth_bytes_per_s=1e6, latency_s=1e-3, overlap=False)
     _, trace = simulate(graph, Strategy.for_graph(graph, 3, configs), machine, COSTS)
@@ -369,3 +370,43 @@ def test_a_strategy_for_another_graph_or_device_count_is_one_line():
         simulator.full(data_parallel(graph, 2))
     with pytest.raises(StrategyFileError, match="cannot be simulated"):
         simulator.delta(data_parallel(build_graph("alexnet", "tiny-imagenet", 64), 4))
+
+
+def input_channel_graph():
+    """conv k1 8 -> 6 channels on (4, 4, 4, 8), batch norm, flatten, dense 96 -> 2, loss; no fused ReLUs."""
+    b = GraphBuilder("cin", "toy", (4, 4, 4, 8))
+    b.conv2d("conv", 6, kernel=1, relu=False)
+    b.batch_norm("bn")
+    b.flatten("flat")
+    b.dense("fc", 2, relu=False)
+    b.softmax_xent("loss")
+    return b.build(4)
+
+
+@pytest.mark.parametrize("scatter", [pytest.param(False, id="all-reduce"), pytest.param(True, id="reduce-scatter")])
+def test_input_channel_splits_sum_their_outputs_once_forward(scatter):
+    # conv and fc split on their input channels over devices 0 and 1, each reader on the batch over the same
+    # two: each output is summed once, an all-reduce, or a reduce-scatter where the machine says XLA emits one
+    # (each reader takes its half of the sum). conv's output is 4*4*4*6 floats = 1536 B, fc's 4*2 floats = 32 B;
+    # at 1e6 B/s and 1 ms a step over a ring of 2. The backward moves slices only: an input-channel task's input
+    # gradient is its own slice, no partial sum.
+    graph = input_channel_graph()
+
+    def split(name, **degrees):
+        return ParallelConfig(tuple(degrees.get(n, 1) for n in graph.op(name).space.config_labels), (0, 1))
+
+    strategy = Strategy.for_graph(graph, 2, {"conv": split("conv", in_channel=2), "bn": split("bn", sample=2),
+                                             "flat": split("flat", sample=2), "fc": split("fc", in_channel=2),
+                                             "loss": split("loss", sample=2)})
+    machine = dataclasses.replace(fake_machine(2, bandwidth_bytes_per_s=1e6, latency_s=1e-3), reduce_scatter=scatter)
+    simulator = Simulator(graph, machine, FlopCost())
+    simulator.full(strategy)
+    moved = {task_name(task, graph): task.duration_ms for task in simulator.tasks() if task.kind == TRANSFER}
+    summed = REDUCE_SCATTERED if scatter else ALL_REDUCED
+    price = ring_reduce_scatter_ms if scatter else ring_allreduce_ms
+    assert {name: ms for name, ms in moved.items() if "partial sums" in name} == {
+        f"conv -> bn (partial sums {summed})": price(1536, 2, 1e6, 1e-3),
+        f"fc -> loss (partial sums {summed})": price(32, 2, 1e6, 1e-3)}
+    assert price(1536, 2, 1e6, 1e-3) == pytest.approx(1.768 if scatter else 3.536)
+    assert sorted(name for name in moved if name.startswith("grad")) == [
+        "grad bn -> conv (2 slices)", "grad fc -> flat (2 slices)", "grad loss -> fc (2 slices)"]

@@ -7,6 +7,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from models.batch import synthetic_batch
 from models.datasets import DatasetShape
+from models.labels import Role, output_axes
 from models.network import init_params
 from models.op import shard_box
 from soap.step import TrainStep, sgd_momentum, step_stages
@@ -56,7 +57,7 @@ def test_task_k_computes_output_shard_k_on_devices_k(strategy):
 
 
 def test_a_channel_split_splits_the_last_axis_of_kernel_and_bias_and_other_splits_replicate():
-    strategy = owt(GRAPH, 4).with_config("conv2", ParallelConfig((2, 1, 1, 2), (0, 1, 2, 3)))
+    strategy = owt(GRAPH, 4).with_config("conv2", ParallelConfig((2, 1, 1, 2, 1), (0, 1, 2, 3)))
     conv2 = GRAPH.op("conv2")
     params = strategy_shardings(GRAPH, strategy).params
     kernel = params["conv2"]["kernel"].devices_indices_map(dict(conv2.param_shapes)["kernel"])
@@ -103,8 +104,8 @@ def _case(num_devices, name, strategy):
 
 CASES = [
     *[_case(n, name, BASELINES[name](GRAPH, n)) for n in (2, 4) for name in ("data_parallel", "model_parallel", "owt")],
-    # Seeds picked for coverage: 2dev-random3 and 4dev-random1 split conv1 on height/width; all five put ops
-    # on device subsets (5 to 13 stages); 4dev-random6 splits conv1 on space and channels.
+    # Seeds picked for coverage: 2dev-random3 and 4dev-random1 split conv1 on height/width and fc8 on its input
+    # channels (partial sums); all five put ops on device subsets; 4dev-random6 splits conv1 on space and channels.
     *[_case(2, f"random{seed}", random_strategy(GRAPH, 2, np.random.default_rng(seed))) for seed in (3, 5)],
     *[_case(4, f"random{seed}", random_strategy(GRAPH, 4, np.random.default_rng(seed))) for seed in (1, 6, 9)],
     _case(4, "spmd1", spmd_strategy(GRAPH, 4, 1)),
@@ -117,11 +118,12 @@ def test_one_step_equals_one_device(strategy, reference):
     reference.assert_matches(result)
 
 
-def test_random_cases_cover_spatial_splits_and_device_subsets():
-    spatial = [c for c in CASES if any(len(cfg.degrees) == 4 and max(cfg.degrees[1:3]) > 1
-                                       for cfg in c.values[0].values())]
+def test_random_cases_cover_spatial_and_input_channel_splits_and_device_subsets():
+    spatial = [c for c in CASES if any(d > 1 and label.role in (Role.HEIGHT, Role.WIDTH) for op in GRAPH.ops
+                                       for label, d in zip(op.config_labels, c.values[0][op.name].degrees))]
     staged = [c for c in CASES if len(_stage_names(c.values[0])) > 1]
-    assert len(spatial) >= 2 and len(staged) >= 5
+    contracting = [c for c in CASES if c.values[0]["fc8"].degrees[-1] > 1]
+    assert len(spatial) >= 2 and len(staged) >= 5 and len(contracting) >= 2
 
 
 @pytest.mark.parametrize("strategy", [pytest.param(owt(GRAPH, 4), id="4dev-owt"),
@@ -137,7 +139,7 @@ def test_the_compiled_program_places_what_the_strategy_says(strategy, reference)
     for op in GRAPH.ops:
         config = strategy[op.name]
         mesh = ", ".join(f'"{dim.name}"={d}' for dim, d in zip(op.config_labels, config.degrees))
-        dims = ", ".join(f'{{"{dim.name}"}}' if d > 1 else "{}" for dim, d in zip(op.config_labels, config.degrees))
+        dims = ", ".join(f'{{"{name}"}}' if name else "{}" for name in output_axes(op.space, config.degrees))
         assert f"<[{mesh}]>" in text, op.name
         assert f"[{dims}]>" in text, op.name
     _, state = step(state, *batch)

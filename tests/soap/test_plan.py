@@ -132,7 +132,7 @@ def test_the_state_shardings_match_the_model_s_state_and_the_strategy():
     assert specs[("res_a", "conv_a", "conv", "kernel")] == jax.P(None, None, None, "channel")
     assert specs[("res_a", "conv_a", "bn", "mean")] == jax.P("channel")
     assert specs[("fc", "bias")] == jax.P("channel")
-    assert plan.meshes["fc"].axis_names == ("sample", "channel")
+    assert plan.meshes["fc"].axis_names == ("sample", "channel", "in_channel")
     assert plan.labels_sharding.spec == jax.P("sample")  # the loss takes no channel split: on the batch
 
 

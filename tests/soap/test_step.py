@@ -11,6 +11,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from models.batch import synthetic_batch
 from models.errors import PlacementError
 from models.graph import GraphBuilder
+from models.labels import output_axes
 from models.network import apply_op, init_params
 from models.op import Padding
 from models.zoo import build_graph
@@ -40,7 +41,7 @@ def _placement(op, devices, **degrees):
     shape = tuple(degrees.get(dim.name, 1) for dim in op.config_labels)
     mesh = Mesh(np.array([jax.devices()[i] for i in devices]).reshape(shape),
                 tuple(dim.name for dim in op.config_labels), axis_types=(AxisType.Auto,) * len(shape))
-    output = NamedSharding(mesh, P(*(dim.name if d > 1 else None for dim, d in zip(op.config_labels, shape))))
+    output = NamedSharding(mesh, P(*output_axes(op.space, shape)))
     channel = "channel" if degrees.get("channel", 1) > 1 else None
     params = {name: NamedSharding(mesh, P(*(None,) * (len(s) - 1), channel)) for name, s in op.param_shapes}
     return output, params
@@ -166,7 +167,7 @@ def test_stage_grids_must_nest():
     plan = {op.name: ((0,), {}) for op in graph.ops}
     plan.update(conv_valid=(six, {"sample": 3, "channel": 2}), flatten=(six, {"sample": 6}),
                 fc=(six, {"sample": 2, "channel": 3}))
-    with pytest.raises(PlacementError, match=r"a stage mixes the device grids \[\(2, 3\), \(3, 1, 1, 2\), \(6, 1\)\], "
+    with pytest.raises(PlacementError, match=r"a stage mixes the device grids \[\(2, 3, 1\), \(3, 1, 1, 2, 1\), \(6, 1\)\], "
                                              r"which share no common refinement \(strides 2 and 3\)"):
         TrainStep(graph, _shardings(plan, graph), sgd_momentum())
 

@@ -30,19 +30,19 @@ def test_baselines_by_hand_on_two_devices():
     assert all(c == ParallelConfig(c.degrees, (0,)) and c.num_tasks == 1 for c in single(GRAPH, 2).values())
     assert all(c.degrees[0] == 2 and c.num_tasks == 2 and c.devices == both for c in data_parallel(GRAPH, 2).values())
     o = owt(GRAPH, 2)
-    assert o["conv1"] == ParallelConfig((2, 1, 1, 1), both)
+    assert o["conv1"] == ParallelConfig((2, 1, 1, 1, 1), both)
     assert o["flatten"] == ParallelConfig((2, 1), both)
-    assert o["fc6"] == o["fc7"] == o["fc8"] == ParallelConfig((1, 2), both)
+    assert o["fc6"] == o["fc7"] == o["fc8"] == ParallelConfig((1, 2, 1), both)
     assert o["loss"] == ParallelConfig((2,), both)
     m = model_parallel(GRAPH, 2)
-    assert m["conv2"] == ParallelConfig((1, 1, 1, 2), both) and m["fc7"] == ParallelConfig((1, 2), both)
+    assert m["conv2"] == ParallelConfig((1, 1, 1, 2, 1), both) and m["fc7"] == ParallelConfig((1, 2, 1), both)
     # Ops that cannot be channel split run whole, laid layer-wise along the devices.
     assert m["flatten"].num_tasks == 1 and m["loss"] == ParallelConfig((1,), (1,))
 
 
 def test_owt_is_hybrid_where_channels_do_not_divide():
     # fc8 has 200 classes; on 64 devices the channel degree is gcd(200, 64) = 8 and the batch takes 8.
-    assert owt(GRAPH, 64)["fc8"] == ParallelConfig((8, 8), tuple(range(64)))
+    assert owt(GRAPH, 64)["fc8"] == ParallelConfig((8, 8, 1), tuple(range(64)))
 
 
 def test_baselines_that_split_the_batch_need_it_to_divide():
@@ -118,7 +118,7 @@ def _doc_op(name, entry):
         pytest.param(_doc_op("fc9", {"degrees": {}, "devices": [0]}), 2, r"names op 'fc9' that alexnet does not have",
                      id="unknown-op"),
         pytest.param(_doc_op("fc7", {"degrees": {"height": 2}, "devices": [0, 1]}), 2,
-                     r"op 'fc7' has no dims \['height'\]; its dims: sample, channel", id="bad-dim"),
+                     r"op 'fc7' has no dims \['height'\]; its dims: sample, channel, in_channel", id="bad-dim"),
         pytest.param(_doc_op("fc7", {"degrees": {"channel": 2}, "devices": [0, 0]}), 2,
                      r"op 'fc7': device ids must not repeat", id="repeated-device"),
         pytest.param(_doc_op("fc7", {"degrees": {"channel": 2}, "devices": [0, 5]}), 2,
@@ -133,3 +133,49 @@ def _doc_op(name, entry):
 def test_strategy_file_errors(text, num_devices, message):
     with pytest.raises(StrategyFileError, match=message):
         strategy_from_json(text, GRAPH, num_devices)
+
+
+# Written by search.optimize's strategy_to_json before convs and dense layers had an in_channel degree (main at
+# 4045004): AlexNet on 4 devices, random_strategy(seed 3).
+BEFORE_IN_CHANNEL = """{
+  "format": "soap-strategy",
+  "version": 1,
+  "model": "alexnet",
+  "dataset": "tiny-imagenet",
+  "batch_size": 128,
+  "graph_signature": "59a39a26afea61d7",
+  "num_devices": 4,
+  "ops": {
+    "conv1": {"degrees": {"sample": 2}, "devices": [2, 3]},
+    "pool1": {"degrees": {}, "devices": [0]},
+    "conv2": {"degrees": {}, "devices": [2]},
+    "pool2": {"degrees": {}, "devices": [3]},
+    "conv3": {"degrees": {}, "devices": [2]},
+    "conv4": {"degrees": {"sample": 2}, "devices": [2, 3]},
+    "conv5": {"degrees": {"sample": 2, "channel": 2}, "devices": [0, 1, 2, 3]},
+    "pool5": {"degrees": {"channel": 4}, "devices": [0, 1, 2, 3]},
+    "flatten": {"degrees": {}, "devices": [0]},
+    "fc6": {"degrees": {}, "devices": [1]},
+    "fc7": {"degrees": {}, "devices": [3]},
+    "fc8": {"degrees": {"channel": 2}, "devices": [0, 1]},
+    "loss": {"degrees": {"sample": 2}, "devices": [0, 1]}
+  }
+}
+"""
+
+
+def test_a_file_written_before_the_input_channel_label_loads_with_degree_one_and_writes_the_same_bytes():
+    strategy = strategy_from_json(BEFORE_IN_CHANNEL, GRAPH, 4)
+    assert strategy["conv5"] == ParallelConfig((2, 1, 1, 2, 1), (0, 1, 2, 3))
+    assert strategy["fc8"] == ParallelConfig((1, 2, 1), (0, 1))
+    for op in GRAPH.ops:
+        if "in_channel" in op.space.config_labels:
+            assert strategy[op.name].degrees[op.space.config_labels.index("in_channel")] == 1
+    assert strategy_to_json(strategy, GRAPH) == BEFORE_IN_CHANNEL
+
+
+def test_an_input_channel_degree_in_a_file_that_does_not_divide_is_one_line():
+    text = _doc_op("fc8", {"degrees": {"in_channel": 3}, "devices": [0, 1, 2]}).replace('"num_devices": 2', '"num_devices": 4')
+    with pytest.raises(StrategyFileError, match=r"^strategy file: dense 'fc8': contracted input dim in_channel=4096 is "
+                                                r"not divisible by degree 3; valid degrees on 4 devices: 1, 2, 4$"):
+        strategy_from_json(text, GRAPH, 4)
