@@ -459,8 +459,8 @@ class TaskGraphBuilder:
                       configs: Sequence[ParallelConfig]) -> np.ndarray:
         """[a, b]: what the edge from op p (under `sources[a]`) into input `input_index` of op c (under
         `configs[b]`) costs when nothing else runs: the resharding of p's output into c's tasks and that of
-        the gradient back (the partial sums' all-reduces first where c's tasks hold them, side by side),
-        one after the other. Where p's tasks hold partial sums of their output (a split contracting label),
+        the gradient back (the partial sums' all-reduces, or reduce-scatters as `_summed_incoming` picks them,
+        first where c's tasks hold them, side by side), one after the other. Where p's tasks hold partial sums of their output (a split contracting label),
         the forward is the slowest group's sum, then the move to readers outside the groups. A replicated
         op's copies (models.labels.replicated) send as `_incoming` has them send: each of c's tasks reads
         p's output from the copy on its device, else from the first copy; every copy of p receives the
@@ -508,9 +508,12 @@ class TaskGraphBuilder:
             num_groups = len(self.partial_sum_groups(c, config.degrees, input_index))
             box_bytes = np.bincount(pair[once] * num_groups + group[once], weights=num_bytes[once],
                                     minlength=len(sources) * num_groups).astype(np.int64)
-            summed_ms = self._partial_sums_ms(c, config, input_index, box_bytes.reshape(len(sources), num_groups))
             # Slices for tasks of p on devices outside the group move from the group's first device.
             outside = ~self._group_members(c, config, input_index)[group, source_devices]
+            scatter = self._scattered(c, config.degrees, input_index, len(sources), pair * num_groups + group,
+                                      source_devices, num_bytes, outside)
+            summed_ms = self._partial_sums_ms(c, config, input_index, box_bytes.reshape(len(sources), num_groups),
+                                              scatter.reshape(len(sources), num_groups))
             backward_ms = self._reshards_ms(len(sources), pair[outside], devices[outside], source_devices[outside],
                                             num_bytes[outside], inner_dim[outside])
             table[:, b] = summed_ms + (forward_ms + backward_ms)
@@ -579,16 +582,39 @@ class TaskGraphBuilder:
                 durations[a] = max(durations[a], link.transfer_ms(int(most[a])))
         return durations
 
+    def _scattered(self, op_index: int, degrees: tuple[int, ...], input_index: int, num_pairs: int,
+                   at: np.ndarray, receiver_devices: np.ndarray, num_bytes: np.ndarray,
+                   outside: np.ndarray) -> np.ndarray:
+        """[pair * group]: whether `_summed_incoming` sums the partial sums of group g of op i's input
+        gradient (op i under `degrees`) for pair a by a reduce-scatter: on a machine that runs one
+        (Machine.reduce_scatter), where slice j (`at[j]` = a * groups + g, `num_bytes[j]` bytes, for the
+        producer task on `receiver_devices[j]`, `outside[j]`: off the group's devices) goes to more than
+        one task, each on its own device, all in the group, and the slices make the whole box."""
+        num_groups = len(self.partial_sum_groups(op_index, degrees, input_index))
+        size = num_pairs * num_groups
+        if not self.machine.reduce_scatter:
+            return np.zeros(size, dtype=bool)
+        slices = np.bincount(at, minlength=size)
+        devices = np.bincount(np.unique(at * self.machine.num_devices + receiver_devices) // self.machine.num_devices,
+                              minlength=size)
+        # Byte counts stay far under 2**53, so the float sums are exact integers.
+        total = np.bincount(at, weights=num_bytes, minlength=size).astype(np.int64)
+        group_bytes = np.tile(self._input_group_bytes(op_index, degrees, input_index), num_pairs)
+        return ((slices > 1) & (devices == slices) & (np.bincount(at[outside], minlength=size) == 0)
+                & (total == group_bytes))
+
     def _partial_sums_ms(self, op_index: int, config: ParallelConfig, input_index: int,
-                         box_bytes: np.ndarray) -> np.ndarray:
-        """[pair]: the slowest of the op's partial-sum all-reduces under `config`, group g's of
-        `box_bytes[pair, g]` bytes over the ring of its devices. Where the machine has no measured
-        all-reduce, a ring's time grows with its bytes and depends on the ring only by its size and slowest
-        link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
+                         box_bytes: np.ndarray, scatter: np.ndarray) -> np.ndarray:
+        """[pair]: the slowest of the op's partial-sum collectives under `config`, group g's of
+        `box_bytes[pair, g]` bytes over the ring of its devices, a reduce-scatter where `scatter[pair, g]`
+        (`_scattered`), else an all-reduce. Where the machine has no measured all-reduce and no group
+        reduce-scatters, a ring's time grows with its bytes and depends on the ring only by its size and
+        slowest link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
         rings, classes, class_links = self._group_rings(op_index, config, input_index)
-        if self.machine.allreduce is not None or self.machine.partial_sum_allreduce is not None:
-            return np.array([max(self._partial_sum_ms(b, ring) for b, ring in zip(row, rings))
-                             for row in box_bytes.tolist()])
+        if (scatter.any() or self.machine.allreduce is not None
+                or self.machine.partial_sum_allreduce is not None):
+            return np.array([max(self._summed_ms(b, ring, 1, s) for b, ring, s in zip(row, rings, scattered))
+                             for row, scattered in zip(box_bytes.tolist(), scatter.tolist())])
         durations = np.zeros(len(box_bytes))
         for ring_class, (ring_size, slowest) in enumerate(class_links):
             most = box_bytes[:, classes == ring_class].max(axis=1).tolist()

@@ -212,13 +212,14 @@ def test_an_edge_costs_nothing_where_every_slice_stays_on_its_device():
     assert _edge_ms(builder, conv, pool, 0, whole["conv1"], split["pool1"]) > 0.0
 
 
-def _two_node_machine(measured: bool) -> Machine:
-    """8 devices, 4 a node; with `measured`, links and the all-reduce priced through measured points."""
+def _two_node_machine(measured: bool, reduce_scatter: bool = False) -> Machine:
+    """8 devices, 4 a node; with `measured`, links and the all-reduce priced through measured points; with
+    `reduce_scatter`, a sliced partial sum runs as a reduce-scatter (Machine.reduce_scatter)."""
     points = ((4096.0, 1e-3), (2**20, 2e-3), (2**22, 1.5e-3), (2**26, 9e-3)) if measured else ()
     intra, inter = Link(2e10, 1e-6, points), Link(1e9, 5e-6, points)
     machine = fake_machine(8, devices_per_node=4)
     return dataclasses.replace(machine, intra_node=intra, inter_node=inter,
-                               allreduce=Link(5e9, 2e-5, points) if measured else None)
+                               allreduce=Link(5e9, 2e-5, points) if measured else None, reduce_scatter=reduce_scatter)
 
 
 def _edge_tasks_ms(builder, p, c, configs):
@@ -234,9 +235,14 @@ def _edge_tasks_ms(builder, p, c, configs):
     return max(summed, default=0.0) + max(summed_forward, default=0.0) + sum(resharded)
 
 
-@pytest.mark.parametrize("measured", [False, True], ids=["datasheet-links", "measured-links"])
-def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(measured):
-    builder = Simulator(GRAPH, _two_node_machine(measured), COST).builder
+@pytest.mark.parametrize("measured, reduce_scatter", [
+    pytest.param(False, False, id="datasheet-links"),
+    pytest.param(True, False, id="measured-links"),
+    pytest.param(False, True, id="datasheet-links-reduce-scatter"),
+    pytest.param(True, True, id="measured-links-reduce-scatter"),
+])
+def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(measured, reduce_scatter):
+    builder = Simulator(GRAPH, _two_node_machine(measured, reduce_scatter), COST).builder
     spaces = [enumerate_configs(op, 8) for op in GRAPH.ops]
     rng = np.random.default_rng(0)
     for p in range(len(GRAPH.ops) - 1):
