@@ -267,11 +267,11 @@ def test_the_edge_table_prices_a_partial_sum_output_as_the_tasks_the_simulator_b
     builder = Simulator(graph, _two_node_machine(True), FlopCost()).builder
     p, c = graph.index("h0.attn_proj"), graph.index("h0.attn_drop")
     spaces = [enumerate_configs(op, 8) for op in graph.ops]
-    sources = [config for config in spaces[p] if builder.partial_output(p, config.degrees)]
-    sources = sources[:6] + [config for config in spaces[p] if not builder.partial_output(p, config.degrees)][:3]
+    sources = [config for config in spaces[p] if builder.splits.partial_output(p, config.degrees)]
+    sources = sources[:6] + [config for config in spaces[p] if not builder.splits.partial_output(p, config.degrees)][:3]
     configs = spaces[c][:: max(len(spaces[c]) // 12, 1)]
-    assert len(sources) == 9 and any(builder.partial_output(p, config.degrees) for config in sources)
-    assert any(builder.copies(c, config.degrees) > 1 for config in configs)
+    assert len(sources) == 9 and any(builder.splits.partial_output(p, config.degrees) for config in sources)
+    assert any(builder.splits.copies(c, config.degrees) > 1 for config in configs)
     table = builder.edge_ms_table(p, c, 0, sources, configs)
     for (a, source), (b, config) in itertools.product(enumerate(sources), enumerate(configs)):
         others = [space[0] for space in spaces]
@@ -295,7 +295,7 @@ def test_the_edge_table_prices_replicated_copies_as_the_tasks_the_simulator_buil
     rng = np.random.default_rng(1)
     sources = [spaces[p][int(k)] for k in rng.choice(len(spaces[p]), size=10, replace=False)]
     configs = [spaces[c][int(k)] for k in rng.choice(len(spaces[c]), size=10, replace=False)]
-    replicated = [builder.copies(op, config.degrees) > 1 for op, candidates in ((p, sources), (c, configs))
+    replicated = [builder.splits.copies(op, config.degrees) > 1 for op, candidates in ((p, sources), (c, configs))
                   for config in candidates]
     assert any(replicated) and not all(replicated)
     table = builder.edge_ms_table(p, c, 0, sources, configs)
