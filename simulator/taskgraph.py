@@ -4,8 +4,8 @@ Following shared/ARCHITECTURE.md ("One execution semantics"):
 - Task k of op i computes output shard k on devices[k] (forward) and, later, its backward there.
 - It reads the slices of its producers' outputs that it needs (models.labels.tasks_input_boxes: the halo
   of a spatial split, all input features of a dense layer, the whole image of a channel-split conv). Every
-  box, shard, replica, partial-sum and statistics group here is asked of the op's labelled space
-  (models.labels); this module keeps only the tasks and their timing. The
+  box, flow, copy, replica, partial-sum and statistics group here is asked of simulator.splits (which asks
+  the op's labelled space, models.labels); this module keeps only the tasks and their timing. The
   slices on other devices move in ONE resharding per producer -> consumer edge, a TRANSFER task, as XLA
   runs one collective (all-gather, collective-permute, ...) per resharding and the runtime one transfer
   program per stage boundary: it starts when all its source tasks are done, occupies every link it uses,
@@ -45,7 +45,6 @@ bytes it received from other devices.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import NamedTuple
@@ -53,11 +52,12 @@ from typing import NamedTuple
 import numpy as np
 
 from models.graph import OpGraph
-from models import labels
 from models.op import local_op
 from simulator.calibration_plan import INPUT_GRADIENT, OUTPUT, transposed_copies
 from simulator.cost import CostModel, OpCost, optimizer_of
 from simulator.machine import Link, Machine
+from simulator.memo import memoized
+from simulator.splits import Flows, GraphSplits, intersections
 from soap.config import ParallelConfig
 
 FORWARD, TRANSFER, STATS, BACKWARD, ALLREDUCE, UPDATE = (
@@ -81,15 +81,6 @@ class Task(NamedTuple):
     resources: tuple[int, ...]
     duration_ms: float
     deps: tuple[int, ...]
-
-
-class Flows(NamedTuple):
-    """What a resharding may move: slice j goes from `source_tasks[j]` to `tasks[j]`, `num_bytes[j]`
-    bytes (arrays, so that a 64 x 64 resharding is priced by array operations, not 4096 Python steps)."""
-
-    source_tasks: np.ndarray
-    tasks: np.ndarray
-    num_bytes: np.ndarray
 
 
 _new_task = tuple.__new__  # _new_task(Task, fields): a Task without the Python-level __new__, for the hot loops
@@ -134,13 +125,14 @@ def ring_reduce_scatter_ms(num_bytes: int, ring_size: int, bandwidth_bytes_per_s
 
 
 class TaskGraphBuilder:
-    """Builds the forward and backward segments of ops under a strategy, caching values by value."""
+    """Builds the forward and backward segments of ops under a strategy and prices their tasks; what a
+    config implies (boxes, flows, groups) it asks of `splits`, both memoized by value."""
 
     def __init__(self, graph: OpGraph, machine: Machine, cost: CostModel):
         self.graph = graph
         self.machine = machine
         self.cost = cost
-        self.optimizer = optimizer_of(cost)
+        self.splits = GraphSplits(graph, optimizer_of(cost).states)
         self.num_ops = len(graph.ops)
         self._producers = [tuple(graph.index(p) for p in graph.producers(op.name)) for op in graph.ops]
         # (consumer, input index) for every input that reads the op: a consumer reading it twice is two.
@@ -154,22 +146,6 @@ class TaskGraphBuilder:
         for reader, op in enumerate(graph.ops):
             for name, owner in op.tied:
                 self._tied_readers[graph.index(owner)].append((reader, name, name))
-        self._volumes: dict = {}
-        self._output_boxes: dict = {}
-        self._input_boxes: dict = {}
-        self._op_costs: dict = {}
-        self._param_slices: dict = {}
-        self._replica_groups: dict = {}
-        self._partial_sum_groups: dict = {}
-        self._kept_bytes: dict = {}
-        self._partial_inputs: dict = {}
-        self._copies: dict = {}
-        self._inner_dim: dict = {}
-        self._stats_bytes: dict = {}
-        self._stats_groups: dict = {}
-        self._leaders: dict = {}
-        self._members: dict = {}
-        self._rings: dict = {}
         # The distinct links of the machine; the link tables name them by position, as hashing a Link
         # (a frozen dataclass, hashed field by field) for each of up to 4096 slices of a resharding costs
         # more than the rest of the resharding.
@@ -179,7 +155,6 @@ class TaskGraphBuilder:
         self._link_ids = np.array([[link_id for link_id, _ in row] for row in self._links], dtype=np.int64)
         self._inner_dim_link_ids = np.array([[link_id for link_id, _ in row] for row in self._inner_dim_links],
                                             dtype=np.int64)
-        self._device_arrays: dict[tuple[int, ...], np.ndarray] = {}
 
     def _link_table(self, inner_dim: bool) -> list[list[tuple[int, tuple[int, ...]]]]:
         """(link id, resources) of every directed device pair, computed once: the link is
@@ -229,158 +204,24 @@ class TaskGraphBuilder:
             return self._forward(segment, configs)
         return self._backward(2 * self.num_ops - 1 - segment, configs)
 
-    # --- cached values -------------------------------------------------------------------------------
+    # --- memoized values (what a config implies is self.splits'; these price or place it) ---------------
 
-    def volumes(self, producer: int, consumer: int, input_index: int,
-                producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> Flows:
-        """Every non-empty intersection of what a consumer task reads with what a producer task wrote, from
-        producer task to consumer task. Of a replicated producer (models.labels.replicated) only the first
-        copy of each shard is a source here; `_incoming` takes the copy on the reader's device where there
-        is one. Independent of device ids, so cached by degrees."""
-        key = (producer, consumer, input_index, producer_degrees, consumer_degrees)
-        cached = self._volumes.get(key)
-        if cached is None:
-            copies = self.copies(producer, producer_degrees)
-            flows = _intersections(self._shard_boxes(producer, producer_degrees)[::copies],
-                                   self._needed_boxes(consumer, consumer_degrees, input_index),
-                                   self.graph.ops[producer].dtype_bytes)
-            cached = self._volumes[key] = Flows(flows.source_tasks * copies, flows.tasks, flows.num_bytes)
-        return cached
-
-    def copies(self, op_index: int, degrees: tuple[int, ...]) -> int:
-        """How many tasks compute each shard of the op (models.labels.replica_degree; the copies of a shard
-        are consecutive tasks)."""
-        key = (op_index, degrees)
-        cached = self._copies.get(key)
-        if cached is None:
-            cached = self._copies[key] = labels.replica_degree(self.graph.ops[op_index].space, degrees)
-        return cached
-
-    def _shard_boxes(self, op_index: int, degrees: tuple[int, ...]) -> np.ndarray:
-        """[task, dim, (begin, end)]: the output box of each task of the op under `degrees`."""
-        key = (op_index, degrees)
-        cached = self._output_boxes.get(key)
-        if cached is None:
-            boxes = labels.tasks_output_boxes(self.graph.ops[op_index].space, degrees)
-            cached = self._output_boxes[key] = np.array(boxes, dtype=np.int64)
-        return cached
-
-    def _needed_boxes(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> np.ndarray:
-        """[task, dim, (begin, end)]: the box each task of the op under `degrees` reads from input
-        `input_index` (models.labels.tasks_input_boxes)."""
-        key = (op_index, degrees, input_index)
-        cached = self._input_boxes.get(key)
-        if cached is None:
-            space = self.graph.ops[op_index].space
-            cached = self._input_boxes[key] = np.array(labels.tasks_input_boxes(space, degrees, input_index),
-                                                       dtype=np.int64)
-        return cached
-
-    def backward_volumes(self, producer: int, consumer: int, input_index: int,
-                         producer_degrees: tuple[int, ...], consumer_degrees: tuple[int, ...]) -> Flows:
-        """The intersections as the gradient flows back, from consumer task to producer task: every copy of
-        a replicated producer receives it, from the first copy of a replicated consumer's tasks (`_incoming`
-        takes the copy on the receiver's device where there is one)."""
-        key = (producer, consumer, input_index, producer_degrees, consumer_degrees, "backward")
-        cached = self._volumes.get(key)
-        if cached is None:
-            if self.copies(producer, producer_degrees) == 1 and self.copies(consumer, consumer_degrees) == 1:
-                source_tasks, tasks, num_bytes = self.volumes(producer, consumer, input_index, producer_degrees,
-                                                              consumer_degrees)
-                cached = Flows(tasks, source_tasks, num_bytes)
-            else:
-                copies = self.copies(consumer, consumer_degrees)
-                flows = _intersections(self._shard_boxes(producer, producer_degrees),
-                                       self._needed_boxes(consumer, consumer_degrees, input_index)[::copies],
-                                       self.graph.ops[producer].dtype_bytes)
-                cached = Flows(flows.tasks * copies, flows.source_tasks, flows.num_bytes)
-            self._volumes[key] = cached
-        return cached
-
+    @memoized
     def _device_array(self, devices: tuple[int, ...]) -> np.ndarray:
-        cached = self._device_arrays.get(devices)
-        if cached is None:
-            cached = self._device_arrays[devices] = np.array(devices, dtype=np.int64)
-        return cached
+        return np.array(devices, dtype=np.int64)
 
+    @memoized
     def op_cost(self, op_index: int, degrees: tuple[int, ...]) -> OpCost:
         """Op i's local op's costs under `degrees`: the forward or backward that also writes a transposed
         copy where the step computes one and the cost model measured it (calibration_plan.transposed_copies)."""
-        key = (op_index, degrees)
-        cached = self._op_costs.get(key)
-        if cached is None:
-            op = self.graph.ops[op_index]
-            cached = self.cost.op_cost(local_op(op, degrees), self.machine.device.kind)
-            copies = transposed_copies(self.graph, op)
-            if OUTPUT in copies and cached.forward_transposed_ms is not None:
-                cached = replace(cached, forward_ms=cached.forward_transposed_ms)
-            if INPUT_GRADIENT in copies and cached.backward_transposed_ms is not None:
-                cached = replace(cached, backward_ms=cached.backward_transposed_ms)
-            self._op_costs[key] = cached
-        return cached
-
-    def param_slice_bytes(self, op_index: int, degrees: tuple[int, ...]) -> tuple[int, ...]:
-        """The bytes of each parameter array's slice (a kernel, a bias) that one task holds and updates: a
-        tied weight another op owns is held, all-reduced and updated at its owner (`_tied_gradients`)."""
-        key = (op_index, degrees)
-        cached = self._param_slices.get(key)
-        if cached is None:
-            op = self.graph.ops[op_index]
-            local, tied = local_op(op, degrees), {name for name, _ in op.tied}
-            cached = tuple(math.prod(shape) * local.dtype_bytes for name, shape in local.param_shapes
-                           if name not in tied)
-            self._param_slices[key] = cached
-        return cached
-
-    def kept_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
-        """What one task keeps on its device through the step: its parameter slice, their gradients and the
-        optimizer's states (2 + states x the slice: 3 x for SGD with momentum, 4 x for AdamW), its state
-        slice and its output shard. A partial sum is not kept: what its readers take of the sum is, on
-        their devices (`_summed_incoming`), as Megatron frees a row-parallel dense's partial output once
-        reduced."""
-        key = (op_index, degrees)
-        cached = self._kept_bytes.get(key)
-        if cached is None:
-            local = local_op(self.graph.ops[op_index], degrees)
-            output_bytes = 0 if self.partial_output(op_index, degrees) else math.prod(local.output_shape) * local.dtype_bytes
-            cached = self._kept_bytes[key] = ((2 + self.optimizer.states) * sum(self.param_slice_bytes(op_index, degrees))
-                                              + local.state_count * local.dtype_bytes + output_bytes)
-        return cached
-
-    def partial_input(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> bool:
-        """Whether the op's tasks hold partial sums of input `input_index`'s gradient under `degrees`."""
-        key = (op_index, degrees, input_index)
-        cached = self._partial_inputs.get(key)
-        if cached is None:
-            space = self.graph.ops[op_index].space
-            cached = self._partial_inputs[key] = labels.has_partial_input_gradient(space, degrees, input_index)
-        return cached
-
-    def partial_output(self, op_index: int, degrees: tuple[int, ...]) -> bool:
-        """Whether the op's tasks hold partial sums of their output under `degrees` (models.labels)."""
-        key = (op_index, degrees, None)
-        cached = self._partial_inputs.get(key)
-        if cached is None:
-            cached = self._partial_inputs[key] = labels.output_partial(self.graph.ops[op_index].space, degrees)
-        return cached
-
-    def output_partial_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
-        """Tasks holding partial sums of one output box (models.labels.output_partial_groups)."""
-        return self._groups(self._partial_sum_groups, (op_index, degrees, None), labels.output_partial_groups,
-                            op_index, degrees)
-
-    def _output_group_bytes(self, op_index: int, degrees: tuple[int, ...]) -> list[int]:
-        """The bytes of the output box each partial-output group sums."""
-        boxes = self._shard_boxes(op_index, degrees)
-        volumes = np.prod(boxes[:, :, 1] - boxes[:, :, 0], axis=1) * self.graph.ops[op_index].dtype_bytes
-        return [int(volumes[group[0]]) for group in self.output_partial_groups(op_index, degrees)]
-
-    def _input_group_bytes(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> list[int]:
-        """The bytes of the input box each partial-sum group of input `input_index`'s gradient sums."""
-        boxes = self._needed_boxes(op_index, degrees, input_index)
-        dtype_bytes = self.graph.ops[self._producers[op_index][input_index]].dtype_bytes
-        volumes = np.prod(boxes[:, :, 1] - boxes[:, :, 0], axis=1) * dtype_bytes
-        return [int(volumes[group[0]]) for group in self.partial_sum_groups(op_index, degrees, input_index)]
+        op = self.graph.ops[op_index]
+        costs = self.cost.op_cost(local_op(op, degrees), self.machine.device.kind)
+        copies = transposed_copies(self.graph, op)
+        if OUTPUT in copies and costs.forward_transposed_ms is not None:
+            costs = replace(costs, forward_ms=costs.forward_transposed_ms)
+        if INPUT_GRADIENT in copies and costs.backward_transposed_ms is not None:
+            costs = replace(costs, backward_ms=costs.backward_transposed_ms)
+        return costs
 
     def _twin_reader(self, i: int, input_index: int, configs: tuple[ParallelConfig, ...]) -> int | None:
         """An earlier op reading the same producer's output in the same boxes on the same devices as op i's
@@ -388,46 +229,11 @@ class TaskGraphBuilder:
         once: q, k and v reading one layer norm's output); None if none. Only devices and boxes count, not
         the degrees naming them: a conv's config has an in_channel degree that its sibling pool's lacks."""
         for c, j in self._earlier_readers[i][input_index]:
-            if configs[c].devices == configs[i].devices and np.array_equal(self._needed_boxes(c, configs[c].degrees, j),
-                                                           self._needed_boxes(i, configs[i].degrees, input_index)):
+            if configs[c].devices == configs[i].devices and np.array_equal(
+                    self.splits.input_boxes(c, configs[c].degrees, j),
+                    self.splits.input_boxes(i, configs[i].degrees, input_index)):
                 return c
         return None
-
-    def _splits_inner_dim(self, op_index: int, degrees: tuple[int, ...]) -> bool:
-        key = (op_index, degrees)
-        cached = self._inner_dim.get(key)
-        if cached is None:
-            cached = self._inner_dim[key] = labels.splits_inner_dim(self.graph.ops[op_index].space, degrees)
-        return cached
-
-    def stats_bytes(self, op_index: int, degrees: tuple[int, ...]) -> int:
-        """The bytes of one task's statistics, all-reduced before its forward and its backward (0: none)."""
-        key = (op_index, degrees)
-        cached = self._stats_bytes.get(key)
-        if cached is None:
-            op = self.graph.ops[op_index]
-            cached = self._stats_bytes[key] = op.spec.stats_bytes(op, degrees)
-        return cached
-
-    def replica_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
-        """Tasks holding the same parameter slice (models.labels.replica_groups)."""
-        return self._groups(self._replica_groups, (op_index, degrees), labels.replica_groups, op_index, degrees)
-
-    def partial_sum_groups(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> list[list[int]]:
-        """Tasks that read the same box of input `input_index`, each holding a partial sum of its gradient
-        where `partial_input` (models.labels.partial_sum_groups)."""
-        return self._groups(self._partial_sum_groups, (op_index, degrees, input_index), labels.partial_sum_groups,
-                            op_index, degrees, input_index)
-
-    def stats_groups(self, op_index: int, degrees: tuple[int, ...]) -> list[list[int]]:
-        """Tasks that all-reduce one slice of the op's statistics (models.labels.statistics_groups)."""
-        return self._groups(self._stats_groups, (op_index, degrees), labels.statistics_groups, op_index, degrees)
-
-    def _groups(self, cache: dict, key: tuple, derive, op_index: int, *args) -> list[list[int]]:
-        cached = cache.get(key)
-        if cached is None:
-            cached = cache[key] = derive(self.graph.ops[op_index].space, *args)
-        return cached
 
     # --- additive costs (search.starts' dynamic program) -------------------------------------------
 
@@ -450,7 +256,7 @@ class TaskGraphBuilder:
     def _sync_parts_ms(self, i: int, config: ParallelConfig) -> tuple[float, float]:
         """(the slowest replica group's gradient all-reduce, the update) of op i alone; (0, 0) without
         parameters."""
-        slice_bytes = self.param_slice_bytes(i, config.degrees)
+        slice_bytes = self.splits.param_slice_bytes(i, config.degrees)
         sync = self._sync_and_update(i, config, self.backward_segment_id(i), slice_bytes) if slice_bytes else []
         return (max((task.duration_ms for task in sync if task.kind == ALLREDUCE), default=0.0),
                 max((task.duration_ms for task in sync if task.kind == UPDATE), default=0.0))
@@ -459,32 +265,33 @@ class TaskGraphBuilder:
                       configs: Sequence[ParallelConfig]) -> np.ndarray:
         """[a, b]: what the edge from op p (under `sources[a]`) into input `input_index` of op c (under
         `configs[b]`) costs when nothing else runs: the resharding of p's output into c's tasks and that of
-        the gradient back (the partial sums' all-reduces first where c's tasks hold them, side by side),
-        one after the other. Where p's tasks hold partial sums of their output (a split contracting label),
-        the forward is the slowest group's sum, then the move to readers outside the groups. A replicated
+        the gradient back (the partial sums' all-reduces, or reduce-scatters as `_summed_incoming` picks them,
+        first where c's tasks hold them, side by side), one after the other. Where p's tasks hold partial
+        sums of their output (a split contracting label), the forward is the slowest group's sum, then the
+        move to readers outside the groups. A replicated
         op's copies (models.labels.replicated) send as `_incoming` has them send: each of c's tasks reads
         p's output from the copy on its device, else from the first copy; every copy of p receives the
         gradient from the copy of c on its device, else from c's first copy. These are the durations of
         the tasks `_incoming` and `_summed_incoming` build, priced without building them (but for partial
         outputs, rare among the candidates), every config of p at once for each config of c (the additive
         start prices every pair of candidates of every edge: about 180,000 on Inception-v3)."""
-        boxes = np.concatenate([self._shard_boxes(p, source.degrees) for source in sources])
+        boxes = np.concatenate([self.splits.output_boxes(p, source.degrees) for source in sources])
         owner = np.repeat(np.arange(len(sources)), [source.num_tasks for source in sources])
         owner_devices = np.concatenate([self._device_array(source.devices) for source in sources])
-        owner_inner_dim = np.array([self._splits_inner_dim(p, source.degrees) for source in sources])
-        partial = [a for a, source in enumerate(sources) if self.partial_output(p, source.degrees)]
-        is_first = np.concatenate([np.arange(source.num_tasks) % self.copies(p, source.degrees) == 0
+        owner_inner_dim = np.array([self.splits.splits_inner_dim(p, source.degrees) for source in sources])
+        partial = [a for a, source in enumerate(sources) if self.splits.partial_output(p, source.degrees)]
+        is_first = np.concatenate([np.arange(source.num_tasks) % self.splits.copies(p, source.degrees) == 0
                                    for source in sources])  # a shard's first copy
         first = np.flatnonzero(is_first)
         shard_holders = self._holders(np.cumsum(is_first) - 1, owner_devices)
         dtype_bytes = self.graph.ops[p].dtype_bytes
         table = np.empty((len(sources), len(configs)))
         for b, config in enumerate(configs):
-            needed = self._needed_boxes(c, config.degrees, input_index)
+            needed = self.splits.input_boxes(c, config.degrees, input_index)
             config_devices = self._device_array(config.devices)
-            source_tasks, tasks, num_bytes = _intersections(boxes, needed, dtype_bytes)  # into every copy of p
+            source_tasks, tasks, num_bytes = intersections(boxes, needed, dtype_bytes)  # into every copy of p
             # The forward reads each shard once, from the copy on the reader's device where there is one.
-            shards, readers, read_bytes = (_intersections(boxes[first], needed, dtype_bytes)
+            shards, readers, read_bytes = (intersections(boxes[first], needed, dtype_bytes)
                                            if len(first) < len(boxes) else (source_tasks, tasks, num_bytes))
             dst, read_pair = config_devices[readers], owner[first[shards]]
             src = _nearest_copy(shard_holders, owner_devices[first[shards]], shards, dst)
@@ -493,24 +300,27 @@ class TaskGraphBuilder:
                 forward_ms[a] = self._summed_read_ms(p, sources[a], c, config, input_index)
             pair, source_devices = owner[source_tasks], owner_devices[source_tasks]
             devices, inner_dim = config_devices[tasks], owner_inner_dim[pair]
-            if not self.partial_input(c, config.degrees, input_index):
+            if not self.splits.partial_input(c, config.degrees, input_index):
                 receivers, src, back_bytes = self._gradient_flows(c, config, needed, boxes, owner_devices,
                                                                   Flows(source_tasks, tasks, num_bytes), dtype_bytes)
                 back_pair = owner[receivers]
                 table[:, b] = forward_ms + self._reshards_ms(len(sources), back_pair, src, owner_devices[receivers],
                                                              back_bytes, owner_inner_dim[back_pair])
                 continue
-            leader_group = self._leader_groups(c, config.degrees, input_index)[tasks]
+            leader_group = self.splits.leader_groups(c, config.degrees, input_index)[tasks]
             read = leader_group >= 0  # the box a group all-reduces is what its first task reads
             once = is_first[source_tasks[read]]  # (the box's bytes counted once over p's copies)
             pair, group, num_bytes = pair[read], leader_group[read], num_bytes[read]
             devices, source_devices, inner_dim = devices[read], source_devices[read], inner_dim[read]
-            num_groups = len(self.partial_sum_groups(c, config.degrees, input_index))
+            num_groups = len(self.splits.partial_sum_groups(c, config.degrees, input_index))
             box_bytes = np.bincount(pair[once] * num_groups + group[once], weights=num_bytes[once],
                                     minlength=len(sources) * num_groups).astype(np.int64)
-            summed_ms = self._partial_sums_ms(c, config, input_index, box_bytes.reshape(len(sources), num_groups))
             # Slices for tasks of p on devices outside the group move from the group's first device.
             outside = ~self._group_members(c, config, input_index)[group, source_devices]
+            scatter = self._scattered(c, config.degrees, input_index, len(sources), pair * num_groups + group,
+                                      source_devices, num_bytes, outside)
+            summed_ms = self._partial_sums_ms(c, config, input_index, box_bytes.reshape(len(sources), num_groups),
+                                              scatter.reshape(len(sources), num_groups))
             backward_ms = self._reshards_ms(len(sources), pair[outside], devices[outside], source_devices[outside],
                                             num_bytes[outside], inner_dim[outside])
             table[:, b] = summed_ms + (forward_ms + backward_ms)
@@ -522,12 +332,12 @@ class TaskGraphBuilder:
         (c under `config`, reading `needed`) into every producer task (`boxes`, on `box_devices`; `flows`:
         their intersections with `needed`): of a replicated c, from the copy of c's task on the receiver's
         device where there is one, else from its first copy (the tasks `_incoming` builds from
-        `backward_volumes`)."""
+        `GraphSplits.backward_volumes`)."""
         config_devices = self._device_array(config.devices)
-        copies = self.copies(c, config.degrees)
+        copies = self.splits.copies(c, config.degrees)
         if copies == 1:
             return flows.source_tasks, config_devices[flows.tasks], flows.num_bytes
-        receivers, readers, num_bytes = _intersections(boxes, needed[::copies], dtype_bytes)
+        receivers, readers, num_bytes = intersections(boxes, needed[::copies], dtype_bytes)
         holders = self._holders(np.arange(config.num_tasks) // copies, config_devices)
         return receivers, _nearest_copy(holders, config_devices[readers * copies], readers,
                                         box_devices[receivers]), num_bytes
@@ -545,10 +355,10 @@ class TaskGraphBuilder:
         group's sum, then the resharding to the tasks outside the groups (the tasks `_summed_incoming`
         builds)."""
         tasks: list[Task] = []
-        flows = self.volumes(p, c, input_index, source.degrees, config.degrees)
-        self._summed_incoming(0, p, self.output_partial_groups(p, source.degrees),
-                              self._output_group_bytes(p, source.degrees), [0], source, c, config.devices, flows,
-                              [[] for _ in config.devices], tasks, self._splits_inner_dim(p, source.degrees))
+        flows = self.splits.volumes(p, c, input_index, source.degrees, config.degrees)
+        self._summed_incoming(0, p, self.splits.output_partial_groups(p, source.degrees),
+                              self.splits.output_group_bytes(p, source.degrees), [0], source, c, config.devices, flows,
+                              [[] for _ in config.devices], tasks, self.splits.splits_inner_dim(p, source.degrees))
         summed = [task.duration_ms for task in tasks if len(task.label) == 3]
         return max(summed, default=0.0) + sum(task.duration_ms for task in tasks if len(task.label) == 4)
 
@@ -579,16 +389,39 @@ class TaskGraphBuilder:
                 durations[a] = max(durations[a], link.transfer_ms(int(most[a])))
         return durations
 
+    def _scattered(self, op_index: int, degrees: tuple[int, ...], input_index: int, num_pairs: int,
+                   at: np.ndarray, receiver_devices: np.ndarray, num_bytes: np.ndarray,
+                   outside: np.ndarray) -> np.ndarray:
+        """[pair * group]: whether `_summed_incoming` sums the partial sums of group g of op i's input
+        gradient (op i under `degrees`) for pair a by a reduce-scatter: on a machine that runs one
+        (Machine.reduce_scatter), where slice j (`at[j]` = a * groups + g, `num_bytes[j]` bytes, for the
+        producer task on `receiver_devices[j]`, `outside[j]`: off the group's devices) goes to more than
+        one task, each on its own device, all in the group, and the slices make the whole box."""
+        num_groups = len(self.splits.partial_sum_groups(op_index, degrees, input_index))
+        size = num_pairs * num_groups
+        if not self.machine.reduce_scatter:
+            return np.zeros(size, dtype=bool)
+        slices = np.bincount(at, minlength=size)
+        devices = np.bincount(np.unique(at * self.machine.num_devices + receiver_devices) // self.machine.num_devices,
+                              minlength=size)
+        # Byte counts stay far under 2**53, so the float sums are exact integers.
+        total = np.bincount(at, weights=num_bytes, minlength=size).astype(np.int64)
+        group_bytes = np.tile(self.splits.input_group_bytes(op_index, degrees, input_index), num_pairs)
+        return ((slices > 1) & (devices == slices) & (np.bincount(at[outside], minlength=size) == 0)
+                & (total == group_bytes))
+
     def _partial_sums_ms(self, op_index: int, config: ParallelConfig, input_index: int,
-                         box_bytes: np.ndarray) -> np.ndarray:
-        """[pair]: the slowest of the op's partial-sum all-reduces under `config`, group g's of
-        `box_bytes[pair, g]` bytes over the ring of its devices. Where the machine has no measured
-        all-reduce, a ring's time grows with its bytes and depends on the ring only by its size and slowest
-        link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
+                         box_bytes: np.ndarray, scatter: np.ndarray) -> np.ndarray:
+        """[pair]: the slowest of the op's partial-sum collectives under `config`, group g's of
+        `box_bytes[pair, g]` bytes over the ring of its devices, a reduce-scatter where `scatter[pair, g]`
+        (`_scattered`), else an all-reduce. Where the machine has no measured all-reduce and no group
+        reduce-scatters, a ring's time grows with its bytes and depends on the ring only by its size and
+        slowest link, so each such class of rings is priced once, by the most bytes any ring of it carries."""
         rings, classes, class_links = self._group_rings(op_index, config, input_index)
-        if self.machine.allreduce is not None or self.machine.partial_sum_allreduce is not None:
-            return np.array([max(self._partial_sum_ms(b, ring) for b, ring in zip(row, rings))
-                             for row in box_bytes.tolist()])
+        if (scatter.any() or self.machine.allreduce is not None
+                or self.machine.partial_sum_allreduce is not None):
+            return np.array([max(self._summed_ms(b, ring, 1, s) for b, ring, s in zip(row, rings, scattered))
+                             for row, scattered in zip(box_bytes.tolist(), scatter.tolist())])
         durations = np.zeros(len(box_bytes))
         for ring_class, (ring_size, slowest) in enumerate(class_links):
             most = box_bytes[:, classes == ring_class].max(axis=1).tolist()
@@ -597,47 +430,29 @@ class TaskGraphBuilder:
                                                                    slowest.latency_s))
         return durations
 
-    def _leader_groups(self, op_index: int, degrees: tuple[int, ...], input_index: int) -> np.ndarray:
-        """Per task of the op: the index of its partial-sum group (of input `input_index`'s gradient) if it is
-        the group's first task, else -1."""
-        key = (op_index, degrees, input_index)
-        cached = self._leaders.get(key)
-        if cached is None:
-            cached = np.full(math.prod(degrees), -1, dtype=np.int64)
-            for group_index, group in enumerate(self.partial_sum_groups(op_index, degrees, input_index)):
-                cached[group[0]] = group_index
-            self._leaders[key] = cached
-        return cached
-
+    @memoized
     def _group_members(self, op_index: int, config: ParallelConfig, input_index: int) -> np.ndarray:
         """[group, device]: whether the device runs a task of the op's partial-sum group (of input
         `input_index`'s gradient) under `config`."""
-        key = (op_index, config, input_index)
-        cached = self._members.get(key)
-        if cached is None:
-            groups = self.partial_sum_groups(op_index, config.degrees, input_index)
-            cached = np.zeros((len(groups), self.machine.num_devices), dtype=bool)
-            for group_index, group in enumerate(groups):
-                cached[group_index, [config.devices[k] for k in group]] = True
-            self._members[key] = cached
-        return cached
+        groups = self.splits.partial_sum_groups(op_index, config.degrees, input_index)
+        members = np.zeros((len(groups), self.machine.num_devices), dtype=bool)
+        for group_index, group in enumerate(groups):
+            members[group_index, [config.devices[k] for k in group]] = True
+        return members
 
+    @memoized
     def _group_rings(self, op_index: int, config: ParallelConfig, input_index: int
                      ) -> tuple[list[list[tuple[int, int]]], np.ndarray, list[tuple[int, Link]]]:
         """The ring of each partial-sum group's devices under `config`; its class; and per class the ring
         size and slowest link, what `_allreduce_ms` prices a ring by (rings alike in both share a class)."""
-        key = (op_index, config, input_index)
-        cached = self._rings.get(key)
-        if cached is None:
-            rings, classes, seen = [], [], {}
-            for group in self.partial_sum_groups(op_index, config.degrees, input_index):
-                devices = [config.devices[k] for k in group]
-                ring = list(zip(devices, devices[1:] + devices[:1]))
-                slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
-                rings.append(ring)
-                classes.append(seen.setdefault((len(ring), slowest), len(seen)))
-            cached = self._rings[key] = (rings, np.array(classes, dtype=np.int64), list(seen))
-        return cached
+        rings, classes, seen = [], [], {}
+        for group in self.splits.partial_sum_groups(op_index, config.degrees, input_index):
+            devices = [config.devices[k] for k in group]
+            ring = list(zip(devices, devices[1:] + devices[:1]))
+            slowest = min((self.machine.link(a, b) for a, b in ring), key=lambda link: link.bandwidth_bytes_per_s)
+            rings.append(ring)
+            classes.append(seen.setdefault((len(ring), slowest), len(seen)))
+        return rings, np.array(classes, dtype=np.int64), list(seen)
 
     def inputs(self, i: int) -> tuple[int, ...]:
         """The producers of op i's inputs, in input order (one per input: an op read twice appears twice)."""
@@ -659,17 +474,17 @@ class TaskGraphBuilder:
                 for k in range(len(devices)):
                     deps[k].append(twin << 24 | _COMPUTE | k)
                 continue
-            flows = self.volumes(p, i, input_index, source.degrees, degrees)
-            inner_dim = self._splits_inner_dim(p, source.degrees)
-            if self.partial_output(p, source.degrees):
-                groups = self.output_partial_groups(p, source.degrees)
-                self._summed_incoming(seg, p, groups, self._output_group_bytes(p, source.degrees),
+            flows = self.splits.volumes(p, i, input_index, source.degrees, degrees)
+            inner_dim = self.splits.splits_inner_dim(p, source.degrees)
+            if self.splits.partial_output(p, source.degrees):
+                groups = self.splits.output_partial_groups(p, source.degrees)
+                self._summed_incoming(seg, p, groups, self.splits.output_group_bytes(p, source.degrees),
                                       [p << 24 | _COMPUTE], source, i, devices, flows, deps, tasks, inner_dim, memory)
             else:
                 self._incoming(seg, p, p << 24 | _COMPUTE, source, i, devices, flows, deps, tasks, memory, inner_dim)
         self._stats(seg, i, config, deps, tasks)
         forward_ms = self.op_cost(i, degrees).forward_ms
-        kept_bytes = self.kept_bytes(i, degrees)
+        kept_bytes = self.splits.kept_bytes(i, degrees)
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
             tasks.append(_new_task(Task, (base | k, FORWARD, (i, k), (device,), forward_ms, tuple(deps[k]))))
@@ -683,30 +498,30 @@ class TaskGraphBuilder:
         forward_base = i << 24 | _COMPUTE
         deps = [[forward_base | k] for k in range(len(devices))]
         tasks: list[Task] = []
-        inner_dim = self._splits_inner_dim(i, degrees)
+        inner_dim = self.splits.splits_inner_dim(i, degrees)
         summed: dict[tuple, list[tuple[int, int]]] = {}  # consumers whose partial sums XLA adds, then sums once
         for c, input_index in self._consumers[i]:
             source = configs[c]
-            if self.partial_input(c, source.degrees, input_index):
-                groups = self.partial_sum_groups(c, source.degrees, input_index)
-                key = (source, tuple(map(tuple, groups)), tuple(self._input_group_bytes(c, source.degrees, input_index)))
+            if self.splits.partial_input(c, source.degrees, input_index):
+                groups = self.splits.partial_sum_groups(c, source.degrees, input_index)
+                key = (source, tuple(map(tuple, groups)), self.splits.input_group_bytes(c, source.degrees, input_index))
                 summed.setdefault(key, []).append((c, input_index))
                 continue
-            flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
+            flows = self.splits.backward_volumes(i, c, input_index, degrees, source.degrees)
             source_base = self.backward_segment_id(c) << 24 | _COMPUTE
             self._incoming(seg, c, source_base, source, i, devices, flows, deps, tasks, None, inner_dim)
         for (source, groups, group_bytes), readers in summed.items():
             c, input_index = readers[0]
-            flows = self.backward_volumes(i, c, input_index, degrees, source.degrees)
+            flows = self.splits.backward_volumes(i, c, input_index, degrees, source.degrees)
             bases = [self.backward_segment_id(reader) << 24 | _COMPUTE for reader, _ in readers]
-            self._summed_incoming(seg, c, [list(g) for g in groups], list(group_bytes), bases, source, i, devices,
+            self._summed_incoming(seg, c, [list(g) for g in groups], group_bytes, bases, source, i, devices,
                                   flows, deps, tasks, inner_dim)
         self._stats(seg, i, config, deps, tasks)
         backward_ms = self.op_cost(i, degrees).backward_ms
         base = seg << 24 | _COMPUTE
         for k, device in enumerate(devices):
             tasks.append(_new_task(Task, (base | k, BACKWARD, (i, k), (device,), backward_ms, tuple(deps[k]))))
-        slice_bytes = self.param_slice_bytes(i, degrees)
+        slice_bytes = self.splits.param_slice_bytes(i, degrees)
         if slice_bytes:
             received = self._tied_gradients(seg, i, configs, tasks)
             tasks.extend(self._sync_and_update(i, config, seg, slice_bytes, received))
@@ -720,12 +535,12 @@ class TaskGraphBuilder:
         Returns, per replica group, the keys its all-reduce (or update) waits for besides its own tasks."""
         received: dict[int, list[int]] = {}
         config = configs[i]
-        groups = self.replica_groups(i, config.degrees)
+        groups = self.splits.replica_groups(i, config.degrees)
         for reader, reader_param, param in self._tied_readers[i]:
             source = configs[reader]
-            reader_boxes = self._param_boxes(reader, source.degrees, reader_param)
-            owner_boxes = self._param_boxes(i, config.degrees, param)[[group[0] for group in groups]]
-            flows = _intersections(reader_boxes, owner_boxes, self.graph.ops[i].dtype_bytes)
+            reader_boxes = self.splits.param_boxes(reader, source.degrees, reader_param)
+            owner_boxes = self.splits.param_boxes(i, config.degrees, param)[[group[0] for group in groups]]
+            flows = intersections(reader_boxes, owner_boxes, self.graph.ops[i].dtype_bytes)
             source_base = self.backward_segment_id(reader) << 24 | _COMPUTE
             moves = []
             for m, g, num_bytes in zip(*(column.tolist() for column in flows)):
@@ -745,17 +560,6 @@ class TaskGraphBuilder:
                     received.setdefault(leaders[k_index], []).extend(deps[k_index])
         return received
 
-    def _param_boxes(self, op_index: int, degrees: tuple[int, ...], param: str) -> np.ndarray:
-        """[task, axis, (begin, end)]: the slice of parameter `param` each task holds."""
-        key = (op_index, degrees, param)
-        cached = self._output_boxes.get(key)
-        if cached is None:
-            space = self.graph.ops[op_index].space
-            names = dict(space.params)[param]
-            cached = self._output_boxes[key] = np.array(labels.tasks_array_boxes(space, degrees, names),
-                                                        dtype=np.int64)
-        return cached
-
     def _incoming(self, seg: int, source_op: int, source_base: int, source: ParallelConfig, i: int,
                   devices: tuple[int, ...], flows: Flows, deps: list[list[int]], tasks: list[Task],
                   memory: dict[int, int] | None, inner_dim: bool) -> None:
@@ -765,7 +569,7 @@ class TaskGraphBuilder:
         device where there is one, else from the first copy."""
         source_devices = self._device_array(source.devices)
         dst = self._device_array(devices)[flows.tasks]
-        copies = self.copies(source_op, source.degrees)
+        copies = self.splits.copies(source_op, source.degrees)
         if copies > 1:
             candidates = flows.source_tasks[:, None] + np.arange(copies)
             on_device = source_devices[candidates] == dst[:, None]
@@ -781,7 +585,7 @@ class TaskGraphBuilder:
             self._reshard(seg, source_op, i, Flows(source_tasks, flows.tasks[moved], flows.num_bytes[moved]),
                           source_base | source_tasks, src[moved], dst[moved], deps, tasks, memory, inner_dim)
 
-    def _summed_incoming(self, seg: int, source_op: int, groups: list[list[int]], group_bytes: list[int],
+    def _summed_incoming(self, seg: int, source_op: int, groups: list[list[int]], group_bytes: Sequence[int],
                          source_bases: list[int], source: ParallelConfig, i: int, devices: tuple[int, ...],
                          flows: Flows, deps: list[list[int]], tasks: list[Task], inner_dim: bool,
                          memory: dict[int, int] | None = None) -> None:
@@ -799,7 +603,8 @@ class TaskGraphBuilder:
         partial gradient before the add, in one combined collective (a 4-layer GPT's megatron step on 2
         devices all-reduces (f32[16,128,256] x 3) for ln_1's input gradient, 2026-12-07), so one task
         carries them all (`_summed_ms`). With `memory`
-        (the forward), each device keeps what its task reads of the sum (kept_bytes keeps no partial sum)."""
+        (the forward), each device keeps what its task reads of the sum (GraphSplits.kept_bytes keeps no partial
+        sum)."""
         reads: dict[int, list[tuple[int, int]]] = {}
         for n, k, num_bytes in zip(*(column.tolist() for column in flows)):
             reads.setdefault(n, []).append((k, num_bytes))
@@ -876,12 +681,12 @@ class TaskGraphBuilder:
         return max(durations), received
 
     def _stats(self, seg: int, i: int, config: ParallelConfig, deps: list[list[int]], tasks: list[Task]) -> None:
-        """One all-reduce of op i's statistics per group of `stats_groups`, after the group's tasks have
+        """One all-reduce of op i's statistics per group of `GraphSplits.stats_groups`, after the group's tasks have
         their inputs; its tasks compute after it (see the module docstring)."""
-        num_bytes = self.stats_bytes(i, config.degrees)
+        num_bytes = self.splits.stats_bytes(i, config.degrees)
         if not num_bytes:
             return
-        for group_index, group in enumerate(self.stats_groups(i, config.degrees)):
+        for group_index, group in enumerate(self.splits.stats_groups(i, config.degrees)):
             if len(group) < 2:
                 continue
             devices = [config.devices[k] for k in group]
@@ -956,7 +761,7 @@ class TaskGraphBuilder:
         tasks = []
         update_ms = self.op_cost(i, config.degrees).update_ms
         compute_base, update_base = seg << 24 | _COMPUTE, seg << 24 | _UPDATE
-        for group_index, group in enumerate(self.replica_groups(i, config.degrees)):
+        for group_index, group in enumerate(self.splits.replica_groups(i, config.degrees)):
             ready = tuple(sorted({compute_base | k for k in group} | set((received or {}).get(group_index, ()))))
             if len(group) > 1:
                 devices = [config.devices[k] for k in group]
@@ -978,22 +783,6 @@ def _nearest_copy(holders: np.ndarray, first_devices: np.ndarray, shards: np.nda
     """The device each slice leaves from: `dst` itself where a copy of its shard is there (`holders`
     [shard, device]), else its shard's first copy's device (`first_devices`, per slice)."""
     return np.where(holders[shards, dst], dst, first_devices)
-
-
-def _intersections(producer_boxes: np.ndarray, needed: np.ndarray, dtype_bytes: int) -> Flows:
-    """(producer task m, consumer task k, bytes) for every non-empty overlap of what consumer task k reads
-    (needed[k]) with producer shard m (producer_boxes[m]), ordered by k then m. Boxes are products of
-    intervals, so the overlap volume of every (k, m) pair is one array product over dims (64 x 64 tasks:
-    4096 pairs at once)."""
-    volumes = None  # [k, m], dim by dim (one [k, m] array at a time, not [k, m, dims])
-    for d in range(needed.shape[1]):
-        overlap = (np.minimum(producer_boxes[None, :, d, 1], needed[:, None, d, 1])
-                   - np.maximum(producer_boxes[None, :, d, 0], needed[:, None, d, 0]))
-        np.maximum(overlap, 0, out=overlap)
-        volumes = overlap if volumes is None else np.multiply(volumes, overlap, out=volumes)
-    ks, ms = np.nonzero(volumes)
-    num_bytes = volumes[ks, ms] * dtype_bytes
-    return Flows(ms, ks, num_bytes)
 
 
 def resource_name(resource: int, num_devices: int) -> str:

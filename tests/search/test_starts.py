@@ -212,13 +212,14 @@ def test_an_edge_costs_nothing_where_every_slice_stays_on_its_device():
     assert _edge_ms(builder, conv, pool, 0, whole["conv1"], split["pool1"]) > 0.0
 
 
-def _two_node_machine(measured: bool) -> Machine:
-    """8 devices, 4 a node; with `measured`, links and the all-reduce priced through measured points."""
+def _two_node_machine(measured: bool, reduce_scatter: bool = False) -> Machine:
+    """8 devices, 4 a node; with `measured`, links and the all-reduce priced through measured points; with
+    `reduce_scatter`, a sliced partial sum runs as a reduce-scatter (Machine.reduce_scatter)."""
     points = ((4096.0, 1e-3), (2**20, 2e-3), (2**22, 1.5e-3), (2**26, 9e-3)) if measured else ()
     intra, inter = Link(2e10, 1e-6, points), Link(1e9, 5e-6, points)
     machine = fake_machine(8, devices_per_node=4)
     return dataclasses.replace(machine, intra_node=intra, inter_node=inter,
-                               allreduce=Link(5e9, 2e-5, points) if measured else None)
+                               allreduce=Link(5e9, 2e-5, points) if measured else None, reduce_scatter=reduce_scatter)
 
 
 def _edge_tasks_ms(builder, p, c, configs):
@@ -234,9 +235,14 @@ def _edge_tasks_ms(builder, p, c, configs):
     return max(summed, default=0.0) + max(summed_forward, default=0.0) + sum(resharded)
 
 
-@pytest.mark.parametrize("measured", [False, True], ids=["datasheet-links", "measured-links"])
-def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(measured):
-    builder = Simulator(GRAPH, _two_node_machine(measured), COST).builder
+@pytest.mark.parametrize("measured, reduce_scatter", [
+    pytest.param(False, False, id="datasheet-links"),
+    pytest.param(True, False, id="measured-links"),
+    pytest.param(False, True, id="datasheet-links-reduce-scatter"),
+    pytest.param(True, True, id="measured-links-reduce-scatter"),
+])
+def test_the_edge_table_equals_the_durations_of_the_tasks_the_simulator_builds(measured, reduce_scatter):
+    builder = Simulator(GRAPH, _two_node_machine(measured, reduce_scatter), COST).builder
     spaces = [enumerate_configs(op, 8) for op in GRAPH.ops]
     rng = np.random.default_rng(0)
     for p in range(len(GRAPH.ops) - 1):
@@ -261,11 +267,11 @@ def test_the_edge_table_prices_a_partial_sum_output_as_the_tasks_the_simulator_b
     builder = Simulator(graph, _two_node_machine(True), FlopCost()).builder
     p, c = graph.index("h0.attn_proj"), graph.index("h0.attn_drop")
     spaces = [enumerate_configs(op, 8) for op in graph.ops]
-    sources = [config for config in spaces[p] if builder.partial_output(p, config.degrees)]
-    sources = sources[:6] + [config for config in spaces[p] if not builder.partial_output(p, config.degrees)][:3]
+    sources = [config for config in spaces[p] if builder.splits.partial_output(p, config.degrees)]
+    sources = sources[:6] + [config for config in spaces[p] if not builder.splits.partial_output(p, config.degrees)][:3]
     configs = spaces[c][:: max(len(spaces[c]) // 12, 1)]
-    assert len(sources) == 9 and any(builder.partial_output(p, config.degrees) for config in sources)
-    assert any(builder.copies(c, config.degrees) > 1 for config in configs)
+    assert len(sources) == 9 and any(builder.splits.partial_output(p, config.degrees) for config in sources)
+    assert any(builder.splits.copies(c, config.degrees) > 1 for config in configs)
     table = builder.edge_ms_table(p, c, 0, sources, configs)
     for (a, source), (b, config) in itertools.product(enumerate(sources), enumerate(configs)):
         others = [space[0] for space in spaces]
@@ -289,7 +295,7 @@ def test_the_edge_table_prices_replicated_copies_as_the_tasks_the_simulator_buil
     rng = np.random.default_rng(1)
     sources = [spaces[p][int(k)] for k in rng.choice(len(spaces[p]), size=10, replace=False)]
     configs = [spaces[c][int(k)] for k in rng.choice(len(spaces[c]), size=10, replace=False)]
-    replicated = [builder.copies(op, config.degrees) > 1 for op, candidates in ((p, sources), (c, configs))
+    replicated = [builder.splits.copies(op, config.degrees) > 1 for op, candidates in ((p, sources), (c, configs))
                   for config in candidates]
     assert any(replicated) and not all(replicated)
     table = builder.edge_ms_table(p, c, 0, sources, configs)
